@@ -1,0 +1,62 @@
+# The C-level API of shimpid's Cython backend, for Cython code that wants it without the GIL:
+#
+#     from shimpid._speedups cimport pid_record_t, writer_write_current, PidFileWriter
+#
+# Every function here is async-signal-safe unless its comment says otherwise: it calls only
+# async-signal-safe system calls, allocates nothing and takes no lock, so it may run in a child
+# between fork() and exec(). Failures come back as 0 / -errno (or as the documented codes).
+
+from libc.stdint cimport uint32_t, uint64_t
+from posix.types cimport mode_t
+
+
+ctypedef struct pid_record_t:
+    uint32_t pid
+    bint has_start_time
+    uint64_t start_time
+
+# What a PidFileWriter prepared before any fork: NUL-terminated paths owned by the writer.
+ctypedef struct pid_writer_t:
+    const char *path
+    const char *temp_prefix  # "<dir>/.<name>." ; the pid and a counter follow
+    Py_ssize_t temp_prefix_len
+    bint atomic
+    mode_t mode
+
+
+# The record's bytes at buf (room for 48); returns their number.
+cdef Py_ssize_t record_encode(const pid_record_t *record, char *buf) noexcept nogil
+
+# 0, or why not: DECODE_NOT_UTF8 (where[0]: offset of the first invalid byte) or a PARSE_*
+# reason for the first line (where[0], where[1]: the trimmed line). Not async-signal-safe only in
+# the sense that it needs none: it touches nothing but its arguments.
+cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t *out,
+                       Py_ssize_t *where) noexcept nogil
+
+# This process's pid and start time (has_start_time is false where none can be read).
+cdef void record_current(pid_record_t *out) noexcept nogil
+
+# The state byte (field 3, 0 if absent) and start time (field 22) of a /proc/<pid>/stat line:
+# 0 if the start time was found, -1 if not.
+cdef int parse_stat(const char *buf, Py_ssize_t size, char *state,
+                    uint64_t *start_time) noexcept nogil
+
+# Write a record, or this process's record, through a prepared writer: 0 or -errno.
+cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil
+cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil
+
+
+cdef class PidRecord:
+    cdef pid_record_t rec
+
+
+cdef class PidFileWriter:
+    cdef pid_writer_t writer
+    cdef readonly object path
+    cdef bytes _target
+    cdef bytes _temp_prefix
+
+
+cdef class PidFileReader:
+    cdef readonly object path
+    cdef bytes _target

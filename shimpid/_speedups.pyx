@@ -1,0 +1,805 @@
+# cython: language_level=3, freethreading_compatible=True, cdivision=True
+"""Cython backend: ``_pure.py`` again, function for function, with the work done in C.
+
+Encode, decode, write and the ``/proc`` stat parse are ``noexcept nogil`` functions over
+libc/POSIX declarations that touch only the stack and what a writer prepared when it was created.
+So ``PidFileWriter.write_current()`` can run in a child after ``fork()``: another thread of the
+parent may have held the malloc lock at the fork, and the child may only make async-signal-safe
+calls until it execs. Python objects are made only for results and errors, with the GIL held.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.number cimport PyNumber_Index
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.errno cimport EEXIST, EINTR, EIO, ENAMETOOLONG, ENOENT, ENOSYS, EPERM, ESRCH, errno
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdio cimport rename
+from libc.string cimport memchr, memcpy
+from posix cimport fcntl, unistd
+from posix.signal cimport kill
+from posix.stat cimport S_ISREG, fstat, struct_stat
+from posix.types cimport mode_t, pid_t
+
+import os
+
+from . import _common
+from ._common import ABSENT, Legacy, Verified
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <stdint.h>
+    #include <fcntl.h>
+    #if defined(__APPLE__)
+    #include <libproc.h>
+    #include <sys/proc.h>
+    #include <sys/proc_info.h>
+    #endif
+    #ifndef O_NOFOLLOW
+    #define O_NOFOLLOW 0
+    #endif
+    #if defined(__linux__)
+    #define SHIMPID_LINUX 1
+    #else
+    #define SHIMPID_LINUX 0
+    #endif
+
+    /* Temporary names must differ between threads and successive writes of one process.
+       A relaxed atomic increment is lock-free and async-signal-safe. */
+    static unsigned long long shimpid_temp_counter;
+    static unsigned long long shimpid_next_temp(void) {
+        return __atomic_fetch_add(&shimpid_temp_counter, 1, __ATOMIC_RELAXED);
+    }
+
+    /* macOS: proc_pidinfo(PROC_PIDTBSDINFO), as the reference reads it. 0 or an errno. */
+    static int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) {
+    #if defined(__APPLE__)
+        struct proc_bsdinfo info;
+        int size = (int)sizeof(info);
+        errno = 0;
+        if (proc_pidinfo(pid, PROC_PIDTBSDINFO, 0, &info, size) != size)
+            return errno ? errno : ESRCH;
+        *state = info.pbi_status == SZOMB ? 'Z' : 'R';
+        *start = info.pbi_start_tvsec * 1000000ULL + info.pbi_start_tvusec;
+        return 0;
+    #else
+        (void)pid; (void)state; (void)start;
+        return ENOSYS;
+    #endif
+    }
+    #if defined(__APPLE__)
+    #define SHIMPID_DARWIN 1
+    #else
+    #define SHIMPID_DARWIN 0
+    #endif
+    """
+    enum: O_NOFOLLOW
+    enum: SHIMPID_LINUX
+    enum: SHIMPID_DARWIN
+    unsigned long long shimpid_next_temp() noexcept nogil
+    int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) noexcept nogil
+
+
+cdef enum:
+    RECORD_MAX_BYTES = 48
+    FILE_MAX_BYTES = 4096
+    STAT_READ_BYTES = 1024
+    TEMP_SUFFIX_MAX = 35
+    TEMP_PATH_MAX = 4096
+    TEMP_ATTEMPTS = 16
+    PARSE_OK = 0
+    PARSE_EMPTY = 1
+    PARSE_INVALID_DIGIT = 2
+    PARSE_TOO_LARGE = 3
+    DECODE_NOT_UTF8 = -1
+    # read_pid_file() failures that are not an errno
+    FAIL_NOT_REGULAR = -1
+    FAIL_TOO_LARGE = -2
+    IDENTITY_ABSENT = 0
+    IDENTITY_LEGACY = 1
+    IDENTITY_VERIFIED = 2
+
+cdef uint32_t PID_MAX = 0x7FFFFFFF
+cdef uint64_t U32_MAX = 0xFFFFFFFF
+cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
+
+# A symlink planted at the path is refused (ELOOP), never followed.
+cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
+                        | fcntl.O_CLOEXEC)
+cdef int CREATE_IN_PLACE = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_TRUNC | O_NOFOLLOW
+                            | fcntl.O_CLOEXEC)
+# O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
+cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK
+
+if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFIX_MAX,
+        _common.TEMP_PATH_MAX, _common.PID_MAX, _common.PARSE_TOO_LARGE) != (
+        RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, PID_MAX,
+        PARSE_TOO_LARGE):
+    raise ImportError("shimpid._speedups was built against another shimpid._common")
+
+
+# ============================================================================
+# PidRecord: the codec
+# ============================================================================
+
+
+@cython.final
+cdef class PidRecord:
+    """A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``."""
+
+    def __init__(self, pid, start_time=None):
+        # PyNumber_Index: a C conversion alone would also take floats, through __int__.
+        try:
+            self.rec.pid = PyNumber_Index(pid)
+        except OverflowError:
+            raise OverflowError(_common.PID_RANGE) from None
+        if start_time is None:
+            self.rec.has_start_time = False
+            self.rec.start_time = 0
+        else:
+            try:
+                self.rec.start_time = PyNumber_Index(start_time)
+            except OverflowError:
+                raise OverflowError(_common.START_TIME_RANGE) from None
+            self.rec.has_start_time = True
+
+    @property
+    def pid(self):
+        return self.rec.pid
+
+    @property
+    def start_time(self):
+        return self.rec.start_time if self.rec.has_start_time else None
+
+    def __eq__(self, other):
+        if type(other) is not PidRecord:
+            return NotImplemented
+        cdef pid_record_t *theirs = &(<PidRecord>other).rec
+        return (self.rec.pid == theirs.pid
+                and self.rec.has_start_time == theirs.has_start_time
+                and self.rec.start_time == theirs.start_time)
+
+    def __hash__(self):
+        return hash((self.rec.pid, self.start_time))
+
+    def __repr__(self):
+        return f"PidRecord(pid={self.rec.pid}, start_time={self.start_time!r})"
+
+    def __reduce__(self):
+        return (PidRecord, (self.rec.pid, self.start_time))
+
+    @staticmethod
+    def current():
+        """This process's pid and start time (``None`` where the platform gives none)."""
+        cdef pid_record_t record
+        # The GIL stays held: a caller after fork() must take no lock (see write_current).
+        record_current(&record)
+        return _new_record(&record)
+
+    @staticmethod
+    def decode(data):
+        """Parse a pid file's bytes exactly as the reference's ``PidRecord::decode`` does."""
+        cdef Py_buffer view
+        if type(data) is bytes:
+            return _decode(<const unsigned char *>PyBytes_AS_STRING(data),
+                           PyBytes_GET_SIZE(data))
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            return _decode(<const unsigned char *>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    def encode(self):
+        """The bytes a pid file holds: ``b"<pid>\\n<start_time>\\n"``, or ``b"<pid>\\n"``."""
+        cdef char buf[RECORD_MAX_BYTES]
+        return PyBytes_FromStringAndSize(buf, record_encode(&self.rec, buf))
+
+    def encode_into(self, buffer):
+        """Write ``encode()`` into a writable buffer of at least 48 bytes; return its length."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE)
+        try:
+            if view.readonly:
+                raise TypeError(_common.BUFFER_READONLY)
+            if view.len < RECORD_MAX_BYTES:
+                raise ValueError(_common.buffer_too_small(view.len))
+            return record_encode(&self.rec, <char *>view.buf)
+        finally:
+            PyBuffer_Release(&view)
+
+
+cdef inline PidRecord _new_record(const pid_record_t *record):
+    cdef PidRecord result = PidRecord.__new__(PidRecord)
+    result.rec = record[0]
+    return result
+
+
+cdef PidRecord _decode(const unsigned char *data, Py_ssize_t size):
+    cdef pid_record_t record
+    cdef Py_ssize_t where[2]
+    cdef int reason = record_decode(data, size, &record, where)
+    if reason:
+        raise _decode_error(data, reason, where)
+    return _new_record(&record)
+
+
+cdef object _decode_error(const unsigned char *data, int reason, const Py_ssize_t *where):
+    if reason == DECODE_NOT_UTF8:
+        return _common.not_utf8_error(where[0])
+    line = PyUnicode_DecodeUTF8(<const char *>data + where[0], where[1] - where[0], NULL)
+    return _common.invalid_pid_error(line, reason)
+
+
+cdef Py_ssize_t format_u64(uint64_t value, char *buf) noexcept nogil:
+    cdef char digits[20]
+    cdef Py_ssize_t n = 0, i
+    while True:
+        digits[n] = <char>(c'0' + value % 10)
+        n += 1
+        value //= 10
+        if value == 0:
+            break
+    for i in range(n):
+        buf[i] = digits[n - 1 - i]
+    return n
+
+
+cdef Py_ssize_t record_encode(const pid_record_t *record, char *buf) noexcept nogil:
+    cdef Py_ssize_t n = format_u64(record.pid, buf)
+    buf[n] = c'\n'
+    n += 1
+    if record.has_start_time:
+        n += format_u64(record.start_time, buf + n)
+        buf[n] = c'\n'
+        n += 1
+    return n
+
+
+cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t *out,
+                       Py_ssize_t *where) noexcept nogil:
+    cdef Py_ssize_t valid = utf8_valid_up_to(data, size)
+    cdef Py_ssize_t start = 0, end, second
+    cdef uint64_t value
+    cdef int reason
+    if valid != size:
+        where[0] = valid
+        return DECODE_NOT_UTF8
+    # Rust's `str::lines` splits on "\n" only; the "\r" it drops before one is White_Space,
+    # which the trim removes anyway.
+    end = line_end(data, 0, size)
+    trim(data, &start, &end)
+    reason = parse_uint(data, start, end, U32_MAX, &value)
+    if reason:
+        where[0] = start
+        where[1] = end
+        return reason
+    out.pid = <uint32_t>value
+    out.has_start_time = False
+    out.start_time = 0
+    second = line_end(data, 0, size) + 1
+    if second <= size:
+        # A garbled second line downgrades to a legacy record: the pid is still good.
+        start = second
+        end = line_end(data, second, size)
+        trim(data, &start, &end)
+        if start < end and parse_uint(data, start, end, U64_MAX, &value) == PARSE_OK:
+            out.has_start_time = True
+            out.start_time = value
+    return 0
+
+
+cdef inline Py_ssize_t line_end(const unsigned char *data, Py_ssize_t start,
+                                Py_ssize_t size) noexcept nogil:
+    cdef const void *newline = memchr(data + start, c'\n', size - start)
+    return size if newline == NULL else <const unsigned char *>newline - data
+
+
+cdef Py_ssize_t utf8_valid_up_to(const unsigned char *s, Py_ssize_t size) noexcept nogil:
+    """Length of the longest valid UTF-8 prefix, as Rust's ``Utf8Error::valid_up_to``."""
+    cdef Py_ssize_t i = 0, length, k
+    cdef unsigned char c, low, high
+    while i < size:
+        c = s[i]
+        if c < 0x80:
+            i += 1
+            continue
+        # The second byte's range rules out overlong forms, surrogates and > U+10FFFF.
+        low = 0x80
+        high = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            length = 2
+        elif 0xE0 <= c <= 0xEF:
+            length = 3
+            if c == 0xE0:
+                low = 0xA0
+            elif c == 0xED:
+                high = 0x9F
+        elif 0xF0 <= c <= 0xF4:
+            length = 4
+            if c == 0xF0:
+                low = 0x90
+            elif c == 0xF4:
+                high = 0x8F
+        else:
+            return i
+        if i + 1 >= size or not low <= s[i + 1] <= high:
+            return i
+        for k in range(2, length):
+            if i + k >= size or s[i + k] & 0xC0 != 0x80:
+                return i
+        i += length
+    return size
+
+
+cdef Py_ssize_t white_space_at(const unsigned char *s, Py_ssize_t i,
+                               Py_ssize_t end) noexcept nogil:
+    """Byte length of the Unicode White_Space character at s[i] (Rust's `trim`), or 0."""
+    cdef unsigned char c = s[i], b1, b2
+    if c == 0x20 or 0x09 <= c <= 0x0D:
+        return 1
+    if c == 0xC2:  # U+0085, U+00A0
+        return 2 if i + 1 < end and (s[i + 1] == 0x85 or s[i + 1] == 0xA0) else 0
+    if i + 2 >= end or c < 0xE1 or c > 0xE3:
+        return 0
+    b1 = s[i + 1]
+    b2 = s[i + 2]
+    if c == 0xE1:  # U+1680
+        return 3 if b1 == 0x9A and b2 == 0x80 else 0
+    if c == 0xE3:  # U+3000
+        return 3 if b1 == 0x80 and b2 == 0x80 else 0
+    if c == 0xE2 and b1 == 0x80:  # U+2000..U+200A, U+2028, U+2029, U+202F
+        return 3 if b2 <= 0x8A or b2 == 0xA8 or b2 == 0xA9 or b2 == 0xAF else 0
+    if c == 0xE2 and b1 == 0x81:  # U+205F
+        return 3 if b2 == 0x9F else 0
+    return 0
+
+
+cdef void trim(const unsigned char *s, Py_ssize_t *start, Py_ssize_t *end) noexcept nogil:
+    cdef Py_ssize_t n
+    while start[0] < end[0]:
+        n = white_space_at(s, start[0], end[0])
+        if n == 0:
+            break
+        start[0] += n
+    # The input is valid UTF-8, so a lead byte 1, 2 or 3 bytes from the end starts the last
+    # character: try each width.
+    while start[0] < end[0]:
+        if white_space_at(s, end[0] - 1, end[0]) == 1:
+            end[0] -= 1
+        elif end[0] - 2 >= start[0] and white_space_at(s, end[0] - 2, end[0]) == 2:
+            end[0] -= 2
+        elif end[0] - 3 >= start[0] and white_space_at(s, end[0] - 3, end[0]) == 3:
+            end[0] -= 3
+        else:
+            break
+
+
+cdef int parse_uint(const unsigned char *s, Py_ssize_t start, Py_ssize_t end, uint64_t limit,
+                    uint64_t *out) noexcept nogil:
+    """Rust's ``u32``/``u64`` ``from_str``: an optional ``+``, then one or more ASCII digits.
+
+    Fails at the first non-digit or at the digit that overflows, whichever comes first, as Rust.
+    """
+    cdef uint64_t value = 0, digit
+    if start == end:
+        return PARSE_EMPTY
+    if s[start] == c'+':
+        start += 1
+        if start == end:
+            return PARSE_INVALID_DIGIT
+    while start < end:
+        digit = <uint64_t>s[start] - c'0'
+        if digit > 9:  # also below '0': the subtraction wrapped
+            return PARSE_INVALID_DIGIT
+        if value > (limit - digit) // 10:
+            return PARSE_TOO_LARGE
+        value = value * 10 + digit
+        start += 1
+    out[0] = value
+    return PARSE_OK
+
+
+# ============================================================================
+# PidFileWriter: child-side I/O
+# ============================================================================
+
+
+@cython.final
+cdef class PidFileWriter:
+    """Writes records to one pid file; everything it needs is prepared when it is created.
+
+    ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
+    old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
+    as the reference does.
+    """
+
+    def __init__(self, path, *, atomic=True, mode=0o644):
+        if self.writer.path != NULL:
+            # The C struct points into these bytes, maybe from a write in another thread.
+            raise TypeError("PidFileWriter is already initialised")
+        checked_mode = _common.check_mode(mode)
+        self.path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
+        self.writer.temp_prefix = PyBytes_AS_STRING(self._temp_prefix)
+        self.writer.temp_prefix_len = PyBytes_GET_SIZE(self._temp_prefix)
+        self.writer.atomic = bool(atomic)
+        self.writer.mode = checked_mode
+        self.writer.path = PyBytes_AS_STRING(self._target)
+
+    @classmethod
+    def at(cls, path, *, atomic=True, mode=0o644):
+        return cls(path, atomic=atomic, mode=mode)
+
+    @property
+    def atomic(self):
+        return bool(self.writer.atomic)
+
+    @property
+    def mode(self):
+        return self.writer.mode
+
+    def __repr__(self):
+        return f"PidFileWriter({self.path!r}, atomic={self.atomic}, mode={self.mode:#o})"
+
+    def write(self, PidRecord record not None):
+        """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file."""
+        cdef pid_record_t copy = record.rec
+        cdef int rc
+        with nogil:  # a write to a slow disk should not stall the parent's other threads
+            rc = writer_write(&self.writer, &copy)
+        if rc:
+            raise OSError(-rc, os.strerror(-rc), self.path)
+
+    def write_current(self):
+        """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
+        # The GIL stays held: releasing and retaking it takes a lock, and this may run after
+        # fork(). Nothing here allocates until an error is raised.
+        cdef int rc = writer_write_current(&self.writer)
+        if rc:
+            raise OSError(-rc, os.strerror(-rc), self.path)
+
+
+cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil:
+    cdef char buf[RECORD_MAX_BYTES]
+    cdef Py_ssize_t size = record_encode(record, buf)
+    if writer.atomic:
+        return write_atomic(writer, buf, size)
+    return write_in_place(writer.path, buf, size, writer.mode)
+
+
+cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil:
+    cdef pid_record_t record
+    record_current(&record)
+    return writer_write(writer, &record)
+
+
+cdef int open_retry(const char *path, int flags, mode_t mode) noexcept nogil:
+    cdef int fd
+    while True:
+        fd = fcntl.open(path, flags, mode)
+        if fd >= 0 or errno != EINTR:
+            return fd
+
+
+cdef Py_ssize_t read_retry(int fd, void *buf, size_t size) noexcept nogil:
+    cdef Py_ssize_t n
+    while True:
+        n = unistd.read(fd, buf, size)
+        if n >= 0 or errno != EINTR:
+            return n
+
+
+cdef int write_all(int fd, const char *data, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t n
+    while size > 0:
+        n = unistd.write(fd, data, size)
+        if n < 0:
+            if errno == EINTR:
+                continue
+            return -errno
+        if n == 0:
+            return -EIO  # no progress: fail rather than spin
+        data += n
+        size -= n
+    return 0
+
+
+cdef int write_in_place(const char *path, const char *data, Py_ssize_t size,
+                        mode_t mode) noexcept nogil:
+    cdef int fd = open_retry(path, CREATE_IN_PLACE, mode)
+    cdef int rc
+    if fd < 0:
+        return -errno
+    rc = write_all(fd, data, size)
+    if unistd.close(fd) != 0 and rc == 0:
+        rc = -errno
+    return rc
+
+
+cdef int write_atomic(const pid_writer_t *writer, const char *data,
+                      Py_ssize_t size) noexcept nogil:
+    cdef char temp[TEMP_PATH_MAX]
+    cdef Py_ssize_t prefix = writer.temp_prefix_len, end
+    cdef uint64_t pid = <uint64_t>unistd.getpid()
+    cdef int fd = -1, attempt, rc
+    if prefix + TEMP_SUFFIX_MAX + 1 > TEMP_PATH_MAX:
+        return -ENAMETOOLONG  # writer_paths() refuses these; never overrun the stack
+    memcpy(temp, writer.temp_prefix, prefix)
+    for attempt in range(TEMP_ATTEMPTS):
+        end = prefix + format_u64(pid, temp + prefix)
+        temp[end] = c'.'
+        end += 1
+        end += format_u64(shimpid_next_temp(), temp + end)
+        memcpy(temp + end, b".tmp", 5)  # with its NUL
+        fd = open_retry(temp, CREATE_TEMP, writer.mode)
+        # EEXIST: left by a crashed writer that had our pid; never touch it, take the next name
+        if fd >= 0 or errno != EEXIST:
+            break
+    if fd < 0:
+        return -errno
+    rc = write_all(fd, data, size)
+    if unistd.close(fd) != 0 and rc == 0:
+        rc = -errno
+    if rc == 0 and rename(temp, writer.path) != 0:
+        rc = -errno
+    if rc != 0:
+        unistd.unlink(temp)
+    return rc
+
+
+# ============================================================================
+# PidFileReader: parent-side I/O
+# ============================================================================
+
+
+@cython.final
+cdef class PidFileReader:
+    """Reads one pid file and classifies its record against the live system."""
+
+    def __init__(self, path):
+        if self._target is not None:
+            raise TypeError("PidFileReader is already initialised")
+        self.path, self._target = _common.resolve_path(path)
+
+    @classmethod
+    def at(cls, path):
+        return cls(path)
+
+    def __repr__(self):
+        return f"PidFileReader({self.path!r})"
+
+    def read(self):
+        """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
+        cdef unsigned char buf[FILE_MAX_BYTES + 1]
+        cdef const char *target = PyBytes_AS_STRING(self._target)
+        cdef pid_record_t record
+        cdef Py_ssize_t size
+        cdef Py_ssize_t where[2]
+        cdef int failure = 0, reason
+        with nogil:
+            size = read_pid_file(target, buf, &failure)
+        if size < 0:
+            raise _read_failure(failure, self.path)
+        reason = record_decode(buf, size, &record, where)
+        if reason:
+            err = _decode_error(buf, reason, where)
+            raise _common.in_file(err, self.path) from err
+        return _new_record(&record)
+
+    def process_identity(self):
+        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules."""
+        cdef unsigned char buf[FILE_MAX_BYTES + 1]
+        cdef const char *target = PyBytes_AS_STRING(self._target)
+        cdef pid_record_t record
+        cdef Py_ssize_t size
+        cdef Py_ssize_t where[2]
+        cdef int failure = 0, verdict = IDENTITY_ABSENT
+        with nogil:
+            size = read_pid_file(target, buf, &failure)
+            if size >= 0 and record_decode(buf, size, &record, where) == 0:
+                verdict = classify(&record)
+        if verdict == IDENTITY_VERIFIED:
+            return Verified(record.pid)
+        if verdict == IDENTITY_LEGACY:
+            return Legacy(record.pid)
+        return ABSENT
+
+
+cdef Py_ssize_t read_pid_file(const char *path, unsigned char *buf,
+                              int *failure) noexcept nogil:
+    """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*."""
+    cdef struct_stat info
+    cdef Py_ssize_t size = -1, n
+    cdef int fd = open_retry(path, OPEN_READ, 0)
+    if fd < 0:
+        failure[0] = errno
+        return -1
+    if fstat(fd, &info) != 0:
+        failure[0] = errno
+    elif not S_ISREG(info.st_mode):
+        failure[0] = FAIL_NOT_REGULAR
+    elif info.st_size > FILE_MAX_BYTES:
+        failure[0] = FAIL_TOO_LARGE
+    else:
+        size = read_retry(fd, buf, FILE_MAX_BYTES + 1)
+        # One read returns a regular file whole; read on only after a short one.
+        if size >= 0 and size != info.st_size:
+            while size <= FILE_MAX_BYTES:
+                n = read_retry(fd, buf + size, FILE_MAX_BYTES + 1 - size)
+                if n <= 0:
+                    if n < 0:
+                        size = -1
+                    break
+                size += n
+        if size < 0:
+            failure[0] = errno
+        elif size > FILE_MAX_BYTES:
+            failure[0] = FAIL_TOO_LARGE
+            size = -1
+    unistd.close(fd)
+    return size
+
+
+cdef object _read_failure(int failure, object path):
+    if failure == FAIL_NOT_REGULAR:
+        return _common.content_error(_common.NOT_REGULAR, path)
+    if failure == FAIL_TOO_LARGE:
+        return _common.content_error(_common.TOO_LARGE, path)
+    return _common.read_error(failure, path)
+
+
+
+cdef int classify(const pid_record_t *record) noexcept nogil:
+    cdef uint64_t live = 0
+    cdef bint has_live = False
+    if not probe(record.pid, &live, &has_live):
+        return IDENTITY_ABSENT
+    if not record.has_start_time:
+        return IDENTITY_LEGACY
+    if has_live and live == record.start_time:
+        return IDENTITY_VERIFIED
+    return IDENTITY_ABSENT  # another process has the pid now, or its start time cannot be read
+
+
+# ============================================================================
+# Live processes
+# ============================================================================
+
+
+def is_process_alive(pid):
+    """True if ``pid`` names one live process that is not a zombie (another user's counts)."""
+    cdef uint64_t start = 0
+    cdef bint has_start = False, alive
+    pid = PyNumber_Index(pid)
+    if not 0 < pid <= PID_MAX:
+        return False
+    cdef uint32_t c_pid = pid
+    with nogil:
+        alive = probe(c_pid, &start, &has_start)
+    return alive
+
+
+def process_start_time(pid):
+    """The start time of the process holding ``pid`` (a zombie still holds it), or ``None``."""
+    cdef uint64_t start = 0
+    cdef bint has_start = False
+    cdef char state = 0
+    cdef int err
+    pid = PyNumber_Index(pid)
+    if not 0 < pid <= PID_MAX:
+        return None
+    cdef uint32_t c_pid = pid
+    with nogil:
+        err = read_proc_info(c_pid, &state, &start, &has_start)
+    return start if err == 0 and has_start else None
+
+
+cdef bint probe(uint32_t pid, uint64_t *start_time, bint *has_start) noexcept nogil:
+    """Alive? From one kill(pid, 0) and one read of the process's stat, which gives the start."""
+    cdef char state = 0
+    cdef int err
+    has_start[0] = False
+    if pid == 0 or pid > PID_MAX:
+        return False  # 0: our own process group; above: a negative pid_t, -1 = everyone
+    if kill(<pid_t>pid, 0) != 0 and errno != EPERM:  # EPERM: exists, another user's
+        return False
+    err = read_proc_info(pid, &state, start_time, has_start)
+    if err != 0:
+        # Gone since kill(), or no /proc here (not mounted, another pid namespace). Only the
+        # first is a death: a false "dead" would have recovery orphan a live process.
+        has_start[0] = False
+        return not ((err == ENOENT or err == ESRCH) and not exists(pid))
+    if state == c'Z' or state == c'X':  # zombie or dead: exited, holding its pid until reaped
+        has_start[0] = False
+        return False
+    return True
+
+
+cdef bint exists(uint32_t pid) noexcept nogil:
+    return kill(<pid_t>pid, 0) == 0 or errno == EPERM
+
+
+cdef void record_current(pid_record_t *out) noexcept nogil:
+    cdef char state = 0
+    out.pid = <uint32_t>unistd.getpid()
+    out.start_time = 0
+    if read_proc_info(0, &state, &out.start_time, &out.has_start_time) != 0:
+        out.has_start_time = False
+        out.start_time = 0
+
+
+cdef int read_proc_info(uint32_t pid, char *state, uint64_t *start_time,
+                        bint *has_start) noexcept nogil:
+    """0 or an errno; fills state (field 3, 0 if unknown) and the start time. pid 0: this process."""
+    cdef char path[32]
+    cdef char buf[STAT_READ_BYTES]
+    cdef Py_ssize_t n
+    cdef int fd, err
+    state[0] = 0
+    has_start[0] = False
+    if SHIMPID_LINUX:
+        if pid == 0:
+            memcpy(path, b"/proc/self/stat", 16)
+        else:
+            memcpy(path, b"/proc/", 6)
+            n = 6 + format_u64(pid, path + 6)
+            memcpy(path + n, b"/stat", 6)
+        fd = open_retry(path, fcntl.O_RDONLY | fcntl.O_CLOEXEC, 0)
+        if fd < 0:
+            return errno
+        n = read_retry(fd, buf, STAT_READ_BYTES)
+        err = errno
+        unistd.close(fd)
+        if n < 0:
+            return err
+        has_start[0] = parse_stat(buf, n, state, start_time) == 0
+        return 0
+    if SHIMPID_DARWIN:
+        err = shimpid_darwin_info(<pid_t>pid if pid else unistd.getpid(), state, start_time)
+        has_start[0] = err == 0
+        return err
+    return ENOSYS
+
+
+cdef int parse_stat(const char *buf, Py_ssize_t size, char *state,
+                    uint64_t *start_time) noexcept nogil:
+    # The command name (field 2) may hold spaces and ')', so fields are counted after the LAST
+    # ')'; field 22, the start time in clock ticks since boot, is the 20th of those.
+    cdef Py_ssize_t i = size - 1, token, field = 0
+    cdef uint64_t value = 0, digit
+    state[0] = 0
+    while i >= 0 and buf[i] != c')':
+        i -= 1
+    if i < 0:
+        return -1
+    i += 1
+    while i < size:
+        while i < size and buf[i] == c' ':
+            i += 1
+        token = i
+        while i < size and buf[i] != c' ' and buf[i] != c'\n':
+            i += 1
+        if token == i:
+            return -1
+        field += 1
+        if field == 1:
+            state[0] = buf[token]
+        elif field == 20:
+            while token < i:
+                digit = <uint64_t>(<unsigned char>buf[token]) - c'0'
+                if digit > 9 or value > (U64_MAX - digit) // 10:
+                    return -1
+                value = value * 10 + digit
+                token += 1
+            start_time[0] = value
+            return 0
+    return -1
+
+
+def _parse_stat(bytes data not None):
+    """(state byte, start time or None) of a stat line: for tests against the pure parser."""
+    cdef char state = 0
+    cdef uint64_t start = 0
+    cdef int found = parse_stat(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &state, &start)
+    return (<unsigned char>state, start if found == 0 else None)

@@ -1,0 +1,55 @@
+"""Helpers for tests that need real processes."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+
+def proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rpartition(b")")[2].split()[0].decode()
+
+
+def run_in_child(fn, *, timeout: float = 30) -> tuple[int, bytes]:
+    """Run ``fn(write_fd)`` in a forked child; return its exit status code and what it wrote.
+
+    The child exits with ``os._exit``, never back into pytest, whatever ``fn`` does.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 0
+        try:
+            os.close(read_fd)
+            fn(write_fd)
+        except BaseException as err:  # report, never unwind into pytest
+            try:
+                os.write(write_fd, f"{type(err).__name__}: {err}".encode())
+            except OSError:
+                pass
+            code = 70
+        os._exit(code)
+    os.close(write_fd)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([read_fd], [], [], max(remaining, 0))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"child did not finish within {timeout} s")
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status), b"".join(chunks)
+    return os.WEXITSTATUS(status), b"".join(chunks)

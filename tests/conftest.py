@@ -1,0 +1,81 @@
+"""Every test that takes ``impl`` runs against both backends, each imported directly.
+
+The Cython parameter imports ``shimpid._speedups`` itself, so a missing or broken extension fails
+the run loudly instead of quietly testing the pure backend twice. It is skipped only when
+``SHIMPID_PURE_PYTHON`` is set, which is how the pure-only tox environments say "there is no
+extension here, on purpose".
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import shimpid
+from _helpers import proc_state
+
+PURE_ONLY = os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    where = os.path.dirname(shimpid.__file__)
+    mode = "pure backend only (SHIMPID_PURE_PYTHON)" if PURE_ONLY else "both backends"
+    return [f"shimpid {shimpid.__version__} from {where}: BACKEND={shimpid.BACKEND}, {mode}"]
+
+
+@pytest.fixture(params=["pure", "cython"], scope="session")
+def impl(request: pytest.FixtureRequest):
+    if request.param == "cython":
+        if PURE_ONLY:
+            pytest.skip("SHIMPID_PURE_PYTHON is set: the pure backend is tested alone")
+        return importlib.import_module("shimpid._speedups")
+    return importlib.import_module("shimpid._pure")
+
+
+@pytest.fixture
+def pid_path(tmp_path):
+    return tmp_path / "shim.pid"
+
+
+@pytest.fixture
+def sleeper():
+    """A live child process (not reaped until the test ends)."""
+    child = subprocess.Popen(["sleep", "60"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+@pytest.fixture
+def zombie():
+    """A child that has exited but is not reaped: it still holds its pid."""
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while proc_state(child.pid) != "Z":
+        assert time.monotonic() < deadline, "child did not exit"
+        time.sleep(0.005)
+    yield child
+    child.wait()
+
+
+@pytest.fixture
+def reaped_pid() -> int:
+    """The pid of a child that has exited and been reaped: no process holds it now."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory that processes of other users can read (tmp_path is private to root)."""
+    path = tempfile.mkdtemp(prefix="shimpid-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,81 @@
+"""The package as users get it: which backend runs, one API in both, shipped typing files."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+
+import pytest
+
+import shimpid
+from conftest import PURE_ONLY
+from shimpid import _common, _pure
+
+PUBLIC = ["PidRecord", "PidFileWriter", "PidFileReader", "is_process_alive", "process_start_time"]
+
+
+def test_selected_backend():
+    if PURE_ONLY:
+        assert shimpid.BACKEND == "python"
+        assert shimpid.PidRecord is _pure.PidRecord
+    else:
+        # the extension must be what runs: a silent fallback would hide a broken build
+        assert shimpid.BACKEND == "cython"
+        assert shimpid.PidRecord.__module__ == "shimpid._speedups"
+
+
+@pytest.mark.skipif(
+    os.environ.get("SHIMPID_NO_EXTENSIONS", "0") in ("", "0"),
+    reason="the extension was built; this checks an install without it",
+)
+def test_pure_install_has_no_extension():
+    with pytest.raises(ImportError):
+        importlib.import_module("shimpid._speedups")
+
+
+def test_environment_variable_forces_pure():
+    code = "import shimpid; print(shimpid.BACKEND, shimpid.PidRecord.__module__)"
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(shimpid.__file__)))
+    assert out.stdout.split() == ["python", "shimpid._pure"]
+
+
+def test_exports():
+    for name in shimpid.__all__:
+        assert hasattr(shimpid, name), name
+    assert issubclass(shimpid.StorageError, OSError)
+    assert shimpid.StorageError is _common.StorageError
+
+
+def public_members(cls) -> list[str]:
+    return sorted(n for n in dir(cls) if not n.startswith("_"))
+
+
+def shape(fn) -> list[tuple]:
+    """Parameter names, kinds and defaults: annotations exist only in the pure module."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_same_api_in_both_backends(impl):
+    for name in PUBLIC:
+        ours, pure = getattr(impl, name), getattr(_pure, name)
+        if not inspect.isclass(pure):
+            assert shape(ours) == shape(pure), name
+            continue
+        assert public_members(ours) == public_members(pure), name
+        for member in public_members(pure):
+            if isinstance(inspect.getattr_static(pure, member), property):
+                assert not callable(getattr(ours, member, None)), f"{name}.{member}"
+            else:  # constructors are compared through at(); Cython's __init__ has no signature
+                assert shape(getattr(ours, member)) == shape(getattr(pure, member)), f"{name}.{member}"
+
+
+def test_typing_files_are_shipped():
+    here = os.path.dirname(shimpid.__file__)
+    assert os.path.exists(os.path.join(here, "py.typed"))
+    assert os.path.exists(os.path.join(here, "_speedups.pyi"))
+    assert os.path.exists(os.path.join(here, "_speedups.pxd"))

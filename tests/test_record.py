@@ -1,0 +1,173 @@
+"""PidRecord as a value: construction, immutability, equality, hashing, encoding."""
+
+from __future__ import annotations
+
+import array
+import copy
+import os
+import pickle
+
+import pytest
+
+from _helpers import proc_state
+from shimpid import PID_RECORD_MAX_BYTES
+
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("pid", "start_time"),
+    [(0, None), (1, 0), (U32_MAX, U64_MAX), (4194304, 123), (True, None)],
+)
+def test_in_range_values_construct(impl, pid, start_time):
+    r = impl.PidRecord(pid, start_time)
+    assert (r.pid, r.start_time) == (int(pid), start_time)
+    assert type(r.pid) is int
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ((-1,), OverflowError),
+        ((U32_MAX + 1,), OverflowError),
+        ((2**100,), OverflowError),
+        ((1, -1), OverflowError),
+        ((1, U64_MAX + 1), OverflowError),
+        ((1.0,), TypeError),
+        (("1",), TypeError),
+        ((None,), TypeError),
+        ((1, 2.5), TypeError),
+        ((1, "2"), TypeError),
+    ],
+)
+def test_out_of_range_or_wrong_type_raises_the_same_in_both(impl, args, error):
+    with pytest.raises(error) as info:
+        impl.PidRecord(*args)
+    if error is OverflowError:
+        assert "must be" in str(info.value)
+
+
+def test_keywords(impl):
+    assert impl.PidRecord(pid=5, start_time=6) == impl.PidRecord(5, 6)
+
+
+def test_immutable(impl):
+    r = impl.PidRecord(5, 6)
+    with pytest.raises(AttributeError):
+        r.pid = 7
+    with pytest.raises(AttributeError):
+        r.start_time = 7
+    with pytest.raises(AttributeError):
+        r.other = 1
+    assert (r.pid, r.start_time) == (5, 6)
+
+
+def test_equality_and_hash(impl):
+    a, b = impl.PidRecord(5, 6), impl.PidRecord(5, 6)
+    assert a == b and not (a != b)
+    assert hash(a) == hash(b)
+    assert a != impl.PidRecord(5, None)
+    assert a != impl.PidRecord(5, 7)
+    assert a != impl.PidRecord(6, 6)
+    assert impl.PidRecord(5, 0) != impl.PidRecord(5, None)
+    assert a != (5, 6)
+    assert len({a, b, impl.PidRecord(5, None)}) == 2
+
+
+def test_hash_matches_pure(impl):
+    assert hash(impl.PidRecord(5, 6)) == hash((5, 6))
+    assert hash(impl.PidRecord(5)) == hash((5, None))
+
+
+def test_repr(impl):
+    assert repr(impl.PidRecord(5, 6)) == "PidRecord(pid=5, start_time=6)"
+    assert repr(impl.PidRecord(5)) == "PidRecord(pid=5, start_time=None)"
+
+
+def test_pickle_and_copy(impl):
+    r = impl.PidRecord(5, U64_MAX)
+    assert pickle.loads(pickle.dumps(r)) == r
+    assert copy.copy(r) == r
+    assert copy.deepcopy(r) == r
+
+
+def test_cannot_subclass(impl):
+    with pytest.raises(TypeError):
+        type("Sub", (impl.PidRecord,), {})
+
+
+@pytest.mark.parametrize(
+    ("record", "data"),
+    [
+        ((0, None), b"0\n"),
+        ((7, None), b"7\n"),
+        ((12345, 67890), b"12345\n67890\n"),
+        ((10, 0), b"10\n0\n"),
+        ((U32_MAX, U64_MAX), b"4294967295\n18446744073709551615\n"),
+    ],
+)
+def test_encode(impl, record, data):
+    r = impl.PidRecord(*record)
+    assert r.encode() == data
+    assert impl.PidRecord.decode(data) == r
+
+
+def test_longest_record_fits_the_bound(impl):
+    assert len(impl.PidRecord(U32_MAX, U64_MAX).encode()) <= PID_RECORD_MAX_BYTES
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: bytearray(48),
+        lambda: bytearray(100),
+        lambda: memoryview(bytearray(60))[5:],
+        lambda: array.array("B", bytes(48)),
+        lambda: array.array("I", bytes(48)),
+    ],
+)
+def test_encode_into_writable_buffers(impl, make):
+    buf = make()
+    r = impl.PidRecord(U32_MAX, U64_MAX)
+    n = r.encode_into(buf)
+    assert bytes(memoryview(buf).cast("B")[:n]) == r.encode()
+
+
+def test_encode_into_leaves_the_rest_of_the_buffer(impl):
+    buf = bytearray(b"x" * 60)
+    n = impl.PidRecord(5, 6).encode_into(buf)
+    assert n == 4 and buf == b"5\n6\n" + b"x" * 56
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: bytearray(47), ValueError),
+        (lambda: bytearray(0), ValueError),
+        (lambda: bytes(48), TypeError),
+        (lambda: memoryview(bytearray(48)).toreadonly(), TypeError),
+        (lambda: "x" * 48, TypeError),
+        (lambda: memoryview(bytearray(96))[::2], BufferError),
+    ],
+)
+def test_encode_into_bad_buffers(impl, make, error):
+    buf = make()
+    with pytest.raises(error):
+        impl.PidRecord(5, 6).encode_into(buf)
+
+
+def test_current_is_this_process_and_matches_proc(impl):
+    r = impl.PidRecord.current()
+    assert r.pid == os.getpid()
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rpartition(b")")[2].split()
+    assert r.start_time == int(fields[19])
+    assert proc_state(os.getpid()) in "RS"
+
+
+def test_current_agrees_with_pure(impl):
+    from shimpid import _pure
+
+    ours, pure = impl.PidRecord.current(), _pure.PidRecord.current()
+    assert (ours.pid, ours.start_time) == (pure.pid, pure.start_time)

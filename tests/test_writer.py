@@ -1,0 +1,298 @@
+"""PidFileWriter against the real filesystem and real processes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import resource
+import signal
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from _helpers import run_in_child
+from shimpid import StorageError
+
+both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
+
+
+def siblings(path: pathlib.Path) -> list[str]:
+    return sorted(os.listdir(path.parent))
+
+
+@both_modes
+@pytest.mark.parametrize("record", [(1, None), (4294967295, 18446744073709551615), (42, 0)])
+def test_bytes_on_disk_are_exactly_encode(impl, pid_path, atomic, record):
+    r = impl.PidRecord(*record)
+    impl.PidFileWriter.at(pid_path, atomic=atomic).write(r)
+    assert pid_path.read_bytes() == r.encode()
+    assert siblings(pid_path) == ["shim.pid"], "no temporary file is left behind"
+
+
+@both_modes
+def test_a_shorter_record_replaces_a_longer_one(impl, pid_path, atomic):
+    writer = impl.PidFileWriter.at(pid_path, atomic=atomic)
+    writer.write(impl.PidRecord(4294967295, 18446744073709551615))
+    writer.write(impl.PidRecord(22))
+    assert pid_path.read_bytes() == b"22\n"
+
+
+@both_modes
+@pytest.mark.parametrize(("mode", "umask", "expected"), [
+    (0o644, 0o022, 0o644), (0o600, 0o022, 0o600), (0o666, 0o022, 0o644), (0o666, 0o077, 0o600),
+    (0o640, 0o000, 0o640),
+])
+def test_file_mode_is_mode_filtered_by_umask(impl, pid_path, atomic, mode, umask, expected):
+    old = os.umask(umask)
+    try:
+        impl.PidFileWriter.at(pid_path, atomic=atomic, mode=mode).write(impl.PidRecord(1, 2))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(pid_path.stat().st_mode) == expected
+
+
+def test_atomic_write_replaces_the_file_in_place_write_rewrites_it(impl, pid_path):
+    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(1, 2))
+    first = pid_path.stat().st_ino
+    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(3, 4))
+    assert pid_path.stat().st_ino != first, "atomic: a new file renamed over the old one"
+    second = pid_path.stat().st_ino
+    impl.PidFileWriter.at(pid_path, atomic=False).write(impl.PidRecord(5, 6))
+    assert pid_path.stat().st_ino == second, "in place: the same file truncated"
+    assert pid_path.read_bytes() == b"5\n6\n"
+
+
+@both_modes
+def test_a_symlink_at_the_path_is_never_followed(impl, tmp_path, atomic):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    link = tmp_path / "shim.pid"
+    link.symlink_to(victim)
+    writer = impl.PidFileWriter.at(link, atomic=atomic)
+    if atomic:
+        # rename() replaces the link itself; the file it pointed at is untouched
+        writer.write(impl.PidRecord(1, 2))
+        assert not link.is_symlink() and link.read_bytes() == b"1\n2\n"
+    else:
+        with pytest.raises(OSError) as info:
+            writer.write(impl.PidRecord(1, 2))
+        assert info.value.errno == errno.ELOOP
+        assert link.is_symlink()
+    assert victim.read_bytes() == b"precious\n"
+    assert sorted(os.listdir(tmp_path)) == ["shim.pid", "victim"]
+
+
+@pytest.mark.parametrize("path", ["/tmp/\0bad", b"/tmp/\0bad", "\0", pathlib.Path("/tmp") / "a\0b"])
+def test_nul_in_path_is_a_storage_error(impl, path):
+    with pytest.raises(StorageError, match="NUL"):
+        impl.PidFileWriter.at(path)
+    with pytest.raises(StorageError, match="NUL"):
+        impl.PidFileReader.at(path)
+
+
+@pytest.mark.parametrize("path", ["", "/", "/tmp/", "/tmp/.", "..", "/tmp/x/.."])
+def test_a_path_that_names_no_file_is_a_storage_error(impl, path):
+    with pytest.raises(StorageError, match="does not name a file"):
+        impl.PidFileWriter.at(path)
+
+
+def test_path_types_and_path_back(impl, tmp_path):
+    for given in [str(tmp_path / "a.pid"), os.fsencode(tmp_path / "b.pid"), tmp_path / "c.pid"]:
+        writer = impl.PidFileWriter.at(given)
+        assert writer.path == os.fspath(given)
+        writer.write(impl.PidRecord(1))
+        assert impl.PidFileReader.at(given).path == os.fspath(given)
+        assert impl.PidFileReader.at(given).read() == impl.PidRecord(1)
+    assert writer.atomic is True and writer.mode == 0o644
+    assert repr(writer) == f"PidFileWriter({os.fspath(given)!r}, atomic=True, mode=0o644)"
+
+
+@pytest.mark.parametrize(("mode", "error"), [(-1, ValueError), (0o10000, ValueError), ("644", TypeError), (6.0, TypeError)])
+def test_bad_mode(impl, pid_path, mode, error):
+    with pytest.raises(error):
+        impl.PidFileWriter.at(pid_path, mode=mode)
+
+
+def test_path_must_be_a_path(impl):
+    with pytest.raises(TypeError):
+        impl.PidFileWriter.at(42)
+    with pytest.raises(TypeError):
+        impl.PidFileReader.at(None)
+
+
+@pytest.mark.parametrize("other", [None, (1, 2), "1\n2\n"])
+def test_write_takes_only_records(impl, pid_path, other):
+    with pytest.raises(TypeError):
+        impl.PidFileWriter.at(pid_path).write(other)
+    assert not pid_path.exists()
+
+
+def test_relative_path_is_anchored_when_the_writer_is_made(impl, tmp_path, monkeypatch):
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    writer = impl.PidFileWriter.at("shim.pid")
+    reader = impl.PidFileReader.at("shim.pid")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    writer.write(impl.PidRecord(5, 6))
+    assert (tmp_path / "here" / "shim.pid").read_bytes() == b"5\n6\n"
+    assert reader.read() == impl.PidRecord(5, 6)
+    assert writer.path == "shim.pid"
+
+
+@both_modes
+def test_missing_directory_raises_oserror_with_errno(impl, tmp_path, atomic):
+    path = tmp_path / "missing" / "shim.pid"
+    with pytest.raises(FileNotFoundError) as info:
+        impl.PidFileWriter.at(path, atomic=atomic).write(impl.PidRecord(1, 2))
+    assert info.value.errno == errno.ENOENT
+    assert info.value.filename == os.fspath(path)
+
+
+def test_directory_at_the_path_fails_and_leaves_no_temporary(impl, pid_path):
+    pid_path.mkdir()
+    with pytest.raises(IsADirectoryError):
+        impl.PidFileWriter.at(pid_path).write(impl.PidRecord(1, 2))
+    assert pid_path.is_dir()
+    assert siblings(pid_path) == ["shim.pid"]
+
+
+def test_name_too_long_for_a_temporary_sibling(impl, tmp_path):
+    path = tmp_path / ("p" * 230)
+    with pytest.raises(StorageError) as info:
+        impl.PidFileWriter.at(path)
+    assert info.value.errno == errno.ENAMETOOLONG
+    impl.PidFileWriter.at(path, atomic=False).write(impl.PidRecord(1))  # in place still works
+    assert path.read_bytes() == b"1\n"
+
+
+def test_failed_atomic_write_keeps_the_old_file(impl, pid_path):
+    """A write cut short (here by RLIMIT_FSIZE) leaves the old record and no temporary file."""
+    writer = impl.PidFileWriter.at(pid_path)
+    writer.write(impl.PidRecord(1, 2))
+
+    def child(out):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5, 5))
+        try:
+            writer.write(impl.PidRecord(4294967295, 18446744073709551615))
+        except OSError as err:
+            os.write(out, errno.errorcode[err.errno].encode())
+
+    code, said = run_in_child(child)
+    assert (code, said) == (0, b"EFBIG")
+    assert pid_path.read_bytes() == b"1\n2\n"
+    assert siblings(pid_path) == ["shim.pid"]
+
+
+@pytest.mark.parametrize("stale", [10, 16])
+def test_temporary_files_of_crashed_writers_are_left_alone(impl, pid_path, stale):
+    """Stale temporary names are skipped, never truncated: they may be another writer's files.
+
+    A fresh interpreter, so the backend's counter of temporary names starts at 0: after 10 stale
+    names the write succeeds; when all 16 names it tries are taken it fails with EEXIST.
+    """
+    script = f"""
+import importlib, os, pathlib, sys
+sys.path[:0] = {sys.path!r}
+impl = importlib.import_module({impl.__name__!r})
+path = pathlib.Path({str(pid_path)!r})
+for n in range({stale}):
+    (path.parent / f".shim.pid.{{os.getpid()}}.{{n}}.tmp").write_bytes(b"stale")
+try:
+    impl.PidFileWriter.at(path).write(impl.PidRecord(7, 8))
+except FileExistsError:
+    print("EEXIST")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    stale_files = [n for n in siblings(pid_path) if n.endswith(".tmp")]
+    assert len(stale_files) == stale
+    assert all((pid_path.parent / n).read_bytes() == b"stale" for n in stale_files)
+    if stale < 16:
+        assert result.stdout == "" and pid_path.read_bytes() == b"7\n8\n"
+    else:
+        assert result.stdout == "EEXIST\n" and not pid_path.exists()
+
+
+def test_write_current_from_a_forked_child(impl, pid_path):
+    writer = impl.PidFileWriter.at(pid_path)
+    status_r, status_w = os.pipe()
+    release_r, release_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(status_r)
+            os.close(release_w)
+            writer.write_current()
+            os.write(status_w, b"written")
+            os.read(release_r, 1)  # stay alive until the parent has checked
+        finally:
+            os._exit(0)
+    os.close(status_w)
+    os.close(release_r)
+    try:
+        assert os.read(status_r, 100) == b"written"
+        record = impl.PidFileReader.at(pid_path).read()
+        assert record.pid == pid
+        assert record.start_time == impl.process_start_time(pid)
+        assert impl.PidFileReader.at(pid_path).process_identity().pid == pid
+    finally:
+        os.close(release_w)
+        os.close(status_r)
+        os.waitpid(pid, 0)
+
+
+@both_modes
+def test_write_current_as_preexec_fn(impl, pid_path, atomic):
+    """The record names the exec'd child: its start time survives exec()."""
+    writer = impl.PidFileWriter.at(pid_path, atomic=atomic)
+    child = subprocess.Popen(["sleep", "60"], preexec_fn=writer.write_current)
+    try:
+        record = impl.PidFileReader.at(pid_path).read()
+        assert record.pid == child.pid
+        assert record.start_time == impl.process_start_time(child.pid)
+        assert type(impl.PidFileReader.at(pid_path).process_identity()).__name__ == "Verified"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_failing_preexec_write_fails_the_spawn(impl, tmp_path):
+    writer = impl.PidFileWriter.at(tmp_path / "missing" / "shim.pid")
+    with pytest.raises(subprocess.SubprocessError):
+        subprocess.Popen(["true"], preexec_fn=writer.write_current)
+
+
+def test_threads_sharing_one_writer_never_tear_a_record(impl, pid_path):
+    writer = impl.PidFileWriter.at(pid_path)
+    records = [impl.PidRecord(n, 10**12 + n) for n in range(1, 9)]
+    writer.write(records[0])
+    reader = impl.PidFileReader.at(pid_path)
+    stop = threading.Event()
+    seen, errors = set(), []
+
+    def write(record):
+        while not stop.is_set():
+            writer.write(record)
+
+    threads = [threading.Thread(target=write, args=(r,)) for r in records]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3000):
+            try:
+                seen.add(reader.read())
+            except StorageError as err:
+                errors.append(err)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert seen <= set(records)
+    assert siblings(pid_path) == ["shim.pid"]
