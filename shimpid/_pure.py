@@ -173,8 +173,9 @@ class PidRecord:
         return len(data)
 
 
-_set_pid = PidRecord._pid.__set__  # type: ignore[attr-defined]
-_set_start_time = PidRecord._start_time.__set__  # type: ignore[attr-defined]
+# The slots' own setters: they bypass the __setattr__ that keeps records immutable.
+_set_pid = PidRecord.__dict__["_pid"].__set__
+_set_start_time = PidRecord.__dict__["_start_time"].__set__
 
 
 def _new_record(pid: int, start_time: int | None) -> PidRecord:
@@ -269,7 +270,8 @@ class PidFileWriter:
             else:
                 _write_in_place(self._target, record.encode(), self._mode)
         except OSError as err:
-            raise OSError(err.errno, os.strerror(err.errno), self._path) from None
+            code = err.errno or errno.EIO
+            raise OSError(code, os.strerror(code), self._path) from None
 
     def write_current(self) -> None:
         """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
@@ -359,7 +361,7 @@ def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
     try:
         fd = os.open(target, _OPEN_READ)
     except OSError as err:
-        raise _common.read_error(err.errno, path)  # chained to an OSError
+        raise _common.read_error(err.errno or errno.EIO, path)  # chained to an OSError
     try:
         try:
             info = os.fstat(fd)
@@ -378,7 +380,7 @@ def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
         except StorageError:
             raise
         except OSError as err:
-            raise _common.read_error(err.errno, path)  # chained to an OSError
+            raise _common.read_error(err.errno or errno.EIO, path)  # chained to an OSError
     finally:
         os.close(fd)
     if len(data) > PID_FILE_MAX_BYTES:
@@ -537,7 +539,7 @@ def _windows_alive(pid: int) -> bool:
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
-        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists
+        return ctypes.get_last_error() == 5  # type: ignore[attr-defined]  # ACCESS_DENIED: exists
     try:
         code = ctypes.c_ulong()
         ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
