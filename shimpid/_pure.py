@@ -57,6 +57,8 @@ _CREATE_IN_PLACE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOE
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 _OPEN_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
 
+_S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a call
+
 # Bytes read from /proc/<pid>/stat; the start time (field 22) sits well inside this.
 _STAT_READ_BYTES = 1024
 
@@ -134,6 +136,18 @@ class PidRecord:
         """Parse a pid file's bytes exactly as the reference's ``PidRecord::decode`` does."""
         if type(data) is not bytes:
             data = _byte_view(data).tobytes()
+        if data.isascii():
+            # What writers write: digits, newline, digits, newline. Fewer than 10 and 20 digits
+            # always fit, ASCII is valid UTF-8, and digits need no trim: the result is exact.
+            first, newline, rest = data.partition(b"\n")
+            if first.isdigit() and len(first) < 10:
+                if not newline:
+                    return _new_record(int(first), None)
+                second = rest.partition(b"\n")[0]
+                if not second:
+                    return _new_record(int(first), None)
+                if second.isdigit() and len(second) < 20:
+                    return _new_record(int(first), int(second))
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -351,7 +365,7 @@ class PidFileReader:
     def process_identity(self) -> ProcessIdentity:
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules."""
         try:
-            record = self.read()
+            record = PidRecord.decode(_read_pid_file(self._target, self._path))
         except StorageError:
             return ABSENT
         return _classify(record._pid, record._start_time)
@@ -365,7 +379,7 @@ def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
     try:
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
+            if info.st_mode & _S_IFMT != _S_IFREG:
                 raise _common.content_error(_common.NOT_REGULAR, path)
             if info.st_size > PID_FILE_MAX_BYTES:
                 raise _common.content_error(_common.TOO_LARGE, path)
@@ -474,22 +488,25 @@ def _parse_stat(data: bytes) -> tuple[int, int | None]:
     """``(state, start_time)`` from a ``/proc/<pid>/stat`` line.
 
     The command name (field 2) may hold spaces and ``)``, so fields are counted after the LAST
-    ``)``; field 22, the start time in clock ticks since boot, is the 20th of those.
+    ``)``; field 22, the start time in clock ticks since boot, is the 20th of those. As in the
+    reference, fields are separated by runs of spaces and a newline ends the line.
     """
     close = data.rfind(b")")
     if close < 0:
         return 0, None
-    tail = data[close + 1 :]
-    newline = tail.find(b"\n")
-    if newline >= 0:
-        tail = tail[:newline]
-    fields = [field for field in tail.split(b" ") if field]
-    state = fields[0][0] if fields else 0
-    if len(fields) < 20:
+    newline = data.find(b"\n", close)
+    line = data[close + 1 : newline] if newline >= 0 else data[close + 1 :]
+    # The kernel puts one space before each field: split off only the first 20. (A line where
+    # that does not hold, an empty field anywhere, takes the general tokenizer.)
+    fields = line.split(b" ", 21)
+    if fields[0] or fields.count(b"") != 1:
+        fields = [b""] + [field for field in line.split(b" ") if field]  # runs of spaces
+    state = fields[1][0] if len(fields) > 1 else 0
+    if len(fields) < 21 or not fields[20].isdigit():
         return state, None
-    field = fields[19]
-    if not field.isdigit():
-        return state, None
+    field = fields[20]
+    if len(field) < 20:  # cannot overflow
+        return state, int(field)
     significant = field.lstrip(b"0")
     if len(significant) > 20:
         return state, None

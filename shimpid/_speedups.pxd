@@ -21,6 +21,7 @@ ctypedef struct pid_writer_t:
     const char *temp_prefix  # "<dir>/.<name>." ; the pid and a counter follow
     Py_ssize_t temp_prefix_len
     bint atomic
+    bint exchange  # atomic writes replace by renameat2(RENAME_EXCHANGE) + unlink (not tmpfs)
     mode_t mode
 
 

@@ -13,7 +13,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.errno cimport EEXIST, EINTR, EIO, ENAMETOOLONG, ENOENT, ENOSYS, EPERM, ESRCH, errno
+from libc.errno cimport (EEXIST, EINTR, EIO, EISDIR, ENAMETOOLONG, ENOENT, ENOSYS, EPERM, ESRCH,
+                         errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
 from libc.string cimport memchr, memcpy
@@ -46,6 +47,11 @@ cdef extern from *:
     #define SHIMPID_LINUX 0
     #endif
 
+    /* "00" "01" ... "99": decimal formatting two digits per division. */
+    static const char shimpid_digit_pairs[201] =
+        "0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"
+        "5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
     /* Temporary names must differ between threads and successive writes of one process.
        A relaxed atomic increment is lock-free and async-signal-safe. */
     static unsigned long long shimpid_temp_counter;
@@ -69,6 +75,32 @@ cdef extern from *:
         return ENOSYS;
     #endif
     }
+    #if defined(__linux__)
+    #include <sys/syscall.h>
+    #include <sys/vfs.h>
+    #ifndef RENAME_EXCHANGE
+    #define RENAME_EXCHANGE (1 << 1)
+    #endif
+    /* renameat2(RENAME_EXCHANGE) through syscall(): older C libraries have no wrapper. */
+    static int shimpid_rename_exchange(const char *a, const char *b) {
+        return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
+    }
+    /* Whether to replace by exchange in this directory: yes unless it is tmpfs or ramfs, where
+       a plain rename is cheaper and nothing is flushed anyway. */
+    static int shimpid_exchange_pays(const char *dir) {
+        struct statfs fs;
+        if (statfs(dir, &fs) != 0)
+            return 1;
+        return fs.f_type != 0x01021994 && fs.f_type != (__typeof__(fs.f_type))0x858458f6;
+    }
+    #else
+    static int shimpid_rename_exchange(const char *a, const char *b) {
+        (void)a; (void)b;
+        errno = ENOSYS;
+        return -1;
+    }
+    static int shimpid_exchange_pays(const char *dir) { (void)dir; return 0; }
+    #endif
     #if defined(__APPLE__)
     #define SHIMPID_DARWIN 1
     #else
@@ -78,7 +110,10 @@ cdef extern from *:
     enum: O_NOFOLLOW
     enum: SHIMPID_LINUX
     enum: SHIMPID_DARWIN
+    const char *shimpid_digit_pairs
     unsigned long long shimpid_next_temp() noexcept nogil
+    int shimpid_rename_exchange(const char *a, const char *b) noexcept nogil
+    int shimpid_exchange_pays(const char *dir) noexcept nogil
     int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) noexcept nogil
 
 
@@ -104,6 +139,7 @@ cdef enum:
 cdef uint32_t PID_MAX = 0x7FFFFFFF
 cdef uint64_t U32_MAX = 0xFFFFFFFF
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
+cdef uint64_t MUL_SAFE = (0xFFFFFFFFFFFFFFFF - 9) // 10  # value * 10 + 9 cannot overflow
 
 # A symlink planted at the path is refused (ELOOP), never followed.
 cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
@@ -126,6 +162,7 @@ if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFI
 
 
 @cython.final
+@cython.freelist(16)
 cdef class PidRecord:
     """A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``."""
 
@@ -233,17 +270,23 @@ cdef object _decode_error(const unsigned char *data, int reason, const Py_ssize_
 
 
 cdef Py_ssize_t format_u64(uint64_t value, char *buf) noexcept nogil:
+    """The decimal digits of value at buf; returns their number (20 at most)."""
     cdef char digits[20]
-    cdef Py_ssize_t n = 0, i
-    while True:
-        digits[n] = <char>(c'0' + value % 10)
-        n += 1
-        value //= 10
-        if value == 0:
-            break
-    for i in range(n):
-        buf[i] = digits[n - 1 - i]
-    return n
+    cdef Py_ssize_t i = 20
+    cdef uint64_t pair
+    while value >= 100:
+        pair = value % 100
+        value //= 100
+        i -= 2
+        memcpy(digits + i, shimpid_digit_pairs + 2 * pair, 2)
+    if value >= 10:
+        i -= 2
+        memcpy(digits + i, shimpid_digit_pairs + 2 * value, 2)
+    else:
+        i -= 1
+        digits[i] = <char>(c'0' + value)
+    memcpy(buf, digits + i, 20 - i)
+    return 20 - i
 
 
 cdef Py_ssize_t record_encode(const pid_record_t *record, char *buf) noexcept nogil:
@@ -259,16 +302,20 @@ cdef Py_ssize_t record_encode(const pid_record_t *record, char *buf) noexcept no
 
 cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t *out,
                        Py_ssize_t *where) noexcept nogil:
-    cdef Py_ssize_t valid = utf8_valid_up_to(data, size)
-    cdef Py_ssize_t start = 0, end, second
+    cdef Py_ssize_t valid = ascii_prefix(data, size)
+    cdef Py_ssize_t start = 0, end, first_end
     cdef uint64_t value
     cdef int reason
     if valid != size:
-        where[0] = valid
-        return DECODE_NOT_UTF8
+        valid = utf8_valid_up_to(data, valid, size)
+        if valid != size:
+            where[0] = valid
+            return DECODE_NOT_UTF8
+    elif decode_canonical(data, size, out):
+        return 0
     # Rust's `str::lines` splits on "\n" only; the "\r" it drops before one is White_Space,
     # which the trim removes anyway.
-    end = line_end(data, 0, size)
+    end = first_end = line_end(data, 0, size)
     trim(data, &start, &end)
     reason = parse_uint(data, start, end, U32_MAX, &value)
     if reason:
@@ -278,16 +325,51 @@ cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t 
     out.pid = <uint32_t>value
     out.has_start_time = False
     out.start_time = 0
-    second = line_end(data, 0, size) + 1
-    if second <= size:
+    if first_end < size:
         # A garbled second line downgrades to a legacy record: the pid is still good.
-        start = second
-        end = line_end(data, second, size)
+        start = first_end + 1
+        end = line_end(data, start, size)
         trim(data, &start, &end)
         if start < end and parse_uint(data, start, end, U64_MAX, &value) == PARSE_OK:
             out.has_start_time = True
             out.start_time = value
     return 0
+
+
+cdef inline bint decode_canonical(const unsigned char *data, Py_ssize_t size,
+                                  pid_record_t *out) noexcept nogil:
+    """What writers write, ``<digits>\n<digits>\n`` or ``<digits>\n``, in one pass.
+
+    Up to 9 and 19 digits cannot overflow, and lines of bare digits need no trim, so the result
+    is the general path's; False (anything else) sends the input down the general path.
+    """
+    cdef Py_ssize_t i = 0, line
+    cdef uint64_t pid = 0, start = 0, digit
+    while i < size and i < 9:
+        digit = <uint64_t>data[i] - c'0'
+        if digit > 9:
+            break
+        pid = pid * 10 + digit
+        i += 1
+    if i == 0 or (i < size and data[i] != c'\n'):
+        return False
+    out.pid = <uint32_t>pid
+    out.has_start_time = False
+    out.start_time = 0
+    i += 1
+    line = i
+    while i < size and i - line < 19:
+        digit = <uint64_t>data[i] - c'0'
+        if digit > 9:
+            break
+        start = start * 10 + digit
+        i += 1
+    if i < size and data[i] != c'\n':
+        return False  # more than 19 digits, or anything but a digit
+    if i > line:
+        out.has_start_time = True
+        out.start_time = start
+    return True
 
 
 cdef inline Py_ssize_t line_end(const unsigned char *data, Py_ssize_t start,
@@ -296,9 +378,24 @@ cdef inline Py_ssize_t line_end(const unsigned char *data, Py_ssize_t start,
     return size if newline == NULL else <const unsigned char *>newline - data
 
 
-cdef Py_ssize_t utf8_valid_up_to(const unsigned char *s, Py_ssize_t size) noexcept nogil:
-    """Length of the longest valid UTF-8 prefix, as Rust's ``Utf8Error::valid_up_to``."""
-    cdef Py_ssize_t i = 0, length, k
+cdef Py_ssize_t ascii_prefix(const unsigned char *s, Py_ssize_t size) noexcept nogil:
+    """Length of the leading run of ASCII bytes, eight at a time: pid files are ASCII."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t word
+    while i + 8 <= size:
+        memcpy(&word, s + i, 8)
+        if word & 0x8080808080808080ULL:
+            break
+        i += 8
+    while i < size and s[i] < 0x80:
+        i += 1
+    return i
+
+
+cdef Py_ssize_t utf8_valid_up_to(const unsigned char *s, Py_ssize_t i,
+                                 Py_ssize_t size) noexcept nogil:
+    """Length of the longest valid UTF-8 prefix (s[:i] is known valid): Rust's ``valid_up_to``."""
+    cdef Py_ssize_t length, k
     cdef unsigned char c, low, high
     while i < size:
         c = s[i]
@@ -380,7 +477,8 @@ cdef int parse_uint(const unsigned char *s, Py_ssize_t start, Py_ssize_t end, ui
                     uint64_t *out) noexcept nogil:
     """Rust's ``u32``/``u64`` ``from_str``: an optional ``+``, then one or more ASCII digits.
 
-    Fails at the first non-digit or at the digit that overflows, whichever comes first, as Rust.
+    Fails at the first non-digit or at the digit that overflows, whichever comes first, as Rust:
+    the value only grows, so "it overflowed before this non-digit" is "it is over the limit now".
     """
     cdef uint64_t value = 0, digit
     if start == end:
@@ -392,11 +490,13 @@ cdef int parse_uint(const unsigned char *s, Py_ssize_t start, Py_ssize_t end, ui
     while start < end:
         digit = <uint64_t>s[start] - c'0'
         if digit > 9:  # also below '0': the subtraction wrapped
-            return PARSE_INVALID_DIGIT
-        if value > (limit - digit) // 10:
+            return PARSE_TOO_LARGE if value > limit else PARSE_INVALID_DIGIT
+        if value > MUL_SAFE and value > (U64_MAX - digit) // 10:
             return PARSE_TOO_LARGE
         value = value * 10 + digit
         start += 1
+    if value > limit:
+        return PARSE_TOO_LARGE
     out[0] = value
     return PARSE_OK
 
@@ -425,6 +525,7 @@ cdef class PidFileWriter:
         self.writer.temp_prefix_len = PyBytes_GET_SIZE(self._temp_prefix)
         self.writer.atomic = bool(atomic)
         self.writer.mode = checked_mode
+        self.writer.exchange = shimpid_exchange_pays(os.path.dirname(self._target))
         self.writer.path = PyBytes_AS_STRING(self._target)
 
     @classmethod
@@ -438,6 +539,11 @@ cdef class PidFileWriter:
     @property
     def mode(self):
         return self.writer.mode
+
+    @property
+    def _replace_by_exchange(self):
+        """Whether atomic writes swap the new file in with renameat2(RENAME_EXCHANGE)."""
+        return bool(self.writer.exchange)
 
     def __repr__(self):
         return f"PidFileWriter({self.path!r}, atomic={self.atomic}, mode={self.mode:#o})"
@@ -541,11 +647,33 @@ cdef int write_atomic(const pid_writer_t *writer, const char *data,
     rc = write_all(fd, data, size)
     if unistd.close(fd) != 0 and rc == 0:
         rc = -errno
-    if rc == 0 and rename(temp, writer.path) != 0:
-        rc = -errno
+    if rc == 0:
+        rc = replace(temp, writer.path, writer.exchange)
     if rc != 0:
         unistd.unlink(temp)
     return rc
+
+
+cdef int replace(const char *temp, const char *path, bint exchange) noexcept nogil:
+    """Put temp at path atomically: a reader sees the old file or the new one, nothing else.
+
+    On ext4, rename() over an existing file flushes the new file's data first (auto_da_alloc),
+    several times the cost of the write itself. Swapping the two names with
+    renameat2(RENAME_EXCHANGE) and then unlinking the old file is just as atomic for readers and
+    skips that flush. Where the exchange is refused (no file at path yet, a kernel before 3.15, a
+    filesystem without it), rename() does the job.
+    """
+    if exchange and shimpid_rename_exchange(temp, path) == 0:
+        if unistd.unlink(temp) == 0:  # temp now names the old file
+            return 0
+        if errno != EISDIR:
+            return 0  # the record is in place; only the old file lingers under the temp name
+        # A directory was at path: swap it back and fail as rename() would have.
+        shimpid_rename_exchange(temp, path)
+        return -EISDIR
+    if rename(temp, path) != 0:
+        return -errno
+    return 0
 
 
 # ============================================================================

@@ -296,3 +296,58 @@ def test_threads_sharing_one_writer_never_tear_a_record(impl, pid_path):
     assert not errors
     assert seen <= set(records)
     assert siblings(pid_path) == ["shim.pid"]
+
+
+@pytest.mark.parametrize("place", ["disk", "tmpfs"])
+def test_readers_never_see_a_torn_or_missing_file_during_atomic_writes(impl, tmp_path, shared_dir,
+                                                                       place):
+    """Another process rewrites the file as fast as it can; every read gets a whole record.
+
+    On disk (ext4 here) the Cython backend replaces by renameat2(RENAME_EXCHANGE), on tmpfs by
+    rename(): both must keep this.
+    """
+    directory = tmp_path if place == "disk" else pathlib.Path(shared_dir)
+    path = directory / "shim.pid"
+    records = [impl.PidRecord(4294967295, 18446744073709551615), impl.PidRecord(7)]
+    writer = impl.PidFileWriter.at(path)
+    writer.write(records[0])
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(stop_w)
+            os.set_blocking(stop_r, False)
+            n = 0
+            while True:
+                writer.write(records[n % 2])
+                n += 1
+                try:
+                    if os.read(stop_r, 1) == b"":
+                        break
+                except BlockingIOError:
+                    pass
+        finally:
+            os._exit(0)
+    os.close(stop_r)
+    reader = impl.PidFileReader.at(path)
+    seen, failures = set(), []
+    try:
+        for _ in range(5000):
+            try:
+                seen.add(reader.read())
+            except StorageError as err:
+                failures.append(err)
+    finally:
+        os.close(stop_w)
+        os.waitpid(pid, 0)
+    assert not failures, failures[:3]
+    assert seen <= set(records) and len(seen) == 2
+    assert sorted(os.listdir(directory)) == ["shim.pid"]
+
+
+def test_atomic_writes_on_disk_replace_by_exchange(impl, tmp_path):
+    if impl.__name__.endswith("_pure"):
+        pytest.skip("the pure backend keeps plain rename()")
+    assert impl.PidFileWriter.at(tmp_path / "x.pid")._replace_by_exchange is (
+        os.statvfs(tmp_path).f_fsid != os.statvfs("/dev/shm").f_fsid)
+    assert impl.PidFileWriter.at("/dev/shm/x.pid")._replace_by_exchange is False

@@ -1,0 +1,93 @@
+"""Every operation, for both backends (the ``impl`` fixture), grouped so each pair sits together."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from conftest import PLACES
+
+PID, START = 1234567, 12345678901
+TWO_LINE = b"1234567\n12345678901\n"
+LEGACY = b"1234567\n"
+# ideographic space, no-break space, em space: the White_Space trim on its multi-byte path
+NON_ASCII_WHITESPACE = "\u3000 1234567\u00a0\n\u2003 12345678901 \u3000\n".encode()
+
+
+def test_construct(measure, impl):
+    measure("PidRecord(pid, start_time)", impl.PidRecord, PID, START, fast=True)
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("two-line", TWO_LINE), ("legacy", LEGACY), ("non-ASCII whitespace", NON_ASCII_WHITESPACE)])
+def test_decode(measure, impl, name, data):
+    record = measure(f"decode() {name}", impl.PidRecord.decode, data, fast=True)
+    assert record.pid == PID
+
+
+def test_encode(measure, impl):
+    assert measure("encode()", impl.PidRecord(PID, START).encode, fast=True) == TWO_LINE
+
+
+def test_encode_into(measure, impl):
+    buf = bytearray(48)
+    assert measure("encode_into()", impl.PidRecord(PID, START).encode_into, buf,
+                   fast=True) == len(TWO_LINE)
+
+
+def test_current(measure, impl):
+    assert measure("current()", impl.PidRecord.current).pid == os.getpid()
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
+def test_write(measure, impl, place, atomic):
+    path = os.path.join(PLACES[place], f"bench-{os.getpid()}.pid")
+    writer = impl.PidFileWriter.at(path, atomic=atomic)
+    record = impl.PidRecord.current()
+    try:
+        measure(f"write() {'atomic' if atomic else 'in place'} [{place}]", writer.write, record)
+        assert impl.PidFileReader.at(path).read() == record
+    finally:
+        os.unlink(path)
+
+
+@pytest.fixture
+def pid_file(impl):
+    path = os.path.join(PLACES["tmpfs"], f"bench-read-{os.getpid()}.pid")
+    yield path
+    os.unlink(path)
+
+
+def test_read(measure, impl, pid_file):
+    impl.PidFileWriter.at(pid_file).write_current()
+    assert measure("read()", impl.PidFileReader.at(pid_file).read).pid == os.getpid()
+
+
+@pytest.mark.parametrize("verdict", ["Verified", "Absent"])
+def test_process_identity(measure, impl, pid_file, verdict):
+    own = impl.PidRecord.current()
+    # Absent: the pid is alive but the start time differs, the PID-reuse case, which makes the
+    # same system calls as Verified.
+    record = own if verdict == "Verified" else impl.PidRecord(own.pid, own.start_time + 1)
+    impl.PidFileWriter.at(pid_file).write(record)
+    result = measure(f"process_identity() {verdict}", impl.PidFileReader.at(pid_file).process_identity)
+    assert type(result).__name__ == verdict
+
+
+def test_is_process_alive(measure, impl):
+    assert measure("is_process_alive()", impl.is_process_alive, os.getpid()) is True
+
+
+def test_process_start_time(measure, impl):
+    assert measure("process_start_time()", impl.process_start_time, os.getpid()) is not None
+
+
+def test_baseline_new_bytes(benchmark):
+    """The interpreter's floor for encode(): a builtin method that returns 20 new bytes."""
+    from conftest import BATCH, _batched
+
+    benchmark.group = f"baseline: bytes.upper() (x{BATCH} per round)"
+    benchmark.extra_info.update(operation="baseline: 20 new bytes", backend="baseline", calls=BATCH)
+    benchmark(_batched(TWO_LINE.upper, ()))
