@@ -128,13 +128,15 @@ def impl(request):
                                    else "shimpid._speedups")
 
 
-# Operations that take nanoseconds run this many times per timed call: pytest-benchmark's own
-# per-call overhead (~30 ns) would otherwise swamp the figure, as timeit's loop avoids.
+# Each timed round makes several calls, as timeit does: operations that take nanoseconds would
+# otherwise be swamped by pytest-benchmark's own per-call overhead (~30 ns), and system-call
+# operations are timed as floor.c times them, in rounds of 10 back-to-back calls.
 BATCH = 100
+SLOW_BATCH = 10
 
 
-def _batched(fn, args):
-    loop = range(BATCH)
+def _batched(fn, args, calls):
+    loop = range(calls)
     if not args:
         def run():
             for _ in loop:
@@ -158,18 +160,17 @@ def _batched(fn, args):
 def measure(benchmark, impl):
     """``measure(operation, fn, *args, fast=False)``: benchmark fn(*args), tagged for the summary.
 
-    ``fast``: the operation takes nanoseconds; time it in batches of BATCH calls.
+    Rounds of BATCH calls if ``fast`` (the operation takes nanoseconds), else SLOW_BATCH.
+    Returns fn(*args), for the caller to check.
     """
     backend = "pure" if impl.__name__.endswith("_pure") else "cython"
 
     def run(operation, fn, *args, fast=False):
-        benchmark.group = operation + (f" (x{BATCH} per round)" if fast else "")
-        benchmark.extra_info.update(operation=operation, backend=backend,
-                                    calls=BATCH if fast else 1)
-        if fast:
-            benchmark(_batched(fn, args))
-            return fn(*args)
-        return benchmark(fn, *args)
+        calls = BATCH if fast else SLOW_BATCH
+        benchmark.group = f"{operation} (x{calls} per round)"
+        benchmark.extra_info.update(operation=operation, backend=backend, calls=calls)
+        benchmark(_batched(fn, args, calls))
+        return fn(*args)
 
     return run
 

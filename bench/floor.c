@@ -146,15 +146,17 @@ static int by_value(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Median time of one call, over single-call rounds for up to `budget` seconds. */
+/* Median time per call, over rounds of BATCH calls for up to `budget` seconds: the Python side
+   times its system-call operations in rounds of the same size (bench/conftest.py: SLOW_BATCH). */
+#define BATCH 10
 static double median(void (*op)(void), double budget) {
     int n = 0;
     for (int i = 0; i < 100; i++) op(); /* warm up */
     double deadline = now_ns() + budget * 1e9;
     while (n < MAX_SAMPLES && (n < 50 || now_ns() < deadline)) {
         double t0 = now_ns();
-        op();
-        samples[n++] = now_ns() - t0;
+        for (int i = 0; i < BATCH; i++) op();
+        samples[n++] = (now_ns() - t0) / BATCH;
     }
     qsort(samples, (size_t)n, sizeof samples[0], by_value);
     return samples[n / 2];

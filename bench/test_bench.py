@@ -90,4 +90,4 @@ def test_baseline_new_bytes(benchmark):
 
     benchmark.group = f"baseline: bytes.upper() (x{BATCH} per round)"
     benchmark.extra_info.update(operation="baseline: 20 new bytes", backend="baseline", calls=BATCH)
-    benchmark(_batched(TWO_LINE.upper, ()))
+    benchmark(_batched(TWO_LINE.upper, (), BATCH))
