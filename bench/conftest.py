@@ -61,6 +61,10 @@ TARGETS = [
     ("process_identity(): Cython <= 1.20x floor",
      lambda r: _floor_ratio(r, "process_identity() Verified", "cython"), lambda v: v <= 1.20),
 ]
+for _how in ("shimpid.spawn", "shimpid.spawn, prepared writer"):
+    TARGETS.append((f"{_how} at 1 GiB: <= 1.10x plain Popen",
+                    (lambda how: lambda r: SPAWNS[how, "1 GiB"] / SPAWNS["Popen", "1 GiB"])(_how),
+                    lambda v: v <= 1.10))
 for _operation in FLOOR_OF:
     if "atomic" not in _operation:  # the pure backend keeps rename(); see the README
         TARGETS.append((f"{_operation}: pure <= 1.5x floor",
@@ -220,6 +224,7 @@ def pytest_terminal_summary(terminalreporter, config):
           f"tmpfs {_fmt(FLOORS['tmpfs write_exchange'])}, disk {_fmt(FLOORS['disk write_exchange'])}"
           f" (rename over: tmpfs {_fmt(FLOORS['tmpfs write_rename'])},"
           f" disk {_fmt(FLOORS['disk write_rename'])})")
+    _spawn_summary(write, session.benchmarks)
     write("")
     write("targets:")
     for description, measure, passes in TARGETS:
@@ -229,6 +234,37 @@ def pytest_terminal_summary(terminalreporter, config):
             write(f"  [ n/a ] {description}: not measured in this run")
             continue
         write(f"  [{' ok  ' if passes(value) else 'MISSED'}] {description}: {value:.2f}")
+
+
+SPAWN_ORDER = ["Popen", "shimpid.spawn", "shimpid.spawn, prepared writer",
+               "Popen(preexec_fn=write_current)",
+               "asyncio.create_subprocess_exec", "shimpid.create_subprocess_exec"]
+SPAWNS: dict[tuple[str, str], float] = {}  # (how, parent) -> seconds per spawn
+
+
+def _spawn_summary(write, benchmarks) -> None:
+    for bench in benchmarks:
+        info = bench.extra_info
+        if bench.stats and "spawn" in info:
+            SPAWNS[info["spawn"], info["parent"]] = bench.stats.median
+    parents = sorted({parent for _, parent in SPAWNS})
+    if not parents:
+        return
+    write("")
+    write("spawns per second of /bin/true (median), by parent size:")
+    write(f"{'':34}" + "".join(f"{p:>22}" for p in parents))
+    for how in SPAWN_ORDER:
+        cells = []
+        for p in parents:
+            t = SPAWNS.get((how, p))
+            base = SPAWNS.get(("asyncio.create_subprocess_exec" if "create" in how else "Popen", p))
+            cells.append("-" if t is None else f"{1 / t:8.0f}/s {t * 1e3:6.2f} ms"
+                         + (f" {t / base:4.2f}x" if base else ""))
+        write(f"{how:34}" + "".join(f"{c:>22}" for c in cells))
+    spawn, record = FLOORS.get("tmpfs spawn"), FLOORS.get("tmpfs spawn_record")
+    if spawn and record:
+        write(f"floor (C, posix_spawn from a small parent): spawn {_fmt(spawn)}, spawn + the same "
+              f"record on tmpfs {_fmt(record)} ({record / spawn:.2f}x)")
 
 
 def _machine() -> str:

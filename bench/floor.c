@@ -17,11 +17,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -132,6 +134,33 @@ static void op_identity(void) {
     sink += read_stat(stat_path);
 }
 
+/* Spawning /bin/true, and spawning it plus the parent-side record shimpid.spawn writes: read
+   the child's stat before reaping it, write a temporary file, rename it over the pid file. */
+extern char **environ;
+
+static pid_t start_true(void) {
+    static char *argv[] = {"/bin/true", NULL};
+    pid_t pid;
+    if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ) != 0) die("posix_spawn");
+    return pid;
+}
+
+static void reap(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid) die("waitpid");
+}
+
+static void op_spawn(void) { reap(start_true()); }
+
+static void op_spawn_record(void) {
+    pid_t pid = start_true();
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    sink += read_stat(path);
+    op_write_rename();
+    reap(pid);
+}
+
 static double now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -182,7 +211,9 @@ int main(int argc, char **argv) {
     printf(", \"write_rename\": %.1f", median(op_write_rename, budget));
     printf(", \"write_exchange\": %.1f", median(op_write_exchange, budget));
     printf(", \"read\": %.1f", median(op_read, budget));
-    printf(", \"process_identity\": %.1f}\n", median(op_identity, budget));
+    printf(", \"process_identity\": %.1f", median(op_identity, budget));
+    printf(", \"spawn\": %.1f", median(op_spawn, budget));
+    printf(", \"spawn_record\": %.1f}\n", median(op_spawn_record, budget));
     unlink(pid_path);
     return 0;
 }

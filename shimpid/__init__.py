@@ -5,16 +5,19 @@ process, so a later reader can tell the recorded process from an unrelated one t
 pid. See README.md for the format, the identity rules and platform support.
 
 Two backends implement one API: the Cython extension ``shimpid._speedups`` and the pure-Python
-``shimpid._pure``. The extension is used unless ``SHIMPID_PURE_PYTHON`` is set to a value other
-than ``0``, or the interpreter is not CPython; ``BACKEND`` says which one runs.
+``shimpid._pure``; ``shimpid._backend`` picks one and ``BACKEND`` says which.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import TYPE_CHECKING
-
+from ._backend import (
+    BACKEND,
+    PidFileReader,
+    PidFileWriter,
+    PidRecord,
+    is_process_alive,
+    process_start_time,
+)
 from ._common import (
     PID_RECORD_MAX_BYTES,
     Absent,
@@ -23,6 +26,7 @@ from ._common import (
     StorageError,
     Verified,
 )
+from ._spawn import create_subprocess_exec, spawn
 
 __all__ = [
     "BACKEND",
@@ -35,52 +39,10 @@ __all__ = [
     "ProcessIdentity",
     "StorageError",
     "Verified",
+    "create_subprocess_exec",
     "is_process_alive",
     "process_start_time",
+    "spawn",
 ]
 
 __version__ = "0.1.0"
-
-BACKEND: str
-
-if TYPE_CHECKING:
-    from ._pure import (
-        PidFileReader,
-        PidFileWriter,
-        PidRecord,
-        is_process_alive,
-        process_start_time,
-    )
-elif os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0") or (
-    sys.implementation.name != "cpython"
-):
-    from ._pure import (
-        PidFileReader,
-        PidFileWriter,
-        PidRecord,
-        is_process_alive,
-        process_start_time,
-    )
-
-    BACKEND = "python"
-else:
-    try:
-        from ._speedups import (
-            PidFileReader,
-            PidFileWriter,
-            PidRecord,
-            is_process_alive,
-            process_start_time,
-        )
-
-        BACKEND = "cython"
-    except ImportError:  # not built here (Windows, no compiler): the fallback is the same API
-        from ._pure import (
-            PidFileReader,
-            PidFileWriter,
-            PidRecord,
-            is_process_alive,
-            process_start_time,
-        )
-
-        BACKEND = "python"

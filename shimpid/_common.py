@@ -102,6 +102,10 @@ def in_file(err: StorageError, path: str | bytes) -> StorageError:
     return exc
 
 
+def no_such_process(pid: int) -> OSError:
+    return ProcessLookupError(errno.ESRCH, f"{os.strerror(errno.ESRCH)}: pid {pid}")
+
+
 NOT_REGULAR = "PID file is not a regular file"
 PID_RANGE = f"pid must be in 0..{U32_MAX}"
 START_TIME_RANGE = f"start_time must be None or in 0..{U64_MAX}"

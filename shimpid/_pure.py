@@ -291,6 +291,24 @@ class PidFileWriter:
         """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
         self.write(PidRecord.current())
 
+    def write_for(self, pid: int) -> None:
+        """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
+
+        Raises ``ProcessLookupError`` if no process holds ``pid``. A child that has exited but
+        is not reaped still holds it, and is recorded; where its start time cannot be read
+        (no ``/proc``, or a platform without start times) the record is a legacy one.
+        """
+        pid = operator.index(pid)
+        if not 0 < pid <= PID_MAX:
+            raise _common.no_such_process(pid)
+        try:
+            start_time = _read_proc_info(pid)[1]
+        except OSError:
+            if not _exists(pid):
+                raise _common.no_such_process(pid) from None
+            start_time = None
+        self.write(_new_record(pid, start_time))
+
 
 def _write_all(fd: int, data: bytes) -> None:
     while data:
@@ -459,6 +477,9 @@ def _probe(pid: int) -> tuple[bool, int | None]:
 
 
 def _exists(pid: int) -> bool:
+    """Some process, maybe a zombie, holds ``pid``."""
+    if _WINDOWS:
+        return _windows_alive(pid)
     try:
         os.kill(pid, 0)
     except OSError as err:

@@ -45,6 +45,9 @@ cdef int parse_stat(const char *buf, Py_ssize_t size, char *state,
 # Write a record, or this process's record, through a prepared writer: 0 or -errno.
 cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil
 cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil
+# Write the record of process pid, read from outside it (a parent that has just spawned it): 0,
+# -ESRCH if no process holds pid, or -errno.
+cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nogil
 
 
 cdef class PidRecord:

@@ -565,6 +565,25 @@ cdef class PidFileWriter:
         if rc:
             raise OSError(-rc, os.strerror(-rc), self.path)
 
+    def write_for(self, pid):
+        """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
+
+        Raises ``ProcessLookupError`` if no process holds ``pid``. A child that has exited but
+        is not reaped still holds it, and is recorded; where its start time cannot be read
+        (no ``/proc``, or a platform without start times) the record is a legacy one.
+        """
+        cdef int rc
+        pid = PyNumber_Index(pid)
+        if not 0 < pid <= PID_MAX:
+            raise _common.no_such_process(pid)
+        cdef uint32_t c_pid = pid
+        with nogil:
+            rc = writer_write_for(&self.writer, c_pid)
+        if rc == -ESRCH:
+            raise _common.no_such_process(pid)
+        if rc:
+            raise OSError(-rc, os.strerror(-rc), self.path)
+
 
 cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil:
     cdef char buf[RECORD_MAX_BYTES]
@@ -577,6 +596,21 @@ cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) no
 cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil:
     cdef pid_record_t record
     record_current(&record)
+    return writer_write(writer, &record)
+
+
+cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nogil:
+    cdef pid_record_t record
+    cdef char state = 0
+    if pid == 0 or pid > PID_MAX:
+        return -ESRCH
+    record.pid = pid
+    record.start_time = 0
+    if read_proc_info(pid, &state, &record.start_time, &record.has_start_time) != 0:
+        if not exists(pid):
+            return -ESRCH
+        record.has_start_time = False
+        record.start_time = 0
     return writer_write(writer, &record)
 
 

@@ -7,6 +7,15 @@ import select
 import signal
 import time
 
+import pytest
+
+
+def require_or_skip(reason: str) -> None:
+    """Skip for want of an optional tool, or fail where SHIMPID_REQUIRE_ALL=1 (CI) says so."""
+    if os.environ.get("SHIMPID_REQUIRE_ALL") == "1":
+        pytest.fail(f"{reason} (SHIMPID_REQUIRE_ALL=1)")
+    pytest.skip(reason)
+
 
 def proc_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat", "rb") as f:

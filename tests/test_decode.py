@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from _helpers import require_or_skip
 from shimpid import StorageError, _pure
 
 U32_MAX = 2**32 - 1
@@ -178,14 +179,12 @@ def test_encode_round_trips_and_agrees(impl, pid, start_time):
 def oracle(tmp_path_factory):
     """The reference's decode and stat parse, compiled with rustc, answering over a pipe.
 
-    Skipped where rustc is missing, unless SHIMPID_REQUIRE_ORACLE=1 (set by CI) makes that a
+    Skipped where rustc is missing, unless SHIMPID_REQUIRE_ALL=1 (set by CI) makes that a
     failure.
     """
     rustc = shutil.which("rustc")
     if rustc is None:
-        if os.environ.get("SHIMPID_REQUIRE_ORACLE") == "1":
-            pytest.fail("rustc not found and SHIMPID_REQUIRE_ORACLE=1")
-        pytest.skip("rustc not found: the Rust oracle cannot be built")
+        require_or_skip("rustc not found: the Rust oracle cannot be built")
     source = os.path.join(os.path.dirname(__file__), "oracle", "reference_decode.rs")
     binary = tmp_path_factory.mktemp("oracle") / "reference_decode"
     subprocess.run([rustc, "--edition", "2021", "-O", source, "-o", str(binary)], check=True)

@@ -1,0 +1,304 @@
+"""Parent-side recording: shimpid.spawn, writer.write_for and the asyncio variant."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import shimpid
+from _helpers import proc_state
+from shimpid import Absent, StorageError, Verified
+
+
+def children() -> set[int]:
+    """Pids of this process's children, live or zombie, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rpartition(b")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                found.add(int(entry))
+    return found
+
+
+@pytest.fixture
+def no_stray_children():
+    """The test must leave no child behind, reaped or not."""
+    before = children()
+    yield
+    assert children() - before == set()
+
+
+@pytest.fixture(params=["pure", "cython"])
+def backend(request, monkeypatch):
+    """shimpid.spawn with each backend's PidFileWriter (the package picks one at import)."""
+    from conftest import PURE_ONLY
+
+    if request.param == "cython" and PURE_ONLY:
+        pytest.skip("SHIMPID_PURE_PYTHON is set: the pure backend is tested alone")
+    impl = importlib.import_module("shimpid._pure" if request.param == "pure"
+                                   else "shimpid._speedups")
+    monkeypatch.setattr(shimpid._spawn, "PidFileWriter", impl.PidFileWriter)
+    return impl
+
+
+def record_of(impl, path):
+    return impl.PidFileReader.at(path).read()
+
+
+# ---- shimpid.spawn -----------------------------------------------------------------------------
+
+
+def test_spawn_records_a_live_child(backend, pid_path, no_stray_children):
+    child = shimpid.spawn(["sleep", "60"], pid_path)
+    try:
+        assert record_of(backend, pid_path) == backend.PidRecord(
+            child.pid, backend.process_start_time(child.pid))
+        assert backend.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert backend.PidFileReader.at(pid_path).process_identity() == Absent()
+
+
+def test_spawn_records_a_child_that_already_exited(backend, pid_path, no_stray_children):
+    """The parent has not reaped it, so it still holds its pid and its start time."""
+    child = shimpid.spawn(["true"], pid_path)
+    record = record_of(backend, pid_path)
+    assert record.pid == child.pid
+    assert record.start_time == backend.process_start_time(child.pid)
+    assert child.wait() == 0
+    assert backend.PidFileReader.at(pid_path).process_identity() == Absent()
+
+
+def test_spawn_passes_popen_arguments(backend, tmp_path, pid_path, no_stray_children):
+    child = shimpid.spawn(["sh", "-c", "pwd; echo $SHIMPID_X; cat"], pid_path, cwd=tmp_path,
+                          env={"SHIMPID_X": "x", "PATH": os.environ["PATH"]},
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out, _ = child.communicate("in\n")
+    assert out == f"{tmp_path}\nx\nin\n"
+    assert isinstance(child, subprocess.Popen)
+    assert record_of(backend, pid_path).pid == child.pid
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_spawn_with_a_prepared_writer(backend, pid_path, atomic, no_stray_children):
+    writer = backend.PidFileWriter.at(pid_path, atomic=atomic)
+    for _ in range(3):
+        child = shimpid.spawn(["true"], writer)
+        assert record_of(backend, pid_path).pid == child.pid
+        child.wait()
+
+
+def test_a_failed_record_kills_and_reaps_the_child(backend, pid_path, no_stray_children):
+    pid_path.mkdir()  # the record cannot be renamed over a directory
+    with pytest.raises(IsADirectoryError):
+        shimpid.spawn(["sleep", "60"], pid_path, stdout=subprocess.PIPE)
+    assert pid_path.is_dir() and os.listdir(pid_path.parent) == ["shim.pid"]
+
+
+def test_a_bad_path_fails_before_anything_starts(backend, tmp_path, no_stray_children):
+    marker = tmp_path / "ran"
+    with pytest.raises(StorageError):
+        shimpid.spawn(["touch", str(marker)], "/tmp/\0bad")
+    with pytest.raises(FileNotFoundError):
+        shimpid.spawn(["sleep", "60"], tmp_path / "missing" / "shim.pid")
+    assert not marker.exists()
+
+
+def test_spawn_of_a_missing_program_raises_and_writes_nothing(backend, pid_path):
+    with pytest.raises(FileNotFoundError):
+        shimpid.spawn(["/nonexistent/program"], pid_path)
+    assert not pid_path.exists()
+
+
+def test_many_threads_spawn_at_once(backend, tmp_path, no_stray_children):
+    spawned, errors = [], []
+
+    def worker(n):
+        try:
+            for i in range(10):
+                path = tmp_path / f"{n}-{i}.pid"
+                spawned.append((shimpid.spawn(["true"], path), path))
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(spawned) == 80
+    for child, path in spawned:  # every child still unreaped: its identity is still readable
+        assert record_of(backend, path) == backend.PidRecord(
+            child.pid, backend.process_start_time(child.pid))
+    for child, _ in spawned:
+        child.wait()
+
+
+# ---- writer.write_for --------------------------------------------------------------------------
+
+
+def test_write_for_a_posix_spawned_child(backend, pid_path, no_stray_children):
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "60"], os.environ)
+    try:
+        backend.PidFileWriter.at(pid_path).write_for(pid)
+        assert backend.PidFileReader.at(pid_path).process_identity() == Verified(pid)
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def test_write_for_a_zombie_records_it(backend, pid_path, zombie):
+    backend.PidFileWriter.at(pid_path).write_for(zombie.pid)
+    assert record_of(backend, pid_path) == backend.PidRecord(
+        zombie.pid, backend.process_start_time(zombie.pid))
+    assert proc_state(zombie.pid) == "Z"
+
+
+@pytest.mark.parametrize("pid", [0, -1, 2**31, 2**32 - 1, 2**40])
+def test_write_for_a_pid_that_names_no_process(backend, pid_path, pid):
+    with pytest.raises(ProcessLookupError):
+        backend.PidFileWriter.at(pid_path).write_for(pid)
+    assert not pid_path.exists()
+
+
+def test_write_for_a_reaped_child(backend, pid_path, reaped_pid):
+    with pytest.raises(ProcessLookupError, match=str(reaped_pid)):
+        backend.PidFileWriter.at(pid_path).write_for(reaped_pid)
+    assert not pid_path.exists()
+
+
+def test_write_for_takes_integers(backend, pid_path):
+    with pytest.raises(TypeError):
+        backend.PidFileWriter.at(pid_path).write_for(str(os.getpid()))
+
+
+def test_write_for_a_write_error_names_the_file(backend, tmp_path):
+    path = tmp_path / "missing" / "shim.pid"
+    with pytest.raises(FileNotFoundError) as info:
+        backend.PidFileWriter.at(path).write_for(os.getpid())
+    assert info.value.filename == os.fspath(path)
+
+
+# ---- asyncio -----------------------------------------------------------------------------------
+
+
+def test_asyncio_records_a_live_child(backend, pid_path, no_stray_children):
+    async def main():
+        process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=pid_path)
+        try:
+            assert isinstance(process, asyncio.subprocess.Process)
+            assert backend.PidFileReader.at(pid_path).process_identity() == Verified(process.pid)
+        finally:
+            process.kill()
+            await process.wait()
+
+    asyncio.run(main())
+
+
+def test_asyncio_passes_arguments(backend, pid_path, no_stray_children):
+    async def main():
+        process = await shimpid.create_subprocess_exec(
+            "cat", pidfile=pid_path, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await process.communicate(b"hello")
+        return process, out
+
+    process, out = asyncio.run(main())
+    assert out == b"hello" and process.returncode == 0
+    assert record_of(backend, pid_path).pid == process.pid
+
+
+def test_asyncio_failed_record_kills_and_reaps(backend, pid_path, no_stray_children):
+    pid_path.mkdir()
+
+    async def main():
+        with pytest.raises(IsADirectoryError):
+            await shimpid.create_subprocess_exec("sleep", "60", pidfile=pid_path,
+                                                 stdout=asyncio.subprocess.PIPE)
+
+    asyncio.run(main())
+
+
+def test_asyncio_records_a_child_that_exits_at_once(backend, tmp_path, no_stray_children):
+    """Reaping waits for the record: asyncio's own reaper could take the child first."""
+
+    async def main():
+        for n in range(30):
+            path = tmp_path / f"{n}.pid"
+            process = await shimpid.create_subprocess_exec("true", pidfile=path)
+            record = record_of(backend, path)
+            assert record.pid == process.pid and record.start_time is not None
+            assert await process.wait() == 0
+            assert backend.PidFileReader.at(path).process_identity() == Absent()
+
+    asyncio.run(main())
+
+
+def test_asyncio_exit_status_and_signals(backend, pid_path, no_stray_children):
+    async def main():
+        process = await shimpid.create_subprocess_exec("sh", "-c", "exit 7", pidfile=pid_path)
+        assert await process.wait() == 7
+        assert process.returncode == 7
+        process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=pid_path)
+        process.terminate()
+        assert await process.wait() == -15
+
+    asyncio.run(main())
+
+
+def test_asyncio_from_many_tasks(backend, tmp_path, no_stray_children):
+    async def one(n):
+        path = tmp_path / f"{n}.pid"
+        process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=path)
+        return process, path
+
+    async def main():
+        started = await asyncio.gather(*(one(n) for n in range(16)))
+        try:
+            for process, path in started:
+                assert backend.PidFileReader.at(path).process_identity() == Verified(process.pid)
+        finally:
+            for process, _ in started:
+                process.kill()
+                await process.wait()
+
+    asyncio.run(main())
+
+
+def test_asyncio_bad_path_fails_before_anything_starts(backend, tmp_path, no_stray_children):
+    async def main():
+        with pytest.raises(StorageError):
+            await shimpid.create_subprocess_exec("sleep", "60", pidfile="/tmp/\0bad")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bad", [{"text": True}, {"shell": True}, {"bufsize": 1},
+                                 {"universal_newlines": True}, {"encoding": "utf-8"}])
+def test_asyncio_refuses_what_asyncio_refuses(backend, pid_path, bad, no_stray_children):
+    async def main():
+        with pytest.raises(ValueError):
+            await asyncio.create_subprocess_exec("true", **bad)
+        with pytest.raises(ValueError):
+            await shimpid.create_subprocess_exec("true", pidfile=pid_path, **bad)
+
+    asyncio.run(main())
+    assert not pid_path.exists()
+
+
+def test_spawn_module_sees_the_selected_backend():
+    assert shimpid._spawn.PidFileWriter is shimpid.PidFileWriter
+    assert sys.modules["shimpid._spawn"] is shimpid._spawn
