@@ -26,6 +26,7 @@ from ._common import (
     StorageError,
     Verified,
 )
+from ._handle import ProcessHandle
 from ._spawn import create_subprocess_exec, spawn
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "PidFileReader",
     "PidFileWriter",
     "PidRecord",
+    "ProcessHandle",
     "ProcessIdentity",
     "StorageError",
     "Verified",

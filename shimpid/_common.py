@@ -167,6 +167,48 @@ def writer_paths(path: str | bytes | os.PathLike, atomic: bool) -> tuple[str | b
     return given, target, temp_prefix
 
 
+# ============================================================================
+# Boot identity
+# ============================================================================
+
+# Start times count clock ticks from boot, so after a reboot a recorded (pid, start time) can
+# match an unrelated process: the same services start in the same order, get the same pids, at
+# the same tick. Files written by shimpid carry the boot's identity on a third line, so a reader
+# can refuse a record from another boot. The reference reads the same file as the same record:
+# it ignores lines after the second (for a record without a start time the second stays empty).
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+BOOT_ID_BYTES = 36  # a UUID as the kernel prints it: 8-4-4-4-12 lowercase hex digits
+_UUID_DASHES = (8, 13, 18, 23)
+
+
+def is_boot_id(value: bytes) -> bool:
+    return (
+        len(value) == BOOT_ID_BYTES
+        and all(value[i] == 0x2D for i in _UUID_DASHES)
+        and value.replace(b"-", b"").strip(b"0123456789abcdef") == b""
+    )
+
+
+def read_boot_id() -> bytes | None:
+    """This boot's identity, or None where there is none to read (not Linux, no /proc)."""
+    try:
+        fd = os.open(BOOT_ID_PATH, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        value = os.read(fd, 64).strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return value if is_boot_id(value) else None
+
+
+#: This boot's identity, read once at import: a process does not outlive its boot. (A process
+#: checkpointed and restored across a reboot, with CRIU say, would carry the old one.)
+CURRENT_BOOT_ID = read_boot_id()
+
+
 def check_mode(mode: int) -> int:
     mode = operator.index(mode)
     if not 0 <= mode <= 0o7777:

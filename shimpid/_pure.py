@@ -16,9 +16,10 @@ import os
 import stat
 import sys
 
-from . import _common
+from . import _common, _handle
 from ._common import (
     ABSENT,
+    CURRENT_BOOT_ID,
     PARSE_EMPTY,
     PARSE_INVALID_DIGIT,
     PARSE_OK,
@@ -51,9 +52,12 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
-# A symlink planted at the path is refused (ELOOP), never followed.
+# A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
+# at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
 _CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
-_CREATE_IN_PLACE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+_CREATE_IN_PLACE = (
+    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
+)
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 _OPEN_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
 
@@ -139,15 +143,15 @@ class PidRecord:
         if data.isascii():
             # What writers write: digits, newline, digits, newline. Fewer than 10 and 20 digits
             # always fit, ASCII is valid UTF-8, and digits need no trim: the result is exact.
-            first, newline, rest = data.partition(b"\n")
-            if first.isdigit() and len(first) < 10:
-                if not newline:
-                    return _new_record(int(first), None)
-                second = rest.partition(b"\n")[0]
-                if not second:
-                    return _new_record(int(first), None)
-                if second.isdigit() and len(second) < 20:
-                    return _new_record(int(first), int(second))
+            pid_digits, has_newline, after = data.partition(b"\n")
+            if pid_digits.isdigit() and len(pid_digits) < 10:
+                if not has_newline:
+                    return _new_record(int(pid_digits), None)
+                start_digits = after.partition(b"\n")[0]
+                if not start_digits:
+                    return _new_record(int(pid_digits), None)
+                if start_digits.isdigit() and len(start_digits) < 20:
+                    return _new_record(int(pid_digits), int(start_digits))
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -243,21 +247,35 @@ class PidFileWriter:
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
     old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
-    as the reference does.
+    as the reference does. ``boot_id=True`` adds this boot's identity as a third line (see
+    ``_common.BOOT_ID_PATH``); ``False`` writes exactly ``record.encode()``.
     """
 
-    __slots__ = ("_path", "_target", "_temp_prefix", "_atomic", "_mode")
+    __slots__ = ("_path", "_target", "_temp_prefix", "_atomic", "_mode", "_boot_id")
 
-    def __init__(self, path: str | bytes | os.PathLike, *, atomic: bool = True, mode: int = 0o644):
+    def __init__(
+        self,
+        path: str | bytes | os.PathLike,
+        *,
+        atomic: bool = True,
+        mode: int = 0o644,
+        boot_id: bool = True,
+    ) -> None:
         self._path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
         self._atomic = bool(atomic)
         self._mode = _common.check_mode(mode)
+        self._boot_id = CURRENT_BOOT_ID if boot_id else None
 
     @classmethod
     def at(
-        cls, path: str | bytes | os.PathLike, *, atomic: bool = True, mode: int = 0o644
+        cls,
+        path: str | bytes | os.PathLike,
+        *,
+        atomic: bool = True,
+        mode: int = 0o644,
+        boot_id: bool = True,
     ) -> PidFileWriter:
-        return cls(path, atomic=atomic, mode=mode)
+        return cls(path, atomic=atomic, mode=mode, boot_id=boot_id)
 
     @property
     def path(self) -> str | bytes:
@@ -271,6 +289,11 @@ class PidFileWriter:
     def mode(self) -> int:
         return self._mode
 
+    @property
+    def boot_id(self) -> str | None:
+        """The boot identity this writer adds to each record, if any."""
+        return None if self._boot_id is None else self._boot_id.decode()
+
     def __repr__(self) -> str:
         return f"PidFileWriter({self._path!r}, atomic={self._atomic}, mode={self._mode:#o})"
 
@@ -278,11 +301,15 @@ class PidFileWriter:
         """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file."""
         if type(record) is not PidRecord:
             raise TypeError(f"expected PidRecord, got {type(record).__name__}")
+        data = record.encode()
+        if self._boot_id is not None:
+            # The boot is always line 3: a record without a start time keeps line 2 empty.
+            data += (b"%s\n" if record._start_time is not None else b"\n%s\n") % self._boot_id
         try:
             if self._atomic:
-                _write_atomic(self._target, self._temp_prefix, record.encode(), self._mode)
+                _write_atomic(self._target, self._temp_prefix, data, self._mode)
             else:
-                _write_in_place(self._target, record.encode(), self._mode)
+                _write_in_place(self._target, data, self._mode)
         except OSError as err:
             code = err.errno or errno.EIO
             raise OSError(code, os.strerror(code), self._path) from None
@@ -374,17 +401,42 @@ class PidFileReader:
 
     def read(self) -> PidRecord:
         """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
+        return self._read_into()[0]
+
+    def open_process(self, *, allow_legacy: bool = False) -> _handle.ProcessHandle | None:
+        """A handle that signals the recorded process and nothing else, or ``None``.
+
+        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``). See
+        ``shimpid._handle`` for why a match is proof with pidfds, and the window without them.
+        """
+        return _handle.open_process(self, _classify, allow_legacy)
+
+    def _read_entry(self) -> tuple[PidRecord, bool]:
+        """The record, and whether the file names another boot: from one read of the file."""
+        record, data = self._read_into()
+        return record, _from_another_boot(data)
+
+    def _read_into(self) -> tuple[PidRecord, bytes]:
+        """read(), and the file's bytes."""
         data = _read_pid_file(self._target, self._path)
         try:
-            return PidRecord.decode(data)
+            return PidRecord.decode(data), data
         except StorageError as err:
             raise _common.in_file(err, self._path) from err
+
+    def read_boot_id(self) -> str | None:
+        """The boot identity the file carries (line 3), or ``None``; ``StorageError`` as read()."""
+        boot_id = _boot_id_of(_read_pid_file(self._target, self._path))
+        return None if boot_id is None else boot_id.decode()
 
     def process_identity(self) -> ProcessIdentity:
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules."""
         try:
-            record = PidRecord.decode(_read_pid_file(self._target, self._path))
+            data = _read_pid_file(self._target, self._path)
+            record = PidRecord.decode(data)
         except StorageError:
+            return ABSENT
+        if _from_another_boot(data):
             return ABSENT
         return _classify(record._pid, record._start_time)
 
@@ -420,13 +472,28 @@ def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
     return data
 
 
-def _classify(pid: int, recorded: int | None) -> ProcessIdentity:
+def _boot_id_of(data: bytes) -> bytes | None:
+    """Line 3, if it is a boot identity (other writers put other things there)."""
+    lines = data.split(b"\n", 3)
+    if len(lines) < 3:
+        return None
+    line = lines[2].strip()
+    return line if _common.is_boot_id(line) else None
+
+
+def _from_another_boot(data: bytes) -> bool:
+    boot_id = _boot_id_of(data)
+    return boot_id is not None and CURRENT_BOOT_ID is not None and boot_id != CURRENT_BOOT_ID
+
+
+def _classify(pid: int, start_time: int | None) -> ProcessIdentity:
+    """The verdict for a record: alive, and with the recorded start time if there is one."""
     alive, live = _probe(pid)
     if not alive:
         return ABSENT
-    if recorded is None:
+    if start_time is None:
         return Legacy(pid)
-    if live == recorded:
+    if live == start_time:
         return Verified(pid)
     return ABSENT  # another process has the pid now, or its start time cannot be read
 

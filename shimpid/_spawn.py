@@ -141,6 +141,7 @@ class _RecordingTransport(base_subprocess.BaseSubprocessTransport):
 def _reap_when_done(loop: asyncio.AbstractEventLoop, transport: _RecordingTransport) -> None:
     """Reap the child when it exits and tell the transport, as asyncio's child watchers do."""
     pid = transport.get_pid()
+    assert pid is not None  # the child was started in the transport's constructor
     try:
         pidfd = os.pidfd_open(pid)  # Linux 5.3+: readable once the child has exited
         loop.add_reader(pidfd, _exited, loop, transport, pidfd)
@@ -164,6 +165,7 @@ def _wait_in_thread(loop: asyncio.AbstractEventLoop, transport: _RecordingTransp
 
 def _reap(transport: _RecordingTransport) -> int:
     proc = transport._proc
+    assert proc is not None
     try:
         _, status = os.waitpid(proc.pid, 0)
     except ChildProcessError:

@@ -23,6 +23,8 @@ ctypedef struct pid_writer_t:
     bint atomic
     bint exchange  # atomic writes replace by renameat2(RENAME_EXCHANGE) + unlink (not tmpfs)
     mode_t mode
+    const char *boot_id  # written as line 3 when boot_id_len is not 0 (36: a UUID)
+    Py_ssize_t boot_id_len
 
 
 # The record's bytes at buf (room for 48); returns their number.
@@ -59,8 +61,10 @@ cdef class PidFileWriter:
     cdef readonly object path
     cdef bytes _target
     cdef bytes _temp_prefix
+    cdef bytes _boot_id
 
 
 cdef class PidFileReader:
     cdef readonly object path
     cdef bytes _target
+    cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size)

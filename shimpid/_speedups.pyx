@@ -17,7 +17,7 @@ from libc.errno cimport (EEXIST, EINTR, EIO, EISDIR, ENAMETOOLONG, ENOENT, ENOSY
                          errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
 from posix.stat cimport S_ISREG, fstat, struct_stat
@@ -25,8 +25,8 @@ from posix.types cimport mode_t, pid_t
 
 import os
 
-from . import _common
-from ._common import ABSENT, Legacy, Verified
+from . import _common, _handle
+from ._common import ABSENT, CURRENT_BOOT_ID, Legacy, Verified
 
 cdef extern from *:
     """
@@ -120,6 +120,9 @@ cdef extern from *:
 cdef enum:
     RECORD_MAX_BYTES = 48
     FILE_MAX_BYTES = 4096
+    BOOT_ID_BYTES = 36
+    # What a writer writes: the record, an empty line 2 if it has no start time, the boot line.
+    WRITE_MAX_BYTES = RECORD_MAX_BYTES + 1 + BOOT_ID_BYTES + 1
     STAT_READ_BYTES = 1024
     TEMP_SUFFIX_MAX = 35
     TEMP_PATH_MAX = 4096
@@ -141,19 +144,28 @@ cdef uint64_t U32_MAX = 0xFFFFFFFF
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t MUL_SAFE = (0xFFFFFFFFFFFFFFFF - 9) // 10  # value * 10 + 9 cannot overflow
 
-# A symlink planted at the path is refused (ELOOP), never followed.
+# A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
+# at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
 cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
                         | fcntl.O_CLOEXEC)
 cdef int CREATE_IN_PLACE = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_TRUNC | O_NOFOLLOW
-                            | fcntl.O_CLOEXEC)
+                            | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK)
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK
 
 if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFIX_MAX,
-        _common.TEMP_PATH_MAX, _common.PID_MAX, _common.PARSE_TOO_LARGE) != (
+        _common.TEMP_PATH_MAX, _common.PID_MAX, _common.PARSE_TOO_LARGE,
+        _common.BOOT_ID_BYTES) != (
         RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, PID_MAX,
-        PARSE_TOO_LARGE):
+        PARSE_TOO_LARGE, BOOT_ID_BYTES):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
+
+# This boot's identity, for the readers' comparisons without the GIL (empty: unknown).
+cdef char current_boot_id[BOOT_ID_BYTES]
+cdef bint current_boot_known = CURRENT_BOOT_ID is not None
+cdef bytes _boot = CURRENT_BOOT_ID
+if current_boot_known:
+    memcpy(current_boot_id, PyBytes_AS_STRING(_boot), BOOT_ID_BYTES)
 
 
 # ============================================================================
@@ -515,7 +527,7 @@ cdef class PidFileWriter:
     as the reference does.
     """
 
-    def __init__(self, path, *, atomic=True, mode=0o644):
+    def __init__(self, path, *, atomic=True, mode=0o644, boot_id=True):
         if self.writer.path != NULL:
             # The C struct points into these bytes, maybe from a write in another thread.
             raise TypeError("PidFileWriter is already initialised")
@@ -526,11 +538,15 @@ cdef class PidFileWriter:
         self.writer.atomic = bool(atomic)
         self.writer.mode = checked_mode
         self.writer.exchange = shimpid_exchange_pays(os.path.dirname(self._target))
+        self._boot_id = CURRENT_BOOT_ID if boot_id else None
+        if self._boot_id is not None:
+            self.writer.boot_id = PyBytes_AS_STRING(self._boot_id)
+            self.writer.boot_id_len = BOOT_ID_BYTES
         self.writer.path = PyBytes_AS_STRING(self._target)
 
     @classmethod
-    def at(cls, path, *, atomic=True, mode=0o644):
-        return cls(path, atomic=atomic, mode=mode)
+    def at(cls, path, *, atomic=True, mode=0o644, boot_id=True):
+        return cls(path, atomic=atomic, mode=mode, boot_id=boot_id)
 
     @property
     def atomic(self):
@@ -539,6 +555,11 @@ cdef class PidFileWriter:
     @property
     def mode(self):
         return self.writer.mode
+
+    @property
+    def boot_id(self):
+        """The boot identity this writer adds to each record, if any."""
+        return None if self._boot_id is None else self._boot_id.decode()
 
     @property
     def _replace_by_exchange(self):
@@ -586,8 +607,17 @@ cdef class PidFileWriter:
 
 
 cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil:
-    cdef char buf[RECORD_MAX_BYTES]
+    cdef char buf[WRITE_MAX_BYTES]
     cdef Py_ssize_t size = record_encode(record, buf)
+    if 0 < writer.boot_id_len <= BOOT_ID_BYTES:
+        # The boot is always line 3: a record without a start time keeps line 2 empty.
+        if not record.has_start_time:
+            buf[size] = c'\n'
+            size += 1
+        memcpy(buf + size, writer.boot_id, writer.boot_id_len)
+        size += writer.boot_id_len
+        buf[size] = c'\n'
+        size += 1
     if writer.atomic:
         return write_atomic(writer, buf, size)
     return write_in_place(writer.path, buf, size, writer.mode)
@@ -734,20 +764,53 @@ cdef class PidFileReader:
     def read(self):
         """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
         cdef unsigned char buf[FILE_MAX_BYTES + 1]
+        cdef Py_ssize_t size
+        return self._read_into(buf, &size)
+
+    def open_process(self, *, allow_legacy=False):
+        """A handle that signals the recorded process and nothing else, or ``None``.
+
+        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``). See
+        ``shimpid._handle`` for why a match is proof with pidfds, and the window without them.
+        """
+        return _handle.open_process(self, _classify, allow_legacy)
+
+    def _read_entry(self):
+        """The record, and whether the file names another boot: from one read of the file."""
+        cdef unsigned char buf[FILE_MAX_BYTES + 1]
+        cdef Py_ssize_t size
+        record = self._read_into(buf, &size)
+        return record, from_another_boot(buf, size)
+
+    cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size):
+        """read(), leaving the file's bytes in buf (FILE_MAX_BYTES + 1) and their number."""
         cdef const char *target = PyBytes_AS_STRING(self._target)
         cdef pid_record_t record
-        cdef Py_ssize_t size
         cdef Py_ssize_t where[2]
         cdef int failure = 0, reason
         with nogil:
-            size = read_pid_file(target, buf, &failure)
-        if size < 0:
+            size[0] = read_pid_file(target, buf, &failure)
+        if size[0] < 0:
             raise _read_failure(failure, self.path)
-        reason = record_decode(buf, size, &record, where)
+        reason = record_decode(buf, size[0], &record, where)
         if reason:
             err = _decode_error(buf, reason, where)
             raise _common.in_file(err, self.path) from err
         return _new_record(&record)
+
+    def read_boot_id(self):
+        """The boot identity the file carries (line 3), or ``None``; ``StorageError`` as read()."""
+        cdef unsigned char buf[FILE_MAX_BYTES + 1]
+        cdef const char *target = PyBytes_AS_STRING(self._target)
+        cdef Py_ssize_t size, start
+        cdef int failure = 0
+        with nogil:
+            size = read_pid_file(target, buf, &failure)
+        if size < 0:
+            raise _read_failure(failure, self.path)
+        if not boot_id_of(buf, size, &start):
+            return None
+        return PyUnicode_DecodeUTF8(<const char *>buf + start, BOOT_ID_BYTES, NULL)
 
     def process_identity(self):
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules."""
@@ -759,13 +822,51 @@ cdef class PidFileReader:
         cdef int failure = 0, verdict = IDENTITY_ABSENT
         with nogil:
             size = read_pid_file(target, buf, &failure)
-            if size >= 0 and record_decode(buf, size, &record, where) == 0:
+            if (size >= 0 and record_decode(buf, size, &record, where) == 0
+                    and not from_another_boot(buf, size)):
                 verdict = classify(&record)
         if verdict == IDENTITY_VERIFIED:
             return Verified(record.pid)
         if verdict == IDENTITY_LEGACY:
             return Legacy(record.pid)
         return ABSENT
+
+
+cdef bint boot_id_of(const unsigned char *data, Py_ssize_t size, Py_ssize_t *start) noexcept nogil:
+    """Whether line 3 is a boot identity (other writers put other things there); where it is."""
+    cdef Py_ssize_t begin, end, i
+    begin = line_end(data, 0, size) + 1
+    if begin > size:
+        return False
+    begin = line_end(data, begin, size) + 1
+    if begin > size:
+        return False
+    end = line_end(data, begin, size)
+    while begin < end and is_ascii_space(data[begin]):
+        begin += 1
+    while end > begin and is_ascii_space(data[end - 1]):
+        end -= 1
+    if end - begin != BOOT_ID_BYTES:
+        return False
+    for i in range(BOOT_ID_BYTES):
+        if i == 8 or i == 13 or i == 18 or i == 23:
+            if data[begin + i] != c'-':
+                return False
+        elif not (c'0' <= data[begin + i] <= c'9' or c'a' <= data[begin + i] <= c'f'):
+            return False
+    start[0] = begin
+    return True
+
+
+cdef inline bint is_ascii_space(unsigned char c) noexcept nogil:
+    # bytes.strip()'s set, as the pure backend uses
+    return c == c' ' or c'\t' <= c <= c'\r'
+
+
+cdef bint from_another_boot(const unsigned char *data, Py_ssize_t size) noexcept nogil:
+    cdef Py_ssize_t start
+    return (current_boot_known and boot_id_of(data, size, &start)
+            and memcmp(data + start, current_boot_id, BOOT_ID_BYTES) != 0)
 
 
 cdef Py_ssize_t read_pid_file(const char *path, unsigned char *buf,
@@ -827,6 +928,19 @@ cdef int classify(const pid_record_t *record) noexcept nogil:
 # ============================================================================
 # Live processes
 # ============================================================================
+
+
+def _classify(pid, start_time):
+    """The verdict for a record read elsewhere (``shimpid._handle``): as process_identity()."""
+    cdef pid_record_t record = (<PidRecord>PidRecord(pid, start_time)).rec
+    cdef int verdict
+    with nogil:
+        verdict = classify(&record)
+    if verdict == IDENTITY_VERIFIED:
+        return Verified(record.pid)
+    if verdict == IDENTITY_LEGACY:
+        return Legacy(record.pid)
+    return ABSENT
 
 
 def is_process_alive(pid):

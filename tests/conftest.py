@@ -18,7 +18,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import proc_state
+from _helpers import proc_state, require_or_skip
 
 PURE_ONLY = os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0")
 
@@ -79,3 +79,28 @@ def shared_dir():
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def oracle(tmp_path_factory):
+    """The reference's decode and stat parse, compiled with rustc, answering over a pipe.
+
+    Skipped where rustc is missing, unless SHIMPID_REQUIRE_ALL=1 (set by CI) makes that a
+    failure.
+    """
+    rustc = shutil.which("rustc")
+    if rustc is None:
+        require_or_skip("rustc not found: the Rust oracle cannot be built")
+    source = os.path.join(os.path.dirname(__file__), "oracle", "reference_decode.rs")
+    binary = tmp_path_factory.mktemp("oracle") / "reference_decode"
+    subprocess.run([rustc, "--edition", "2021", "-O", source, "-o", str(binary)], check=True)
+    proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def ask(kind: str, data: bytes) -> str:
+        proc.stdin.write(f"{kind}{data.hex()}\n".encode())
+        proc.stdin.flush()
+        return proc.stdout.readline().decode().rstrip("\n")
+
+    yield ask
+    proc.stdin.close()
+    proc.wait()

@@ -8,14 +8,11 @@ checked against the reference's semantics compiled from Rust (tests/oracle/), wh
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from _helpers import require_or_skip
 from shimpid import StorageError, _pure
 
 U32_MAX = 2**32 - 1
@@ -173,31 +170,6 @@ def test_encode_round_trips_and_agrees(impl, pid, start_time):
 
 
 # ---- the reference itself, compiled from Rust -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def oracle(tmp_path_factory):
-    """The reference's decode and stat parse, compiled with rustc, answering over a pipe.
-
-    Skipped where rustc is missing, unless SHIMPID_REQUIRE_ALL=1 (set by CI) makes that a
-    failure.
-    """
-    rustc = shutil.which("rustc")
-    if rustc is None:
-        require_or_skip("rustc not found: the Rust oracle cannot be built")
-    source = os.path.join(os.path.dirname(__file__), "oracle", "reference_decode.rs")
-    binary = tmp_path_factory.mktemp("oracle") / "reference_decode"
-    subprocess.run([rustc, "--edition", "2021", "-O", source, "-o", str(binary)], check=True)
-    proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def ask(kind: str, data: bytes) -> str:
-        proc.stdin.write(f"{kind}{data.hex()}\n".encode())
-        proc.stdin.flush()
-        return proc.stdout.readline().decode().rstrip("\n")
-
-    yield ask
-    proc.stdin.close()
-    proc.wait()
 
 
 def check_against_reference(impl, ask, data):

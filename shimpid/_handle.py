@@ -1,0 +1,164 @@
+"""Race-free handles on recorded processes: check the identity, then signal that very process.
+
+Between checking a pid file and signalling its pid, the process can exit and its pid be given to
+another. A pidfd (Linux 5.3+) closes that window: it is opened on the pid FIRST, then the
+identity is checked, and since the pidfd pins the process it was opened on, a match after opening
+proves the handle refers to the recorded process. ``signal.pidfd_send_signal`` then signals
+exactly it, or fails with ESRCH once it has exited, even if its pid is in use again.
+
+Without pidfds (older kernels, macOS), a handle re-checks the identity immediately before each
+signal. The window between that check and ``kill()`` remains: microseconds, in which the process
+would have to exit and its pid be reused.
+
+Shared by both backends: each passes its own ``_classify`` (the identity rules).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._common import PID_MAX, Legacy, ProcessIdentity, Verified
+
+__all__ = ["ProcessHandle", "open_process"]
+
+#: Whether to use pidfds; False where the system lacks them (tests set it to take the fallback).
+USE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+Classify = Callable[[int, "int | None"], ProcessIdentity]
+
+
+def open_process(reader: Any, classify: Classify, allow_legacy: bool) -> ProcessHandle | None:
+    """``reader.open_process()``: a handle on the recorded process, or None if it is not there."""
+    try:
+        record, from_another_boot = reader._read_entry()
+    except OSError:  # StorageError: no record to act on
+        return None
+    if from_another_boot or not 0 < record.pid <= PID_MAX:
+        return None
+    pidfd = _pidfd_open(record.pid) if USE_PIDFD else None
+    if pidfd == -1:
+        return None  # no process holds the pid
+    identity = classify(record.pid, record.start_time)  # after pinning: see the module's doc
+    if not (type(identity) is Verified or (allow_legacy and type(identity) is Legacy)):
+        if pidfd is not None:
+            os.close(pidfd)
+        return None
+    return ProcessHandle(identity, record.start_time, pidfd, classify)
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd on pid; -1 if no process holds it; None if the kernel has no pidfds."""
+    global USE_PIDFD
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return -1
+    except OSError as err:
+        if err.errno == errno.ENOSYS:  # a kernel before 5.3
+            USE_PIDFD = False
+            return None
+        raise
+
+
+class ProcessHandle:
+    """A handle on one verified (or, if allowed, legacy) process: signal it, wait for it.
+
+    Made by ``PidFileReader.open_process()``. Holds a pidfd where the system has them (see
+    ``fileno()``); close it, or use the handle as a context manager.
+    """
+
+    __slots__ = ("_identity", "_start_time", "_pidfd", "_classify", "_closed")
+
+    def __init__(self, identity: ProcessIdentity, start_time: int | None, pidfd: int | None,
+                 classify: Classify) -> None:
+        self._identity = identity
+        self._start_time = start_time
+        self._pidfd = pidfd
+        self._classify = classify
+        self._closed = False
+
+    @property
+    def pid(self) -> int:
+        return self._identity.pid  # type: ignore[return-value]
+
+    @property
+    def identity(self) -> ProcessIdentity:
+        """``Verified(pid)``, or ``Legacy(pid)`` if the handle was opened with allow_legacy."""
+        return self._identity
+
+    def fileno(self) -> int:
+        """The pidfd: readable once the process has exited. UnsupportedOperation without pidfds."""
+        self._check_open()
+        if self._pidfd is None:
+            raise io.UnsupportedOperation("no pidfd: this system has no pidfds")
+        return self._pidfd
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the process; ``ProcessLookupError`` once it has exited (never another process)."""
+        self._check_open()
+        if self._pidfd is not None:
+            signal.pidfd_send_signal(self._pidfd, sig)
+            return
+        if not self._still_there():
+            raise ProcessLookupError(errno.ESRCH, f"{os.strerror(errno.ESRCH)}: pid {self.pid}")
+        os.kill(self.pid, sig)  # the remaining window: see the module's doc
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the process exits: True if it has, False if ``timeout`` seconds passed.
+
+        Works for any process, not only children. It does not reap: a child of the caller that
+        has exited stays a zombie until the caller waits for it.
+        """
+        self._check_open()
+        if self._pidfd is not None:
+            poller = select.poll()
+            poller.register(self._pidfd, select.POLLIN)
+            return bool(poller.poll(None if timeout is None else max(timeout, 0) * 1000))
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        pause = 0.001
+        while self._still_there():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, 0.05)
+        return True
+
+    def _still_there(self) -> bool:
+        return self._classify(self.pid, self._start_time) == self._identity
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("operation on a closed ProcessHandle")
+
+    def __enter__(self) -> ProcessHandle:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def __repr__(self) -> str:
+        how = "closed" if self._closed else ("pidfd" if self._pidfd is not None else "no pidfd")
+        return f"<ProcessHandle {self._identity!r} ({how})>"

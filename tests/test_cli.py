@@ -1,0 +1,239 @@
+"""The operator's command line, run as operators run it: a separate process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from _helpers import proc_state, require_or_skip
+from shimpid import _common
+
+OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
+
+
+@pytest.fixture
+def cli(impl):
+    """Run ``python -m shimpid`` with ``impl``'s backend; returns (code, stdout, stderr)."""
+    pure = impl.__name__.endswith("_pure")
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if pure else "0",
+               PYTHONPATH=os.pathsep.join(sys.path))
+
+    def run(*args, timeout=60):
+        result = subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)], env=env,
+                                capture_output=True, text=True, timeout=timeout)
+        return result.returncode, result.stdout, result.stderr
+
+    run.env = env
+    run.backend = "python" if pure else "cython"
+    return run
+
+
+def alive(pid: int) -> bool:
+    try:
+        return proc_state(pid) != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+# ---- status and show -----------------------------------------------------------------------------
+
+
+def test_status_codes(impl, cli, pid_path, sleeper, reaped_pid):
+    writer = impl.PidFileWriter.at(pid_path)
+    writer.write_for(sleeper.pid)
+    assert cli("status", pid_path)[:2] == (0, f"verified {sleeper.pid}\n")
+    writer.write(impl.PidRecord(sleeper.pid))
+    assert cli("status", pid_path)[:2] == (0, f"legacy {sleeper.pid}\n")
+    writer.write(impl.PidRecord(reaped_pid, 1))
+    assert cli("status", pid_path)[:2] == (1, f"absent {reaped_pid}\n")
+    pid_path.write_bytes(impl.PidRecord.current().encode() + OTHER_BOOT + b"\n")
+    assert cli("status", pid_path)[:2] == (1, f"absent {os.getpid()}\n")
+    pid_path.write_bytes(b"garbage\n")
+    code, out, _ = cli("status", pid_path)
+    assert code == 4 and out.startswith("unknown: invalid PID 'garbage'")
+    pid_path.unlink()
+    assert cli("status", pid_path)[:2] == (3, "absent\n")
+
+
+def test_show(impl, cli, pid_path, sleeper):
+    impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
+    start = impl.process_start_time(sleeper.pid)
+    code, out, _ = cli("show", pid_path)
+    assert code == 0
+    assert f"pid:              {sleeper.pid}\n" in out
+    assert f"start time:       {start} (recorded)\n" in out
+    assert f"live start time:  {start}\n" in out
+    assert "(this boot)" in out and "state:            verified\n" in out
+    code, out, _ = cli("show", "--json", pid_path)
+    report = json.loads(out)
+    assert code == 0 and report == {
+        "backend": cli.backend, "file": str(pid_path), "pid": sleeper.pid, "start_time": start,
+        "live_start_time": start, "state": "verified",
+        "boot_id": _common.CURRENT_BOOT_ID.decode(),
+        "this_boot_id": _common.CURRENT_BOOT_ID.decode(),
+    }
+    pid_path.write_bytes(b"%d\n\n%s\n" % (sleeper.pid, OTHER_BOOT))
+    code, out, _ = cli("show", pid_path)
+    assert code == 1 and "start time:       none (recorded)" in out
+    assert "(another boot: this one is" in out and "state:            absent" in out
+    code, out, _ = cli("show", "--json", pid_path.parent / "missing.pid")
+    assert code == 3 and json.loads(out)["state"] == "absent"
+
+
+# ---- spawn ---------------------------------------------------------------------------------------
+
+
+def test_spawn_detached_then_status_then_stop(impl, cli, pid_path):
+    code, out, err = cli("spawn", "--pidfile", pid_path, "--detach", "--", "sleep", "60")
+    assert code == 0, err
+    pid = int(out.split()[1].rstrip(","))
+    try:
+        assert out == f"started {pid}, recorded in {pid_path}\n"
+        assert impl.PidFileReader.at(pid_path).read().pid == pid
+        assert os.getsid(pid) == pid, "a new session"
+        assert cli("status", pid_path)[:2] == (0, f"verified {pid}\n")
+        code, out, _ = cli("stop", pid_path)
+        assert (code, out) == (0, f"stopped {pid}, removed {pid_path}\n")
+        wait_for(lambda: not alive(pid))
+        assert not pid_path.exists()
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_spawn_in_the_foreground_returns_the_exit_status(cli, pid_path):
+    code, out, _ = cli("spawn", "--pidfile", pid_path, "--", "sh", "-c", "echo hi; exit 3")
+    assert code == 3
+    lines = out.splitlines()  # the command's output and shimpid's, in either order
+    assert "hi" in lines and len(lines) == 2
+    assert [line for line in lines if line != "hi"][0].endswith(f", recorded in {pid_path}")
+    assert not pid_path.exists(), "removed once the command exited"
+
+
+def test_spawn_in_the_foreground_passes_signals_on(cli, pid_path):
+    shim = subprocess.Popen([sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path),
+                             "--", "sleep", "60"], env=cli.env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = shim.stdout.readline()
+        pid = int(line.split()[1].rstrip(","))
+        shim.send_signal(signal.SIGTERM)
+        assert shim.wait(30) == 128 + signal.SIGTERM
+        wait_for(lambda: not alive(pid))
+        assert not pid_path.exists()
+    finally:
+        shim.kill()
+        shim.wait()
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--", "/nonexistent/program"], 127, "command not found: /nonexistent/program"),
+    (["--"], 2, "no command given"),
+    ([], 2, "no command given"),
+])
+def test_spawn_errors(cli, pid_path, args, code, message):
+    result = cli("spawn", "--pidfile", pid_path, *args)
+    assert result[0] == code and message in result[2]
+    assert not pid_path.exists()
+
+
+def test_spawn_with_an_unwritable_pid_file_leaves_no_process(cli, tmp_path):
+    marker = tmp_path / "ran"
+    code, _, err = cli("spawn", "--pidfile", tmp_path / "missing" / "x.pid", "--",
+                       "sh", "-c", f"sleep 1; touch {marker}")
+    assert code == 1 and "cannot write the pid file" in err
+    time.sleep(1.5)
+    assert not marker.exists(), "the command was killed, not left running"
+
+
+# ---- stop ----------------------------------------------------------------------------------------
+
+
+def test_stop_escalates_to_sigkill(impl, cli, pid_path):
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"])
+    try:
+        impl.PidFileWriter.at(pid_path).write_for(stubborn.pid)
+        code, out, _ = cli("stop", "--timeout", "0.3", pid_path)
+        assert code == 0
+        assert "sending SIGKILL" in out and out.endswith(f"stopped {stubborn.pid}, removed {pid_path}\n")
+        assert stubborn.wait(10) == -signal.SIGKILL
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+
+
+def test_stop_with_another_signal(impl, cli, pid_path, sleeper):
+    impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
+    assert cli("stop", "--signal", "INT", pid_path)[0] == 0
+    assert sleeper.wait(10) == -signal.SIGINT
+
+
+def test_stop_never_signals_an_unverified_process(impl, cli, pid_path, sleeper):
+    own = impl.PidRecord.current()
+    # the pid is alive but the start time is another's: a reused pid
+    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid, 1))
+    code, out, _ = cli("stop", pid_path)
+    assert code == 0 and out.startswith(f"not running: {sleeper.pid} is not the recorded process")
+    assert not pid_path.exists(), "the stale pid file is removed"
+    assert sleeper.poll() is None, "and the stranger lives on"
+    # legacy: refused unless asked
+    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid))
+    code, _, err = cli("stop", pid_path)
+    assert code == 1 and "--allow-legacy" in err and sleeper.poll() is None
+    assert pid_path.exists()
+    assert cli("stop", "--allow-legacy", pid_path)[0] == 0
+    assert sleeper.wait(10) == -signal.SIGTERM
+    assert own.pid == os.getpid()
+
+
+def test_stop_without_a_pid_file_or_with_garbage(cli, pid_path):
+    assert cli("stop", pid_path)[:2] == (0, f"not running: no pid file {pid_path}\n")
+    pid_path.write_bytes(b"garbage")
+    code, _, err = cli("stop", pid_path)
+    assert code == 1 and "invalid PID 'garbage'" in err and pid_path.exists()
+
+
+# ---- arguments and help --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "required: COMMAND"),
+    (["frobnicate"], "invalid choice"),
+    (["status"], "required: FILE"),
+    (["spawn", "--", "true"], "required: --pidfile"),
+    (["stop", "--signal", "FOO", "x"], "not a signal: 'FOO'"),
+    (["stop", "--signal", "999", "x"], "not a signal: '999'"),
+    (["stop", "--timeout", "-1", "x"], "not a number of seconds: '-1'"),
+    (["stop", "--timeout", "soon", "x"], "not a number of seconds: 'soon'"),
+    (["stop", "--timeout", "nan", "x"], "not a number of seconds: 'nan'"),
+])
+def test_bad_arguments(cli, args, message):
+    code, _, err = cli(*args)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("command", ["status", "show", "spawn", "stop"])
+def test_help(cli, command):
+    code, out, _ = cli(command, "--help")
+    assert code == 0 and out.startswith(f"usage: shimpid {command}")
+
+
+def test_console_script(cli):
+    script = shutil.which("shimpid", path=os.path.dirname(sys.executable))
+    if script is None:
+        require_or_skip("the shimpid console script is not installed beside this Python")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, env=cli.env)
+    assert result.returncode == 0 and "status" in result.stdout

@@ -1,0 +1,205 @@
+"""open_process() and ProcessHandle, with pidfds and without; and reboot safety."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from _helpers import proc_state
+from shimpid import Absent, Legacy, ProcessHandle, Verified, _common, _handle
+
+OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
+assert OTHER_BOOT != _common.CURRENT_BOOT_ID
+
+
+@pytest.fixture(params=["pidfd", "no pidfd"])
+def pidfds(request, monkeypatch):
+    """Every handle test runs with pidfds and with the fallback that re-checks before signals."""
+    if request.param == "pidfd":
+        assert _handle.USE_PIDFD, "this kernel and Python have pidfds: the main path must run"
+    else:
+        monkeypatch.setattr(_handle, "USE_PIDFD", False)
+    return request.param == "pidfd"
+
+
+def record_child(impl, path, child):
+    impl.PidFileWriter.at(path).write_for(child.pid)
+
+
+def test_a_handle_signals_and_waits_for_the_recorded_process(impl, pidfds, pid_path, sleeper):
+    record_child(impl, pid_path, sleeper)
+    with impl.PidFileReader.at(pid_path).open_process() as handle:
+        assert isinstance(handle, ProcessHandle)
+        assert handle.pid == sleeper.pid and handle.identity == Verified(sleeper.pid)
+        assert handle.wait(0.05) is False
+        handle.send_signal(signal.SIGTERM)
+        assert handle.wait(10) is True
+        assert proc_state(sleeper.pid) == "Z", "wait() does not reap"
+        assert sleeper.wait() == -signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            handle.send_signal(signal.SIGKILL)  # gone: never a process that reuses its pid
+        assert handle.wait(0) is True
+    with pytest.raises(ValueError):
+        handle.send_signal(0)
+
+
+def test_terminate_and_kill(impl, pidfds, pid_path):
+    for method, code in (("terminate", -signal.SIGTERM), ("kill", -signal.SIGKILL)):
+        child = subprocess.Popen(["sleep", "60"])
+        record_child(impl, pid_path, child)
+        with impl.PidFileReader.at(pid_path).open_process() as handle:
+            getattr(handle, method)()
+            assert handle.wait(10)
+        assert child.wait() == code
+
+
+def test_fileno_is_a_pidfd_or_unsupported(impl, pidfds, pid_path, sleeper):
+    record_child(impl, pid_path, sleeper)
+    handle = impl.PidFileReader.at(pid_path).open_process()
+    if pidfds:
+        fd = handle.fileno()
+        assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+        handle.close()
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed
+    else:
+        with pytest.raises(io.UnsupportedOperation):
+            handle.fileno()
+        handle.close()
+    handle.close()  # twice is fine
+    assert "closed" in repr(handle)
+
+
+def test_wait_works_for_a_process_that_is_not_our_child(impl, pidfds, pid_path):
+    shell = subprocess.Popen(["sh", "-c", "sleep 0.5 & echo $!; wait"], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        grandchild = int(shell.stdout.readline())
+        impl.PidFileWriter.at(pid_path).write_for(grandchild)
+        with impl.PidFileReader.at(pid_path).open_process() as handle:
+            assert handle.pid == grandchild
+            started = time.monotonic()
+            assert handle.wait(10) is True
+            assert time.monotonic() - started < 10
+    finally:
+        shell.wait()
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage", "reaped", "zombie", "other start time",
+                                  "pid 0", "pid 2**31", "pid 2**32-1", "legacy", "other boot"])
+def test_no_handle_unless_verified(impl, pidfds, pid_path, case, reaped_pid, zombie):
+    own = impl.PidRecord.current()
+    writer = impl.PidFileWriter.at(pid_path, boot_id=False)
+    if case == "garbage":
+        pid_path.write_bytes(b"garbage\n")
+    elif case == "reaped":
+        writer.write(impl.PidRecord(reaped_pid, 1))
+    elif case == "zombie":
+        writer.write_for(zombie.pid)
+    elif case == "other start time":
+        writer.write(impl.PidRecord(own.pid, own.start_time + 1))
+    elif case.startswith("pid "):
+        writer.write(impl.PidRecord(eval(case[4:]), own.start_time))
+    elif case == "legacy":
+        writer.write(impl.PidRecord(own.pid))
+    elif case == "other boot":
+        pid_path.write_bytes(own.encode() + OTHER_BOOT + b"\n")
+    assert impl.PidFileReader.at(pid_path).open_process() is None
+    assert impl.PidFileReader.at(pid_path).process_identity() == Absent() or case == "legacy"
+
+
+def test_legacy_handles_only_when_asked(impl, pidfds, pid_path, sleeper):
+    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid))
+    reader = impl.PidFileReader.at(pid_path)
+    assert reader.open_process() is None
+    with reader.open_process(allow_legacy=True) as handle:
+        assert handle.identity == Legacy(sleeper.pid)
+        handle.send_signal(signal.SIGKILL)
+        assert handle.wait(10)
+
+
+def test_open_process_pins_before_it_checks(impl, pid_path, sleeper, monkeypatch):
+    """The pidfd is opened on the pid first, and only then is the identity checked."""
+    record_child(impl, pid_path, sleeper)
+    order = []
+    real_open = os.pidfd_open
+
+    def pidfd_open(pid, *args):
+        order.append("pidfd_open")
+        return real_open(pid, *args)
+
+    def classify(pid, start_time):
+        order.append("check")
+        return impl._classify(pid, start_time)
+
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    handle = _handle.open_process(impl.PidFileReader.at(pid_path), classify, False)
+    assert order == ["pidfd_open", "check"] and handle is not None
+    handle.close()
+
+
+def test_handles_do_not_leak_descriptors(impl, pid_path, sleeper):
+    record_child(impl, pid_path, sleeper)
+    before = len(os.listdir("/proc/self/fd"))
+    reader = impl.PidFileReader.at(pid_path)
+    for _ in range(50):
+        with reader.open_process():
+            pass
+    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid, 1))  # not verified
+    for _ in range(50):
+        assert reader.open_process() is None
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+# ---- reboot safety -------------------------------------------------------------------------------
+
+
+def test_a_record_from_another_boot_is_absent(impl, pid_path):
+    own = impl.PidRecord.current()
+    reader = impl.PidFileReader.at(pid_path)
+    pid_path.write_bytes(own.encode() + OTHER_BOOT + b"\n")
+    assert reader.process_identity() == Absent()
+    assert reader.read() == own, "the record itself still reads"
+    assert reader.read_boot_id() == OTHER_BOOT.decode()
+    pid_path.write_bytes(b"%d\n\n%s\n" % (own.pid, OTHER_BOOT))  # legacy, other boot
+    assert reader.process_identity() == Absent()
+
+
+def test_a_record_from_this_boot_is_judged_as_before(impl, pid_path):
+    own = impl.PidRecord.current()
+    reader = impl.PidFileReader.at(pid_path)
+    impl.PidFileWriter.at(pid_path).write(own)
+    assert reader.read_boot_id() == _common.CURRENT_BOOT_ID.decode()
+    assert reader.process_identity() == Verified(own.pid)
+    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(own.pid))
+    assert pid_path.read_bytes().count(b"\n") == 3
+    assert reader.process_identity() == Legacy(own.pid)
+
+
+@pytest.mark.parametrize("line3", [
+    b"services-mux-v1",  # what later boxlite versions put on line 3
+    b"", b"garbage", OTHER_BOOT.upper(), OTHER_BOOT[:-1], OTHER_BOOT + b"0",
+    OTHER_BOOT.replace(b"-", b"_"),
+])
+def test_a_third_line_that_is_not_a_boot_id_is_ignored(impl, pid_path, line3):
+    own = impl.PidRecord.current()
+    pid_path.write_bytes(own.encode() + line3 + b"\n")
+    reader = impl.PidFileReader.at(pid_path)
+    assert reader.read_boot_id() is None
+    assert reader.process_identity() == Verified(own.pid)
+
+
+def test_boot_line_whitespace_and_position(impl, pid_path):
+    own = impl.PidRecord.current()
+    reader = impl.PidFileReader.at(pid_path)
+    pid_path.write_bytes(own.encode() + b" \t" + OTHER_BOOT + b"\r\n")
+    assert reader.read_boot_id() == OTHER_BOOT.decode()
+    assert reader.process_identity() == Absent()
+    pid_path.write_bytes(own.encode() + b"\n" + OTHER_BOOT + b"\n")  # line 4: not the boot line
+    assert reader.read_boot_id() is None
+    assert reader.process_identity() == Verified(own.pid)
