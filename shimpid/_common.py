@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -178,15 +179,11 @@ def writer_paths(path: str | bytes | os.PathLike, atomic: bool) -> tuple[str | b
 # it ignores lines after the second (for a record without a start time the second stays empty).
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 BOOT_ID_BYTES = 36  # a UUID as the kernel prints it: 8-4-4-4-12 lowercase hex digits
-_UUID_DASHES = (8, 13, 18, 23)
+_BOOT_ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def is_boot_id(value: bytes) -> bool:
-    return (
-        len(value) == BOOT_ID_BYTES
-        and all(value[i] == 0x2D for i in _UUID_DASHES)
-        and value.replace(b"-", b"").strip(b"0123456789abcdef") == b""
-    )
+    return _BOOT_ID.fullmatch(value) is not None
 
 
 def read_boot_id() -> bytes | None:

@@ -474,16 +474,21 @@ def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
 
 def _boot_id_of(data: bytes) -> bytes | None:
     """Line 3, if it is a boot identity (other writers put other things there)."""
-    lines = data.split(b"\n", 3)
-    if len(lines) < 3:
-        return None
-    line = lines[2].strip()
-    return line if _common.is_boot_id(line) else None
+    line = _line_3(data)
+    return line if line is not None and _common.is_boot_id(line) else None
 
 
 def _from_another_boot(data: bytes) -> bool:
-    boot_id = _boot_id_of(data)
-    return boot_id is not None and CURRENT_BOOT_ID is not None and boot_id != CURRENT_BOOT_ID
+    if CURRENT_BOOT_ID is None:
+        return False  # nothing to compare with
+    line = _line_3(data)
+    # This boot's line is the usual case: check the shape only of a line that differs.
+    return line is not None and line != CURRENT_BOOT_ID and _common.is_boot_id(line)
+
+
+def _line_3(data: bytes) -> bytes | None:
+    lines = data.split(b"\n", 3)
+    return lines[2].strip() if len(lines) > 2 else None
 
 
 def _classify(pid: int, start_time: int | None) -> ProcessIdentity:

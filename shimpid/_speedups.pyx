@@ -865,7 +865,9 @@ cdef inline bint is_ascii_space(unsigned char c) noexcept nogil:
 
 cdef bint from_another_boot(const unsigned char *data, Py_ssize_t size) noexcept nogil:
     cdef Py_ssize_t start
-    return (current_boot_known and boot_id_of(data, size, &start)
+    if not current_boot_known:
+        return False  # nothing to compare with
+    return (boot_id_of(data, size, &start)
             and memcmp(data + start, current_boot_id, BOOT_ID_BYTES) != 0)
 
 
