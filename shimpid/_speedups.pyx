@@ -825,11 +825,7 @@ cdef class PidFileReader:
             if (size >= 0 and record_decode(buf, size, &record, where) == 0
                     and not from_another_boot(buf, size)):
                 verdict = classify(&record)
-        if verdict == IDENTITY_VERIFIED:
-            return Verified(record.pid)
-        if verdict == IDENTITY_LEGACY:
-            return Legacy(record.pid)
-        return ABSENT
+        return _verdict(verdict, record.pid)
 
 
 cdef bint boot_id_of(const unsigned char *data, Py_ssize_t size, Py_ssize_t *start) noexcept nogil:
@@ -938,10 +934,14 @@ def _classify(pid, start_time):
     cdef int verdict
     with nogil:
         verdict = classify(&record)
+    return _verdict(verdict, record.pid)
+
+
+cdef object _verdict(int verdict, uint32_t pid):
     if verdict == IDENTITY_VERIFIED:
-        return Verified(record.pid)
+        return Verified(pid)
     if verdict == IDENTITY_LEGACY:
-        return Legacy(record.pid)
+        return Legacy(pid)
     return ABSENT
 
 
