@@ -820,6 +820,7 @@ cdef class PidFileReader:
         cdef Py_ssize_t size
         cdef Py_ssize_t where[2]
         cdef int failure = 0, verdict = IDENTITY_ABSENT
+        record.pid = 0
         with nogil:
             size = read_pid_file(target, buf, &failure)
             if (size >= 0 and record_decode(buf, size, &record, where) == 0
