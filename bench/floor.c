@@ -1,17 +1,14 @@
 /*
- * The raw-syscall floor: the system calls shimpid makes for each operation, timed in C with no
- * Python around them. bench/conftest.py compiles this with the system compiler and runs it in the
- * same session as the Python benchmarks, so each syscall-bound operation can be reported as a
- * ratio to its floor.
+ * The raw-syscall floor: the system calls shimpid makes for each operation, in C with no Python
+ * around them. bench/conftest.py compiles this into a shared library and calls it through ctypes,
+ * alternating short batches of an operation in Python and of its floor here, so that each ratio
+ * is taken under the same machine conditions (a shared VM's speed drifts by half within seconds).
  *
- *   floor DIR SECONDS PID  ->  one JSON object: {"operation": median ns per call, ...}
- *
- * DIR is where the pid files go (tmpfs or disk). PID is the benchmarking Python process: the pid
- * file records it and /proc/<PID>/stat is read, as the library does for its own pid (the kernel
- * takes longer to render a large process's stat than a small one's). "current" reads this
- * program's own /proc/self/stat, as the library does. Each operation is timed one call at a time for
- * up to SECONDS, and the figure is the median call, the statistic the Python side reports
- * (pytest-benchmark's median round, one call per round for these microsecond operations).
+ *   floor_prepare(DIR, PID)   where pid files go (tmpfs or disk), and the process they record:
+ *                             the benchmarking Python process itself, whose /proc/<PID>/stat is
+ *                             read as the library reads it (a large process's stat takes the
+ *                             kernel longer to render than a small one's)
+ *   floor_time(NAME, CALLS)   nanoseconds for CALLS calls of operation NAME (-1: no such one)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,7 +31,7 @@
 #endif
 
 static char pid_path[4096], temp_path[4096], stat_path[64];
-static char record[48];
+static char record[160];
 static size_t record_len;
 static volatile uint64_t sink;
 
@@ -71,16 +70,39 @@ static uint64_t read_stat(const char *path) {
 
 static pid_t target;
 
+static int pidfd_open_(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+/* The fingerprint of a process: its pidfs inode (Linux 6.9+). */
+static uint64_t pidfs_inode(int pidfd) {
+    struct stat st;
+    if (fstat(pidfd, &st) != 0) die("fstat pidfd");
+    return (uint64_t)st.st_ino;
+}
+
+static int exited(int pidfd) {
+    struct pollfd p = {pidfd, POLLIN, 0};
+    return poll(&p, 1, 0);
+}
+
 static void op_current(void) {
     sink += (uint64_t)getpid();
     sink += read_stat("/proc/self/stat");
 }
 
-static void op_stat(void) { sink += read_stat(stat_path); }
-
-static void op_alive(void) {
-    if (kill(target, 0) != 0) die("kill");
+/* process_start_time(): pin the process (and refuse a thread), read its stat. */
+static void op_stat(void) {
+    int fd = pidfd_open_(target);
+    if (fd < 0) die("pidfd_open");
     sink += read_stat(stat_path);
+    close(fd);
+}
+
+/* is_process_alive(): pin it, ask whether it has exited. */
+static void op_alive(void) {
+    int fd = pidfd_open_(target);
+    if (fd < 0) die("pidfd_open");
+    sink += (uint64_t)exited(fd);
+    close(fd);
 }
 
 static void write_all(int fd) {
@@ -95,6 +117,8 @@ static void op_write_in_place(void) {
 }
 
 static void write_temp(void) {
+    /* the temporary name carries the writer's pid, read anew: it changes across fork() */
+    sink += (uint64_t)getpid();
     int fd = open(temp_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) die("open temp");
     write_all(fd);
@@ -128,14 +152,55 @@ static uint64_t read_pid_file(void) {
 
 static void op_read(void) { sink += read_pid_file(); }
 
+/* process_identity() of a file with a pidfs fingerprint: no /proc at all. */
 static void op_identity(void) {
+    uint64_t pid = read_pid_file();
+    int fd = pidfd_open_((pid_t)pid);
+    if (fd < 0) die("pidfd_open");
+    sink += pidfs_inode(fd) + (uint64_t)exited(fd);
+    close(fd);
+}
+
+/* process_identity() of a file with a start time only (the reference's, or Linux < 6.9). */
+static void op_identity_start_time(void) {
+    uint64_t pid = read_pid_file();
+    int fd = pidfd_open_((pid_t)pid);
+    if (fd < 0) die("pidfd_open");
+    sink += read_stat(stat_path);
+    close(fd);
+}
+
+/* What process_identity() cost before pidfds: kill(pid, 0) and the stat read. */
+static void op_identity_proc(void) {
     uint64_t pid = read_pid_file();
     if (kill((pid_t)pid, 0) != 0) die("kill");
     sink += read_stat(stat_path);
 }
 
-/* Spawning /bin/true, and spawning it plus the parent-side record shimpid.spawn writes: read
-   the child's stat before reaping it, write a temporary file, rename it over the pid file. */
+/* write_current(): this process's start time and pidfs inode, then an atomic write. */
+static void op_write_current(void) {
+    sink += (uint64_t)getpid();
+    sink += read_stat("/proc/self/stat");
+    int fd = pidfd_open_(getpid());
+    if (fd < 0) die("pidfd_open");
+    sink += pidfs_inode(fd);
+    close(fd);
+    op_write_rename();
+}
+
+/* write_for(pid): the same, read from outside the process. */
+static void op_write_for(void) {
+    int fd = pidfd_open_(target);
+    if (fd < 0) die("pidfd_open");
+    sink += pidfs_inode(fd);
+    sink += read_stat(stat_path);
+    close(fd);
+    op_write_rename();
+}
+
+/* Spawning /bin/true, and spawning it plus the parent-side record shimpid.spawn writes: pin the
+   child and read its pidfs inode and stat before reaping it, write a temporary file, rename it
+   over the pid file. */
 extern char **environ;
 
 static pid_t start_true(void) {
@@ -156,7 +221,11 @@ static void op_spawn_record(void) {
     pid_t pid = start_true();
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = pidfd_open_(pid);
+    if (fd < 0) die("pidfd_open");
+    sink += pidfs_inode(fd);
     sink += read_stat(path);
+    close(fd);
     op_write_rename();
     reap(pid);
 }
@@ -167,53 +236,51 @@ static double now_ns(void) {
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-#define MAX_SAMPLES 200000
-static double samples[MAX_SAMPLES];
+static const struct {
+    const char *name;
+    void (*op)(void);
+} operations[] = {
+    {"current", op_current},
+    {"process_start_time", op_stat},
+    {"is_process_alive", op_alive},
+    {"write_in_place", op_write_in_place},
+    {"write_rename", op_write_rename},
+    {"write_exchange", op_write_exchange},
+    {"read", op_read},
+    {"process_identity", op_identity},
+    {"process_identity_start_time", op_identity_start_time},
+    {"process_identity_proc", op_identity_proc},
+    {"write_current", op_write_current},
+    {"write_for", op_write_for},
+    {"spawn", op_spawn},
+    {"spawn_record", op_spawn_record},
+};
 
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Median time per call, over rounds of BATCH calls for up to `budget` seconds: the Python side
-   times its system-call operations in rounds of the same size (bench/conftest.py: SLOW_BATCH). */
-#define BATCH 10
-static double median(void (*op)(void), double budget) {
-    int n = 0;
-    for (int i = 0; i < 100; i++) op(); /* warm up */
-    double deadline = now_ns() + budget * 1e9;
-    while (n < MAX_SAMPLES && (n < 50 || now_ns() < deadline)) {
-        double t0 = now_ns();
-        for (int i = 0; i < BATCH; i++) op();
-        samples[n++] = (now_ns() - t0) / BATCH;
-    }
-    qsort(samples, (size_t)n, sizeof samples[0], by_value);
-    return samples[n / 2];
-}
-
-int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s DIR SECONDS_PER_OPERATION PID\n", argv[0]);
-        return 2;
-    }
-    double budget = atof(argv[2]);
-    target = (pid_t)atoi(argv[3]);
-    snprintf(pid_path, sizeof pid_path, "%s/floor.pid", argv[1]);
-    snprintf(temp_path, sizeof temp_path, "%s/.floor.pid.%d.0.tmp", argv[1], (int)getpid());
-    snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", (int)target);
-    record_len = (size_t)snprintf(record, sizeof record, "%d\n%llu\n", (int)target,
-                                  (unsigned long long)read_stat(stat_path));
-
-    printf("{\"current\": %.1f", median(op_current, budget));
-    printf(", \"process_start_time\": %.1f", median(op_stat, budget));
-    printf(", \"is_process_alive\": %.1f", median(op_alive, budget));
-    printf(", \"write_in_place\": %.1f", median(op_write_in_place, budget));
-    printf(", \"write_rename\": %.1f", median(op_write_rename, budget));
-    printf(", \"write_exchange\": %.1f", median(op_write_exchange, budget));
-    printf(", \"read\": %.1f", median(op_read, budget));
-    printf(", \"process_identity\": %.1f", median(op_identity, budget));
-    printf(", \"spawn\": %.1f", median(op_spawn, budget));
-    printf(", \"spawn_record\": %.1f}\n", median(op_spawn_record, budget));
-    unlink(pid_path);
+int floor_prepare(const char *dir, int pid) {
+    target = (pid_t)pid;
+    snprintf(pid_path, sizeof pid_path, "%s/floor-%d.pid", dir, pid);
+    snprintf(temp_path, sizeof temp_path, "%s/.floor-%d.pid.%d.0.tmp", dir, pid, pid);
+    snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", pid);
+    /* a record as writers write it: lines 1-2, boxlite's empty line 3, shimpid's line 4 */
+    record_len = (size_t)snprintf(record, sizeof record,
+                                  "%d\n%llu\n\nshimpid boot=00000000-1111-2222-3333-444444444444"
+                                  " pidfs=%llu\n", pid,
+                                  (unsigned long long)read_stat(stat_path), 123456789ULL);
+    op_write_in_place(); /* the file the reading operations read */
     return 0;
+}
+
+double floor_time(const char *name, int calls) {
+    for (size_t i = 0; i < sizeof operations / sizeof operations[0]; i++) {
+        if (strcmp(operations[i].name, name) == 0) {
+            double t0 = now_ns();
+            for (int n = 0; n < calls; n++) operations[i].op();
+            return now_ns() - t0;
+        }
+    }
+    return -1;
+}
+
+void floor_finish(void) {
+    unlink(pid_path);
 }

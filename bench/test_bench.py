@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from conftest import PLACES
+from conftest import BASELINES, BATCH, PLACES, alternate, backend_of, batched, rounds, timed
+from shimpid import _pure
 
 PID, START = 1234567, 12345678901
 TWO_LINE = b"1234567\n12345678901\n"
@@ -21,13 +22,25 @@ def test_construct(measure, impl):
 
 @pytest.mark.parametrize(("name", "data"), [
     ("two-line", TWO_LINE), ("legacy", LEGACY), ("non-ASCII whitespace", NON_ASCII_WHITESPACE)])
-def test_decode(measure, impl, name, data):
+def test_decode(measure, impl, name, data, pytestconfig):
     record = measure(f"decode() {name}", impl.PidRecord.decode, data, fast=True)
     assert record.pid == PID
+    if name == "two-line" and backend_of(impl) == "cython":
+        count = rounds(pytestconfig, 2000)
+        decode = timed(batched(impl.PidRecord.decode, (data,), BATCH))
+        BASELINES["decode() two-line: pure / cython"] = alternate(
+            timed(batched(_pure.PidRecord.decode, (data,), BATCH)), decode, count)
+        BASELINES["decode() two-line / PidRecord(pid, start_time) [cython]"] = alternate(
+            decode, timed(batched(impl.PidRecord, (PID, START), BATCH)), count)
 
 
-def test_encode(measure, impl):
-    assert measure("encode()", impl.PidRecord(PID, START).encode, fast=True) == TWO_LINE
+def test_encode(measure, impl, pytestconfig):
+    record = impl.PidRecord(PID, START)
+    assert measure("encode()", record.encode, fast=True) == TWO_LINE
+    # the interpreter's floor: a builtin method that returns new bytes of the same size
+    BASELINES[f"encode() / bytes.upper() [{backend_of(impl)}]"] = alternate(
+        timed(batched(record.encode, (), BATCH)), timed(batched(TWO_LINE.upper, (), BATCH)),
+        rounds(pytestconfig, 2000))
 
 
 def test_encode_into(measure, impl):
@@ -65,15 +78,32 @@ def test_read(measure, impl, pid_file):
     assert measure("read()", impl.PidFileReader.at(pid_file).read).pid == os.getpid()
 
 
-@pytest.mark.parametrize("verdict", ["Verified", "Absent"])
+@pytest.mark.parametrize("verdict", ["Verified", "Absent", "Verified, start time only"])
 def test_process_identity(measure, impl, pid_file, verdict):
     own = impl.PidRecord.current()
-    # Absent: the pid is alive but the start time differs, the PID-reuse case, which makes the
-    # same system calls as Verified.
-    record = own if verdict == "Verified" else impl.PidRecord(own.pid, own.start_time + 1)
-    impl.PidFileWriter.at(pid_file).write(record)
-    result = measure(f"process_identity() {verdict}", impl.PidFileReader.at(pid_file).process_identity)
-    assert type(result).__name__ == verdict
+    writer = impl.PidFileWriter.at(pid_file, identity_line=verdict != "Verified, start time only")
+    if verdict == "Absent":
+        # the pid is alive but another process's: the PID-reuse case, through the same calls
+        pid_file_bytes = own.encode() + b"\nshimpid pidfs=1\n"
+        with open(pid_file, "wb") as f:
+            f.write(pid_file_bytes)
+    else:
+        writer.write_current()
+    result = measure(f"process_identity() {verdict}",
+                     impl.PidFileReader.at(pid_file).process_identity)
+    assert type(result).__name__ == verdict.split(",")[0]
+
+
+def test_write_current(measure, impl, pid_file):
+    writer = impl.PidFileWriter.at(pid_file)
+    measure("write_current() [tmpfs]", writer.write_current)
+    assert impl.PidFileReader.at(pid_file).read_pidfs_id() is not None
+
+
+def test_write_for(measure, impl, pid_file):
+    writer = impl.PidFileWriter.at(pid_file)
+    measure("write_for(pid) [tmpfs]", writer.write_for, os.getpid())
+    assert impl.PidFileReader.at(pid_file).read_pidfs_id() is not None
 
 
 def test_is_process_alive(measure, impl):
@@ -86,8 +116,6 @@ def test_process_start_time(measure, impl):
 
 def test_baseline_new_bytes(benchmark):
     """The interpreter's floor for encode(): a builtin method that returns 20 new bytes."""
-    from conftest import BATCH, _batched
-
     benchmark.group = f"baseline: bytes.upper() (x{BATCH} per round)"
     benchmark.extra_info.update(operation="baseline: 20 new bytes", backend="baseline", calls=BATCH)
-    benchmark(_batched(TWO_LINE.upper, (), BATCH))
+    benchmark(batched(TWO_LINE.upper, (), BATCH))

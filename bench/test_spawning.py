@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import shimpid
-from conftest import PLACES
+from conftest import BASELINES, PLACES, alternate, rounds, timed
 
 TRUE = ["/bin/true"]
 
@@ -71,6 +71,24 @@ def test_popen_with_preexec_write_current(benchmark, parent, pid_file):
     writer = shimpid.PidFileWriter.at(pid_file)
     benchmark(lambda: subprocess.Popen(TRUE, preexec_fn=writer.write_current).wait())
     assert shimpid.PidFileReader.at(pid_file).read().start_time is not None
+
+
+def test_spawn_ratios(parent, pid_file, pytestconfig):
+    """The ratios the targets are about, from alternated batches of five spawns each."""
+    writer = shimpid.PidFileWriter.at(pid_file)
+
+    def five(spawn):
+        return timed(lambda: [spawn().wait() for _ in range(5)])
+
+    popen = five(lambda: subprocess.Popen(TRUE))
+    count = rounds(pytestconfig, 200)
+    BASELINES[f"shimpid.spawn / Popen [{parent}]"] = alternate(
+        five(lambda: shimpid.spawn(TRUE, pid_file)), popen, count)
+    BASELINES[f"shimpid.spawn, prepared writer / Popen [{parent}]"] = alternate(
+        five(lambda: shimpid.spawn(TRUE, writer)), popen, count)
+    BASELINES[f"Popen(preexec_fn=write_current) / Popen [{parent}]"] = alternate(
+        timed(lambda: subprocess.Popen(TRUE, preexec_fn=writer.write_current).wait()),
+        timed(lambda: subprocess.Popen(TRUE).wait()), max(count // 5, 5))
 
 
 def test_plain_asyncio(benchmark, parent):

@@ -21,6 +21,7 @@ from ._backend import (
 from ._common import (
     PID_RECORD_MAX_BYTES,
     Absent,
+    ForeignProcError,
     Legacy,
     ProcessIdentity,
     StorageError,
@@ -33,6 +34,7 @@ __all__ = [
     "BACKEND",
     "PID_RECORD_MAX_BYTES",
     "Absent",
+    "ForeignProcError",
     "Legacy",
     "PidFileReader",
     "PidFileWriter",

@@ -20,12 +20,13 @@ from collections.abc import Sequence
 
 from . import _common
 from ._backend import BACKEND, PidFileReader, PidFileWriter, process_start_time
-from ._common import Absent, Legacy, StorageError, Verified
+from ._common import Absent, Legacy, StorageError, Verified, is_answer
 from ._spawn import spawn
 
 # LSB init-script status codes (`status` and `show`)
 RUNNING, DEAD_WITH_PIDFILE, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
-# `stop`: 0 stopped or nothing running, 1 failed or refused, 2 usage, 4 not permitted (LSB)
+# `stop`: 0 stopped or nothing running, 1 failed or refused, 2 usage, 4 not permitted or cannot
+# tell (LSB's "insufficient privilege", and what status calls unknown)
 STOPPED, FAILED, NOT_PERMITTED = 0, 1, 4
 
 
@@ -130,19 +131,22 @@ def _inspect(path: str) -> dict:
     reader = PidFileReader.at(path)
     report: dict = {"file": path, "backend": BACKEND}
     try:
-        record = reader.read()
-        boot_id = reader.read_boot_id()
-    except StorageError as err:
-        missing = err.errno == errno.ENOENT
+        record, extras = reader._read_entry()
+        verdict = reader.process_identity()
+    except OSError as err:  # StorageError, or the system could not tell
+        missing = isinstance(err, StorageError) and err.errno == errno.ENOENT
         report.update(state="absent" if missing else "unknown", error=str(err),
                       code=NOT_RUNNING if missing else UNKNOWN)
         return report
-    verdict = reader.process_identity()
     state = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
+    try:
+        live_start_time = process_start_time(record.pid)
+    except OSError as err:
+        live_start_time = f"unknown: {err}"
     report.update(
         state=state, pid=record.pid, start_time=record.start_time,
-        live_start_time=process_start_time(record.pid),
-        boot_id=boot_id, this_boot_id=_common.CURRENT_BOOT_ID and _common.CURRENT_BOOT_ID.decode(),
+        live_start_time=live_start_time, pidfs_id=extras.pidfs_id,
+        boot_id=extras.boot_id, this_boot_id=_common.CURRENT_BOOT_ID,
         code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE)
     return report
 
@@ -175,6 +179,7 @@ def _show(args: argparse.Namespace) -> int:
     _say(f"pid:              {report['pid']}")
     _say(f"start time:       {_or_none(report['start_time'])} (recorded)")
     _say(f"live start time:  {_or_none(report['live_start_time'])}")
+    _say(f"pidfs inode:      {_or_none(report['pidfs_id'])} (recorded)")
     _say(f"boot:             {boot}")
     _say(f"state:            {report['state']}")
     return report["code"]
@@ -275,10 +280,15 @@ def _stop(args: argparse.Namespace) -> int:
             _say(f"not running: no pid file {args.file}")
             return STOPPED
         _complain(f"stop: {err}")
-        return FAILED
-    handle = reader.open_process(allow_legacy=args.allow_legacy)
+        return FAILED if is_answer(err) else NOT_PERMITTED
+    try:
+        handle = reader.open_process(allow_legacy=args.allow_legacy)
+        verdict = reader.process_identity() if handle is None else None
+    except OSError as err:
+        _complain(f"stop: cannot tell whether {record.pid} is the recorded process: {err}")
+        return NOT_PERMITTED
     if handle is None:
-        if reader.process_identity() == Legacy(record.pid):
+        if verdict == Legacy(record.pid):
             _complain(f"stop: refusing to signal {record.pid}: the pid file records no start time,"
                       " so its identity cannot be proven (use --allow-legacy to stop it anyway)")
             return FAILED

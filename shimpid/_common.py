@@ -11,6 +11,7 @@ import operator
 import os
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "PID_RECORD_MAX_BYTES",
@@ -169,31 +170,99 @@ def writer_paths(path: str | bytes | os.PathLike, atomic: bool) -> tuple[str | b
 
 
 # ============================================================================
-# Boot identity
+# What a file holds beyond the reference's two lines
 # ============================================================================
 
-# Start times count clock ticks from boot, so after a reboot a recorded (pid, start time) can
-# match an unrelated process: the same services start in the same order, get the same pids, at
-# the same tick. Files written by shimpid carry the boot's identity on a third line, so a reader
-# can refuse a record from another boot. The reference reads the same file as the same record:
-# it ignores lines after the second (for a record without a start time the second stays empty).
+# Line 3 belongs to boxlite: its newer versions write a capability token there
+# (``services-mux-v1``). Line 4 is shimpid's: ``shimpid boot=<uuid> pidfs=<inode>``, a tag, then
+# ``key=value`` fields; readers ignore keys they do not know, so later versions can add some.
+# Both readers of the reference ignore lines after the second (a record without a start time
+# keeps line 2 empty), and boxlite's newest reads only line 3. shimpid 0.1 wrote the boot on
+# line 3, as a bare UUID; such files are still understood.
+#
+# boot:  start times count clock ticks from boot, and pidfs inodes count processes from boot, so
+#        after a reboot a recorded identity can match an unrelated process (the same services
+#        start in the same order, get the same pids, at the same tick). A file from another boot
+#        is Absent.
+# pidfs: on Linux 6.9+ every process has an inode in pidfs, a 64-bit number never reused within
+#        a boot (systemd's process id). A start time is only as fine as a clock tick (10 ms): a
+#        pid reused within the same tick has the same start time. The inode tells them apart.
+IDENTITY_TAG = "shimpid"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 BOOT_ID_BYTES = 36  # a UUID as the kernel prints it: 8-4-4-4-12 lowercase hex digits
-_BOOT_ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_BOOT_ID_BYTES = re.compile(_BOOT_ID.pattern.encode())
+_PIDFS_ID = re.compile(rb"[0-9]{1,20}")
+_IDENTITY_TAG = IDENTITY_TAG.encode()
 
 
-def is_boot_id(value: bytes) -> bool:
+def is_boot_id(value: str) -> bool:
     return _BOOT_ID.fullmatch(value) is not None
 
 
-def read_boot_id() -> bytes | None:
+class Extras(NamedTuple):
+    """What lines 3 and 4 of a pid file say (see above)."""
+
+    capability: str | None
+    boot_id: str | None
+    pidfs_id: int | None
+
+
+NO_EXTRAS = Extras(None, None, None)
+
+
+def parse_extras(data: bytes) -> Extras:
+    """Lines 3 and 4 of a file whose record decoded: the general rule, for any such file.
+
+    Lines split on ``\\n`` and are trimmed of Unicode White_Space, as the reference reads lines
+    1 and 2 and boxlite reads line 3. A field that is not well formed is ignored, as the
+    reference ignores a garbled start time.
+    """
+    lines = data.split(b"\n", 4)
+    if len(lines) < 3:
+        return NO_EXTRAS
+    line3, line4 = lines[2], (lines[3] if len(lines) > 3 else b"")
+    # decode() has checked the whole file is UTF-8. For ASCII, bytes.strip() strips exactly the
+    # White_Space characters (U+0009..U+000D, U+0020): the usual case takes no decoding.
+    if line3.isascii():
+        line3 = line3.strip()
+    else:
+        line3 = line3.decode().strip(WHITE_SPACE).encode()
+    if line4.isascii():
+        line4 = line4.strip()
+    else:
+        line4 = line4.decode().strip(WHITE_SPACE).encode()
+    capability, boot_id, pidfs_id = line3.decode() or None, None, None
+    if capability is not None and _is_boot_id(line3):  # shimpid 0.1: the boot, not a capability
+        capability, boot_id = None, capability
+    fields = line4.split(b" ")
+    if fields[0] == _IDENTITY_TAG:
+        seen = set()
+        for field in fields[1:]:
+            key, _, value = field.partition(b"=")
+            if key in seen:
+                continue  # the first one counts
+            seen.add(key)
+            if key == b"boot" and _is_boot_id(value):
+                boot_id = value.decode()
+            elif key == b"pidfs" and _PIDFS_ID.fullmatch(value) and 0 < int(value) <= U64_MAX:
+                pidfs_id = int(value)
+    return tuple.__new__(Extras, (capability, boot_id, pidfs_id))  # NamedTuple's __new__ is slow
+
+
+def _is_boot_id(value: bytes) -> bool:
+    # This boot's is the usual case: check the shape only of another.
+    return value == _CURRENT_BOOT_BYTES or _BOOT_ID_BYTES.fullmatch(value) is not None
+
+
+def read_boot_id() -> str | None:
     """This boot's identity, or None where there is none to read (not Linux, no /proc)."""
     try:
         fd = os.open(BOOT_ID_PATH, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     try:
-        value = os.read(fd, 64).strip()
+        value = os.read(fd, 64).decode("ascii", "replace").strip()
     except OSError:
         return None
     finally:
@@ -204,6 +273,78 @@ def read_boot_id() -> bytes | None:
 #: This boot's identity, read once at import: a process does not outlive its boot. (A process
 #: checkpointed and restored across a reboot, with CRIU say, would carry the old one.)
 CURRENT_BOOT_ID = read_boot_id()
+_CURRENT_BOOT_BYTES = b"" if CURRENT_BOOT_ID is None else CURRENT_BOOT_ID.encode()
+
+
+def from_another_boot(extras: Extras) -> bool:
+    return (extras.boot_id is not None and CURRENT_BOOT_ID is not None
+            and extras.boot_id != CURRENT_BOOT_ID)
+
+
+def identity_prefix(enabled: bool) -> bytes:
+    """The start of line 4 that a writer prepares: the tag and this boot."""
+    if not enabled:
+        return b""
+    line = IDENTITY_TAG
+    if CURRENT_BOOT_ID is not None:
+        line += f" boot={CURRENT_BOOT_ID}"
+    return line.encode()
+
+
+# ============================================================================
+# Which failures are answers
+# ============================================================================
+
+# A verdict is acted on: Absent has recovery delete the file and forget the process. So only
+# what shows there is no record, or no such process, is an answer; every other failure to look
+# (EMFILE, ENOMEM, EACCES, EIO, ...) is raised, never turned into Absent.
+#: errnos of opening a pid file that mean there is no pid file there
+NO_FILE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO,
+                            errno.ENAMETOOLONG})
+#: errnos of pidfd_open(pid) that mean no process holds pid: ESRCH, nobody; EINVAL (before
+#: Linux 6.9) and ENOENT (since), a thread that is not a thread-group leader, not a process
+NOT_A_PROCESS_ERRNOS = frozenset({errno.ESRCH, errno.ENOENT, errno.EINVAL})
+
+
+def is_answer(err: StorageError) -> bool:
+    """Whether a failure to read a pid file means there is no record (Absent), not "unknown"."""
+    return err.errno is None or err.errno in NO_FILE_ERRNOS
+
+
+class ForeignProcError(OSError):
+    """/proc shows another pid namespace's processes: pids read there would name strangers.
+
+    Under ``unshare --pid --fork`` without a new /proc mount, /proc/<n> is the host's process n,
+    not this namespace's. shimpid refuses to record or verify from it (a pidfs fingerprint needs
+    no /proc and still works).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "/proc belongs to another pid namespace (/proc/self is not this process): mount "
+            "this namespace's own (unshare --mount-proc, or mount -t proc proc /proc)")
+
+
+def no_proc_error() -> OSError:
+    return FileNotFoundError(errno.ENOENT, "no /proc: process start times cannot be read")
+
+
+def hidden_process_error(pid: int) -> OSError:
+    # /proc mounted with hidepid hides another user's live processes: present, but unreadable
+    return PermissionError(errno.EACCES, f"pid {pid} is alive but hidden in /proc")
+
+
+# ============================================================================
+# pidfds: what the kernel offers to name a process
+# ============================================================================
+
+#: Linux 6.9+: pidfds live in pidfs, whose inode numbers name one process each for a boot
+PIDFS = 2
+#: Linux 5.3+: pidfds pin a process, but share one anonymous inode (no fingerprint)
+PIDFD = 1
+#: no pidfds (older kernels, PyPy, macOS)
+NO_PIDFD = 0
+PIDFS_MAGIC = 0x50494446
 
 
 def check_mode(mode: int) -> int:

@@ -10,7 +10,7 @@ Without pidfds (older kernels, macOS), a handle re-checks the identity immediate
 signal. The window between that check and ``kill()`` remains: microseconds, in which the process
 would have to exit and its pid be reused.
 
-Shared by both backends: each passes its own ``_classify`` (the identity rules).
+Shared by both backends: each passes its own ``_pin_and_classify`` (the identity rules).
 """
 
 from __future__ import annotations
@@ -24,47 +24,40 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._common import PID_MAX, Legacy, ProcessIdentity, Verified
+from ._common import Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
 
 __all__ = ["ProcessHandle", "open_process"]
 
-#: Whether to use pidfds; False where the system lacks them (tests set it to take the fallback).
-USE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+# A backend's ``_pin_and_classify(pid, start_time, pidfs_id)``: the verdict, and the pidfd it
+# was reached through (None without pidfds). Raises OSError when the system cannot tell.
+PinAndClassify = Callable[[int, "int | None", "int | None"],
+                          "tuple[ProcessIdentity, int | None]"]
 
-Classify = Callable[[int, "int | None"], ProcessIdentity]
 
-
-def open_process(reader: Any, classify: Classify, allow_legacy: bool) -> ProcessHandle | None:
+def open_process(reader: Any, pin_and_classify: PinAndClassify,
+                 allow_legacy: bool) -> ProcessHandle | None:
     """``reader.open_process()``: a handle on the recorded process, or None if it is not there."""
     try:
-        record, from_another_boot = reader._read_entry()
-    except OSError:  # StorageError: no record to act on
+        record, extras = reader._read_entry()
+    except OSError as err:  # StorageError
+        if is_answer(err):
+            return None  # no record to act on
+        raise
+    if from_another_boot(extras):
         return None
-    if from_another_boot or not 0 < record.pid <= PID_MAX:
-        return None
-    pidfd = _pidfd_open(record.pid) if USE_PIDFD else None
-    if pidfd == -1:
-        return None  # no process holds the pid
-    identity = classify(record.pid, record.start_time)  # after pinning: see the module's doc
+    identity, pidfd = pin_and_classify(record.pid, record.start_time, extras.pidfs_id)
     if not (type(identity) is Verified or (allow_legacy and type(identity) is Legacy)):
         if pidfd is not None:
             os.close(pidfd)
         return None
-    return ProcessHandle(identity, record.start_time, pidfd, classify)
 
+    def still_there() -> bool:
+        recheck, fd = pin_and_classify(record.pid, record.start_time, extras.pidfs_id)
+        if fd is not None:
+            os.close(fd)
+        return recheck == identity
 
-def _pidfd_open(pid: int) -> int | None:
-    """A pidfd on pid; -1 if no process holds it; None if the kernel has no pidfds."""
-    global USE_PIDFD
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return -1
-    except OSError as err:
-        if err.errno == errno.ENOSYS:  # a kernel before 5.3
-            USE_PIDFD = False
-            return None
-        raise
+    return ProcessHandle(identity, pidfd, still_there)
 
 
 class ProcessHandle:
@@ -74,14 +67,13 @@ class ProcessHandle:
     ``fileno()``); close it, or use the handle as a context manager.
     """
 
-    __slots__ = ("_identity", "_start_time", "_pidfd", "_classify", "_closed")
+    __slots__ = ("_identity", "_pidfd", "_still_there", "_closed")
 
-    def __init__(self, identity: ProcessIdentity, start_time: int | None, pidfd: int | None,
-                 classify: Classify) -> None:
+    def __init__(self, identity: ProcessIdentity, pidfd: int | None,
+                 still_there: Callable[[], bool]) -> None:
         self._identity = identity
-        self._start_time = start_time
         self._pidfd = pidfd
-        self._classify = classify
+        self._still_there = still_there
         self._closed = False
 
     @property
@@ -135,9 +127,6 @@ class ProcessHandle:
             time.sleep(pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0)))
             pause = min(pause * 2, 0.05)
         return True
-
-    def _still_there(self) -> bool:
-        return self._classify(self.pid, self._start_time) == self._identity
 
     def close(self) -> None:
         if not self._closed:

@@ -13,6 +13,8 @@ import errno
 import itertools
 import operator
 import os
+import select
+import signal
 import stat
 import sys
 
@@ -27,9 +29,13 @@ from ._common import (
     PID_FILE_MAX_BYTES,
     PID_MAX,
     PID_RECORD_MAX_BYTES,
+    PIDFD,
+    PIDFS,
+    NO_PIDFD,
     U32_MAX,
     U64_MAX,
     WHITE_SPACE,
+    Extras,
     Legacy,
     ProcessIdentity,
     StorageError,
@@ -65,10 +71,13 @@ _S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a c
 
 # Bytes read from /proc/<pid>/stat; the start time (field 22) sits well inside this.
 _STAT_READ_BYTES = 1024
+# Bytes read from /proc/<pid>/status: Tgid is its fourth line, after a name of 64 bytes at most.
+_STATUS_READ_BYTES = 512
 
 # Temporary-file names must differ between writers: the pid tells processes apart, the counter
 # tells apart threads and successive writes of one process.
 _temp_counter = itertools.count()
+_IDENTITY_TAG = _common.IDENTITY_TAG.encode()
 _TEMP_ATTEMPTS = 16
 
 
@@ -130,10 +139,10 @@ class PidRecord:
     def current() -> PidRecord:
         """This process's pid and start time (``None`` where the platform gives none)."""
         try:
-            start_time = _read_proc_info(0)[1]
+            info = _proc_info(0)
         except OSError:
-            start_time = None
-        return _new_record(os.getpid(), start_time)
+            info = None  # no /proc, or a platform without start times: the reference's None
+        return _new_record(os.getpid(), None if info is None else info[1])
 
     @staticmethod
     def decode(data: bytes | bytearray | memoryview) -> PidRecord:
@@ -247,11 +256,12 @@ class PidFileWriter:
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
     old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
-    as the reference does. ``boot_id=True`` adds this boot's identity as a third line (see
-    ``_common.BOOT_ID_PATH``); ``False`` writes exactly ``record.encode()``.
+    as the reference does. ``identity_line=True`` adds line 4, this boot's identity and (from
+    ``write_current`` and ``write_for``) the process's pidfs inode; ``False`` writes exactly
+    ``record.encode()``. See ``_common`` for the format.
     """
 
-    __slots__ = ("_path", "_target", "_temp_prefix", "_atomic", "_mode", "_boot_id")
+    __slots__ = ("_path", "_target", "_temp_prefix", "_atomic", "_mode", "_identity", "_pidfs")
 
     def __init__(
         self,
@@ -259,12 +269,14 @@ class PidFileWriter:
         *,
         atomic: bool = True,
         mode: int = 0o644,
-        boot_id: bool = True,
+        identity_line: bool = True,
     ) -> None:
         self._path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
         self._atomic = bool(atomic)
         self._mode = _common.check_mode(mode)
-        self._boot_id = CURRENT_BOOT_ID if boot_id else None
+        self._identity = _common.identity_prefix(identity_line)
+        # Decided here, in the parent: write_current() may run after fork().
+        self._pidfs = bool(identity_line) and _pidfd_level() == PIDFS
 
     @classmethod
     def at(
@@ -273,9 +285,9 @@ class PidFileWriter:
         *,
         atomic: bool = True,
         mode: int = 0o644,
-        boot_id: bool = True,
+        identity_line: bool = True,
     ) -> PidFileWriter:
-        return cls(path, atomic=atomic, mode=mode, boot_id=boot_id)
+        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line)
 
     @property
     def path(self) -> str | bytes:
@@ -292,49 +304,67 @@ class PidFileWriter:
     @property
     def boot_id(self) -> str | None:
         """The boot identity this writer adds to each record, if any."""
-        return None if self._boot_id is None else self._boot_id.decode()
+        return CURRENT_BOOT_ID if self._identity and CURRENT_BOOT_ID is not None else None
 
     def __repr__(self) -> str:
         return f"PidFileWriter({self._path!r}, atomic={self._atomic}, mode={self._mode:#o})"
 
     def write(self, record: PidRecord) -> None:
-        """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file."""
+        """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file.
+
+        The record is written as it is, with this boot's identity: a pidfs fingerprint is
+        added only by ``write_current`` and ``write_for``, which look at the live process.
+        """
         if type(record) is not PidRecord:
             raise TypeError(f"expected PidRecord, got {type(record).__name__}")
+        self._write(record, None)
+
+    def write_current(self) -> None:
+        """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
+        record = PidRecord.current()
+        pidfs_id = None
+        if self._pidfs:
+            try:
+                fd = os.pidfd_open(record._pid)
+                try:
+                    pidfs_id = os.fstat(fd).st_ino
+                finally:
+                    os.close(fd)
+            except OSError as err:
+                raise self._error(err) from None
+        self._write(record, pidfs_id)
+
+    def write_for(self, pid: int) -> None:
+        """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
+
+        Raises ``ProcessLookupError`` if no process holds ``pid``, or it names a thread, not a
+        process. A child that has exited but is not reaped still holds it, and is recorded.
+        Where the system keeps no start times (no /proc mounted) the record has none; a /proc
+        of another pid namespace raises ``ForeignProcError``.
+        """
+        pid = operator.index(pid)
+        start_time, pidfs_id = _identity_of(pid, self._pidfs)
+        self._write(_new_record(pid, start_time), pidfs_id)
+
+    def _write(self, record: PidRecord, pidfs_id: int | None) -> None:
         data = record.encode()
-        if self._boot_id is not None:
-            # The boot is always line 3: a record without a start time keeps line 2 empty.
-            data += (b"%s\n" if record._start_time is not None else b"\n%s\n") % self._boot_id
+        line4 = self._identity
+        if line4 and pidfs_id is not None:
+            line4 += b" pidfs=%d" % pidfs_id
+        if line4 and line4 != _IDENTITY_TAG:  # the bare tag says nothing: leave it out
+            # Line 2 is kept (empty) when there is no start time, and line 3 is boxlite's.
+            data += (b"\n\n" if record._start_time is None else b"\n") + line4 + b"\n"
         try:
             if self._atomic:
                 _write_atomic(self._target, self._temp_prefix, data, self._mode)
             else:
                 _write_in_place(self._target, data, self._mode)
         except OSError as err:
-            code = err.errno or errno.EIO
-            raise OSError(code, os.strerror(code), self._path) from None
+            raise self._error(err) from None
 
-    def write_current(self) -> None:
-        """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
-        self.write(PidRecord.current())
-
-    def write_for(self, pid: int) -> None:
-        """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
-
-        Raises ``ProcessLookupError`` if no process holds ``pid``. A child that has exited but
-        is not reaped still holds it, and is recorded; where its start time cannot be read
-        (no ``/proc``, or a platform without start times) the record is a legacy one.
-        """
-        pid = operator.index(pid)
-        if not 0 < pid <= PID_MAX:
-            raise _common.no_such_process(pid)
-        try:
-            start_time = _read_proc_info(pid)[1]
-        except OSError:
-            if not _exists(pid):
-                raise _common.no_such_process(pid) from None
-            start_time = None
-        self.write(_new_record(pid, start_time))
+    def _error(self, err: OSError) -> OSError:
+        code = err.errno or errno.EIO
+        return OSError(code, os.strerror(code), self._path)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -401,44 +431,48 @@ class PidFileReader:
 
     def read(self) -> PidRecord:
         """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
-        return self._read_into()[0]
+        return self._read_entry()[0]
+
+    def read_boot_id(self) -> str | None:
+        """The boot identity the file carries, or ``None``; ``StorageError`` as read()."""
+        return self._read_entry()[1].boot_id
+
+    def read_pidfs_id(self) -> int | None:
+        """The pidfs inode the file records, or ``None``; ``StorageError`` as read()."""
+        return self._read_entry()[1].pidfs_id
 
     def open_process(self, *, allow_legacy: bool = False) -> _handle.ProcessHandle | None:
         """A handle that signals the recorded process and nothing else, or ``None``.
 
-        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``). See
-        ``shimpid._handle`` for why a match is proof with pidfds, and the window without them.
+        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``).
+        Raises ``OSError`` where ``process_identity()`` does. See ``shimpid._handle``.
         """
-        return _handle.open_process(self, _classify, allow_legacy)
+        return _handle.open_process(self, _pin_and_classify, allow_legacy)
 
-    def _read_entry(self) -> tuple[PidRecord, bool]:
-        """The record, and whether the file names another boot: from one read of the file."""
-        record, data = self._read_into()
-        return record, _from_another_boot(data)
-
-    def _read_into(self) -> tuple[PidRecord, bytes]:
-        """read(), and the file's bytes."""
+    def _read_entry(self) -> tuple[PidRecord, Extras]:
+        """The record and what lines 3 and 4 say, from one read of the file."""
         data = _read_pid_file(self._target, self._path)
         try:
-            return PidRecord.decode(data), data
+            record = PidRecord.decode(data)
         except StorageError as err:
             raise _common.in_file(err, self._path) from err
-
-    def read_boot_id(self) -> str | None:
-        """The boot identity the file carries (line 3), or ``None``; ``StorageError`` as read()."""
-        boot_id = _boot_id_of(_read_pid_file(self._target, self._path))
-        return None if boot_id is None else boot_id.decode()
+        return record, _common.parse_extras(data)
 
     def process_identity(self) -> ProcessIdentity:
-        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules."""
+        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules.
+
+        Raises ``OSError`` (with the errno) when the system cannot tell: a failure to look is
+        never an answer.
+        """
         try:
-            data = _read_pid_file(self._target, self._path)
-            record = PidRecord.decode(data)
-        except StorageError:
+            record, extras = self._read_entry()
+        except StorageError as err:
+            if _common.is_answer(err):
+                return ABSENT
+            raise
+        if _common.from_another_boot(extras):
             return ABSENT
-        if _from_another_boot(data):
-            return ABSENT
-        return _classify(record._pid, record._start_time)
+        return _classify(record._pid, record._start_time, extras.pidfs_id)
 
 
 def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
@@ -472,109 +506,335 @@ def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
     return data
 
 
-def _boot_id_of(data: bytes) -> bytes | None:
-    """Line 3, if it is a boot identity (other writers put other things there)."""
-    line = _line_3(data)
-    return line if line is not None and _common.is_boot_id(line) else None
-
-
-def _from_another_boot(data: bytes) -> bool:
-    if CURRENT_BOOT_ID is None:
-        return False  # nothing to compare with
-    line = _line_3(data)
-    # This boot's line is the usual case: check the shape only of a line that differs.
-    return line is not None and line != CURRENT_BOOT_ID and _common.is_boot_id(line)
-
-
-def _line_3(data: bytes) -> bytes | None:
-    lines = data.split(b"\n", 3)
-    return lines[2].strip() if len(lines) > 2 else None
-
-
-def _classify(pid: int, start_time: int | None) -> ProcessIdentity:
-    """The verdict for a record: alive, and with the recorded start time if there is one."""
-    alive, live = _probe(pid)
-    if not alive:
-        return ABSENT
-    if start_time is None:
-        return Legacy(pid)
-    if live == start_time:
-        return Verified(pid)
-    return ABSENT  # another process has the pid now, or its start time cannot be read
-
-
 # ============================================================================
 # Live processes
 # ============================================================================
+#
+# A process is named by a pidfd where the kernel has them: pidfd_open(pid) pins the process
+# holding pid, refuses a thread id (a thread is not a process), and the pidfd polls readable once
+# the process has exited (a zombie too). On Linux 6.9+ its pidfs inode is the fingerprint. Where
+# there are no pidfds, kill(pid, 0) and /proc/<pid>/status (State, Tgid) say the same, with a
+# window between the calls. Start times come from /proc/<pid>/stat, which must be this pid
+# namespace's /proc. Every failure other than "no such process" is raised.
+
+
+def _classify(pid: int, start_time: int | None, pidfs_id: int | None) -> ProcessIdentity:
+    """The verdict for a record; ``OSError`` when the system cannot tell."""
+    identity, pidfd = _pin_and_classify(pid, start_time, pidfs_id)
+    if pidfd is not None:
+        os.close(pidfd)
+    return identity
+
+
+def _pin_and_classify(pid: int, start_time: int | None,
+                      pidfs_id: int | None) -> tuple[ProcessIdentity, int | None]:
+    """The verdict, and the pidfd it was reached through (the caller closes it), if any.
+
+    The pidfd is opened first and the identity checked after: a match then proves the pidfd
+    refers to the recorded process (see ``shimpid._handle``).
+    """
+    if not 0 < pid <= PID_MAX:
+        return ABSENT, None  # 0: our own process group; above: a negative pid_t, -1 = everyone
+    level = _pidfd_level()
+    if level == NO_PIDFD:
+        return _classify_without_pidfd(pid, start_time), None
+    pidfd = _open_pidfd(pid)
+    if pidfd is None:
+        return ABSENT, None
+    try:
+        identity = _classify_pinned(pid, start_time, pidfs_id, pidfd, level)
+    except BaseException:
+        os.close(pidfd)
+        raise
+    return identity, pidfd
+
+
+def _classify_pinned(pid: int, start_time: int | None, pidfs_id: int | None, pidfd: int,
+                     level: int) -> ProcessIdentity:
+    if pidfs_id is not None and level == PIDFS:
+        # The inode names one process for the whole boot: no /proc, no clock-tick granularity.
+        if os.fstat(pidfd).st_ino != pidfs_id or _has_exited(pidfd):
+            return ABSENT
+        return Verified(pid)
+    if start_time is None:
+        return ABSENT if _has_exited(pidfd) else Legacy(pid)
+    state, live = _stat_of_pinned(pid, pidfd)
+    if state in b"ZX" or live != start_time:  # exited (a zombie), or another process's pid now
+        return ABSENT
+    return Verified(pid)
+
+
+def _classify_without_pidfd(pid: int, start_time: int | None) -> ProcessIdentity:
+    if _WINDOWS:
+        if not _windows_alive(pid):
+            return ABSENT
+        if start_time is None:
+            return Legacy(pid)
+        raise OSError(errno.ENOSYS, "no process start times on this platform")
+    info = _unpinned_info(pid)
+    if info is None:
+        return ABSENT
+    state, live = info
+    if state in b"ZX":
+        return ABSENT
+    if start_time is None:
+        return Legacy(pid)
+    if live is None:
+        raise _common.no_proc_error()
+    return Verified(pid) if live == start_time else ABSENT
 
 
 def is_process_alive(pid: int) -> bool:
-    """True if ``pid`` names one live process that is not a zombie (another user's counts)."""
-    return _probe(operator.index(pid))[0]
+    """True if ``pid`` names one live process that is not a zombie (another user's counts).
+
+    A thread id is not a process. ``OSError`` when the system cannot tell.
+    """
+    pid = operator.index(pid)
+    if not 0 < pid <= PID_MAX:
+        return False
+    if _pidfd_level() == NO_PIDFD:
+        if _WINDOWS:
+            return _windows_alive(pid)
+        info = _unpinned_info(pid)
+        return info is not None and info[0] not in b"ZX"
+    pidfd = _open_pidfd(pid)
+    if pidfd is None:
+        return False
+    try:
+        return not _has_exited(pidfd)
+    finally:
+        os.close(pidfd)
 
 
 def process_start_time(pid: int) -> int | None:
-    """The start time of the process holding ``pid`` (a zombie still holds it), or ``None``."""
+    """The start time of the process holding ``pid`` (a zombie still holds it), or ``None``.
+
+    ``None`` also for a thread id, and on platforms without start times (Windows). ``OSError``
+    when the system cannot tell (no /proc; ``ForeignProcError``: another namespace's /proc).
+    """
     pid = operator.index(pid)
     if not 0 < pid <= PID_MAX:
         return None
-    try:
-        return _read_proc_info(pid)[1]
-    except OSError:
+    if _pidfd_level() == NO_PIDFD:
+        if _WINDOWS:
+            return None
+        info = _unpinned_info(pid)
+        if info is not None and info[1] is None:
+            raise _common.no_proc_error()
+        return None if info is None else info[1]
+    pidfd = _open_pidfd(pid)
+    if pidfd is None:
         return None
+    try:
+        return _stat_of_pinned(pid, pidfd)[1]
+    finally:
+        os.close(pidfd)
 
 
-def _probe(pid: int) -> tuple[bool, int | None]:
-    """``(alive, start_time)``, from one kill(pid, 0) and one read of the process's stat."""
+def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
+    """``(start time, pidfs inode)`` of a process, for a record of it (``write_for``).
+
+    ``ProcessLookupError`` if no process holds pid (or it is a thread). Unlike a verdict, a
+    record can do without a start time where the system keeps none (no /proc mounted).
+    """
     if not 0 < pid <= PID_MAX:
-        return False, None  # 0: our own process group; above: a negative pid_t, -1 = everyone
-    if _WINDOWS:
-        return _windows_alive(pid), None
+        raise _common.no_such_process(pid)
+    if _pidfd_level() == NO_PIDFD:
+        if _WINDOWS:
+            if not _windows_alive(pid):
+                raise _common.no_such_process(pid)
+            return None, None
+        info = _unpinned_info(pid)
+        if info is None:
+            raise _common.no_such_process(pid)
+        return info[1], None
+    pidfd = _open_pidfd(pid)
+    if pidfd is None:
+        raise _common.no_such_process(pid)
+    try:
+        pidfs_id = os.fstat(pidfd).st_ino if with_pidfs else None
+        if _proc_state() == _PROC_NONE:
+            return None, pidfs_id
+        return _stat_of_pinned(pid, pidfd)[1], pidfs_id
+    finally:
+        os.close(pidfd)
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd on the process holding pid; None if none does (or pid is a thread's)."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError as err:
+        if err.errno in _common.NOT_A_PROCESS_ERRNOS:
+            return None
+        raise
+
+
+def _has_exited(pidfd: int) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _stat_of_pinned(pid: int, pidfd: int) -> tuple[int, int | None]:
+    """``(state, start time)`` of the process a pidfd pins, from this namespace's /proc."""
+    info = _proc_info(pid)
+    if info is None:
+        if not _has_exited(pidfd):
+            raise _common.hidden_process_error(pid)
+        return ord("X"), None  # reaped since it was pinned
+    return info
+
+
+def _unpinned_info(pid: int) -> tuple[int, int | None] | None:
+    """Without pidfds: ``(state, start time)`` of the process holding pid, or None if none does.
+
+    kill(pid, 0) says whether anybody holds pid (EPERM: somebody, another user's); /proc then
+    says whether it is a process rather than a thread, and its state and start time. Where
+    there is no /proc, only kill() can be asked: ``(0, None)``.
+    """
     try:
         os.kill(pid, 0)
-    except OSError as err:
-        if err.errno != errno.EPERM:  # EPERM: it exists, and belongs to another user
-            return False, None
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it exists, and belongs to another user
+    if _LINUX:
+        proc = _proc_state()
+        if proc == _PROC_NONE:
+            return 0, None
+        if proc == _PROC_FOREIGN:
+            raise _common.ForeignProcError()  # its /proc/<pid> is somebody else
+        if _thread_group_of(pid) not in (pid, None):
+            return None  # a thread of another process
+    return _proc_info(pid)
+
+
+def _thread_group_of(pid: int) -> int | None:
+    """The ``Tgid:`` of /proc/<pid>/status: the process a thread id belongs to (None: gone)."""
     try:
-        state, start_time = _read_proc_info(pid)
-    except OSError as err:
-        # Gone since kill(), or no /proc here (not mounted, another pid namespace). Only the
-        # first is a death: a false "dead" would have recovery orphan a live process.
-        if err.errno in (errno.ENOENT, errno.ESRCH) and not _exists(pid):
-            return False, None
-        return True, None
-    if state in b"ZX":  # zombie or dead: exited, holding its pid until reaped
-        return False, None
-    return True, start_time
-
-
-def _exists(pid: int) -> bool:
-    """Some process, maybe a zombie, holds ``pid``."""
-    if _WINDOWS:
-        return _windows_alive(pid)
+        fd = os.open(b"/proc/%d/status" % pid, os.O_RDONLY | _O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
     try:
-        os.kill(pid, 0)
-    except OSError as err:
-        return err.errno == errno.EPERM
-    return True
+        data = os.read(fd, _STATUS_READ_BYTES)
+    except ProcessLookupError:
+        return None
+    finally:
+        os.close(fd)
+    start = data.find(b"\nTgid:")
+    if start < 0:
+        raise OSError(errno.EIO, f"no Tgid in /proc/{pid}/status")
+    return int(data[start + 6 : data.index(b"\n", start + 6)])
 
 
-def _read_proc_info(pid: int) -> tuple[int, int | None]:
-    """``(state, start_time)`` for ``pid`` (0: this process); ``OSError`` if it cannot be read.
+def _proc_info(pid: int) -> tuple[int, int | None] | None:
+    """``(state, start time)`` of pid (0: this process), or None if no process holds it.
 
-    ``state`` is the byte of ``/proc/<pid>/stat`` field 3 (0 if unknown).
+    ``state`` is the byte of ``/proc/<pid>/stat`` field 3 (0 if unknown). Another process's
+    entry is read only from this namespace's /proc.
     """
     if _LINUX:
-        path = b"/proc/self/stat" if pid == 0 else b"/proc/%d/stat" % pid
-        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        if pid == 0:
+            path = b"/proc/self/stat"  # always this process, whichever namespace /proc shows
+        else:
+            state = _proc_state()
+            if state == _PROC_FOREIGN:
+                raise _common.ForeignProcError()
+            if state == _PROC_NONE:
+                raise _common.no_proc_error()
+            path = b"/proc/%d/stat" % pid
+        try:
+            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            return None
         try:
             data = os.read(fd, _STAT_READ_BYTES)
+        except ProcessLookupError:
+            return None  # it went between open() and read()
         finally:
             os.close(fd)
         return _parse_stat(data)
     if _DARWIN:
-        return _darwin_proc_info(pid or os.getpid())
+        try:
+            return _darwin_proc_info(pid or os.getpid())
+        except ProcessLookupError:
+            return None
     raise OSError(errno.ENOSYS, "no process start times on this platform")
+
+
+# ---- what this system offers, found out once ---------------------------------------------------
+
+_PROC_OURS, _PROC_NONE, _PROC_FOREIGN = 1, 0, 2
+_proc_checked: tuple[int, int] = (0, _PROC_NONE)  # (the pid that checked, what it found)
+
+
+def _proc_state() -> int:
+    """Whether /proc is this pid namespace's (``_PROC_OURS``), another's, or not mounted.
+
+    /proc/self names the caller as the pid namespace /proc was mounted for sees it: this
+    namespace's /proc if and only if that is getpid(). Checked once per process (a namespace
+    changes only across a fork).
+    """
+    global _proc_checked
+    pid = os.getpid()
+    if _proc_checked[0] == pid:
+        return _proc_checked[1]
+    try:
+        link = os.readlink("/proc/self")
+    except FileNotFoundError:
+        # no /proc, or one of a namespace this process is not in (it still shows its pid 1)
+        state = _PROC_FOREIGN if os.path.exists("/proc/1") else _PROC_NONE
+    else:
+        state = _PROC_OURS if link == str(pid) else _PROC_FOREIGN
+    _proc_checked = (pid, state)
+    return state
+
+
+_pidfd_level_found: int | None = None
+
+
+def _pidfd_level() -> int:
+    """``PIDFS``, ``PIDFD`` or ``NO_PIDFD`` (see ``_common``), found out on first use."""
+    global _pidfd_level_found
+    if _pidfd_level_found is None:
+        _pidfd_level_found = _find_pidfd_level()
+    return _pidfd_level_found
+
+
+def _set_pidfd_level(level: int) -> int:
+    """Use ``level`` instead of what the kernel offers (tests of the fallbacks); the old one."""
+    global _pidfd_level_found
+    old, _pidfd_level_found = _pidfd_level(), level
+    return old
+
+
+def _find_pidfd_level() -> int:
+    if not _LINUX or not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
+        return NO_PIDFD
+    try:
+        pidfd = os.pidfd_open(os.getpid())
+    except OSError:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
+        return NO_PIDFD
+    try:
+        # Before 6.9 every pidfd shares one anonymous inode: its number names nothing.
+        return PIDFS if _filesystem_type(pidfd) == _common.PIDFS_MAGIC else PIDFD
+    finally:
+        os.close(pidfd)
+
+
+def _filesystem_type(fd: int) -> int:
+    """``fstatfs(fd).f_type``, which ``os`` does not offer (0 if it cannot be read)."""
+    import ctypes  # only here: a few milliseconds to import, once
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs: 120 bytes on 64-bit Linux
+    if libc.fstatfs(fd, buf) != 0:
+        return 0
+    # f_type comes first: a long on most ABIs, an unsigned int on a few (s390x).
+    as_long = ctypes.c_long.from_buffer(buf).value
+    as_int = ctypes.c_uint.from_buffer(buf).value
+    return as_long if as_long == _common.PIDFS_MAGIC else as_int
 
 
 def _parse_stat(data: bytes) -> tuple[int, int | None]:

@@ -23,8 +23,10 @@ ctypedef struct pid_writer_t:
     bint atomic
     bint exchange  # atomic writes replace by renameat2(RENAME_EXCHANGE) + unlink (not tmpfs)
     mode_t mode
-    const char *boot_id  # written as line 3 when boot_id_len is not 0 (36: a UUID)
-    Py_ssize_t boot_id_len
+    int pidfd_level  # what the kernel offered when the writer was made (_common.PIDFS, ...)
+    bint pidfs  # record the process's pidfs inode on line 4
+    const char *identity  # line 4 without its pidfs field: "shimpid boot=<uuid>" ("": no line 4)
+    Py_ssize_t identity_len
 
 
 # The record's bytes at buf (room for 48); returns their number.
@@ -44,11 +46,13 @@ cdef void record_current(pid_record_t *out) noexcept nogil
 cdef int parse_stat(const char *buf, Py_ssize_t size, char *state,
                     uint64_t *start_time) noexcept nogil
 
-# Write a record, or this process's record, through a prepared writer: 0 or -errno.
+# Write a record, or this process's record (with its pidfs inode), through a prepared writer:
+# 0 or -errno.
 cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil
 cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil
 # Write the record of process pid, read from outside it (a parent that has just spawned it): 0,
-# -ESRCH if no process holds pid, or -errno.
+# -ESRCH if no process holds pid (or it is a thread, not a process), -EXDEV if /proc belongs to
+# another pid namespace, or -errno.
 cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nogil
 
 
@@ -61,7 +65,7 @@ cdef class PidFileWriter:
     cdef readonly object path
     cdef bytes _target
     cdef bytes _temp_prefix
-    cdef bytes _boot_id
+    cdef bytes _identity
 
 
 cdef class PidFileReader:

@@ -1,11 +1,12 @@
 # cython: language_level=3, freethreading_compatible=True, cdivision=True
-"""Cython backend: ``_pure.py`` again, function for function, with the work done in C.
+"""Cython backend: ``_pure.py`` again, with the work done in C.
 
 Encode, decode, write and the ``/proc`` stat parse are ``noexcept nogil`` functions over
 libc/POSIX declarations that touch only the stack and what a writer prepared when it was created.
 So ``PidFileWriter.write_current()`` can run in a child after ``fork()``: another thread of the
 parent may have held the malloc lock at the fork, and the child may only make async-signal-safe
 calls until it execs. Python objects are made only for results and errors, with the GIL held.
+The rules are ``_pure.py``'s; read the two side by side.
 """
 
 cimport cython
@@ -13,8 +14,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.errno cimport (EEXIST, EINTR, EIO, EISDIR, ENAMETOOLONG, ENOENT, ENOSYS, EPERM, ESRCH,
-                         errno)
+from libc.errno cimport (EACCES, EEXIST, EINTR, EINVAL, EIO, EISDIR, ENAMETOOLONG, ENOENT,
+                         ENOSYS, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
 from libc.string cimport memchr, memcmp, memcpy
@@ -26,104 +27,40 @@ from posix.types cimport mode_t, pid_t
 import os
 
 from . import _common, _handle
-from ._common import ABSENT, CURRENT_BOOT_ID, Legacy, Verified
+from ._common import ABSENT, CURRENT_BOOT_ID, Extras, Legacy, Verified
 
-cdef extern from *:
-    """
-    #include <errno.h>
-    #include <stdint.h>
-    #include <fcntl.h>
-    #if defined(__APPLE__)
-    #include <libproc.h>
-    #include <sys/proc.h>
-    #include <sys/proc_info.h>
-    #endif
-    #ifndef O_NOFOLLOW
-    #define O_NOFOLLOW 0
-    #endif
-    #if defined(__linux__)
-    #define SHIMPID_LINUX 1
-    #else
-    #define SHIMPID_LINUX 0
-    #endif
-
-    /* "00" "01" ... "99": decimal formatting two digits per division. */
-    static const char shimpid_digit_pairs[201] =
-        "0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"
-        "5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
-
-    /* Temporary names must differ between threads and successive writes of one process.
-       A relaxed atomic increment is lock-free and async-signal-safe. */
-    static unsigned long long shimpid_temp_counter;
-    static unsigned long long shimpid_next_temp(void) {
-        return __atomic_fetch_add(&shimpid_temp_counter, 1, __ATOMIC_RELAXED);
-    }
-
-    /* macOS: proc_pidinfo(PROC_PIDTBSDINFO), as the reference reads it. 0 or an errno. */
-    static int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) {
-    #if defined(__APPLE__)
-        struct proc_bsdinfo info;
-        int size = (int)sizeof(info);
-        errno = 0;
-        if (proc_pidinfo(pid, PROC_PIDTBSDINFO, 0, &info, size) != size)
-            return errno ? errno : ESRCH;
-        *state = info.pbi_status == SZOMB ? 'Z' : 'R';
-        *start = info.pbi_start_tvsec * 1000000ULL + info.pbi_start_tvusec;
-        return 0;
-    #else
-        (void)pid; (void)state; (void)start;
-        return ENOSYS;
-    #endif
-    }
-    #if defined(__linux__)
-    #include <sys/syscall.h>
-    #include <sys/vfs.h>
-    #ifndef RENAME_EXCHANGE
-    #define RENAME_EXCHANGE (1 << 1)
-    #endif
-    /* renameat2(RENAME_EXCHANGE) through syscall(): older C libraries have no wrapper. */
-    static int shimpid_rename_exchange(const char *a, const char *b) {
-        return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
-    }
-    /* Whether to replace by exchange in this directory: yes unless it is tmpfs or ramfs, where
-       a plain rename is cheaper and nothing is flushed anyway. */
-    static int shimpid_exchange_pays(const char *dir) {
-        struct statfs fs;
-        if (statfs(dir, &fs) != 0)
-            return 1;
-        return fs.f_type != 0x01021994 && fs.f_type != (__typeof__(fs.f_type))0x858458f6;
-    }
-    #else
-    static int shimpid_rename_exchange(const char *a, const char *b) {
-        (void)a; (void)b;
-        errno = ENOSYS;
-        return -1;
-    }
-    static int shimpid_exchange_pays(const char *dir) { (void)dir; return 0; }
-    #endif
-    #if defined(__APPLE__)
-    #define SHIMPID_DARWIN 1
-    #else
-    #define SHIMPID_DARWIN 0
-    #endif
-    """
+cdef extern from "_speedups_compat.h":
     enum: O_NOFOLLOW
     enum: SHIMPID_LINUX
     enum: SHIMPID_DARWIN
     const char *shimpid_digit_pairs
     unsigned long long shimpid_next_temp() noexcept nogil
     int shimpid_rename_exchange(const char *a, const char *b) noexcept nogil
-    int shimpid_exchange_pays(const char *dir) noexcept nogil
+    long shimpid_fs_type(const char *path) noexcept nogil
+    long shimpid_fd_fs_type(int fd) noexcept nogil
+    int shimpid_pidfd_open(pid_t pid) noexcept nogil
     int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) noexcept nogil
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    enum: POLLIN
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
 
 
 cdef enum:
     RECORD_MAX_BYTES = 48
     FILE_MAX_BYTES = 4096
     BOOT_ID_BYTES = 36
-    # What a writer writes: the record, an empty line 2 if it has no start time, the boot line.
-    WRITE_MAX_BYTES = RECORD_MAX_BYTES + 1 + BOOT_ID_BYTES + 1
+    # Line 4 as a writer prepares it: "shimpid boot=<uuid>"
+    IDENTITY_PREFIX_MAX = 7 + 6 + BOOT_ID_BYTES
+    # What a writer writes: the record, an empty line 2 if it has no start time, an empty line 3,
+    # line 4 with " pidfs=<u64>", and their newlines.
+    WRITE_MAX_BYTES = RECORD_MAX_BYTES + 1 + 1 + IDENTITY_PREFIX_MAX + 7 + 20 + 1
     STAT_READ_BYTES = 1024
+    STATUS_READ_BYTES = 512
     TEMP_SUFFIX_MAX = 35
     TEMP_PATH_MAX = 4096
     TEMP_ATTEMPTS = 16
@@ -135,14 +72,29 @@ cdef enum:
     # read_pid_file() failures that are not an errno
     FAIL_NOT_REGULAR = -1
     FAIL_TOO_LARGE = -2
+    # verdicts; a negative value is -errno: the system could not tell
     IDENTITY_ABSENT = 0
     IDENTITY_LEGACY = 1
     IDENTITY_VERIFIED = 2
+    # pidfd levels, as _common's
+    NO_PIDFD = 0
+    PIDFD = 1
+    PIDFS = 2
+    # _proc_state()'s answers, as _pure's
+    PROC_NONE = 0
+    PROC_OURS = 1
+    PROC_FOREIGN = 2
+    # process lookups: found, or nobody holds the pid (else -errno)
+    FOUND = 0
+    GONE = 1
 
 cdef uint32_t PID_MAX = 0x7FFFFFFF
 cdef uint64_t U32_MAX = 0xFFFFFFFF
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t MUL_SAFE = (0xFFFFFFFFFFFFFFFF - 9) // 10  # value * 10 + 9 cannot overflow
+cdef long PIDFS_MAGIC = 0x50494446
+cdef long TMPFS_MAGIC = 0x01021994
+cdef long RAMFS_MAGIC = 0x858458f6
 
 # A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
@@ -155,15 +107,16 @@ cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NON
 
 if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFIX_MAX,
         _common.TEMP_PATH_MAX, _common.PID_MAX, _common.PARSE_TOO_LARGE,
-        _common.BOOT_ID_BYTES) != (
+        _common.BOOT_ID_BYTES, _common.PIDFS, _common.PIDFD, _common.NO_PIDFD,
+        _common.PIDFS_MAGIC) != (
         RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, PID_MAX,
-        PARSE_TOO_LARGE, BOOT_ID_BYTES):
+        PARSE_TOO_LARGE, BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
 
 # This boot's identity, for the readers' comparisons without the GIL (empty: unknown).
 cdef char current_boot_id[BOOT_ID_BYTES]
 cdef bint current_boot_known = CURRENT_BOOT_ID is not None
-cdef bytes _boot = CURRENT_BOOT_ID
+cdef bytes _boot = CURRENT_BOOT_ID.encode() if current_boot_known else b""
 if current_boot_known:
     memcpy(current_boot_id, PyBytes_AS_STRING(_boot), BOOT_ID_BYTES)
 
@@ -323,7 +276,7 @@ cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t 
         if valid != size:
             where[0] = valid
             return DECODE_NOT_UTF8
-    elif decode_canonical(data, size, out):
+    elif decode_canonical(data, size, out, &end):
         return 0
     # Rust's `str::lines` splits on "\n" only; the "\r" it drops before one is White_Space,
     # which the trim removes anyway.
@@ -349,11 +302,12 @@ cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t 
 
 
 cdef inline bint decode_canonical(const unsigned char *data, Py_ssize_t size,
-                                  pid_record_t *out) noexcept nogil:
+                                  pid_record_t *out, Py_ssize_t *end) noexcept nogil:
     """What writers write, ``<digits>\n<digits>\n`` or ``<digits>\n``, in one pass.
 
     Up to 9 and 19 digits cannot overflow, and lines of bare digits need no trim, so the result
     is the general path's; False (anything else) sends the input down the general path.
+    ``end``: where line 3 starts (or ``size``).
     """
     cdef Py_ssize_t i = 0, line
     cdef uint64_t pid = 0, start = 0, digit
@@ -381,6 +335,7 @@ cdef inline bint decode_canonical(const unsigned char *data, Py_ssize_t size,
     if i > line:
         out.has_start_time = True
         out.start_time = start
+    end[0] = i + 1 if i < size else size  # where line 3 starts
     return True
 
 
@@ -524,29 +479,31 @@ cdef class PidFileWriter:
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
     old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
-    as the reference does.
+    as the reference does. ``identity_line`` as in ``_pure``.
     """
 
-    def __init__(self, path, *, atomic=True, mode=0o644, boot_id=True):
+    def __init__(self, path, *, atomic=True, mode=0o644, identity_line=True):
         if self.writer.path != NULL:
             # The C struct points into these bytes, maybe from a write in another thread.
             raise TypeError("PidFileWriter is already initialised")
         checked_mode = _common.check_mode(mode)
         self.path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
+        self._identity = _common.identity_prefix(identity_line)
         self.writer.temp_prefix = PyBytes_AS_STRING(self._temp_prefix)
         self.writer.temp_prefix_len = PyBytes_GET_SIZE(self._temp_prefix)
         self.writer.atomic = bool(atomic)
         self.writer.mode = checked_mode
-        self.writer.exchange = shimpid_exchange_pays(os.path.dirname(self._target))
-        self._boot_id = CURRENT_BOOT_ID if boot_id else None
-        if self._boot_id is not None:
-            self.writer.boot_id = PyBytes_AS_STRING(self._boot_id)
-            self.writer.boot_id_len = BOOT_ID_BYTES
+        self.writer.exchange = exchange_pays(os.path.dirname(self._target))
+        self.writer.identity = PyBytes_AS_STRING(self._identity)
+        self.writer.identity_len = PyBytes_GET_SIZE(self._identity)
+        # Decided here, in the parent: write_current() may run after fork().
+        self.writer.pidfd_level = pidfd_level()
+        self.writer.pidfs = bool(identity_line) and self.writer.pidfd_level == PIDFS
         self.writer.path = PyBytes_AS_STRING(self._target)
 
     @classmethod
-    def at(cls, path, *, atomic=True, mode=0o644, boot_id=True):
-        return cls(path, atomic=atomic, mode=mode, boot_id=boot_id)
+    def at(cls, path, *, atomic=True, mode=0o644, identity_line=True):
+        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line)
 
     @property
     def atomic(self):
@@ -559,7 +516,7 @@ cdef class PidFileWriter:
     @property
     def boot_id(self):
         """The boot identity this writer adds to each record, if any."""
-        return None if self._boot_id is None else self._boot_id.decode()
+        return CURRENT_BOOT_ID if self.writer.identity_len and current_boot_known else None
 
     @property
     def _replace_by_exchange(self):
@@ -589,59 +546,131 @@ cdef class PidFileWriter:
     def write_for(self, pid):
         """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
 
-        Raises ``ProcessLookupError`` if no process holds ``pid``. A child that has exited but
-        is not reaped still holds it, and is recorded; where its start time cannot be read
-        (no ``/proc``, or a platform without start times) the record is a legacy one.
+        As ``_pure``'s: ``ProcessLookupError`` if no process holds ``pid`` (or it is a thread's).
         """
-        cdef int rc
+        cdef pid_record_t record
+        cdef uint64_t pidfs_id = 0
+        cdef bint has_pidfs = False
+        cdef int found, rc = 0
         pid = PyNumber_Index(pid)
         if not 0 < pid <= PID_MAX:
             raise _common.no_such_process(pid)
-        cdef uint32_t c_pid = pid
+        record.pid = <uint32_t>pid
         with nogil:
-            rc = writer_write_for(&self.writer, c_pid)
-        if rc == -ESRCH:
+            found = identity_of(&self.writer, &record, &has_pidfs, &pidfs_id)
+            if found == FOUND:
+                rc = write_entry(&self.writer, &record, has_pidfs, pidfs_id)
+        if found == GONE:
             raise _common.no_such_process(pid)
+        if found:
+            raise _process_error(found, pid)
         if rc:
             raise OSError(-rc, os.strerror(-rc), self.path)
 
 
+cdef bint exchange_pays(directory):
+    """Whether to replace by exchange in this directory: yes unless it is tmpfs or ramfs, where
+    a plain rename is cheaper and nothing is flushed anyway."""
+    cdef long kind = shimpid_fs_type(directory)
+    return SHIMPID_LINUX and kind != TMPFS_MAGIC and kind != RAMFS_MAGIC
+
+
 cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil:
+    return write_entry(writer, record, False, 0)
+
+
+cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil:
+    cdef pid_record_t record
+    cdef struct_stat info
+    cdef int fd
+    record_current(&record)
+    if not writer.pidfs:
+        return write_entry(writer, &record, False, 0)
+    fd = shimpid_pidfd_open(<pid_t>record.pid)
+    if fd < 0:
+        return -errno
+    if fstat(fd, &info) != 0:
+        unistd.close(fd)
+        return -errno
+    unistd.close(fd)
+    return write_entry(writer, &record, True, <uint64_t>info.st_ino)
+
+
+cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nogil:
+    cdef pid_record_t record
+    cdef uint64_t pidfs_id = 0
+    cdef bint has_pidfs = False
+    cdef int rc
+    if pid == 0 or pid > PID_MAX:
+        return -ESRCH
+    record.pid = pid
+    rc = identity_of(writer, &record, &has_pidfs, &pidfs_id)
+    if rc == GONE:
+        return -ESRCH
+    if rc:
+        return rc
+    return write_entry(writer, &record, has_pidfs, pidfs_id)
+
+
+cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has_pidfs,
+                     uint64_t *pidfs_id) noexcept nogil:
+    """The start time (and pidfs inode) of process record.pid, for a record of it: FOUND, GONE
+    (nobody holds the pid, or it is a thread's) or -errno (-EXDEV: another namespace's /proc).
+
+    Unlike a verdict, a record can do without a start time where the system keeps none (no
+    /proc mounted).
+    """
+    cdef struct_stat info
+    cdef char state = 0
+    cdef int fd, rc, proc
+    record.has_start_time = False
+    record.start_time = 0
+    has_pidfs[0] = False
+    if writer.pidfd_level == NO_PIDFD:
+        return unpinned_info(record.pid, &state, &record.start_time, &record.has_start_time)
+    fd = shimpid_pidfd_open(<pid_t>record.pid)
+    if fd < 0:
+        return GONE if not_a_process(errno) else -errno
+    rc = FOUND
+    if writer.pidfs:
+        if fstat(fd, &info) != 0:
+            rc = -errno
+        else:
+            has_pidfs[0] = True
+            pidfs_id[0] = <uint64_t>info.st_ino
+    if rc == FOUND:
+        proc = proc_state()
+        if proc != PROC_NONE:
+            rc = stat_of_pinned(record.pid, fd, &state, &record.start_time,
+                                &record.has_start_time)
+    unistd.close(fd)
+    return rc
+
+
+cdef int write_entry(const pid_writer_t *writer, const pid_record_t *record, bint has_pidfs,
+                     uint64_t pidfs_id) noexcept nogil:
+    """The record, then (unless there is nothing to say) an empty line 3 and line 4."""
     cdef char buf[WRITE_MAX_BYTES]
     cdef Py_ssize_t size = record_encode(record, buf)
-    if 0 < writer.boot_id_len <= BOOT_ID_BYTES:
-        # The boot is always line 3: a record without a start time keeps line 2 empty.
+    cdef Py_ssize_t extra = writer.identity_len
+    if 0 < extra <= IDENTITY_PREFIX_MAX and (has_pidfs or extra > 7):  # the bare tag says nothing
+        # Line 2 is kept (empty) when there is no start time, and line 3 is boxlite's.
         if not record.has_start_time:
             buf[size] = c'\n'
             size += 1
-        memcpy(buf + size, writer.boot_id, writer.boot_id_len)
-        size += writer.boot_id_len
+        buf[size] = c'\n'
+        size += 1
+        memcpy(buf + size, writer.identity, extra)
+        size += extra
+        if has_pidfs:
+            memcpy(buf + size, b" pidfs=", 7)
+            size += 7
+            size += format_u64(pidfs_id, buf + size)
         buf[size] = c'\n'
         size += 1
     if writer.atomic:
         return write_atomic(writer, buf, size)
     return write_in_place(writer.path, buf, size, writer.mode)
-
-
-cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil:
-    cdef pid_record_t record
-    record_current(&record)
-    return writer_write(writer, &record)
-
-
-cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nogil:
-    cdef pid_record_t record
-    cdef char state = 0
-    if pid == 0 or pid > PID_MAX:
-        return -ESRCH
-    record.pid = pid
-    record.start_time = 0
-    if read_proc_info(pid, &state, &record.start_time, &record.has_start_time) != 0:
-        if not exists(pid):
-            return -ESRCH
-        record.has_start_time = False
-        record.start_time = 0
-    return writer_write(writer, &record)
 
 
 cdef int open_retry(const char *path, int flags, mode_t mode) noexcept nogil:
@@ -745,6 +774,13 @@ cdef int replace(const char *temp, const char *path, bint exchange) noexcept nog
 # ============================================================================
 
 
+ctypedef struct extras_t:  # what lines 3 and 4 say, as far as a verdict needs it
+    bint has_boot
+    char boot[BOOT_ID_BYTES]
+    bint has_pidfs
+    uint64_t pidfs_id
+
+
 @cython.final
 cdef class PidFileReader:
     """Reads one pid file and classifies its record against the live system."""
@@ -767,20 +803,27 @@ cdef class PidFileReader:
         cdef Py_ssize_t size
         return self._read_into(buf, &size)
 
+    def read_boot_id(self):
+        """The boot identity the file carries, or ``None``; ``StorageError`` as read()."""
+        return self._read_entry()[1].boot_id
+
+    def read_pidfs_id(self):
+        """The pidfs inode the file records, or ``None``; ``StorageError`` as read()."""
+        return self._read_entry()[1].pidfs_id
+
     def open_process(self, *, allow_legacy=False):
         """A handle that signals the recorded process and nothing else, or ``None``.
 
-        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``). See
-        ``shimpid._handle`` for why a match is proof with pidfds, and the window without them.
+        As ``_pure``'s; see ``shimpid._handle``.
         """
-        return _handle.open_process(self, _classify, allow_legacy)
+        return _handle.open_process(self, _pin_and_classify, allow_legacy)
 
     def _read_entry(self):
-        """The record, and whether the file names another boot: from one read of the file."""
+        """The record and what lines 3 and 4 say, from one read of the file."""
         cdef unsigned char buf[FILE_MAX_BYTES + 1]
         cdef Py_ssize_t size
         record = self._read_into(buf, &size)
-        return record, from_another_boot(buf, size)
+        return record, _common.parse_extras(PyBytes_FromStringAndSize(<char *>buf, size))
 
     cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size):
         """read(), leaving the file's bytes in buf (FILE_MAX_BYTES + 1) and their number."""
@@ -798,74 +841,121 @@ cdef class PidFileReader:
             raise _common.in_file(err, self.path) from err
         return _new_record(&record)
 
-    def read_boot_id(self):
-        """The boot identity the file carries (line 3), or ``None``; ``StorageError`` as read()."""
-        cdef unsigned char buf[FILE_MAX_BYTES + 1]
-        cdef const char *target = PyBytes_AS_STRING(self._target)
-        cdef Py_ssize_t size, start
-        cdef int failure = 0
-        with nogil:
-            size = read_pid_file(target, buf, &failure)
-        if size < 0:
-            raise _read_failure(failure, self.path)
-        if not boot_id_of(buf, size, &start):
-            return None
-        return PyUnicode_DecodeUTF8(<const char *>buf + start, BOOT_ID_BYTES, NULL)
-
     def process_identity(self):
-        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules."""
+        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules.
+
+        Raises ``OSError`` when the system cannot tell, as ``_pure``'s.
+        """
         cdef unsigned char buf[FILE_MAX_BYTES + 1]
         cdef const char *target = PyBytes_AS_STRING(self._target)
         cdef pid_record_t record
-        cdef Py_ssize_t size
+        cdef extras_t extras
+        cdef Py_ssize_t size, end
         cdef Py_ssize_t where[2]
-        cdef int failure = 0, verdict = IDENTITY_ABSENT
-        record.pid = 0
+        cdef int failure = 0, decoded = 0, verdict, level = pidfd_level()
+        cdef bint canonical = False
         with nogil:
             size = read_pid_file(target, buf, &failure)
-            if (size >= 0 and record_decode(buf, size, &record, where) == 0
-                    and not from_another_boot(buf, size)):
-                verdict = classify(&record)
+            if size >= 0:
+                # What writers write takes one pass in C; anything else, the general rules.
+                canonical = (decode_canonical(buf, size, &record, &end)
+                             and extras_canonical(buf, end, size, &extras))
+                if canonical:
+                    verdict = (IDENTITY_ABSENT if from_another_boot(&extras)
+                               else classify(&record, &extras, level, NULL))
+                else:
+                    decoded = record_decode(buf, size, &record, where)
+        if size < 0:
+            err = _read_failure(failure, self.path)
+            if _common.is_answer(err):
+                return ABSENT
+            raise err
+        if not canonical:
+            if decoded != 0:
+                return ABSENT
+            _extras_from(_common.parse_extras(PyBytes_FromStringAndSize(<char *>buf, size)),
+                         &extras)
+            if from_another_boot(&extras):
+                return ABSENT
+            with nogil:
+                verdict = classify(&record, &extras, level, NULL)
         return _verdict(verdict, record.pid)
 
 
-cdef bint boot_id_of(const unsigned char *data, Py_ssize_t size, Py_ssize_t *start) noexcept nogil:
-    """Whether line 3 is a boot identity (other writers put other things there); where it is."""
-    cdef Py_ssize_t begin, end, i
-    begin = line_end(data, 0, size) + 1
-    if begin > size:
+cdef bint extras_canonical(const unsigned char *data, Py_ssize_t i, Py_ssize_t size,
+                           extras_t *out) noexcept nogil:
+    """Lines 3 and 4 (from data[i]) as writers write them, or False: the general rule decides.
+
+    Line 3 printable ASCII, or shimpid 0.1's bare boot id; line 4 exactly
+    ``shimpid[ boot=<uuid>][ pidfs=<1-19 digits>]``; each line ends in a newline.
+    """
+    cdef Py_ssize_t start = i, digits
+    cdef uint64_t value = 0
+    out.has_boot = False
+    out.has_pidfs = False
+    if i == size:
+        return True
+    while i < size and data[i] != c'\n':
+        if not 0x21 <= data[i] <= 0x7E:
+            return False
+        i += 1
+    if i == size:
         return False
-    begin = line_end(data, begin, size) + 1
-    if begin > size:
+    if is_boot_id(data + start, i - start):  # line 3 of shimpid 0.1
+        out.has_boot = True
+        memcpy(out.boot, data + start, BOOT_ID_BYTES)
+        return i + 1 == size
+    i += 1
+    if i == size:
+        return True
+    if size - i < 8 or memcmp(data + i, b"shimpid", 7) != 0:
         return False
-    end = line_end(data, begin, size)
-    while begin < end and is_ascii_space(data[begin]):
-        begin += 1
-    while end > begin and is_ascii_space(data[end - 1]):
-        end -= 1
-    if end - begin != BOOT_ID_BYTES:
+    i += 7
+    if size - i >= 6 + BOOT_ID_BYTES and memcmp(data + i, b" boot=", 6) == 0:
+        if not is_boot_id(data + i + 6, BOOT_ID_BYTES):
+            return False
+        out.has_boot = True
+        memcpy(out.boot, data + i + 6, BOOT_ID_BYTES)
+        i += 6 + BOOT_ID_BYTES
+    if size - i >= 8 and memcmp(data + i, b" pidfs=", 7) == 0 and c'1' <= data[i + 7] <= c'9':
+        i += 7
+        digits = 0
+        while i < size and c'0' <= data[i] <= c'9' and digits < 19:
+            value = value * 10 + (data[i] - c'0')
+            i += 1
+            digits += 1
+        out.has_pidfs = True
+        out.pidfs_id = value
+    return i + 1 == size and data[i] == c'\n'
+
+
+cdef inline bint from_another_boot(const extras_t *extras) noexcept nogil:
+    return (extras.has_boot and current_boot_known
+            and memcmp(extras.boot, current_boot_id, BOOT_ID_BYTES) != 0)
+
+
+cdef bint is_boot_id(const unsigned char *s, Py_ssize_t size) noexcept nogil:
+    """A UUID as the kernel prints it: 8-4-4-4-12 lowercase hex digits (``_common.is_boot_id``)."""
+    cdef Py_ssize_t i
+    if size != BOOT_ID_BYTES:
         return False
     for i in range(BOOT_ID_BYTES):
         if i == 8 or i == 13 or i == 18 or i == 23:
-            if data[begin + i] != c'-':
+            if s[i] != c'-':
                 return False
-        elif not (c'0' <= data[begin + i] <= c'9' or c'a' <= data[begin + i] <= c'f'):
+        elif not (c'0' <= s[i] <= c'9' or c'a' <= s[i] <= c'f'):
             return False
-    start[0] = begin
     return True
 
 
-cdef inline bint is_ascii_space(unsigned char c) noexcept nogil:
-    # bytes.strip()'s set, as the pure backend uses
-    return c == c' ' or c'\t' <= c <= c'\r'
-
-
-cdef bint from_another_boot(const unsigned char *data, Py_ssize_t size) noexcept nogil:
-    cdef Py_ssize_t start
-    if not current_boot_known:
-        return False  # nothing to compare with
-    return (boot_id_of(data, size, &start)
-            and memcmp(data + start, current_boot_id, BOOT_ID_BYTES) != 0)
+cdef int _extras_from(object extras, extras_t *out) except -1:
+    boot, pidfs_id = extras.boot_id, extras.pidfs_id
+    out.has_boot = boot is not None
+    if out.has_boot:
+        memcpy(out.boot, PyBytes_AS_STRING(boot.encode()), BOOT_ID_BYTES)
+    out.has_pidfs = pidfs_id is not None
+    out.pidfs_id = pidfs_id if out.has_pidfs else 0
+    return 0
 
 
 cdef Py_ssize_t read_pid_file(const char *path, unsigned char *buf,
@@ -911,134 +1001,416 @@ cdef object _read_failure(int failure, object path):
     return _common.read_error(failure, path)
 
 
+# ============================================================================
+# Live processes (the rules and their reasons: _pure.py's section of the same name)
+# ============================================================================
 
-cdef int classify(const pid_record_t *record) noexcept nogil:
+
+cdef int classify(const pid_record_t *record, const extras_t *extras, int level,
+                  int *pinned) noexcept nogil:
+    """IDENTITY_* or -errno. With ``pinned``, the pidfd the verdict was reached through (or -1)
+    is left there for the caller to close."""
+    cdef uint32_t pid = record.pid
+    cdef int fd, verdict
+    if pinned != NULL:
+        pinned[0] = -1
+    if pid == 0 or pid > PID_MAX:
+        return IDENTITY_ABSENT  # 0: our own process group; above: a negative pid_t, -1 = everyone
+    if level == NO_PIDFD:
+        return classify_without_pidfd(record)
+    fd = shimpid_pidfd_open(<pid_t>pid)
+    if fd < 0:
+        return IDENTITY_ABSENT if not_a_process(errno) else -errno
+    verdict = classify_pinned(record, extras, fd, level)
+    if pinned != NULL and verdict >= 0:
+        pinned[0] = fd
+    else:
+        unistd.close(fd)
+    return verdict
+
+
+cdef int classify_pinned(const pid_record_t *record, const extras_t *extras, int fd,
+                         int level) noexcept nogil:
+    cdef struct_stat info
+    cdef char state = 0
     cdef uint64_t live = 0
     cdef bint has_live = False
-    if not probe(record.pid, &live, &has_live):
+    cdef int exited, rc
+    if extras.has_pidfs and level == PIDFS:
+        # The inode names one process for the whole boot: no /proc, no clock-tick granularity.
+        if fstat(fd, &info) != 0:
+            return -errno
+        if <uint64_t>info.st_ino != extras.pidfs_id:
+            return IDENTITY_ABSENT
+        exited = has_exited(fd)
+        return exited if exited < 0 else (IDENTITY_ABSENT if exited else IDENTITY_VERIFIED)
+    if not record.has_start_time:
+        exited = has_exited(fd)
+        return exited if exited < 0 else (IDENTITY_ABSENT if exited else IDENTITY_LEGACY)
+    rc = stat_of_pinned(record.pid, fd, &state, &live, &has_live)
+    if rc < 0:
+        return rc
+    if state == c'Z' or state == c'X' or not has_live or live != record.start_time:
+        return IDENTITY_ABSENT  # exited (a zombie), or another process's pid now
+    return IDENTITY_VERIFIED
+
+
+cdef int classify_without_pidfd(const pid_record_t *record) noexcept nogil:
+    cdef char state = 0
+    cdef uint64_t live = 0
+    cdef bint has_live = False
+    cdef int rc = unpinned_info(record.pid, &state, &live, &has_live)
+    if rc < 0:
+        return rc
+    if rc == GONE or state == c'Z' or state == c'X':
         return IDENTITY_ABSENT
     if not record.has_start_time:
         return IDENTITY_LEGACY
-    if has_live and live == record.start_time:
-        return IDENTITY_VERIFIED
-    return IDENTITY_ABSENT  # another process has the pid now, or its start time cannot be read
+    if not has_live:
+        return -ENOENT  # no /proc to read start times from
+    return IDENTITY_VERIFIED if live == record.start_time else IDENTITY_ABSENT
 
 
-# ============================================================================
-# Live processes
-# ============================================================================
+def _classify(pid, start_time, pidfs_id):
+    """The verdict for a record; ``OSError`` when the system cannot tell (as ``_pure``'s)."""
+    identity, pidfd = _pin_and_classify(pid, start_time, pidfs_id)
+    if pidfd is not None:
+        os.close(pidfd)
+    return identity
 
 
-def _classify(pid, start_time):
-    """The verdict for a record read elsewhere (``shimpid._handle``): as process_identity()."""
+def _pin_and_classify(pid, start_time, pidfs_id):
+    """The verdict, and the pidfd it was reached through (the caller closes it), if any."""
     cdef pid_record_t record = (<PidRecord>PidRecord(pid, start_time)).rec
-    cdef int verdict
+    cdef extras_t extras
+    cdef int verdict, pidfd = -1, level = pidfd_level()
+    extras.has_boot = False
+    extras.has_pidfs = pidfs_id is not None
+    extras.pidfs_id = pidfs_id if extras.has_pidfs else 0
     with nogil:
-        verdict = classify(&record)
-    return _verdict(verdict, record.pid)
+        verdict = classify(&record, &extras, level, &pidfd)
+    return _verdict(verdict, record.pid), (None if pidfd < 0 else pidfd)
+
+
+# The verdicts are frozen dataclasses, whose __init__ sets a field through object.__setattr__
+# (0.35 us, a tenth of process_identity()): make them through their slot's setter instead.
+cdef object _set_verified_pid = Verified.__dict__["pid"].__set__
+cdef object _set_legacy_pid = Legacy.__dict__["pid"].__set__
 
 
 cdef object _verdict(int verdict, uint32_t pid):
     if verdict == IDENTITY_VERIFIED:
-        return Verified(pid)
+        result = Verified.__new__(Verified)
+        _set_verified_pid(result, pid)
+        return result
     if verdict == IDENTITY_LEGACY:
-        return Legacy(pid)
+        result = Legacy.__new__(Legacy)
+        _set_legacy_pid(result, pid)
+        return result
+    if verdict < 0:
+        raise _process_error(verdict, pid)
     return ABSENT
 
 
+cdef object _process_error(int rc, object pid):
+    """The exception for -errno from a process lookup, as ``_pure`` raises it."""
+    if rc == -EXDEV:
+        return _common.ForeignProcError()
+    if rc == -ENOENT:
+        return _common.no_proc_error()
+    if rc == -EACCES:
+        return _common.hidden_process_error(pid)
+    return OSError(-rc, os.strerror(-rc))
+
+
 def is_process_alive(pid):
-    """True if ``pid`` names one live process that is not a zombie (another user's counts)."""
-    cdef uint64_t start = 0
-    cdef bint has_start = False, alive
+    """True if ``pid`` names one live process that is not a zombie (another user's counts).
+
+    A thread id is not a process. ``OSError`` when the system cannot tell.
+    """
+    cdef int alive, level = pidfd_level()
     pid = PyNumber_Index(pid)
     if not 0 < pid <= PID_MAX:
         return False
     cdef uint32_t c_pid = pid
     with nogil:
-        alive = probe(c_pid, &start, &has_start)
-    return alive
+        alive = process_alive(c_pid, level)
+    if alive < 0:
+        raise _process_error(alive, pid)
+    return bool(alive)
 
 
 def process_start_time(pid):
-    """The start time of the process holding ``pid`` (a zombie still holds it), or ``None``."""
+    """The start time of the process holding ``pid`` (a zombie still holds it), or ``None``.
+
+    As ``_pure``'s: ``None`` for a thread id, ``OSError`` when the system cannot tell.
+    """
     cdef uint64_t start = 0
     cdef bint has_start = False
-    cdef char state = 0
-    cdef int err
+    cdef int rc, level = pidfd_level()
     pid = PyNumber_Index(pid)
     if not 0 < pid <= PID_MAX:
         return None
     cdef uint32_t c_pid = pid
     with nogil:
-        err = read_proc_info(c_pid, &state, &start, &has_start)
-    return start if err == 0 and has_start else None
+        rc = start_time_of(c_pid, level, &start, &has_start)
+    if rc < 0:
+        raise _process_error(rc, pid)
+    return start if rc == FOUND else None
 
 
-cdef bint probe(uint32_t pid, uint64_t *start_time, bint *has_start) noexcept nogil:
-    """Alive? From one kill(pid, 0) and one read of the process's stat, which gives the start."""
+cdef int process_alive(uint32_t pid, int level) noexcept nogil:
+    """1, 0 or -errno."""
     cdef char state = 0
-    cdef int err
+    cdef uint64_t start = 0
+    cdef bint has_start = False
+    cdef int fd, rc
+    if level == NO_PIDFD:
+        rc = unpinned_info(pid, &state, &start, &has_start)
+        if rc < 0:
+            return rc
+        return rc == FOUND and state != c'Z' and state != c'X'
+    fd = shimpid_pidfd_open(<pid_t>pid)
+    if fd < 0:
+        return 0 if not_a_process(errno) else -errno
+    rc = has_exited(fd)
+    unistd.close(fd)
+    return rc if rc < 0 else not rc
+
+
+cdef int start_time_of(uint32_t pid, int level, uint64_t *start, bint *has_start) noexcept nogil:
+    """FOUND (the start time is in start), GONE or -errno."""
+    cdef char state = 0
+    cdef int fd, rc
+    if level == NO_PIDFD:
+        rc = unpinned_info(pid, &state, start, has_start)
+        if rc == FOUND and not has_start[0]:
+            return -ENOENT  # no /proc to read start times from
+        return rc
+    fd = shimpid_pidfd_open(<pid_t>pid)
+    if fd < 0:
+        return GONE if not_a_process(errno) else -errno
+    rc = stat_of_pinned(pid, fd, &state, start, has_start)
+    unistd.close(fd)
+    if rc == FOUND and not has_start[0]:
+        return GONE  # reaped since it was pinned
+    return rc
+
+
+cdef inline bint not_a_process(int err) noexcept nogil:
+    # pidfd_open(): ESRCH, nobody holds the pid; EINVAL (before Linux 6.9) or ENOENT (since), a
+    # thread that is not a thread-group leader (_common.NOT_A_PROCESS_ERRNOS)
+    return err == ESRCH or err == ENOENT or err == EINVAL
+
+
+cdef int has_exited(int pidfd) noexcept nogil:
+    """1 once the process a pidfd pins has exited (a zombie too), 0 before, or -errno."""
+    cdef pollfd entry
+    cdef int n
+    entry.fd = pidfd
+    entry.events = POLLIN
+    entry.revents = 0
+    while True:
+        n = poll(&entry, 1, 0)
+        if n >= 0:
+            return n > 0
+        if errno != EINTR:
+            return -errno
+
+
+cdef int stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
+                        bint *has_start) noexcept nogil:
+    """The state and start time of the process a pidfd pins: FOUND or -errno."""
+    cdef int rc = proc_info(pid, state, start, has_start)
+    if rc != GONE:
+        return rc
+    rc = has_exited(pidfd)
+    if rc < 0:
+        return rc
+    if not rc:
+        return -EACCES  # alive, but hidden in /proc (hidepid)
+    state[0] = c'X'  # reaped since it was pinned
     has_start[0] = False
-    if pid == 0 or pid > PID_MAX:
-        return False  # 0: our own process group; above: a negative pid_t, -1 = everyone
-    if kill(<pid_t>pid, 0) != 0 and errno != EPERM:  # EPERM: exists, another user's
-        return False
-    err = read_proc_info(pid, &state, start_time, has_start)
-    if err != 0:
-        # Gone since kill(), or no /proc here (not mounted, another pid namespace). Only the
-        # first is a death: a false "dead" would have recovery orphan a live process.
-        has_start[0] = False
-        return not ((err == ENOENT or err == ESRCH) and not exists(pid))
-    if state == c'Z' or state == c'X':  # zombie or dead: exited, holding its pid until reaped
-        has_start[0] = False
-        return False
-    return True
+    return FOUND
 
 
-cdef bint exists(uint32_t pid) noexcept nogil:
-    return kill(<pid_t>pid, 0) == 0 or errno == EPERM
+cdef int unpinned_info(uint32_t pid, char *state, uint64_t *start,
+                       bint *has_start) noexcept nogil:
+    """Without pidfds: FOUND (state and start time filled in; has_start false without /proc),
+    GONE (nobody holds pid, or a thread does) or -errno."""
+    cdef uint32_t tgid = 0
+    cdef int rc, proc
+    state[0] = 0
+    has_start[0] = False
+    if kill(<pid_t>pid, 0) != 0:
+        if errno == ESRCH:
+            return GONE
+        if errno != EPERM:  # EPERM: it exists, and belongs to another user
+            return -errno
+    if SHIMPID_LINUX:
+        proc = proc_state()
+        if proc < 0:
+            return proc
+        if proc == PROC_NONE:
+            return FOUND
+        if proc == PROC_FOREIGN:
+            return -EXDEV
+        rc = thread_group_of(pid, &tgid)
+        if rc != FOUND:
+            return rc
+        if tgid != pid:
+            return GONE  # a thread of another process
+    return proc_info(pid, state, start, has_start)
+
+
+cdef int thread_group_of(uint32_t pid, uint32_t *tgid) noexcept nogil:
+    """The Tgid: line of /proc/<pid>/status: FOUND, GONE or -errno."""
+    cdef char path[32]
+    cdef char buf[STATUS_READ_BYTES + 1]
+    cdef Py_ssize_t n, i
+    cdef uint64_t value = 0
+    cdef int fd, err
+    memcpy(path, b"/proc/", 6)
+    n = 6 + format_u64(pid, path + 6)
+    memcpy(path + n, b"/status", 8)
+    fd = open_retry(path, fcntl.O_RDONLY | fcntl.O_CLOEXEC, 0)
+    if fd < 0:
+        return GONE if errno == ENOENT or errno == ESRCH else -errno
+    n = read_retry(fd, buf, STATUS_READ_BYTES)
+    err = errno
+    unistd.close(fd)
+    if n < 0:
+        return GONE if err == ESRCH else -err
+    buf[n] = 0
+    for i in range(n - 6):
+        if memcmp(buf + i, b"\nTgid:", 6) == 0:
+            i += 6
+            while i < n and (buf[i] == c'\t' or buf[i] == c' '):
+                i += 1
+            while i < n and c'0' <= buf[i] <= c'9':
+                value = value * 10 + <uint64_t>(buf[i] - c'0')
+                i += 1
+            tgid[0] = <uint32_t>value
+            return FOUND
+    return -EIO
 
 
 cdef void record_current(pid_record_t *out) noexcept nogil:
     cdef char state = 0
     out.pid = <uint32_t>unistd.getpid()
     out.start_time = 0
-    if read_proc_info(0, &state, &out.start_time, &out.has_start_time) != 0:
-        out.has_start_time = False
+    out.has_start_time = False
+    if proc_info(0, &state, &out.start_time, &out.has_start_time) != FOUND:
+        out.has_start_time = False  # no /proc, or a platform without start times: the reference's
         out.start_time = 0
 
 
-cdef int read_proc_info(uint32_t pid, char *state, uint64_t *start_time,
-                        bint *has_start) noexcept nogil:
-    """0 or an errno; fills state (field 3, 0 if unknown) and the start time. pid 0: this process."""
+cdef int proc_info(uint32_t pid, char *state, uint64_t *start_time,
+                   bint *has_start) noexcept nogil:
+    """FOUND (state: field 3, 0 if unknown; the start time if it parses), GONE or -errno.
+
+    pid 0: this process. Another process's entry is read only from this namespace's /proc:
+    -EXDEV for another namespace's, -ENOENT where there is none.
+    """
     cdef char path[32]
     cdef char buf[STAT_READ_BYTES]
     cdef Py_ssize_t n
-    cdef int fd, err
+    cdef int fd, err, proc
     state[0] = 0
     has_start[0] = False
     if SHIMPID_LINUX:
         if pid == 0:
-            memcpy(path, b"/proc/self/stat", 16)
+            memcpy(path, b"/proc/self/stat", 16)  # always this process, whichever namespace
         else:
+            proc = proc_state()
+            if proc < 0:
+                return proc
+            if proc == PROC_FOREIGN:
+                return -EXDEV
+            if proc == PROC_NONE:
+                return -ENOENT
             memcpy(path, b"/proc/", 6)
             n = 6 + format_u64(pid, path + 6)
             memcpy(path + n, b"/stat", 6)
         fd = open_retry(path, fcntl.O_RDONLY | fcntl.O_CLOEXEC, 0)
         if fd < 0:
-            return errno
+            return GONE if errno == ENOENT or errno == ESRCH else -errno
         n = read_retry(fd, buf, STAT_READ_BYTES)
         err = errno
         unistd.close(fd)
         if n < 0:
-            return err
+            return GONE if err == ESRCH else -err  # ESRCH: it went between open() and read()
         has_start[0] = parse_stat(buf, n, state, start_time) == 0
-        return 0
+        return FOUND
     if SHIMPID_DARWIN:
         err = shimpid_darwin_info(<pid_t>pid if pid else unistd.getpid(), state, start_time)
+        if err == ESRCH:
+            return GONE
         has_start[0] = err == 0
-        return err
-    return ENOSYS
+        return -err
+    return -ENOSYS
+
+
+# ---- what this system offers, found out once (as _pure's) ----------------------------------------
+
+cdef pid_t proc_checked_pid = 0
+cdef int proc_checked_state = PROC_NONE
+
+
+cdef int proc_state() noexcept nogil:
+    """PROC_OURS, PROC_FOREIGN, PROC_NONE or -errno: whether /proc is this pid namespace's."""
+    global proc_checked_pid, proc_checked_state
+    cdef pid_t me = unistd.getpid()
+    cdef char link[24]
+    cdef char expected[24]
+    cdef Py_ssize_t n, k
+    cdef int state
+    if proc_checked_pid == me:
+        return proc_checked_state
+    n = unistd.readlink(b"/proc/self", link, sizeof(link))
+    if n < 0:
+        if errno != ENOENT:
+            return -errno
+        # no /proc, or one of a namespace this process is not in (it still shows its pid 1)
+        state = PROC_FOREIGN if unistd.access(b"/proc/1", unistd.F_OK) == 0 else PROC_NONE
+    else:
+        k = format_u64(<uint64_t>me, expected)
+        state = PROC_OURS if n == k and memcmp(link, expected, k) == 0 else PROC_FOREIGN
+    proc_checked_state = state
+    proc_checked_pid = me
+    return state
+
+
+cdef int pidfd_level_found = -1
+
+
+cdef int pidfd_level() noexcept nogil:
+    """PIDFS, PIDFD or NO_PIDFD (see _common), found out on first use."""
+    global pidfd_level_found
+    cdef int fd
+    cdef long kind
+    if pidfd_level_found < 0:
+        fd = shimpid_pidfd_open(unistd.getpid())
+        if fd < 0:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
+            pidfd_level_found = NO_PIDFD
+        else:
+            # Before 6.9 every pidfd shares one anonymous inode: its number names nothing.
+            kind = shimpid_fd_fs_type(fd)
+            unistd.close(fd)
+            pidfd_level_found = PIDFS if kind == PIDFS_MAGIC else PIDFD
+    return pidfd_level_found
+
+
+def _pidfd_level():
+    return pidfd_level()
+
+
+def _set_pidfd_level(int level):
+    """Use ``level`` instead of what the kernel offers (tests of the fallbacks); the old one."""
+    global pidfd_level_found
+    old = pidfd_level()
+    pidfd_level_found = level
+    return old
 
 
 cdef int parse_stat(const char *buf, Py_ssize_t size, char *state,

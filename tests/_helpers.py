@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -62,3 +65,36 @@ def run_in_child(fn, *, timeout: float = 30) -> tuple[int, bytes]:
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status), b"".join(chunks)
     return os.WEXITSTATUS(status), b"".join(chunks)
+
+
+def script_prelude(impl, level: int | None = None) -> str:
+    """Lines that make a ``python -c`` script import ``impl`` (as ``impl``) as this test does."""
+    lines = [
+        "import importlib, json, os, subprocess, sys, time",
+        f"sys.path[:0] = {sys.path!r}",
+        f"impl = importlib.import_module({impl.__name__!r})",
+    ]
+    if level is not None:
+        lines.append(f"impl._set_pidfd_level({level})")
+    return "\n".join(lines) + "\n"
+
+
+def run_in_pid_namespace(script: str, *, mount_proc: bool = True,
+                         timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -c script`` as pid 1 of a new pid namespace, killed with everything it
+    started when it ends: a test that could signal the wrong process harms only its own.
+
+    ``mount_proc=False`` leaves the host's /proc in place, as a careless ``unshare`` does.
+    Skips (or fails, under SHIMPID_REQUIRE_ALL=1) where namespaces cannot be made here.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        require_or_skip("unshare (util-linux) not found: no pid namespace for this test")
+    args = [unshare, "--pid", "--fork", "--kill-child"]
+    if mount_proc:
+        args.append("--mount-proc")
+    probe = subprocess.run([*args, "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        require_or_skip(f"cannot make a pid namespace here: {probe.stderr.strip()}")
+    return subprocess.run([*args, sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=timeout)

@@ -29,12 +29,16 @@ U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
 
 @st.composite
 def mutated_records(draw):
-    """A valid file (maybe with a boot line), then a few byte-level mutations."""
+    """A valid file (maybe with lines 3 and 4), then a few byte-level mutations."""
     pid = draw(st.integers(0, U32_MAX))
     start = draw(st.one_of(st.none(), st.integers(0, U64_MAX)))
     data = bytearray(b"%d\n" % pid if start is None else b"%d\n%d\n" % (pid, start))
     if draw(st.booleans()):
-        data += (b"" if start is not None else b"\n") + _common.CURRENT_BOOT_ID + b"\n"
+        data += (b"" if start is not None else b"\n") + draw(st.sampled_from(
+            [b"", b"services-mux-v1"])) + b"\nshimpid boot=" + _common.CURRENT_BOOT_ID.encode()
+        if draw(st.booleans()):
+            data += b" pidfs=%d" % draw(st.integers(0, U64_MAX + 1))
+        data += b"\n"
     for _ in range(draw(st.integers(1, 4))):
         where = draw(st.integers(0, len(data)))
         how = draw(st.sampled_from(["flip", "insert", "delete", "duplicate", "truncate"]))

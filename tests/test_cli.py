@@ -72,6 +72,8 @@ def test_status_codes(impl, cli, pid_path, sleeper, reaped_pid):
 def test_show(impl, cli, pid_path, sleeper):
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
     start = impl.process_start_time(sleeper.pid)
+    pidfs = impl.PidFileReader.at(pid_path).read_pidfs_id()
+    assert (pidfs is None) == (impl._pidfd_level() != _common.PIDFS)
     code, out, _ = cli("show", pid_path)
     assert code == 0
     assert f"pid:              {sleeper.pid}\n" in out
@@ -82,9 +84,8 @@ def test_show(impl, cli, pid_path, sleeper):
     report = json.loads(out)
     assert code == 0 and report == {
         "backend": cli.backend, "file": str(pid_path), "pid": sleeper.pid, "start_time": start,
-        "live_start_time": start, "state": "verified",
-        "boot_id": _common.CURRENT_BOOT_ID.decode(),
-        "this_boot_id": _common.CURRENT_BOOT_ID.decode(),
+        "live_start_time": start, "state": "verified", "pidfs_id": pidfs,
+        "boot_id": _common.CURRENT_BOOT_ID, "this_boot_id": _common.CURRENT_BOOT_ID,
     }
     pid_path.write_bytes(b"%d\n\n%s\n" % (sleeper.pid, OTHER_BOOT))
     code, out, _ = cli("show", pid_path)

@@ -10,21 +10,26 @@ import time
 
 import pytest
 
-from _helpers import proc_state
-from shimpid import Absent, Legacy, ProcessHandle, Verified, _common, _handle
+from _helpers import proc_state, require_or_skip
+from shimpid import Absent, Legacy, ProcessHandle, Verified, _common
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
-assert OTHER_BOOT != _common.CURRENT_BOOT_ID
+assert OTHER_BOOT.decode() != _common.CURRENT_BOOT_ID
 
 
-@pytest.fixture(params=["pidfd", "no pidfd"])
-def pidfds(request, monkeypatch):
-    """Every handle test runs with pidfds and with the fallback that re-checks before signals."""
-    if request.param == "pidfd":
-        assert _handle.USE_PIDFD, "this kernel and Python have pidfds: the main path must run"
-    else:
-        monkeypatch.setattr(_handle, "USE_PIDFD", False)
-    return request.param == "pidfd"
+LEVELS = {"pidfs": _common.PIDFS, "pidfd": _common.PIDFD, "no pidfd": _common.NO_PIDFD}
+
+
+@pytest.fixture(params=list(LEVELS))
+def pidfds(request, impl):
+    """Every handle test runs with pidfs fingerprints, with pidfds only (Linux 5.3-6.8: start
+    times), and without pidfds (a handle then re-checks before each signal)."""
+    wanted = LEVELS[request.param]
+    if wanted > impl._pidfd_level():
+        require_or_skip(f"this kernel offers no {request.param}")
+    old = impl._set_pidfd_level(wanted)
+    yield wanted != _common.NO_PIDFD
+    impl._set_pidfd_level(old)
 
 
 def record_child(impl, path, child):
@@ -91,10 +96,11 @@ def test_wait_works_for_a_process_that_is_not_our_child(impl, pidfds, pid_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "reaped", "zombie", "other start time",
-                                  "pid 0", "pid 2**31", "pid 2**32-1", "legacy", "other boot"])
+                                  "pid 0", "pid 2**31", "pid 2**32-1", "legacy", "other boot",
+                                  "other boot, line 4", "other pidfs inode"])
 def test_no_handle_unless_verified(impl, pidfds, pid_path, case, reaped_pid, zombie):
     own = impl.PidRecord.current()
-    writer = impl.PidFileWriter.at(pid_path, boot_id=False)
+    writer = impl.PidFileWriter.at(pid_path, identity_line=False)
     if case == "garbage":
         pid_path.write_bytes(b"garbage\n")
     elif case == "reaped":
@@ -108,7 +114,16 @@ def test_no_handle_unless_verified(impl, pidfds, pid_path, case, reaped_pid, zom
     elif case == "legacy":
         writer.write(impl.PidRecord(own.pid))
     elif case == "other boot":
-        pid_path.write_bytes(own.encode() + OTHER_BOOT + b"\n")
+        pid_path.write_bytes(own.encode() + OTHER_BOOT + b"\n")  # shimpid 0.1's line 3
+    elif case == "other boot, line 4":
+        pid_path.write_bytes(own.encode() + b"\nshimpid boot=" + OTHER_BOOT + b"\n")
+    elif case == "other pidfs inode":
+        # the right start time, but the pidfs inode of another process: with pidfs, the inode
+        # decides; without, the start time does (and says Verified)
+        pid_path.write_bytes(own.encode() + b"\nshimpid pidfs=1\n")
+        if impl._pidfd_level() != _common.PIDFS:
+            assert impl.PidFileReader.at(pid_path).process_identity() == Verified(own.pid)
+            return
     assert impl.PidFileReader.at(pid_path).open_process() is None
     assert impl.PidFileReader.at(pid_path).process_identity() == Absent() or case == "legacy"
 
@@ -123,24 +138,14 @@ def test_legacy_handles_only_when_asked(impl, pidfds, pid_path, sleeper):
         assert handle.wait(10)
 
 
-def test_open_process_pins_before_it_checks(impl, pid_path, sleeper, monkeypatch):
-    """The pidfd is opened on the pid first, and only then is the identity checked."""
+def test_a_handle_holds_the_very_process_the_file_records(impl, pid_path, sleeper):
+    """With pidfs the handle's pidfd is the one whose inode was compared with the record."""
+    if impl._pidfd_level() != _common.PIDFS:
+        require_or_skip("this kernel offers no pidfs")
     record_child(impl, pid_path, sleeper)
-    order = []
-    real_open = os.pidfd_open
-
-    def pidfd_open(pid, *args):
-        order.append("pidfd_open")
-        return real_open(pid, *args)
-
-    def classify(pid, start_time):
-        order.append("check")
-        return impl._classify(pid, start_time)
-
-    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
-    handle = _handle.open_process(impl.PidFileReader.at(pid_path), classify, False)
-    assert order == ["pidfd_open", "check"] and handle is not None
-    handle.close()
+    reader = impl.PidFileReader.at(pid_path)
+    with reader.open_process() as handle:
+        assert os.fstat(handle.fileno()).st_ino == reader.read_pidfs_id()
 
 
 def test_handles_do_not_leak_descriptors(impl, pid_path, sleeper):
@@ -174,11 +179,15 @@ def test_a_record_from_this_boot_is_judged_as_before(impl, pid_path):
     own = impl.PidRecord.current()
     reader = impl.PidFileReader.at(pid_path)
     impl.PidFileWriter.at(pid_path).write(own)
-    assert reader.read_boot_id() == _common.CURRENT_BOOT_ID.decode()
+    assert reader.read_boot_id() == _common.CURRENT_BOOT_ID
     assert reader.process_identity() == Verified(own.pid)
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(own.pid))
-    assert pid_path.read_bytes().count(b"\n") == 3
+    assert pid_path.read_bytes().count(b"\n") == 4
     assert reader.process_identity() == Legacy(own.pid)
+    # shimpid 0.1 wrote the boot on line 3: still understood
+    pid_path.write_bytes(own.encode() + _common.CURRENT_BOOT_ID.encode() + b"\n")
+    assert reader.read_boot_id() == _common.CURRENT_BOOT_ID
+    assert reader.process_identity() == Verified(own.pid)
 
 
 @pytest.mark.parametrize("line3", [

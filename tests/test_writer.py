@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from _helpers import run_in_child
+from _helpers import require_or_skip, run_in_child
 from shimpid import StorageError, _common
 
 both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
@@ -24,34 +24,58 @@ def siblings(path: pathlib.Path) -> list[str]:
     return sorted(os.listdir(path.parent))
 
 
-BOOT = _common.CURRENT_BOOT_ID
+BOOT = _common.CURRENT_BOOT_ID.encode()
 
 
-def disk(encoded: bytes) -> bytes:
-    """What a writer puts on disk for a record that encodes to ``encoded``: the boot on line 3."""
-    return encoded + (b"" if encoded.count(b"\n") == 2 else b"\n") + BOOT + b"\n"
+def disk(encoded: bytes, pidfs: int | None = None) -> bytes:
+    """What a writer puts on disk for a record that encodes to ``encoded``: line 2 (empty if
+    there is no start time), an empty line 3 (boxlite's), and shimpid's line 4."""
+    line4 = b"shimpid boot=" + BOOT + (b"" if pidfs is None else b" pidfs=%d" % pidfs)
+    return encoded + (b"\n" if encoded.count(b"\n") == 2 else b"\n\n") + line4 + b"\n"
+
+
+def pidfs_of(pid: int) -> int:
+    fd = os.pidfd_open(pid)
+    try:
+        return os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
 
 
 @both_modes
 @pytest.mark.parametrize("record", [(1, None), (4294967295, 18446744073709551615), (42, 0)])
-def test_bytes_on_disk_are_encode_and_the_boot_line(impl, pid_path, atomic, record):
+def test_bytes_on_disk_are_encode_and_the_identity_line(impl, pid_path, atomic, record):
     r = impl.PidRecord(*record)
     writer = impl.PidFileWriter.at(pid_path, atomic=atomic)
     writer.write(r)
-    # line 3 is the boot; a record without a start time keeps line 2 empty
-    boot = (b"" if r.start_time is not None else b"\n") + BOOT + b"\n"
-    assert pid_path.read_bytes() == r.encode() + boot
+    assert pid_path.read_bytes() == disk(r.encode())
     assert writer.boot_id == BOOT.decode()
     assert siblings(pid_path) == ["shim.pid"], "no temporary file is left behind"
-    impl.PidFileWriter.at(pid_path, atomic=atomic, boot_id=False).write(r)
+    impl.PidFileWriter.at(pid_path, atomic=atomic, identity_line=False).write(r)
     assert pid_path.read_bytes() == r.encode()
-    assert impl.PidFileWriter.at(pid_path, boot_id=False).boot_id is None
+    assert impl.PidFileWriter.at(pid_path, identity_line=False).boot_id is None
+
+
+@both_modes
+def test_write_current_and_write_for_record_the_pidfs_inode(impl, pid_path, atomic, sleeper):
+    if impl._pidfd_level() != _common.PIDFS:
+        require_or_skip("no pidfs on this kernel (Linux 6.9+)")
+    writer = impl.PidFileWriter.at(pid_path, atomic=atomic)
+    writer.write_current()
+    own = impl.PidRecord.current()
+    assert pid_path.read_bytes() == disk(own.encode(), pidfs_of(os.getpid()))
+    writer.write_for(sleeper.pid)
+    record = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid))
+    assert pid_path.read_bytes() == disk(record.encode(), pidfs_of(sleeper.pid))
+    assert impl.PidFileReader.at(pid_path).read_pidfs_id() == pidfs_of(sleeper.pid)
+    impl.PidFileWriter.at(pid_path, atomic=atomic, identity_line=False).write_for(sleeper.pid)
+    assert pid_path.read_bytes() == record.encode(), "identity_line=False: the reference's bytes"
 
 
 @pytest.mark.parametrize("record", [(1, None), (4294967295, 18446744073709551615)])
-def test_the_reference_reads_files_with_a_boot_line_as_the_same_record(impl, oracle, pid_path,
-                                                                       record):
-    """Rust's decode (what boxlite runs) ignores line 3: checked against the Rust oracle."""
+def test_the_reference_reads_files_with_an_identity_line_as_the_same_record(impl, oracle,
+                                                                           pid_path, record):
+    """Rust's decode (what boxlite runs) ignores lines 3 and 4: checked against the Rust oracle."""
     r = impl.PidRecord(*record)
     impl.PidFileWriter.at(pid_path).write(r)
     assert impl.PidRecord.decode(pid_path.read_bytes()) == r
