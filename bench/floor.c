@@ -109,9 +109,13 @@ static void write_all(int fd) {
     if (write(fd, record, record_len) != (ssize_t)record_len) die("write");
 }
 
+/* In place: opened without O_TRUNC, checked (a regular file, ours), truncated, written. */
 static void op_write_in_place(void) {
-    int fd = open(pid_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    struct stat st;
+    int fd = open(pid_path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
     if (fd < 0) die("open");
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) die("fstat");
+    if (ftruncate(fd, 0) != 0) die("ftruncate");
     write_all(fd);
     close(fd);
 }
@@ -125,12 +129,20 @@ static void write_temp(void) {
     close(fd);
 }
 
+/* What is at the path is looked at first: only a regular file (or nothing) is replaced. */
+static void check_target(void) {
+    struct stat st;
+    if (lstat(pid_path, &st) == 0 && !S_ISREG(st.st_mode)) die("not a regular file");
+}
+
 static void op_write_rename(void) {
+    check_target();
     write_temp();
     if (rename(temp_path, pid_path) != 0) die("rename");
 }
 
 static void op_write_exchange(void) {
+    check_target();
     write_temp();
     if (renameat2(AT_FDCWD, temp_path, AT_FDCWD, pid_path, RENAME_EXCHANGE) != 0)
         die("renameat2");

@@ -27,6 +27,7 @@ from ._common import (
     StorageError,
     Verified,
 )
+from ._clean import Removal, clean
 from ._handle import ProcessHandle
 from ._spawn import create_subprocess_exec, spawn
 
@@ -41,8 +42,10 @@ __all__ = [
     "PidRecord",
     "ProcessHandle",
     "ProcessIdentity",
+    "Removal",
     "StorageError",
     "Verified",
+    "clean",
     "create_subprocess_exec",
     "is_process_alive",
     "process_start_time",

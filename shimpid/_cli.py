@@ -1,9 +1,10 @@
 """``shimpid`` / ``python -m shimpid``: look at, start and stop recorded processes from a shell.
 
     shimpid status FILE                    state and pid; exit codes as LSB init scripts use them
-    shimpid show FILE [--json]             the record, the live process, the verdict
+    shimpid show FILE [--json]             the record, the live process, the verdict and why
     shimpid spawn --pidfile FILE [--detach] -- CMD [ARGS...]
-    shimpid stop FILE [--signal TERM] [--timeout SECONDS] [--allow-legacy]
+    shimpid stop FILE [--signal TERM] [--timeout SECONDS] [--allow-legacy] [--insecure]
+    shimpid clean DIR [--pattern '*.pid'] [--dry-run]
 """
 
 from __future__ import annotations
@@ -12,22 +13,27 @@ import argparse
 import contextlib
 import errno
 import json
+import math
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
 
 from . import _common
 from ._backend import BACKEND, PidFileReader, PidFileWriter, process_start_time
+from ._clean import clean, read_record_file, remove_record, why_absent
 from ._common import Absent, Legacy, StorageError, Verified, is_answer
-from ._spawn import spawn
+from ._spawn import kill_and_reap
 
 # LSB init-script status codes (`status` and `show`)
 RUNNING, DEAD_WITH_PIDFILE, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
 # `stop`: 0 stopped or nothing running, 1 failed or refused, 2 usage, 4 not permitted or cannot
 # tell (LSB's "insufficient privilege", and what status calls unknown)
-STOPPED, FAILED, NOT_PERMITTED = 0, 1, 4
+STOPPED, FAILED, USAGE, NOT_PERMITTED = 0, 1, 2, 4
+# `spawn`: the shell's codes for a command that cannot be run
+NOT_EXECUTABLE, NOT_FOUND = 126, 127
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,14 +55,15 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="print whether the recorded process runs",
         description="Print the state (verified, legacy, absent) and pid. Exit 0 if it runs "
                     "(verified or legacy), 1 if not but the pid file exists, 3 if there is no "
-                    "pid file, 4 if the pid file cannot be read.")
+                    "pid file, 4 if the pid file cannot be read or the system cannot tell.")
     status.add_argument("file", metavar="FILE", help="the pid file")
     status.set_defaults(run=_status)
 
     show = commands.add_parser(
         "show", help="print the record, the live process and the verdict",
-        description="Print the decoded record, its boot, the live process's start time and the "
-                    "verdict. Exit codes as for status.")
+        description="Print the decoded record, its boot and pidfs fingerprint, the live "
+                    "process's start time, the verdict and, when absent, why. Exit codes as for "
+                    "status.")
     show.add_argument("file", metavar="FILE", help="the pid file")
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(run=_show)
@@ -66,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Start CMD and record it in FILE. In the foreground, wait for it (passing on "
                     "SIGINT, SIGTERM and SIGHUP), remove the pid file when it exits and exit "
                     "with its status. With --detach, start it in a new session with its standard "
-                    "streams on /dev/null, and return once the record is written.",
+                    "streams on /dev/null, and return once the record is written. Exit 1 if the "
+                    "pid file cannot be written (the command is not started, or is killed), "
+                    "126 if CMD cannot be run, 127 if it is not found.",
         usage="shimpid spawn [-h] --pidfile FILE [--detach] -- CMD [ARGS...]")
     start.add_argument("--pidfile", required=True, metavar="FILE", help="where to record it")
     start.add_argument("--detach", action="store_true",
@@ -79,9 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         "stop", help="stop the recorded process",
         description="Signal the recorded process through a handle that cannot hit a reused pid, "
                     "wait, send SIGKILL after the timeout, and remove the pid file once it is "
-                    "gone. Never signals an unverified process. Exit 0 if it stopped or nothing "
-                    "ran (a stale pid file is removed), 1 if it did not stop or was refused, 4 "
-                    "if not permitted to signal it.")
+                    "gone (only if it still holds that record). Never signals an unverified "
+                    "process, pid 1, this command or its ancestors, nor trusts a pid file that "
+                    "another user could have written (see --insecure). Exit 0 if it stopped or "
+                    "nothing ran (a stale pid file is removed), 1 if it did not stop or was "
+                    "refused, 2 for a usage error, 4 if not permitted, not trusted, or the system "
+                    "cannot tell.")
     stop.add_argument("file", metavar="FILE", help="the pid file")
     stop.add_argument("--signal", default="TERM", type=_signal, metavar="SIG",
                       help="the signal to send first: a name (TERM, SIGINT) or a number "
@@ -91,7 +103,23 @@ def _parser() -> argparse.ArgumentParser:
     stop.add_argument("--allow-legacy", action="store_true",
                       help="also stop a process recorded without a start time (its identity "
                            "cannot be proven)")
+    stop.add_argument("--insecure", action="store_true",
+                      help="act on a pid file that is not owned by this user or root, is "
+                           "writable by group or others, or lies in a directory others can "
+                           "write to")
     stop.set_defaults(run=_stop)
+
+    tidy = commands.add_parser(
+        "clean", help="remove stale pid files and temporary files of dead writers",
+        description="In DIR (not below it), remove the temporary files of writers that are no "
+                    "longer running, and the pid files that read absent (each only if unchanged "
+                    "since it was read), printing each. Exit 0, or 1 if some file could not be "
+                    "judged (it is kept and printed).")
+    tidy.add_argument("directory", metavar="DIR", help="the directory to clean")
+    tidy.add_argument("--pattern", default="*.pid", metavar="GLOB",
+                      help="which files are pid files (default: *.pid)")
+    tidy.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    tidy.set_defaults(run=_clean)
     return parser
 
 
@@ -110,7 +138,7 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not 0 <= value < float("inf"):
+    if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
     return value
 
@@ -128,9 +156,9 @@ def _complain(message: str) -> None:
 
 def _inspect(path: str) -> dict:
     """Everything status and show report, with the LSB code."""
-    reader = PidFileReader.at(path)
     report: dict = {"file": path, "backend": BACKEND}
     try:
+        reader = PidFileReader.at(path)
         record, extras = reader._read_entry()
         verdict = reader.process_identity()
     except OSError as err:  # StorageError, or the system could not tell
@@ -140,7 +168,7 @@ def _inspect(path: str) -> dict:
         return report
     state = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
     try:
-        live_start_time = process_start_time(record.pid)
+        live_start_time: int | str | None = process_start_time(record.pid)
     except OSError as err:
         live_start_time = f"unknown: {err}"
     report.update(
@@ -148,6 +176,8 @@ def _inspect(path: str) -> dict:
         live_start_time=live_start_time, pidfs_id=extras.pidfs_id,
         boot_id=extras.boot_id, this_boot_id=_common.CURRENT_BOOT_ID,
         code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE)
+    if state == "absent":
+        report["why"] = why_absent(reader)
     return report
 
 
@@ -182,6 +212,8 @@ def _show(args: argparse.Namespace) -> int:
     _say(f"pidfs inode:      {_or_none(report['pidfs_id'])} (recorded)")
     _say(f"boot:             {boot}")
     _say(f"state:            {report['state']}")
+    if "why" in report:
+        _say(f"why:              {report['why']}")
     return report["code"]
 
 
@@ -196,40 +228,49 @@ def _spawn(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         _complain("spawn: no command given (put it after --)")
-        return 2
+        return USAGE
     try:
         writer = PidFileWriter.at(args.pidfile)
-    except (StorageError, TypeError) as err:
-        _complain(f"spawn: bad pid file path: {err}")
-        return 2
+    except StorageError as err:
+        if err.errno is None:  # the path itself: NUL, names no file
+            _complain(f"spawn: bad pid file path: {err}")
+            return USAGE
+        _complain(f"spawn: cannot write the pid file: {err}")  # its directory
+        return FAILED
     options: dict = {}
     if args.detach:
         options.update(start_new_session=True, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:
         forward = _Forwarder()  # from before the spawn: a signal must not orphan the command
+    # As shimpid.spawn(), in two steps: a failure of each has its own exit code.
     try:
-        child = spawn(command, writer, **options)
-    except FileNotFoundError as err:
-        if err.filename == args.pidfile:
-            _complain(f"spawn: cannot write the pid file: {err}")
-            return FAILED
+        child = subprocess.Popen(command, **options)
+    except FileNotFoundError:
         _complain(f"spawn: command not found: {command[0]}")
-        return 127
+        return NOT_FOUND
     except PermissionError as err:
-        _complain(f"spawn: {err}")
-        return 126
+        _complain(f"spawn: cannot run {command[0]}: {err.strerror}")
+        return NOT_EXECUTABLE
     except OSError as err:
-        _complain(f"spawn: {err}")
+        _complain(f"spawn: cannot run {command[0]}: {err}")
         return FAILED
-    if args.detach:
-        _say(f"started {child.pid}, recorded in {args.pidfile}")
-        return 0
-    record = PidFileReader.at(args.pidfile).read()
-    forward.to(child)
+    try:
+        writer.write_for(child.pid)
+    except BaseException as err:
+        kill_and_reap(child)
+        if not isinstance(err, OSError):
+            raise
+        _complain(f"spawn: cannot write the pid file (the command was killed): {err}")
+        return FAILED
     _say(f"started {child.pid}, recorded in {args.pidfile}")
+    if args.detach:
+        return 0
+    written = read_record_file(args.pidfile)
+    forward.to(child)
     code = child.wait()
-    _remove_if_unchanged(args.pidfile, record)
+    if written is not None:
+        remove_record(args.pidfile, written)  # unless another has been written since
     return 128 - code if code < 0 else code
 
 
@@ -257,22 +298,57 @@ class _Forwarder:
             self._received(signum, None)
 
 
-def _remove_if_unchanged(path: str, record: object) -> bool:
-    """Remove the pid file if it still holds ``record``: another may have been written since."""
-    try:
-        if PidFileReader.at(path).read() != record:
-            return False
-        os.unlink(path)
-    except OSError:
-        return False
-    return True
-
-
 # ---- stop ------------------------------------------------------------------------------------
 
 
+def untrusted(path: str) -> str | None:
+    """Why a pid file cannot be trusted to name a process to signal, or None.
+
+    start-stop-daemon's rule for root, applied to everyone: the file must be this user's or
+    root's, writable by nobody else, in a directory where nobody else can replace it. Otherwise
+    any user could point this command at any process (its correct start time is in /proc).
+    """
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if info.st_uid not in (0, os.geteuid()):
+        return f"it is owned by uid {info.st_uid}, not by this user or root"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "it is writable by group or others"
+    if _common.others_can_replace(os.path.dirname(os.path.abspath(path))):
+        return "its directory lets other users replace it"
+    return None
+
+
+def never_signalled(pid: int) -> str | None:
+    """Why pid must never be signalled, whatever a pid file says, or None."""
+    if pid == 1:
+        return "pid 1 is init"
+    if pid == os.getpid():
+        return "it is this command"
+    ancestor = os.getppid()
+    while ancestor > 1:
+        if ancestor == pid:
+            return "it is an ancestor of this command"
+        ancestor = _parent_of(ancestor)
+    return None
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _stop(args: argparse.Namespace) -> int:
-    reader = PidFileReader.at(args.file)
+    try:
+        reader = PidFileReader.at(args.file)
+    except StorageError as err:
+        _complain(f"stop: {err}")
+        return USAGE
+    found = read_record_file(args.file)
     try:
         record = reader.read()
     except StorageError as err:
@@ -281,9 +357,14 @@ def _stop(args: argparse.Namespace) -> int:
             return STOPPED
         _complain(f"stop: {err}")
         return FAILED if is_answer(err) else NOT_PERMITTED
+    if not args.insecure:
+        problem = untrusted(args.file)
+        if problem:
+            _complain(f"stop: not trusting {args.file}: {problem} (--insecure to act anyway)")
+            return NOT_PERMITTED
     try:
         handle = reader.open_process(allow_legacy=args.allow_legacy)
-        verdict = reader.process_identity() if handle is None else None
+        verdict = reader.process_identity() if handle is None else handle.identity
     except OSError as err:
         _complain(f"stop: cannot tell whether {record.pid} is the recorded process: {err}")
         return NOT_PERMITTED
@@ -292,11 +373,15 @@ def _stop(args: argparse.Namespace) -> int:
             _complain(f"stop: refusing to signal {record.pid}: the pid file records no start time,"
                       " so its identity cannot be proven (use --allow-legacy to stop it anyway)")
             return FAILED
-        removed = _remove_if_unchanged(args.file, record)
-        _say(f"not running: {record.pid} is not the recorded process"
-             + (f"; removed stale {args.file}" if removed else ""))
+        why = why_absent(reader)
+        removed = found is not None and remove_record(args.file, found)
+        _say(f"not running: {why}" + (f"; removed stale {args.file}" if removed else ""))
         return STOPPED
     with handle:
+        refused = never_signalled(handle.pid)
+        if refused:
+            _complain(f"stop: refusing to signal {handle.pid}: {refused}")
+            return NOT_PERMITTED
         try:
             handle.send_signal(args.signal)
             if not handle.wait(args.timeout):
@@ -310,6 +395,29 @@ def _stop(args: argparse.Namespace) -> int:
         except PermissionError as err:
             _complain(f"stop: cannot signal {handle.pid}: {err.strerror}")
             return NOT_PERMITTED
-    removed = _remove_if_unchanged(args.file, record)
+        except OSError as err:
+            _complain(f"stop: cannot tell whether {handle.pid} is still the recorded process: "
+                      f"{err}")
+            return NOT_PERMITTED
+    removed = found is not None and remove_record(args.file, found)
     _say(f"stopped {record.pid}" + (f", removed {args.file}" if removed else ""))
     return STOPPED
+
+
+# ---- clean -----------------------------------------------------------------------------------
+
+
+def _clean(args: argparse.Namespace) -> int:
+    try:
+        results = clean(args.directory, pattern=args.pattern, dry_run=args.dry_run)
+    except OSError as err:
+        _complain(f"clean: {err}")
+        return FAILED
+    code = 0
+    for path, why, removed in results:
+        if removed:
+            _say(f"{'would remove' if args.dry_run else 'removed'} {path}: {why}")
+        else:
+            _say(f"kept {path}: {why}")
+            code = FAILED
+    return code

@@ -10,6 +10,7 @@ import errno
 import operator
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -69,9 +70,10 @@ class StorageError(OSError):
     """
 
     def __str__(self) -> str:
-        # OSError prints "[Errno None] ..." for a content error that carries a file name.
+        # OSError prints "[Errno None] ..." for a content error that carries a file name, and
+        # "<what>: <file>" would read as if the file name were the bad string.
         if self.errno is None and self.filename is not None:
-            return f"{self.strerror}: {self.filename!r}"
+            return f"PID file {self.filename!r}: {self.strerror}"
         return super().__str__()
 
 
@@ -113,6 +115,10 @@ PID_RANGE = f"pid must be in 0..{U32_MAX}"
 START_TIME_RANGE = f"start_time must be None or in 0..{U64_MAX}"
 BUFFER_READONLY = "encode_into() needs a writable buffer"
 BUFFER_NOT_CONTIGUOUS = "buffer is not C-contiguous"
+
+
+def not_bytes_like(obj: object) -> str:
+    return f"a bytes-like object is required, not {type(obj).__name__!r}"
 
 
 def buffer_too_small(size: int) -> str:
@@ -166,7 +172,93 @@ def writer_paths(path: str | bytes | os.PathLike, atomic: bool) -> tuple[str | b
             "PID file path too long to add a temporary name beside it (use atomic=False)",
             given,
         )
+    # A writer is made before the child it records is started: a path whose directory is
+    # missing must fail now, not after the child has run (see shimpid.spawn).
+    try:
+        info = os.stat(directory)
+    except OSError as err:
+        raise StorageError(err.errno, f"PID file directory unusable: {err.strerror}",
+                           os.fsdecode(directory)) from err
+    if not stat.S_ISDIR(info.st_mode):
+        raise StorageError(errno.ENOTDIR, "PID file directory is not a directory",
+                           os.fsdecode(directory))
     return given, target, temp_prefix
+
+
+def others_can_write(directory: str | bytes) -> bool:
+    """Whether a user other than this one (or root) can add or rename entries of ``directory``."""
+    info = os.stat(directory)
+    return (info.st_uid not in (0, os.geteuid())
+            or bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)))
+
+
+def others_can_replace(directory: str | bytes) -> bool:
+    """Whether another user could replace a file of this one's (or root's) in ``directory``: the
+    sticky bit (as on /tmp) keeps them from renaming or removing files they do not own."""
+    info = os.stat(directory)
+    return (info.st_uid not in (0, os.geteuid())
+            or (bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+                and not info.st_mode & stat.S_ISVTX))
+
+
+# What a writer refuses to replace: anything at the path but a regular file or a symlink (which
+# the atomic writer replaces, never follows). A directory fails with EISDIR, as rename() would;
+# a FIFO, socket or device with ENXIO, as opening it for writing without blocking does.
+NOT_REGULAR_TARGET = "PID file path holds a FIFO, socket or device, not a regular file"
+def write_strerror(code: int) -> str:
+    """What a writer's OSError says for errno ``code``."""
+    return NOT_REGULAR_TARGET if code == errno.ENXIO else os.strerror(code)
+
+
+RECORD_IMMUTABLE = "PidRecord is immutable: it cannot be initialised again"
+NOT_INITIALISED = "{0} is not initialised: make one with {0}.at(path)"
+ALREADY_INITIALISED = "{0} is already initialised"
+NOT_PICKLABLE = "cannot pickle {0!r} object: make one with {0}.at(path) where it is used"
+
+
+class Final:
+    """Base of the pure backend's classes: like the extension's types, they cannot be subclassed,
+    and one made by ``__new__`` alone (an unset slot) says so instead of failing obscurely."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        if Final not in cls.__bases__:
+            base = cls.__base__
+            raise TypeError(f"type '{base.__module__}.{base.__qualname__}' is not an acceptable "
+                            "base type")
+        super().__init_subclass__(**kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        # Reached only for an unset slot (or a name that does not exist).
+        if name in type(self).__slots__:
+            raise TypeError(NOT_INITIALISED.format(type(self).__name__))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _initialise_once(self, slot: str) -> None:
+        """Refuse a second __init__: a C struct (in the extension) points into what it set."""
+        try:
+            type(self).__dict__[slot].__get__(self, type(self))
+        except AttributeError:
+            return
+        raise TypeError(ALREADY_INITIALISED.format(type(self).__name__))
+
+    def __reduce__(self) -> object:
+        raise TypeError(NOT_PICKLABLE.format(type(self).__name__))
+
+    def __copy__(self) -> Final:
+        return self  # nothing in it changes
+
+    def __deepcopy__(self, memo: object) -> Final:
+        return self
+
+
+def expected_record(other: object) -> str:
+    return f"expected PidRecord, got {type(other).__name__}"
+
+
+TEMP_NAMES_TAKEN = ("no free temporary name beside the PID file: stale ones of killed writers? "
+                    "(shimpid clean DIR removes them)")
 
 
 # ============================================================================

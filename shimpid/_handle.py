@@ -60,6 +60,10 @@ def open_process(reader: Any, pin_and_classify: PinAndClassify,
     return ProcessHandle(identity, pidfd, still_there)
 
 
+# The longest single poll(), in seconds: a day, well under its limit of 2**31 - 1 ms.
+_MAX_POLL = 86400.0
+
+
 class ProcessHandle:
     """A handle on one verified (or, if allowed, legacy) process: signal it, wait for it.
 
@@ -112,14 +116,20 @@ class ProcessHandle:
         """Wait until the process exits: True if it has, False if ``timeout`` seconds passed.
 
         Works for any process, not only children. It does not reap: a child of the caller that
-        has exited stays a zombie until the caller waits for it.
+        has exited stays a zombie until the caller waits for it. Any timeout works, however
+        large (poll() takes at most 2**31 - 1 ms: longer waits are made of several).
         """
         self._check_open()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
         if self._pidfd is not None:
             poller = select.poll()
             poller.register(self._pidfd, select.POLLIN)
-            return bool(poller.poll(None if timeout is None else max(timeout, 0) * 1000))
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+            while True:
+                left = _MAX_POLL if deadline is None else deadline - time.monotonic()
+                if poller.poll(max(min(left, _MAX_POLL), 0) * 1000):
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
         pause = 0.001
         while self._still_there():
             if deadline is not None and time.monotonic() >= deadline:

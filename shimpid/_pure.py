@@ -9,7 +9,9 @@ file objects cost more than the calls themselves on these paths.
 
 from __future__ import annotations
 
+import collections
 import errno
+import functools
 import itertools
 import operator
 import os
@@ -61,9 +63,8 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 # A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
 _CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
-_CREATE_IN_PLACE = (
-    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
-)
+# In place: no O_TRUNC, the file is checked first (see _write_in_place).
+_OPEN_IN_PLACE = os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 _OPEN_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
 
@@ -94,6 +95,12 @@ class PidRecord:
     _start_time: int | None
 
     def __init__(self, pid: int, start_time: int | None = None) -> None:
+        try:
+            _get_pid(self)
+        except AttributeError:
+            pass
+        else:  # a record is a value: it never changes (its hash would)
+            raise TypeError(_common.RECORD_IMMUTABLE)
         pid = operator.index(pid)
         if not 0 <= pid <= U32_MAX:
             raise OverflowError(_common.PID_RANGE)
@@ -105,7 +112,15 @@ class PidRecord:
         _set_start_time(self, start_time)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
-        raise TypeError("PidRecord cannot be subclassed")
+        raise TypeError(f"type '{__name__}.PidRecord' is not an acceptable base type")
+
+    def __getattr__(self, name: str) -> object:
+        # An unset slot: a record made by __new__ alone is PidRecord(0), as in the extension.
+        if name == "_pid":
+            return 0
+        if name == "_start_time":
+            return None
+        raise AttributeError(f"'PidRecord' object has no attribute {name!r}")
 
     @property
     def pid(self) -> int:
@@ -200,7 +215,8 @@ class PidRecord:
         return len(data)
 
 
-# The slots' own setters: they bypass the __setattr__ that keeps records immutable.
+# The slots' own accessors: they bypass the __setattr__ that keeps records immutable.
+_get_pid = PidRecord.__dict__["_pid"].__get__
 _set_pid = PidRecord.__dict__["_pid"].__set__
 _set_start_time = PidRecord.__dict__["_start_time"].__set__
 
@@ -214,7 +230,10 @@ def _new_record(pid: int, start_time: int | None) -> PidRecord:
 
 
 def _byte_view(obj: object) -> memoryview:
-    view = memoryview(obj)  # type: ignore[arg-type]
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(_common.not_bytes_like(obj)) from None
     if not view.c_contiguous:
         raise BufferError(_common.BUFFER_NOT_CONTIGUOUS)
     return view.cast("B")
@@ -251,7 +270,7 @@ def _parse_uint(text: str, limit: int) -> tuple[int, int]:
 # ============================================================================
 
 
-class PidFileWriter:
+class PidFileWriter(_common.Final):
     """Writes records to one pid file; everything it needs is prepared when it is created.
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
@@ -271,9 +290,11 @@ class PidFileWriter:
         mode: int = 0o644,
         identity_line: bool = True,
     ) -> None:
+        self._initialise_once("_target")
+        mode = _common.check_mode(mode)
         self._path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
         self._atomic = bool(atomic)
-        self._mode = _common.check_mode(mode)
+        self._mode = mode
         self._identity = _common.identity_prefix(identity_line)
         # Decided here, in the parent: write_current() may run after fork().
         self._pidfs = bool(identity_line) and _pidfd_level() == PIDFS
@@ -316,7 +337,7 @@ class PidFileWriter:
         added only by ``write_current`` and ``write_for``, which look at the live process.
         """
         if type(record) is not PidRecord:
-            raise TypeError(f"expected PidRecord, got {type(record).__name__}")
+            raise TypeError(_common.expected_record(record))
         self._write(record, None)
 
     def write_current(self) -> None:
@@ -363,46 +384,100 @@ class PidFileWriter:
             raise self._error(err) from None
 
     def _error(self, err: OSError) -> OSError:
+        if isinstance(err, _TempNamesTaken):
+            return FileExistsError(errno.EEXIST, err.strerror, err.filename)
         code = err.errno or errno.EIO
-        return OSError(code, os.strerror(code), self._path)
+        return OSError(code, _common.write_strerror(code), self._path)
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
+    while data:  # os.write retries EINTR itself (PEP 475)
+        written = os.write(fd, data)
+        if written == 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))  # no progress: fail, never spin
+        data = data[written:]
+
+
+def _kept_open(path: bytes, flags: int, mode: int) -> collections.defaultdict[int, int]:
+    """Where ``os.open(path, flags, mode)``'s descriptor is kept from the moment it exists.
+
+    CPython runs a pending signal handler as soon as a C call returns, before its result is
+    stored: ``fd = os.open(...)`` loses the descriptor when that handler raises
+    (KeyboardInterrupt). Indexing the returned dict opens the file through its C-level factory,
+    and the dict holds the descriptor before control is back in Python. Whether it holds one
+    also tells whether the file was opened (created), which a cleanup must know.
+    """
+    return collections.defaultdict(functools.partial(os.open, path, flags, mode))
 
 
 def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
-    fd = os.open(target, _CREATE_IN_PLACE, mode)
+    kept = _kept_open(target, _OPEN_IN_PLACE, mode)
     try:
+        fd = kept[0]
+        info = os.fstat(fd)
+        # Checked before anything is written: a device (say) is never written to, and a file
+        # of another user's is never left holding our record under their name.
+        if info.st_mode & _S_IFMT != _S_IFREG:
+            raise OSError(errno.ENXIO, _common.NOT_REGULAR_TARGET)
+        if info.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        os.ftruncate(fd, 0)
         _write_all(fd, data)
     finally:
-        os.close(fd)
+        if kept:
+            os.close(kept[0])  # an error from close() (NFS) fails the write
+
+
+def _check_target(target: bytes) -> bool:
+    """Whether ``target`` holds a regular file (False: nothing, or a symlink to replace).
+
+    Raises for anything else, before anything is done: a directory is never moved, a FIFO,
+    socket or device never replaced.
+    """
+    try:
+        kind = os.lstat(target).st_mode & _S_IFMT
+    except FileNotFoundError:
+        return False
+    if kind == _S_IFREG:
+        return True
+    if kind == stat.S_IFLNK:
+        return False
+    if kind == stat.S_IFDIR:
+        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+    raise OSError(errno.ENXIO, _common.NOT_REGULAR_TARGET)
 
 
 def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> None:
+    _check_target(target)
     pid = os.getpid()
     for _ in range(_TEMP_ATTEMPTS):
         temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
+        kept = _kept_open(temp, _CREATE_TEMP, mode)
         try:
-            fd = os.open(temp, _CREATE_TEMP, mode)
-        except FileExistsError:
-            continue  # left by a crashed writer that had our pid: never touch it
-        break
-    else:
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
-    try:
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(temp, target)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+            try:
+                try:
+                    fd = kept[0]
+                except FileExistsError:
+                    continue  # left by a killed writer that had our pid: never touch it
+                _write_all(fd, data)
+            finally:
+                if kept:
+                    os.close(kept[0])
+            os.replace(temp, target)  # never over a directory: EISDIR
+            return
+        except BaseException:
+            if kept:  # created by us: nobody else may have a file by this name
+                try:
+                    os.unlink(temp)
+                except OSError:
+                    pass  # renamed already, or the directory went
+            raise
+    raise _TempNamesTaken(temp)
+
+
+class _TempNamesTaken(FileExistsError):
+    def __init__(self, temp: bytes) -> None:
+        super().__init__(errno.EEXIST, _common.TEMP_NAMES_TAKEN, os.fsdecode(temp))
 
 
 # ============================================================================
@@ -410,12 +485,13 @@ def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> 
 # ============================================================================
 
 
-class PidFileReader:
+class PidFileReader(_common.Final):
     """Reads one pid file and classifies its record against the live system."""
 
     __slots__ = ("_path", "_target")
 
     def __init__(self, path: str | bytes | os.PathLike) -> None:
+        self._initialise_once("_target")
         self._path, self._target = _common.resolve_path(path)
 
     @classmethod
@@ -431,7 +507,7 @@ class PidFileReader:
 
     def read(self) -> PidRecord:
         """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
-        return self._read_entry()[0]
+        return self._read_record()[0]
 
     def read_boot_id(self) -> str | None:
         """The boot identity the file carries, or ``None``; ``StorageError`` as read()."""
@@ -451,12 +527,15 @@ class PidFileReader:
 
     def _read_entry(self) -> tuple[PidRecord, Extras]:
         """The record and what lines 3 and 4 say, from one read of the file."""
+        record, data = self._read_record()
+        return record, _common.parse_extras(data)
+
+    def _read_record(self) -> tuple[PidRecord, bytes]:
         data = _read_pid_file(self._target, self._path)
         try:
-            record = PidRecord.decode(data)
+            return PidRecord.decode(data), data
         except StorageError as err:
             raise _common.in_file(err, self._path) from err
-        return record, _common.parse_extras(data)
 
     def process_identity(self) -> ProcessIdentity:
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules.

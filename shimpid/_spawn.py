@@ -51,12 +51,12 @@ def spawn(
     try:
         writer.write_for(child.pid)
     except BaseException:
-        _kill_and_reap(child)
+        kill_and_reap(child)
         raise
     return child
 
 
-def _kill_and_reap(child: subprocess.Popen) -> None:
+def kill_and_reap(child: subprocess.Popen) -> None:
     try:
         child.kill()
     except OSError:
@@ -134,7 +134,7 @@ class _RecordingTransport(base_subprocess.BaseSubprocessTransport):
         try:
             self._writer.write_for(self._proc.pid)
         except BaseException:
-            _kill_and_reap(self._proc)
+            kill_and_reap(self._proc)
             raise
 
 

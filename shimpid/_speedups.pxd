@@ -58,17 +58,20 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
 
 cdef class PidRecord:
     cdef pid_record_t rec
+    cdef bint _ready  # set once: by __init__, or when a record is made in C
 
 
 cdef class PidFileWriter:
-    cdef pid_writer_t writer
+    cdef pid_writer_t writer  # writer.path is NULL until __init__: see _check()
     cdef readonly object path
     cdef bytes _target
     cdef bytes _temp_prefix
     cdef bytes _identity
+    cdef int _check(self) except -1
 
 
 cdef class PidFileReader:
     cdef readonly object path
-    cdef bytes _target
+    cdef bytes _target  # None until __init__: see _check()
+    cdef int _check(self) except -1
     cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size)

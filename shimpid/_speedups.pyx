@@ -15,13 +15,13 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.number cimport PyNumber_Index
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.errno cimport (EACCES, EEXIST, EINTR, EINVAL, EIO, EISDIR, ENAMETOOLONG, ENOENT,
-                         ENOSYS, EPERM, ESRCH, EXDEV, errno)
+                         ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
 from libc.string cimport memchr, memcmp, memcpy
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
-from posix.stat cimport S_ISREG, fstat, struct_stat
+from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, lstat, struct_stat
 from posix.types cimport mode_t, pid_t
 
 import os
@@ -100,8 +100,9 @@ cdef long RAMFS_MAGIC = 0x858458f6
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
 cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
                         | fcntl.O_CLOEXEC)
-cdef int CREATE_IN_PLACE = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_TRUNC | O_NOFOLLOW
-                            | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK)
+# In place: no O_TRUNC, the file is checked first (see write_in_place).
+cdef int OPEN_IN_PLACE = (fcntl.O_WRONLY | fcntl.O_CREAT | O_NOFOLLOW | fcntl.O_CLOEXEC
+                          | fcntl.O_NONBLOCK)
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK
 
@@ -132,20 +133,23 @@ cdef class PidRecord:
     """A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``."""
 
     def __init__(self, pid, start_time=None):
+        cdef pid_record_t rec
+        if self._ready:  # a record is a value: it never changes (its hash would)
+            raise TypeError(_common.RECORD_IMMUTABLE)
         # PyNumber_Index: a C conversion alone would also take floats, through __int__.
         try:
-            self.rec.pid = PyNumber_Index(pid)
+            rec.pid = PyNumber_Index(pid)
         except OverflowError:
             raise OverflowError(_common.PID_RANGE) from None
-        if start_time is None:
-            self.rec.has_start_time = False
-            self.rec.start_time = 0
-        else:
+        rec.has_start_time = start_time is not None
+        rec.start_time = 0
+        if rec.has_start_time:
             try:
-                self.rec.start_time = PyNumber_Index(start_time)
+                rec.start_time = PyNumber_Index(start_time)
             except OverflowError:
                 raise OverflowError(_common.START_TIME_RANGE) from None
-            self.rec.has_start_time = True
+        self.rec = rec  # all or nothing: a failed __init__ leaves no half-set record
+        self._ready = True
 
     @property
     def pid(self):
@@ -187,7 +191,7 @@ cdef class PidRecord:
         if type(data) is bytes:
             return _decode(<const unsigned char *>PyBytes_AS_STRING(data),
                            PyBytes_GET_SIZE(data))
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        _get_buffer(data, &view)
         try:
             return _decode(<const unsigned char *>view.buf, view.len)
         finally:
@@ -201,7 +205,7 @@ cdef class PidRecord:
     def encode_into(self, buffer):
         """Write ``encode()`` into a writable buffer of at least 48 bytes; return its length."""
         cdef Py_buffer view
-        PyObject_GetBuffer(buffer, &view, PyBUF_SIMPLE)
+        _get_buffer(buffer, &view)
         try:
             if view.readonly:
                 raise TypeError(_common.BUFFER_READONLY)
@@ -212,9 +216,21 @@ cdef class PidRecord:
             PyBuffer_Release(&view)
 
 
+cdef int _get_buffer(object obj, Py_buffer *view) except -1:
+    """A contiguous buffer of obj's bytes, with the pure backend's errors (the exporter words its
+    own: "memoryview: underlying buffer is not C-contiguous", "ndarray is not ...")."""
+    try:
+        PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    except BufferError:
+        raise BufferError(_common.BUFFER_NOT_CONTIGUOUS) from None
+    return 0
+
+
 cdef inline PidRecord _new_record(const pid_record_t *record):
+    # A record made by __new__ alone is PidRecord(0): its struct starts zeroed.
     cdef PidRecord result = PidRecord.__new__(PidRecord)
     result.rec = record[0]
+    result._ready = True
     return result
 
 
@@ -485,15 +501,20 @@ cdef class PidFileWriter:
     def __init__(self, path, *, atomic=True, mode=0o644, identity_line=True):
         if self.writer.path != NULL:
             # The C struct points into these bytes, maybe from a write in another thread.
-            raise TypeError("PidFileWriter is already initialised")
+            raise TypeError(_common.ALREADY_INITIALISED.format("PidFileWriter"))
         checked_mode = _common.check_mode(mode)
-        self.path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
+        given, target, temp_prefix = _common.writer_paths(path, atomic)
+        directory = os.path.dirname(target)
+        exchange = (SHIMPID_LINUX and not _common.others_can_write(directory)
+                    and shimpid_fs_type(directory) not in (TMPFS_MAGIC, RAMFS_MAGIC))
+        self.path, self._target, self._temp_prefix = given, target, temp_prefix
         self._identity = _common.identity_prefix(identity_line)
         self.writer.temp_prefix = PyBytes_AS_STRING(self._temp_prefix)
         self.writer.temp_prefix_len = PyBytes_GET_SIZE(self._temp_prefix)
         self.writer.atomic = bool(atomic)
         self.writer.mode = checked_mode
-        self.writer.exchange = exchange_pays(os.path.dirname(self._target))
+        # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
+        self.writer.exchange = exchange
         self.writer.identity = PyBytes_AS_STRING(self._identity)
         self.writer.identity_len = PyBytes_GET_SIZE(self._identity)
         # Decided here, in the parent: write_current() may run after fork().
@@ -507,16 +528,19 @@ cdef class PidFileWriter:
 
     @property
     def atomic(self):
+        self._check()
         return bool(self.writer.atomic)
 
     @property
     def mode(self):
+        self._check()
         return self.writer.mode
 
     @property
     def boot_id(self):
         """The boot identity this writer adds to each record, if any."""
-        return CURRENT_BOOT_ID if self.writer.identity_len and current_boot_known else None
+        self._check()
+        return CURRENT_BOOT_ID if self.writer.identity_len > 7 else None
 
     @property
     def _replace_by_exchange(self):
@@ -524,68 +548,100 @@ cdef class PidFileWriter:
         return bool(self.writer.exchange)
 
     def __repr__(self):
+        self._check()
         return f"PidFileWriter({self.path!r}, atomic={self.atomic}, mode={self.mode:#o})"
 
-    def write(self, PidRecord record not None):
+    def __reduce__(self):
+        raise TypeError(_common.NOT_PICKLABLE.format("PidFileWriter"))
+
+    def __copy__(self):
+        return self  # nothing in it changes
+
+    def __deepcopy__(self, memo):
+        return self
+
+    cdef int _check(self) except -1:
+        # A writer made by __new__ alone has no path: never let C read one.
+        if self.writer.path == NULL:
+            raise TypeError(_common.NOT_INITIALISED.format("PidFileWriter"))
+        return 0
+
+    def write(self, record):
         """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file."""
-        cdef pid_record_t copy = record.rec
+        cdef char temp[TEMP_PATH_MAX]
+        cdef pid_record_t copy
         cdef int rc
+        self._check()
+        if type(record) is not PidRecord:
+            raise TypeError(_common.expected_record(record))
+        copy = (<PidRecord>record).rec
+        temp[0] = 0
         with nogil:  # a write to a slow disk should not stall the parent's other threads
-            rc = writer_write(&self.writer, &copy)
+            rc = write_entry(&self.writer, &copy, False, 0, temp)
         if rc:
-            raise OSError(-rc, os.strerror(-rc), self.path)
+            raise _write_error(rc, self.path, temp)
 
     def write_current(self):
         """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
         # The GIL stays held: releasing and retaking it takes a lock, and this may run after
         # fork(). Nothing here allocates until an error is raised.
-        cdef int rc = writer_write_current(&self.writer)
+        cdef char temp[TEMP_PATH_MAX]
+        cdef int rc
+        self._check()
+        temp[0] = 0
+        rc = write_current(&self.writer, temp)
         if rc:
-            raise OSError(-rc, os.strerror(-rc), self.path)
+            raise _write_error(rc, self.path, temp)
 
     def write_for(self, pid):
         """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
 
         As ``_pure``'s: ``ProcessLookupError`` if no process holds ``pid`` (or it is a thread's).
         """
+        cdef char temp[TEMP_PATH_MAX]
         cdef pid_record_t record
         cdef uint64_t pidfs_id = 0
         cdef bint has_pidfs = False
         cdef int found, rc = 0
+        self._check()
         pid = PyNumber_Index(pid)
         if not 0 < pid <= PID_MAX:
             raise _common.no_such_process(pid)
         record.pid = <uint32_t>pid
+        temp[0] = 0
         with nogil:
             found = identity_of(&self.writer, &record, &has_pidfs, &pidfs_id)
             if found == FOUND:
-                rc = write_entry(&self.writer, &record, has_pidfs, pidfs_id)
+                rc = write_entry(&self.writer, &record, has_pidfs, pidfs_id, temp)
         if found == GONE:
             raise _common.no_such_process(pid)
         if found:
             raise _process_error(found, pid)
         if rc:
-            raise OSError(-rc, os.strerror(-rc), self.path)
+            raise _write_error(rc, self.path, temp)
 
 
-cdef bint exchange_pays(directory):
-    """Whether to replace by exchange in this directory: yes unless it is tmpfs or ramfs, where
-    a plain rename is cheaper and nothing is flushed anyway."""
-    cdef long kind = shimpid_fs_type(directory)
-    return SHIMPID_LINUX and kind != TMPFS_MAGIC and kind != RAMFS_MAGIC
+cdef object _write_error(int rc, object path, const char *temp):
+    if rc == -EEXIST and temp[0] != 0:  # every temporary name taken
+        return FileExistsError(EEXIST, _common.TEMP_NAMES_TAKEN, os.fsdecode(<bytes>temp))
+    return OSError(-rc, _common.write_strerror(-rc), path)
 
 
 cdef int writer_write(const pid_writer_t *writer, const pid_record_t *record) noexcept nogil:
-    return write_entry(writer, record, False, 0)
+    return write_entry(writer, record, False, 0, NULL)
 
 
 cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil:
+    return write_current(writer, NULL)
+
+
+cdef int write_current(const pid_writer_t *writer, char *temp_out) noexcept nogil:
     cdef pid_record_t record
     cdef struct_stat info
     cdef int fd
     record_current(&record)
     if not writer.pidfs:
-        return write_entry(writer, &record, False, 0)
+        return write_entry(writer, &record, False, 0, temp_out)
     fd = shimpid_pidfd_open(<pid_t>record.pid)
     if fd < 0:
         return -errno
@@ -593,7 +649,7 @@ cdef int writer_write_current(const pid_writer_t *writer) noexcept nogil:
         unistd.close(fd)
         return -errno
     unistd.close(fd)
-    return write_entry(writer, &record, True, <uint64_t>info.st_ino)
+    return write_entry(writer, &record, True, <uint64_t>info.st_ino, temp_out)
 
 
 cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nogil:
@@ -609,7 +665,7 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
         return -ESRCH
     if rc:
         return rc
-    return write_entry(writer, &record, has_pidfs, pidfs_id)
+    return write_entry(writer, &record, has_pidfs, pidfs_id, NULL)
 
 
 cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has_pidfs,
@@ -648,7 +704,7 @@ cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has
 
 
 cdef int write_entry(const pid_writer_t *writer, const pid_record_t *record, bint has_pidfs,
-                     uint64_t pidfs_id) noexcept nogil:
+                     uint64_t pidfs_id, char *temp_out) noexcept nogil:
     """The record, then (unless there is nothing to say) an empty line 3 and line 4."""
     cdef char buf[WRITE_MAX_BYTES]
     cdef Py_ssize_t size = record_encode(record, buf)
@@ -669,7 +725,7 @@ cdef int write_entry(const pid_writer_t *writer, const pid_record_t *record, bin
         buf[size] = c'\n'
         size += 1
     if writer.atomic:
-        return write_atomic(writer, buf, size)
+        return write_atomic(writer, buf, size, temp_out)
     return write_in_place(writer.path, buf, size, writer.mode)
 
 
@@ -706,24 +762,60 @@ cdef int write_all(int fd, const char *data, Py_ssize_t size) noexcept nogil:
 
 cdef int write_in_place(const char *path, const char *data, Py_ssize_t size,
                         mode_t mode) noexcept nogil:
-    cdef int fd = open_retry(path, CREATE_IN_PLACE, mode)
-    cdef int rc
+    """Open without O_TRUNC and check the file first (see _pure._write_in_place)."""
+    cdef struct_stat info
+    cdef int fd = open_retry(path, OPEN_IN_PLACE, mode)
+    cdef int rc = 0
     if fd < 0:
         return -errno
-    rc = write_all(fd, data, size)
-    if unistd.close(fd) != 0 and rc == 0:
+    if fstat(fd, &info) != 0:
         rc = -errno
+    elif not S_ISREG(info.st_mode):
+        rc = -ENXIO  # a device, say: never written to
+    elif info.st_uid != unistd.geteuid():
+        rc = -EPERM  # another user's file must not hold our record under their name
+    elif ftruncate_retry(fd) != 0:
+        rc = -errno
+    else:
+        rc = write_all(fd, data, size)
+    if unistd.close(fd) != 0 and rc == 0:
+        rc = -errno  # an error from close() (NFS) fails the write
     return rc
 
 
-cdef int write_atomic(const pid_writer_t *writer, const char *data,
-                      Py_ssize_t size) noexcept nogil:
+cdef int ftruncate_retry(int fd) noexcept nogil:
+    while unistd.ftruncate(fd, 0) != 0:
+        if errno != EINTR:
+            return -1
+    return 0
+
+
+cdef int check_target(const char *path) noexcept nogil:
+    """1: a regular file is there; 0: nothing, or a symlink (replaced, never followed); -errno:
+    anything else, refused before anything is done (see _pure._check_target)."""
+    cdef struct_stat info
+    if lstat(path, &info) != 0:
+        return 0 if errno == ENOENT else -errno
+    if S_ISREG(info.st_mode):
+        return 1
+    if S_ISLNK(info.st_mode):
+        return 0
+    return -EISDIR if S_ISDIR(info.st_mode) else -ENXIO
+
+
+cdef int write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t size,
+                      char *temp_out) noexcept nogil:
+    """The temporary sibling, renamed over the path. temp_out (room for TEMP_PATH_MAX, or NULL)
+    receives the last temporary name tried when every one is taken (-EEXIST)."""
     cdef char temp[TEMP_PATH_MAX]
     cdef Py_ssize_t prefix = writer.temp_prefix_len, end
     cdef uint64_t pid = <uint64_t>unistd.getpid()
-    cdef int fd = -1, attempt, rc
+    cdef int fd = -1, attempt, rc, regular
     if prefix + TEMP_SUFFIX_MAX + 1 > TEMP_PATH_MAX:
         return -ENAMETOOLONG  # writer_paths() refuses these; never overrun the stack
+    regular = check_target(writer.path)
+    if regular < 0:
+        return regular
     memcpy(temp, writer.temp_prefix, prefix)
     for attempt in range(TEMP_ATTEMPTS):
         end = prefix + format_u64(pid, temp + prefix)
@@ -732,16 +824,18 @@ cdef int write_atomic(const pid_writer_t *writer, const char *data,
         end += format_u64(shimpid_next_temp(), temp + end)
         memcpy(temp + end, b".tmp", 5)  # with its NUL
         fd = open_retry(temp, CREATE_TEMP, writer.mode)
-        # EEXIST: left by a crashed writer that had our pid; never touch it, take the next name
+        # EEXIST: left by a killed writer that had our pid; never touch it, take the next name
         if fd >= 0 or errno != EEXIST:
             break
     if fd < 0:
+        if errno == EEXIST and temp_out != NULL:
+            memcpy(temp_out, temp, end + 5)
         return -errno
     rc = write_all(fd, data, size)
     if unistd.close(fd) != 0 and rc == 0:
         rc = -errno
     if rc == 0:
-        rc = replace(temp, writer.path, writer.exchange)
+        rc = replace(temp, writer.path, writer.exchange and regular)
     if rc != 0:
         unistd.unlink(temp)
     return rc
@@ -753,15 +847,18 @@ cdef int replace(const char *temp, const char *path, bint exchange) noexcept nog
     On ext4, rename() over an existing file flushes the new file's data first (auto_da_alloc),
     several times the cost of the write itself. Swapping the two names with
     renameat2(RENAME_EXCHANGE) and then unlinking the old file is just as atomic for readers and
-    skips that flush. Where the exchange is refused (no file at path yet, a kernel before 3.15, a
-    filesystem without it), rename() does the job.
+    skips that flush. An exchange moves whatever is at path, so it is used only over a regular
+    file just seen there (check_target) in a directory no other user can write to (decided when
+    the writer was made): nobody else can put a directory there in between. Where the exchange is
+    refused (a kernel before 3.15, a filesystem without it), rename() does the job, and rename()
+    never replaces a directory.
     """
     if exchange and shimpid_rename_exchange(temp, path) == 0:
         if unistd.unlink(temp) == 0:  # temp now names the old file
             return 0
         if errno != EISDIR:
             return 0  # the record is in place; only the old file lingers under the temp name
-        # A directory was at path: swap it back and fail as rename() would have.
+        # A directory appeared at path since check_target (this user's doing): put it back.
         shimpid_rename_exchange(temp, path)
         return -EISDIR
     if rename(temp, path) != 0:
@@ -787,15 +884,31 @@ cdef class PidFileReader:
 
     def __init__(self, path):
         if self._target is not None:
-            raise TypeError("PidFileReader is already initialised")
+            raise TypeError(_common.ALREADY_INITIALISED.format("PidFileReader"))
         self.path, self._target = _common.resolve_path(path)
 
     @classmethod
     def at(cls, path):
         return cls(path)
 
+    cdef int _check(self) except -1:
+        # A reader made by __new__ alone has no path: never let C read one.
+        if self._target is None:
+            raise TypeError(_common.NOT_INITIALISED.format("PidFileReader"))
+        return 0
+
     def __repr__(self):
+        self._check()
         return f"PidFileReader({self.path!r})"
+
+    def __reduce__(self):
+        raise TypeError(_common.NOT_PICKLABLE.format("PidFileReader"))
+
+    def __copy__(self):
+        return self  # nothing in it changes
+
+    def __deepcopy__(self, memo):
+        return self
 
     def read(self):
         """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
@@ -816,6 +929,7 @@ cdef class PidFileReader:
 
         As ``_pure``'s; see ``shimpid._handle``.
         """
+        self._check()
         return _handle.open_process(self, _pin_and_classify, allow_legacy)
 
     def _read_entry(self):
@@ -827,10 +941,12 @@ cdef class PidFileReader:
 
     cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size):
         """read(), leaving the file's bytes in buf (FILE_MAX_BYTES + 1) and their number."""
-        cdef const char *target = PyBytes_AS_STRING(self._target)
+        cdef const char *target
         cdef pid_record_t record
         cdef Py_ssize_t where[2]
         cdef int failure = 0, reason
+        self._check()
+        target = PyBytes_AS_STRING(self._target)
         with nogil:
             size[0] = read_pid_file(target, buf, &failure)
         if size[0] < 0:
@@ -847,13 +963,15 @@ cdef class PidFileReader:
         Raises ``OSError`` when the system cannot tell, as ``_pure``'s.
         """
         cdef unsigned char buf[FILE_MAX_BYTES + 1]
-        cdef const char *target = PyBytes_AS_STRING(self._target)
+        cdef const char *target
         cdef pid_record_t record
         cdef extras_t extras
         cdef Py_ssize_t size, end
         cdef Py_ssize_t where[2]
         cdef int failure = 0, decoded = 0, verdict, level = pidfd_level()
         cdef bint canonical = False
+        self._check()
+        target = PyBytes_AS_STRING(self._target)
         with nogil:
             size = read_pid_file(target, buf, &failure)
             if size >= 0:

@@ -11,6 +11,7 @@ import os
 import pwd
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -217,7 +218,7 @@ def test_a_write_into_a_read_only_directory_keeps_the_old_file(impl, shared_dir)
 
 
 def test_a_fifo_at_the_path_never_blocks(impl, tmp_path):
-    """Reader and in-place writer open it non-blocking; the atomic writer replaces it."""
+    """Reader and in-place writer open it non-blocking; every writer refuses it, untouched."""
     path = tmp_path / "shim.pid"
     os.mkfifo(path)
     script = f"""
@@ -230,18 +231,20 @@ try:
 except StorageError as err:
     print("read:", err.strerror)
 print("identity:", impl.PidFileReader.at({str(path)!r}).process_identity())
-try:
-    impl.PidFileWriter.at({str(path)!r}, atomic=False).write(impl.PidRecord(1, 2))
-except OSError as err:
-    print("in place:", err.strerror)
+for atomic in (False, True):
+    try:
+        impl.PidFileWriter.at({str(path)!r}, atomic=atomic).write(impl.PidRecord(1, 2))
+    except OSError as err:
+        print("atomic:" if atomic else "in place:", err.strerror)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 0, result.stderr
+    refused = "PID file path holds a FIFO, socket or device, not a regular file"
     assert result.stdout == ("read: PID file is not a regular file\nidentity: Absent()\n"
-                             "in place: No such device or address\n")
-    impl.PidFileWriter.at(path).write(impl.PidRecord(1, 2))
-    assert impl.PidFileReader.at(path).read() == impl.PidRecord(1, 2)
+                             f"in place: {refused}\natomic: {refused}\n")
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    assert os.listdir(tmp_path) == ["shim.pid"]
 
 
 def test_a_file_of_a_gibibyte_is_refused_without_reading_it(impl, pid_path):

@@ -64,7 +64,7 @@ def test_status_codes(impl, cli, pid_path, sleeper, reaped_pid):
     assert cli("status", pid_path)[:2] == (1, f"absent {os.getpid()}\n")
     pid_path.write_bytes(b"garbage\n")
     code, out, _ = cli("status", pid_path)
-    assert code == 4 and out.startswith("unknown: invalid PID 'garbage'")
+    assert code == 4 and out.startswith(f"unknown: PID file {str(pid_path)!r}: invalid PID 'garbage'")
     pid_path.unlink()
     assert cli("status", pid_path)[:2] == (3, "absent\n")
 
@@ -151,13 +151,21 @@ def test_spawn_errors(cli, pid_path, args, code, message):
     assert not pid_path.exists()
 
 
-def test_spawn_with_an_unwritable_pid_file_leaves_no_process(cli, tmp_path):
+def test_spawn_with_an_unwritable_pid_file_starts_nothing(cli, tmp_path):
     marker = tmp_path / "ran"
-    code, _, err = cli("spawn", "--pidfile", tmp_path / "missing" / "x.pid", "--",
-                       "sh", "-c", f"sleep 1; touch {marker}")
-    assert code == 1 and "cannot write the pid file" in err
-    time.sleep(1.5)
-    assert not marker.exists(), "the command was killed, not left running"
+    for _ in range(5):
+        code, _, err = cli("spawn", "--pidfile", tmp_path / "missing" / "x.pid", "--",
+                           "touch", marker)
+        assert code == 1 and "cannot write the pid file" in err
+    assert not marker.exists(), "found before the command was started"
+
+
+def test_spawn_with_a_pid_file_it_cannot_replace_kills_the_command(cli, pid_path):
+    """The record fails after the start (a directory at the path): the command is killed."""
+    pid_path.mkdir()
+    code, _, err = cli("spawn", "--pidfile", pid_path, "--", "sleep", "60")
+    assert code == 1 and "cannot write the pid file (the command was killed)" in err
+    assert pid_path.is_dir() and os.listdir(pid_path.parent) == [pid_path.name]
 
 
 # ---- stop ----------------------------------------------------------------------------------------
@@ -187,7 +195,8 @@ def test_stop_never_signals_an_unverified_process(impl, cli, pid_path, sleeper):
     # the pid is alive but the start time is another's: a reused pid
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid, 1))
     code, out, _ = cli("stop", pid_path)
-    assert code == 0 and out.startswith(f"not running: {sleeper.pid} is not the recorded process")
+    assert code == 0 and out.startswith(
+        f"not running: pid {sleeper.pid} now belongs to another process (it was reused)")
     assert not pid_path.exists(), "the stale pid file is removed"
     assert sleeper.poll() is None, "and the stranger lives on"
     # legacy: refused unless asked

@@ -46,7 +46,7 @@ def test_garbage_is_a_storage_error_naming_the_file(impl, pid_path):
         impl.PidFileReader.at(pid_path).read()
     err = info.value
     assert err.errno is None and err.filename == os.fspath(pid_path)
-    assert str(err) == f"invalid PID 'garbage': invalid digit found in string: {str(pid_path)!r}"
+    assert str(err) == f"PID file {str(pid_path)!r}: invalid PID 'garbage': invalid digit found in string"
     assert isinstance(err.__cause__, StorageError)
 
 

@@ -150,7 +150,9 @@ def test_c_api_writes_from_a_child_forked_without_the_gil(fork_write, pid_path):
 def test_c_api_reports_errno(fork_write, tmp_path):
     from shimpid import _speedups
 
-    writer = _speedups.PidFileWriter.at(tmp_path / "missing" / "shim.pid")
+    (tmp_path / "gone").mkdir()
+    writer = _speedups.PidFileWriter.at(tmp_path / "gone" / "shim.pid")
+    (tmp_path / "gone").rmdir()
     pid = fork_write.fork_and_write(writer)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 2  # ENOENT, returned as -ENOENT and exited with

@@ -195,10 +195,26 @@ def test_relative_path_is_anchored_when_the_writer_is_made(impl, tmp_path, monke
 
 
 @both_modes
-def test_missing_directory_raises_oserror_with_errno(impl, tmp_path, atomic):
+def test_missing_directory_fails_when_the_writer_is_made(impl, tmp_path, atomic):
     path = tmp_path / "missing" / "shim.pid"
+    with pytest.raises(StorageError) as info:
+        impl.PidFileWriter.at(path, atomic=atomic)
+    assert info.value.errno == errno.ENOENT
+    assert info.value.filename == str(tmp_path / "missing")
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(StorageError) as info:
+        impl.PidFileWriter.at(tmp_path / "file" / "shim.pid", atomic=atomic)
+    assert info.value.errno == errno.ENOTDIR
+
+
+@both_modes
+def test_a_directory_removed_later_fails_the_write_with_errno(impl, tmp_path, atomic):
+    (tmp_path / "gone").mkdir()
+    path = tmp_path / "gone" / "shim.pid"
+    writer = impl.PidFileWriter.at(path, atomic=atomic)
+    (tmp_path / "gone").rmdir()
     with pytest.raises(FileNotFoundError) as info:
-        impl.PidFileWriter.at(path, atomic=atomic).write(impl.PidRecord(1, 2))
+        writer.write(impl.PidRecord(1, 2))
     assert info.value.errno == errno.ENOENT
     assert info.value.filename == os.fspath(path)
 
@@ -313,7 +329,9 @@ def test_write_current_as_preexec_fn(impl, pid_path, atomic):
 
 
 def test_failing_preexec_write_fails_the_spawn(impl, tmp_path):
-    writer = impl.PidFileWriter.at(tmp_path / "missing" / "shim.pid")
+    (tmp_path / "gone").mkdir()
+    writer = impl.PidFileWriter.at(tmp_path / "gone" / "shim.pid")
+    (tmp_path / "gone").rmdir()
     with pytest.raises(subprocess.SubprocessError):
         subprocess.Popen(["true"], preexec_fn=writer.write_current)
 

@@ -1,0 +1,240 @@
+"""The command line, tried as a hostile user and an unlucky operator would: planted pid files,
+pid 1 and ancestors, a restart racing a stop, odd paths, huge timeouts, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import shimpid
+from _helpers import run_in_child, run_in_pid_namespace, script_prelude
+from shimpid import Verified, _clean, _cli
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to be somebody else)")
+
+
+@pytest.fixture
+def cli(impl):
+    """Run ``python -m shimpid`` with ``impl``'s backend; returns (code, stdout, stderr)."""
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
+               PYTHONPATH=os.pathsep.join(sys.path))
+
+    def run(*args, timeout=60, **kwargs):
+        result = subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)], env=env,
+                                capture_output=True, text=True, timeout=timeout, **kwargs)
+        return result.returncode, result.stdout, result.stderr
+
+    run.env = env
+    return run
+
+
+# ---- 8. stop trusts only files nobody else could have written -----------------------------------
+
+PLANTED = """
+import pwd, stat
+from shimpid import _cli
+nobody = pwd.getpwnam("nobody").pw_uid
+here = {directory!r}
+os.chmod(here, 0o1777)  # like /tmp: anyone may create files here
+cli = [sys.executable, "-m", "shimpid", "stop", "--timeout", "5"]
+env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), SHIMPID_PURE_PYTHON={pure!r})
+out = {{}}
+
+def stop(name, *options):
+    result = subprocess.run([*cli, *options, os.path.join(here, name)], env=env,
+                            capture_output=True, text=True)
+    return [result.returncode, result.stderr.strip()]
+
+def as_nobody(fn):
+    child = os.fork()
+    if child == 0:
+        os.setgid(nobody)
+        os.setuid(nobody)
+        fn()
+        os._exit(0)
+    os.waitpid(child, 0)
+
+victim = subprocess.Popen(["sleep", "60"])  # root's
+writer = impl.PidFileWriter.at(os.path.join(here, "planted.pid"))
+as_nobody(lambda: writer.write_for(victim.pid))  # the right record, by the wrong user
+out["planted"] = stop("planted.pid") + [victim.poll() is None]
+out["insecure"] = stop("planted.pid", "--insecure") + [victim.poll() is None]
+victim.wait()
+
+os.mkdir(os.path.join(here, "private"), 0o700)
+victim = subprocess.Popen(["sleep", "60"])
+impl.PidFileWriter.at(os.path.join(here, "private", "open.pid"), mode=0o664).write_for(victim.pid)
+os.chmod(os.path.join(here, "private", "open.pid"), 0o664)  # group-writable
+out["group-writable"] = stop("private/open.pid") + [victim.poll() is None]
+os.mkdir(os.path.join(here, "theirs"), 0o755)
+impl.PidFileWriter.at(os.path.join(here, "theirs", "x.pid")).write_for(victim.pid)
+os.chown(os.path.join(here, "theirs"), nobody, -1)  # its owner may replace what is in it
+out["their directory"] = stop("theirs/x.pid") + [victim.poll() is None]
+
+with open(os.path.join(here, "private", "init.pid"), "w") as f:
+    f.write("1\\n")  # root's own file, naming pid 1 with no start time
+out["pid 1"] = stop("private/init.pid", "--allow-legacy") + [True]
+
+# an ancestor of the stop command: the shell that runs it
+shell = subprocess.Popen(["sh", "-c", f"read go; {{' '.join(cli)}} {{here}}/private/shell.pid; "
+                          "echo $?"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         env=env)
+impl.PidFileWriter.at(os.path.join(here, "private", "shell.pid")).write_for(shell.pid)
+out["ancestor"], _ = shell.communicate("go\\n")
+out["ancestor"] = [int(out["ancestor"].strip()), shell.returncode]
+victim.kill()
+victim.wait()
+print(json.dumps(out))
+"""
+
+
+@needs_root
+def test_stop_refuses_what_it_must_not_trust_or_signal(impl, shared_dir):
+    script = script_prelude(impl) + PLANTED.format(
+        directory=shared_dir, pure="1" if impl is shimpid._pure else "0")
+    result = run_in_pid_namespace(script)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    code, message, alive = out["planted"]
+    assert (code, alive) == (4, True) and f"owned by uid {NOBODY}" in message
+    assert "--insecure" in message
+    code, _, alive = out["insecure"]
+    assert (code, alive) == (0, False), "--insecure acts on it"
+    code, message, alive = out["group-writable"]
+    assert (code, alive) == (4, True) and "writable by group or others" in message
+    code, message, alive = out["their directory"]
+    assert (code, alive) == (4, True) and "directory lets other users replace it" in message
+    code, message, _ = out["pid 1"]
+    assert code == 4 and "refusing to signal 1: pid 1 is init" in message
+    assert out["ancestor"] == [4, 0], "the shell running stop was not signalled"
+
+
+# ---- 9. stop removes only the record it stopped ---------------------------------------------------
+
+
+def test_stop_keeps_a_record_written_while_it_stopped(impl, pid_path, monkeypatch, capsys):
+    """A restart writes a new record between stop's reading the file and removing it (here with
+    a delay injected before the removal): the new record stays."""
+    monkeypatch.setattr(_cli, "PidFileReader", impl.PidFileReader)
+    monkeypatch.setattr(_clean, "_backend", impl)
+    old, new = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
+    writer = impl.PidFileWriter.at(pid_path)
+    writer.write_for(old.pid)
+    real_rename = os.rename
+    restarted = threading.Event()
+
+    def rename(src, dst, *args, **kwargs):
+        if os.fsencode(src) == os.fsencode(pid_path):
+            writer.write_for(new.pid)  # the restarted service, during the delay
+            restarted.set()
+            time.sleep(0.3)
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    try:
+        assert _cli.main(["stop", str(pid_path)]) == 0
+        assert restarted.is_set() and old.wait(10) < 0
+        assert impl.PidFileReader.at(pid_path).process_identity() == Verified(new.pid)
+        assert capsys.readouterr().out == f"stopped {old.pid}\n"
+        assert sorted(os.listdir(pid_path.parent)) == [pid_path.name]
+    finally:
+        for child in (old, new):
+            child.kill()
+            child.wait()
+
+
+# ---- 10. exit codes, odd paths, huge timeouts, messages -----------------------------------------
+
+
+@needs_root
+def test_a_pid_file_that_cannot_be_replaced_exits_1(impl, shared_dir, monkeypatch):
+    os.chmod(shared_dir, 0o1777)
+    pid_file = os.path.join(shared_dir, "x.pid")
+    with open(pid_file, "w") as f:
+        f.write("root's\n")  # nobody may not replace it in a sticky directory: EPERM
+    monkeypatch.setattr(_cli, "PidFileWriter", impl.PidFileWriter)
+
+    def child(out):
+        # what the command says on stderr comes back through the pipe
+        sys.stderr = open(out, "w", closefd=False)
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        code = _cli.main(["spawn", "--pidfile", pid_file, "--", "sleep", "60"])
+        sys.stderr.write(f"exit {code}")
+        sys.stderr.flush()
+
+    code, said = run_in_child(child)
+    assert code == 0 and said.endswith(b"exit 1"), said
+    assert b"cannot write the pid file (the command was killed)" in said
+    assert b"Operation not permitted" in said
+    with open(pid_file) as f:
+        assert f.read() == "root's\n"
+
+
+def test_a_missing_command_exits_127(cli, tmp_path):
+    code, _, err = cli("spawn", "--pidfile", "./x.pid", "--", "./missing", cwd=tmp_path)
+    assert (code, err) == (127, "shimpid: spawn: command not found: ./missing\n")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", ["", ".", "dir/", "/"])
+def test_paths_that_name_no_file(cli, path, tmp_path):
+    for command, expected in [("status", 4), ("show", 4), ("stop", 2)]:
+        code, out, err = cli(command, path, cwd=tmp_path)
+        assert code == expected, (command, out, err)
+        assert "Traceback" not in err and "does not name a file" in out + err
+
+
+def test_huge_timeouts_work(cli, impl, pid_path, sleeper):
+    impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
+    started = time.monotonic()
+    code, out, err = cli("stop", "--timeout", "3000000", pid_path)
+    assert (code, out) == (0, f"stopped {sleeper.pid}, removed {pid_path}\n"), err
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("timeout", [2.2e6, 1e300, None])
+def test_a_handle_waits_any_time(impl, pid_path, timeout):
+    child = subprocess.Popen(["sleep", "0.2"])
+    impl.PidFileWriter.at(pid_path).write_for(child.pid)
+    with impl.PidFileReader.at(pid_path).open_process() as handle:
+        assert handle.wait(timeout) is True
+    child.wait()
+
+
+def test_stop_and_show_say_why_a_record_is_absent(cli, impl, pid_path, zombie):
+    impl.PidFileWriter.at(pid_path).write_for(zombie.pid)
+    code, out, _ = cli("show", pid_path)
+    assert code == 1
+    assert f"why:              process {zombie.pid} has exited (a zombie, not yet reaped)\n" in out
+    assert json.loads(cli("show", "--json", pid_path)[1])["why"].startswith(
+        f"process {zombie.pid} has exited")
+    zombie.wait()
+    code, out, _ = cli("stop", pid_path)
+    assert (code, out) == (0, f"not running: process {zombie.pid} has exited; removed stale "
+                              f"{pid_path}\n")
+
+
+def test_clean_from_the_command_line(cli, impl, tmp_path, reaped_pid, sleeper):
+    impl.PidFileWriter.at(tmp_path / "dead.pid").write(impl.PidRecord(reaped_pid, 1))
+    impl.PidFileWriter.at(tmp_path / "live.pid").write_for(sleeper.pid)
+    (tmp_path / f".dead.pid.{reaped_pid}.0.tmp").write_bytes(b"")
+    code, out, _ = cli("clean", "--dry-run", tmp_path)
+    assert code == 0 and out.splitlines() == [
+        f"would remove {tmp_path}/.dead.pid.{reaped_pid}.0.tmp: temporary file of writer "
+        f"{reaped_pid}, which is not running",
+        f"would remove {tmp_path}/dead.pid: pid file: process {reaped_pid} has exited",
+    ]
+    assert cli("clean", tmp_path)[1].startswith("removed ")
+    assert sorted(os.listdir(tmp_path)) == ["live.pid"]
+    assert cli("clean", tmp_path / "missing")[0] == 1
+

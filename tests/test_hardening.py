@@ -1,0 +1,434 @@
+"""Hardening: a writer never damages what is at its path, objects are safe however they are made,
+descriptors and temporary files never leak, stale files can be cleaned, and the backends agree.
+(The CLI's side of it is in test_cli_hardening.py.)"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import os
+import pickle
+import pwd
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import shimpid
+from _helpers import script_prelude
+from conftest import PURE_ONLY
+from shimpid import Absent, StorageError, _clean, _common, _pure
+
+both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
+NOT_REGULAR = _common.NOT_REGULAR_TARGET
+
+
+def listing(directory) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+@pytest.fixture(params=["disk", "tmpfs"])
+def place(request, tmp_path, shared_dir):
+    """A directory on the repository's disk (where the Cython writer replaces by exchange) or on
+    tmpfs (plain rename)."""
+    return tmp_path if request.param == "disk" else shared_dir
+
+
+# ---- 1. what is at the path is never damaged --------------------------------------------------
+
+
+def make(kind: str, path: str) -> None:
+    if kind == "directory":
+        os.mkdir(path)
+        with open(os.path.join(path, "config"), "w") as f:
+            f.write("precious\n")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(path)
+        sock.close()
+    elif kind == "device":
+        # /dev/null's numbers, in a test directory: even a wrong write would harm nothing
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+
+
+@both_modes
+@pytest.mark.parametrize("kind", ["directory", "fifo", "socket", "device"])
+def test_a_non_regular_target_is_refused_and_left_as_it_is(impl, place, atomic, kind):
+    if kind == "device" and os.geteuid() != 0:
+        pytest.skip("only root makes device nodes")
+    path = os.path.join(place, "shim.pid")
+    make(kind, path)
+    before = os.lstat(path)
+    writer = impl.PidFileWriter.at(path, atomic=atomic)
+    for write in (lambda: writer.write(impl.PidRecord(1, 2)), writer.write_current,
+                  lambda: writer.write_for(os.getpid())):
+        with pytest.raises(OSError) as info:
+            write()
+        if kind == "directory":
+            assert info.value.errno == errno.EISDIR
+        else:
+            assert (info.value.errno, info.value.strerror) == (errno.ENXIO, NOT_REGULAR)
+        assert info.value.filename == path
+    after = os.lstat(path)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert listing(place) == ["shim.pid"], "nothing moved, no temporary file left"
+    if kind == "directory":
+        assert listing(path) == ["config"]
+
+
+WRITER_LOOP = """
+writer = impl.PidFileWriter.at({path!r})
+record = impl.PidRecord.current()
+ok = refused = 0
+deadline = time.monotonic() + {seconds}
+while time.monotonic() < deadline:
+    try:
+        writer.write(record)
+        ok += 1
+    except IsADirectoryError:
+        refused += 1
+print(json.dumps([ok, refused]))
+"""
+
+
+def test_a_directory_at_the_path_is_never_moved_even_for_an_instant(impl, tmp_path):
+    """Two writers hammer a path that is a directory (on disk, where the Cython backend would
+    replace by exchange) while this process reads a file inside it; then writers are killed at
+    random moments. The reads never fail, no write succeeds, the directory never moves."""
+    target = tmp_path / "shim.pid"
+    make("directory", str(target))
+    inode = target.stat().st_ino
+    script = script_prelude(impl) + WRITER_LOOP.format(path=str(target), seconds=1.5)
+    writers = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    failures = reads = 0
+    while any(w.poll() is None for w in writers):
+        try:
+            with open(target / "config") as f:
+                assert f.read() == "precious\n"
+        except OSError:
+            failures += 1
+        reads += 1
+    outcomes = [json.loads(w.stdout.read()) for w in writers]
+    assert failures == 0 and reads > 100
+    assert all(ok == 0 and refused > 100 for ok, refused in outcomes), outcomes
+    # killed at any moment, a writer leaves the directory where it was
+    for n in range(40):
+        w = subprocess.Popen([sys.executable, "-c", script.replace("1.5", "30")],
+                             stdout=subprocess.DEVNULL)
+        time.sleep(0.05 + (n % 7) * 0.01)
+        w.kill()
+        w.wait()
+        assert target.stat().st_ino == inode and listing(tmp_path) == ["shim.pid"]
+
+
+def test_an_in_place_write_never_writes_another_users_file(impl, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file away")
+    path = tmp_path / "shim.pid"
+    path.write_bytes(b"theirs\n")
+    os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
+    with pytest.raises(PermissionError) as info:
+        impl.PidFileWriter.at(path, atomic=False).write(impl.PidRecord(1, 2))
+    assert info.value.errno == errno.EPERM and info.value.filename == os.fspath(path)
+    assert path.read_bytes() == b"theirs\n" and path.stat().st_uid != 0
+    impl.PidFileWriter.at(path, atomic=True).write(impl.PidRecord(1, 2))  # replaced: ours now
+    assert path.stat().st_uid == 0 and impl.PidFileReader.at(path).read() == impl.PidRecord(1, 2)
+
+
+# ---- 2, 3, 7. objects: made by __new__ alone, re-initialised, copied, pickled, subclassed ----
+
+
+def test_objects_made_by_new_alone_are_safe(impl, pid_path):
+    record = impl.PidRecord.__new__(impl.PidRecord)
+    assert (record.pid, record.start_time) == (0, None) and record == impl.PidRecord(0)
+    reader = impl.PidFileReader.__new__(impl.PidFileReader)
+    writer = impl.PidFileWriter.__new__(impl.PidFileWriter)
+    for call in (reader.read, reader.process_identity, reader.open_process, reader.read_boot_id,
+                 reader.read_pidfs_id, lambda: repr(reader), writer.write_current,
+                 lambda: writer.write(impl.PidRecord(1)), lambda: writer.write_for(os.getpid()),
+                 lambda: repr(writer), lambda: writer.atomic):
+        with pytest.raises(TypeError, match="is not initialised: make one with"):
+            call()
+    assert not pid_path.exists()
+    reader.__init__(pid_path)  # the first __init__ is construction
+    assert reader.process_identity() == Absent()
+
+
+def test_a_record_cannot_be_initialised_again(impl):
+    record = impl.PidRecord(5, 6)
+    records = {record}
+    for args in [(99, 100), (7, 2**64), (-1,), ("x",)]:
+        with pytest.raises(TypeError, match="immutable"):
+            record.__init__(*args)
+        assert (record.pid, record.start_time) == (5, 6)
+        assert record in records and hash(record) == hash(impl.PidRecord(5, 6))
+
+
+def test_readers_and_writers_cannot_be_initialised_again(impl, tmp_path):
+    writer = impl.PidFileWriter.at(tmp_path / "a.pid")
+    reader = impl.PidFileReader.at(tmp_path / "a.pid")
+    for obj in (writer, reader):
+        with pytest.raises(TypeError, match="already initialised"):
+            obj.__init__(tmp_path / "b.pid")
+        assert obj.path == tmp_path / "a.pid" or obj.path == str(tmp_path / "a.pid")
+    writer.write(impl.PidRecord(1))
+    assert listing(tmp_path) == ["a.pid"]
+
+
+def test_copying_pickling_subclassing(impl, tmp_path):
+    record = impl.PidRecord(5, 2**64 - 1)
+    assert pickle.loads(pickle.dumps(record)) == record and copy.deepcopy(record) == record
+    for obj in (impl.PidFileWriter.at(tmp_path / "a.pid"), impl.PidFileReader.at(tmp_path / "a.pid")):
+        assert copy.copy(obj) is obj and copy.deepcopy(obj) is obj  # nothing in them changes
+        with pytest.raises(TypeError, match="cannot pickle"):
+            pickle.dumps(obj)
+    for cls in (impl.PidRecord, impl.PidFileWriter, impl.PidFileReader):
+        with pytest.raises(TypeError, match="not an acceptable base type"):
+            type("Sub", (cls,), {})
+
+
+BAD_CALLS = {
+    "PidRecord(-1)": lambda m: m.PidRecord(-1),
+    "PidRecord(1.0)": lambda m: m.PidRecord(1.0),
+    "PidRecord(1, 2**64)": lambda m: m.PidRecord(1, 2**64),
+    "decode(str)": lambda m: m.PidRecord.decode("12\n"),
+    "decode(None)": lambda m: m.PidRecord.decode(None),
+    "decode(strided)": lambda m: m.PidRecord.decode(memoryview(b"1 2 3 4")[::2]),
+    "encode_into(bytes)": lambda m: m.PidRecord(5, 6).encode_into(bytes(48)),
+    "encode_into(47)": lambda m: m.PidRecord(5, 6).encode_into(bytearray(47)),
+    "encode_into(strided)": lambda m: m.PidRecord(5, 6).encode_into(memoryview(bytearray(96))[::2]),
+    "encode_into(str)": lambda m: m.PidRecord(5, 6).encode_into("x" * 48),
+    "at(42)": lambda m: m.PidFileWriter.at(42),
+    "at('')": lambda m: m.PidFileWriter.at(""),
+    "at(NUL)": lambda m: m.PidFileWriter.at("/tmp/a\0b"),
+    "at(missing dir)": lambda m: m.PidFileWriter.at("/no/such/dir/x.pid"),
+    "at(mode='644')": lambda m: m.PidFileWriter.at("/tmp/x.pid", mode="644"),
+    "write(tuple)": lambda m: m.PidFileWriter.at("/tmp/x.pid").write((1, 2)),
+    "write_for(0)": lambda m: m.PidFileWriter.at("/tmp/x.pid").write_for(0),
+    "write_for('1')": lambda m: m.PidFileWriter.at("/tmp/x.pid").write_for("1"),
+    "reader(None)": lambda m: m.PidFileReader.at(None),
+    "read(missing)": lambda m: m.PidFileReader.at("/tmp/no-such-shimpid.pid").read(),
+    "is_process_alive('1')": lambda m: m.is_process_alive("1"),
+    "process_start_time(None)": lambda m: m.process_start_time(None),
+}
+
+
+@pytest.mark.skipif(PURE_ONLY, reason="compares the extension with the pure backend")
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_both_backends_fail_alike(name):
+    """Every bad call raises the same type with the same words in both backends (argument-count
+    and keyword errors aside: the interpreter and Cython word those, see the README)."""
+    from shimpid import _speedups
+
+    def outcome(module):
+        try:
+            BAD_CALLS[name](module)
+        except Exception as err:  # compared below
+            return type(err), str(err), getattr(err, "errno", None)
+        return None
+
+    pure, cython = outcome(_pure), outcome(_speedups)
+    assert pure is not None and pure == cython
+
+
+# ---- 4. a signal handler that raises during a write leaks nothing -----------------------------
+
+STORM = """
+import signal
+class Interrupted(Exception):
+    pass
+armed = False
+def handler(signum, frame):
+    # raises only inside a write, once: the loop's own bookkeeping is never interrupted
+    global armed
+    if armed:
+        armed = False
+        raise Interrupted
+path = {path!r}
+writer = impl.PidFileWriter.at(path, atomic={atomic})
+record = impl.PidRecord(123456, 789)
+writer.write(record)
+fds = len(os.listdir("/proc/self/fd"))
+signal.signal(signal.SIGALRM, handler)
+interrupted = done = 0
+deadline = time.monotonic() + 3
+signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+while time.monotonic() < deadline:
+    try:
+        armed = True
+        writer.write(record)
+        armed = False
+        done += 1
+    except Interrupted:
+        interrupted += 1
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+signal.signal(signal.SIGALRM, signal.SIG_IGN)
+writer.write(record)  # an interrupted in-place write may have left the file empty
+print(json.dumps([done, interrupted, len(os.listdir("/proc/self/fd")) - fds]))
+"""
+
+
+@both_modes
+def test_a_raising_signal_handler_leaks_no_descriptor_and_no_file(impl, tmp_path, atomic):
+    path = str(tmp_path / "shim.pid")
+    script = script_prelude(impl) + STORM.format(path=path, atomic=atomic)
+    result = subprocess.run([sys.executable, "-W", "ignore::ResourceWarning", "-c", script],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    done, interrupted, leaked = json.loads(result.stdout)
+    print(f"\n{impl.__name__}, {'atomic' if atomic else 'in place'}: {done} writes, "
+          f"{interrupted} interrupted")
+    assert interrupted > 1000 and done > 1000, "too few of either for the test to mean anything"
+    assert leaked == 0
+    assert listing(tmp_path) == ["shim.pid"], "no temporary file left"
+    assert impl.PidFileReader.at(path).read() == impl.PidRecord(123456, 789)
+
+
+# ---- 5. temporary files of killed writers, and clean -----------------------------------------
+
+KILLED_WRITER = """
+writer = impl.PidFileWriter.at({path!r})
+print("ready", flush=True)
+while True:
+    writer.write_current()
+"""
+
+
+def test_killed_writers_leave_temporary_files_that_clean_removes(impl, tmp_path):
+    path = tmp_path / "shim.pid"
+    script = script_prelude(impl) + KILLED_WRITER.format(path=str(path))
+    for n in range(150):
+        writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        writer.stdout.readline()
+        time.sleep(0.001 * (n % 5))
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+    temps = [name for name in listing(tmp_path) if name.endswith(".tmp")]
+    print(f"\n{impl.__name__}: 150 killed writers left {len(temps)} temporary files")
+    live = tmp_path / f".shim.pid.{os.getpid()}.7.tmp"  # as if this process were writing
+    live.write_bytes(b"")
+    removed = shimpid.clean(tmp_path)
+    assert {r.path for r in removed} == {str(tmp_path / n) for n in [*temps, "shim.pid"]}
+    assert all(r.removed for r in removed)
+    assert listing(tmp_path) == [live.name], "only the live writer's temporary file is left"
+
+
+def test_clean_removes_what_is_stale_and_nothing_else(impl, tmp_path, sleeper, reaped_pid,
+                                                     monkeypatch):
+    monkeypatch.setattr(shimpid._clean, "_backend", impl)
+    write = lambda name, record: impl.PidFileWriter.at(tmp_path / name).write(record)  # noqa: E731
+    impl.PidFileWriter.at(tmp_path / "live.pid").write_for(sleeper.pid)
+    write("legacy.pid", impl.PidRecord(sleeper.pid))
+    write("dead.pid", impl.PidRecord(reaped_pid, 1))
+    (tmp_path / "garbage.pid").write_bytes(b"garbage\n")
+    (tmp_path / "other.txt").write_bytes(b"%d\n" % reaped_pid)  # not a pid file by its name
+    (tmp_path / "link.pid").symlink_to(tmp_path / "dead.pid")  # never followed or removed
+    (tmp_path / "dir.pid").mkdir()
+    (tmp_path / f".x.pid.{reaped_pid}.3.tmp").write_bytes(b"")
+    (tmp_path / f".x.pid.{sleeper.pid}.3.tmp").write_bytes(b"")
+    expected = {"dead.pid", "garbage.pid", f".x.pid.{reaped_pid}.3.tmp"}
+    before = listing(tmp_path)
+    planned = shimpid.clean(tmp_path, dry_run=True)
+    assert {os.path.basename(r.path) for r in planned} == expected
+    assert listing(tmp_path) == before, "a dry run removes nothing"
+    why = {os.path.basename(r.path): r.why for r in planned}
+    assert why["dead.pid"] == f"pid file: process {reaped_pid} has exited"
+    assert why["garbage.pid"].startswith("pid file: no record")
+    assert why[f".x.pid.{reaped_pid}.3.tmp"] == (
+        f"temporary file of writer {reaped_pid}, which is not running")
+    removed = shimpid.clean(tmp_path)
+    assert {os.path.basename(r.path) for r in removed} == expected
+    assert listing(tmp_path) == sorted(set(before) - expected)
+
+
+def test_remove_record_never_removes_a_record_written_since(impl, tmp_path):
+    path = str(tmp_path / "shim.pid")
+    writer = impl.PidFileWriter.at(path)
+    writer.write(impl.PidRecord(1, 2))
+    first = _clean.read_record_file(path)
+    assert _clean.remove_record(path, first) and listing(tmp_path) == []
+    writer.write(impl.PidRecord(1, 2))
+    first = _clean.read_record_file(path)
+    writer.write(impl.PidRecord(3, 4))  # a restarted service's record: same size, new file
+    assert not _clean.remove_record(path, first)
+    assert impl.PidFileReader.at(path).read() == impl.PidRecord(3, 4)
+    assert listing(tmp_path) == ["shim.pid"]
+    writer.write(impl.PidRecord(1, 2))
+    first = _clean.read_record_file(path)
+    pid_file = os.open(path, os.O_WRONLY)  # the same inode, other bytes (an in-place write)
+    os.write(pid_file, b"9")
+    os.close(pid_file)
+    assert not _clean.remove_record(path, first) and os.path.exists(path)
+
+
+def test_remove_record_under_a_storm_of_restarts(impl, tmp_path):
+    """A writer keeps writing new records while records read before are removed: never is a
+    record removed that was not the one read."""
+    path = str(tmp_path / "shim.pid")
+    writer = impl.PidFileWriter.at(path)
+    writer.write(impl.PidRecord(1, 0))
+    stop = threading.Event()
+
+    def restarts():
+        n = 1
+        while not stop.is_set():
+            writer.write(impl.PidRecord(1, n))
+            n += 1
+
+    thread = threading.Thread(target=restarts)
+    thread.start()
+    try:
+        removed = 0
+        for _ in range(3000):
+            found = _clean.read_record_file(path)
+            if found is None:
+                continue
+            if _clean.remove_record(path, found):
+                removed += 1
+            else:  # a newer record came in between: it was put back
+                assert os.path.exists(path), "a record written since vanished"
+    finally:
+        stop.set()
+        thread.join()
+    assert removed > 0
+    assert [n for n in listing(tmp_path) if n.endswith(".tmp")] == []
+
+
+def test_all_temporary_names_taken_names_the_temporary_path(impl, pid_path):
+    script = script_prelude(impl) + f"""
+path = {str(pid_path)!r}
+for n in range(16):
+    with open(os.path.join(os.path.dirname(path), f".shim.pid.{{os.getpid()}}.{{n}}.tmp"), "w"):
+        pass
+try:
+    impl.PidFileWriter.at(path).write(impl.PidRecord(7, 8))
+except FileExistsError as err:
+    print(json.dumps([err.errno, err.strerror, err.filename, os.getpid()]))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    code, message, filename, pid = json.loads(result.stdout)
+    assert code == errno.EEXIST and "shimpid clean" in message
+    assert filename == str(pid_path.parent / f".shim.pid.{pid}.15.tmp")
+    assert shimpid.clean(pid_path.parent) and listing(pid_path.parent) == []
+
+
+# ---- 6. a missing directory fails before anything starts --------------------------------------
+
+
+def test_spawn_never_starts_a_child_for_a_missing_directory(tmp_path):
+    marker = tmp_path / "ran"
+    for _ in range(5):
+        with pytest.raises(StorageError):
+            shimpid.spawn(["touch", str(marker)], tmp_path / "missing" / "x.pid")
+    assert not marker.exists()
+
