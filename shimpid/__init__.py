@@ -27,9 +27,30 @@ from ._common import (
     StorageError,
     Verified,
 )
-from ._clean import Removal, clean
-from ._handle import ProcessHandle
 from ._spawn import create_subprocess_exec, spawn
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._clean import Removal, clean
+    from ._handle import ProcessHandle
+
+# Imported when first used: what a spawner imports shimpid for should cost it no more
+# (the README's import benchmark holds it to 1.3x ``import subprocess``).
+_LAZY = {"clean": "_clean", "Removal": "_clean", "ProcessHandle": "_handle"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "BACKEND",
@@ -52,4 +73,4 @@ __all__ = [
     "spawn",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

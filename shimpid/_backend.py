@@ -2,26 +2,26 @@
 
 ``SHIMPID_PURE_PYTHON`` set to anything but ``0`` selects the pure-Python backend, as does an
 interpreter other than CPython. Without a built extension (Windows, no compiler) the pure backend
-is the fallback: the same API, and ``BACKEND`` says which one runs.
+is the fallback, with a warning on CPython: the same API, and ``BACKEND`` says which one runs.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 
 __all__ = ["BACKEND", "PidFileReader", "PidFileWriter", "PidRecord", "is_process_alive",
-           "process_start_time"]
+           "process_start_time", "_classify", "_pin_and_classify"]
 
 BACKEND: str
 
 if TYPE_CHECKING:
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, is_process_alive, process_start_time
+    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _pin_and_classify, is_process_alive, process_start_time
 elif os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0") or (
     sys.implementation.name != "cpython"
 ):
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, is_process_alive, process_start_time
+    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _pin_and_classify, is_process_alive, process_start_time
 
     BACKEND = "python"
 else:
@@ -30,16 +30,30 @@ else:
             PidFileReader,
             PidFileWriter,
             PidRecord,
+            _classify,
+            _pin_and_classify,
             is_process_alive,
             process_start_time,
         )
 
         BACKEND = "cython"
-    except ImportError:
+    except ImportError as err:
+        # No extension on CPython: installed without a compiler (pip shows the build's warning
+        # only with -v), or a broken build. Say so once; SHIMPID_PURE_PYTHON=1 chooses the pure
+        # backend on purpose, and silently.
+        import warnings
+
+        warnings.warn(
+            f"shimpid: the C extension is not available ({err}); using the pure-Python "
+            "backend, which is slower (README: Benchmarks) and allocates after fork(). Install "
+            "a C compiler and the Python headers and reinstall shimpid to get it, or set "
+            "SHIMPID_PURE_PYTHON=1 to choose the pure backend.", RuntimeWarning, stacklevel=2)
         from ._pure import (
             PidFileReader,
             PidFileWriter,
             PidRecord,
+            _classify,
+            _pin_and_classify,
             is_process_alive,
             process_start_time,
         )

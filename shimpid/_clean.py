@@ -1,10 +1,11 @@
-"""Removing pid files without losing a newer one, and cleaning a run directory.
+"""Judging and removing pid files without losing a newer one, and cleaning a run directory.
 
-A pid file is removed after its process is found gone, or has been stopped; in between, the
-process's service may have been restarted and written a new record. Reading the file, then
-unlinking it by name, would remove that new record (and orphan its process from recovery). So a
-record is first renamed aside, which takes exactly what is at the path at that instant, and only
-then compared with what was read: the expected record is deleted, anything else is put back.
+A pid file is removed after its process is found gone, or has been stopped; meanwhile the
+process's service may have been restarted and written a new record. So a record is judged from
+one read of the file, and removed only if the file still holds exactly those bytes, in the same
+inode: it is compared first, then renamed aside (which takes exactly what is at the path at that
+instant) and compared again; only in the rare case that it was replaced in between is anything
+put back. Readers never see the path empty, except in that case, for microseconds.
 
 Both backends share this module; it makes only path-level system calls.
 """
@@ -12,57 +13,81 @@ Both backends share this module; it makes only path-level system calls.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import itertools
 import os
-import re
 import stat
-from typing import NamedTuple
+import time
 
 from . import _backend, _common
-from ._common import Absent, StorageError
+from ._common import ABSENT, Extras, ProcessIdentity, StorageError
 
-__all__ = ["Removal", "clean", "remove_record", "why_absent"]
+__all__ = ["Removal", "clean", "judge", "read_record_file", "remove_record", "why_absent"]
 
-# The atomic writer's temporary names: ".<name>.<writer's pid>.<counter>.tmp"
-TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.(?P<counter>[0-9]+)\.tmp")
 _aside_counter = itertools.count()
+# A file renamed aside for removal: ".shimpid-removing.<remover's pid>.<counter>", short
+# whatever the pid file's name (its own name plus a suffix could exceed NAME_MAX).
+ASIDE_PREFIX = ".shimpid-removing."
+# clean() leaves younger temporary files alone: a write takes microseconds, and a writer in
+# another pid namespace, whose pid means nothing here, may be at work.
+STALE_AFTER = 2.0
 
 
 def read_record_file(path: str | bytes) -> tuple[bytes, os.stat_result] | None:
-    """The bytes and identity of the regular file at path, or None if there is none."""
+    """The bytes and identity of the regular file at path, or None where there is none.
+
+    Reads at most one byte more than a pid file may hold. A symlink, FIFO, socket or directory
+    is no record file (None); any other failure (EACCES, EMFILE...) is raised.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
+    except OSError as err:
+        if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
+            return None
+        raise
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > _common.PID_FILE_MAX_BYTES:
+        if not stat.S_ISREG(info.st_mode):
             return None
         return os.read(fd, _common.PID_FILE_MAX_BYTES + 1), info
     finally:
         os.close(fd)
 
 
-def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> bool:
-    """Remove the pid file at path if it is still ``expected`` (bytes and inode, as
-    ``read_record_file`` gave them); True if it was. A record written since is left in place.
+def judge(found: tuple[bytes, os.stat_result]) -> tuple[object, Extras, ProcessIdentity]:
+    """``(record or the StorageError, extras, verdict)`` of what ``read_record_file`` read: the
+    verdict of these very bytes, as ``process_identity()`` would give it for them."""
+    data, info = found
+    if info.st_size > _common.PID_FILE_MAX_BYTES or len(data) > _common.PID_FILE_MAX_BYTES:
+        return _common.content_error(_common.TOO_LARGE, None), _common.NO_EXTRAS, ABSENT
+    try:
+        record = _backend.PidRecord.decode(data)
+    except StorageError as err:
+        return err, _common.NO_EXTRAS, ABSENT
+    extras = _common.parse_extras(data)
+    if _common.from_another_boot(extras):
+        return record, extras, ABSENT
+    return record, extras, _backend._classify(record.pid, record.start_time, extras.pidfs_id)
 
-    The file is renamed aside first (a temporary name of the writer's pattern, so that
-    ``clean`` finds one left by a process killed right then).
-    """
-    directory, name = os.path.split(os.fsencode(path))
-    aside = os.path.join(directory, b".%s.%d.%d.tmp" % (name, os.getpid(), next(_aside_counter)))
+
+def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> bool:
+    """Remove the pid file at path if it still is ``expected`` (its bytes and inode, as
+    ``read_record_file`` gave them); True if it was. A record written since stays."""
+    current = read_record_file(path)
+    if current is None or not _same(current, expected):
+        return False
+    directory = os.path.dirname(os.fsencode(path)) or b"."
+    aside = os.path.join(directory, b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(),
+                                                  next(_aside_counter)))
     try:
         os.rename(path, aside)
     except FileNotFoundError:
         return False
     taken = read_record_file(aside)
-    if taken is not None and taken[0] == expected[0] and _same_file(taken[1], expected[1]):
+    if taken is not None and _same(taken, expected):
         os.unlink(aside)
         return True
-    # Not the record that was read: put back what was taken, unless something newer is there
-    # already (link() never replaces; rename() would).
+    # Replaced in the instant between the two: put back what was taken, unless something newer
+    # is there already (link() never replaces; rename() would).
     if os.path.isdir(aside):
         os.rename(aside, path)
         return False
@@ -74,41 +99,90 @@ def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> 
     return False
 
 
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+def _same(a: tuple[bytes, os.stat_result], b: tuple[bytes, os.stat_result]) -> bool:
+    return a[0] == b[0] and (a[1].st_ino, a[1].st_dev) == (b[1].st_ino, b[1].st_dev)
 
 
-class Removal(NamedTuple):
-    """What ``clean`` removed (or would remove), or kept for want of an answer."""
+def why_absent(record: object, extras: Extras) -> str:
+    """Why a record (or the StorageError in its place) reads Absent, in words for an operator:
+    a best effort, the system may have changed since the verdict."""
+    if isinstance(record, StorageError):
+        return "no pid file" if record.errno == errno.ENOENT else f"no record ({record})"
+    if _common.from_another_boot(extras):
+        return f"recorded in another boot ({extras.boot_id})"
+    pid = record.pid  # type: ignore[attr-defined]
+    if not 0 < pid <= _common.PID_MAX:
+        return f"pid {pid} names no single process"
+    try:
+        if _backend.is_process_alive(pid):
+            return f"pid {pid} now belongs to another process (it was reused)"
+        if _backend.process_start_time(pid) is not None:
+            return f"process {pid} has exited (a zombie, not yet reaped)"
+    except OSError as err:
+        return f"cannot tell ({err})"
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return f"process {pid} has exited"
+    return f"pid {pid} is a thread's, not a process"
 
-    path: str
-    why: str
-    removed: bool
+
+class Removal(tuple):  # type: ignore[type-arg]
+    """What ``clean`` removed (or would remove), or kept for want of an answer:
+    ``(path, why, removed)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, path: str, why: str, removed: bool) -> Removal:
+        return tuple.__new__(cls, (path, why, removed))
+
+    @property
+    def path(self) -> str:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def why(self) -> str:
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def removed(self) -> bool:
+        return self[2]  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return "Removal(path={!r}, why={!r}, removed={!r})".format(*self)
 
 
 def clean(directory: str | os.PathLike, *, pattern: str = "*.pid",
           dry_run: bool = False) -> list[Removal]:
     """Remove what dead writers and dead processes left in ``directory`` (not recursively).
 
-    - the atomic writer's temporary files (``.<name>.<pid>.<n>.tmp``) whose writer is no longer
-      running (a live process with that pid, whoever it is, keeps them);
-    - pid files (regular files matching ``pattern``) that read ``Absent``: no record, another
-      boot's, or a process that is gone. Each is removed only if unchanged since it was read.
+    - pid files (regular files whose name matches ``pattern``) that read ``Absent``: no record,
+      another boot's, or a process that is gone. Each is judged from one read and removed only
+      if it still holds those bytes (see ``remove_record``);
+    - the atomic writer's temporary files of those pid files (``.<name>.<pid>.<n>.tmp``, with
+      ``<name>`` matching ``pattern``), and files left aside by a removal, whose writer is no
+      longer running (a live process with that pid, whoever it is, keeps them) and which are at
+      least two seconds old (a writer in another pid namespace may be at work).
 
-    Symlinks and anything but regular files are never touched. A file whose verdict the system
-    cannot give (``OSError``) is kept and reported with ``removed=False``. ``dry_run`` lists what
-    would be removed. Returns the list, sorted by path.
+    Symlinks and anything but regular files are never touched. A file that cannot be judged
+    (``OSError``: unreadable, or the system cannot tell) is kept, with ``removed=False``.
+    ``dry_run`` lists what would be removed. Returns the list, sorted by path.
     """
+    import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
+
     directory = os.fspath(directory)
     results = []
     with os.scandir(directory) as entries:
         names = sorted(entry.name for entry in entries if entry.is_file(follow_symlinks=False))
     for name in names:
         path = os.path.join(directory, name)
-        temp = TEMP_NAME.fullmatch(name)
+        temp = temp_file(name)
         try:
-            if temp:
-                why = _stale_temp(int(temp["pid"]))
+            if temp is not None:
+                target, writer = temp
+                if target is not None and not fnmatch.fnmatchcase(target, pattern):
+                    continue
+                why = _stale_temp(path, writer)
                 if why and not dry_run:
                     os.unlink(path)
             elif fnmatch.fnmatchcase(name, pattern):
@@ -125,7 +199,28 @@ def clean(directory: str | os.PathLike, *, pattern: str = "*.pid",
     return results
 
 
-def _stale_temp(pid: int) -> str | None:
+def temp_file(name: str) -> tuple[str | None, int] | None:
+    """``(pid file name, writer's pid)`` of a writer's temporary name
+    (``.<name>.<pid>.<counter>.tmp``), ``(None, pid)`` of a removal's aside name, or None."""
+    if name.startswith(ASIDE_PREFIX):
+        parts = name[len(ASIDE_PREFIX):].split(".")
+        if len(parts) == 2 and all(map(_is_number, parts)):
+            return None, int(parts[0])
+        return None
+    parts = name.split(".")
+    if (len(parts) < 5 or parts[0] or not parts[1] or parts[-1] != "tmp"
+            or not (_is_number(parts[-3]) and _is_number(parts[-2]))):
+        return None
+    return ".".join(parts[1:-3]), int(parts[-3])
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit() alone takes other scripts' digits
+
+
+def _stale_temp(path: str, pid: int) -> str | None:
+    if time.time() - os.lstat(path).st_mtime < STALE_AFTER:
+        return None  # a write may be under way
     if 0 < pid <= _common.PID_MAX and _backend.is_process_alive(pid):
         return None  # its writer may still be at work
     return f"temporary file of writer {pid}, which is not running"
@@ -135,36 +230,10 @@ def _stale_record(path: str, dry_run: bool) -> str | None:
     found = read_record_file(path)
     if found is None:
         return None
-    reader = _backend.PidFileReader.at(path)
-    if reader.process_identity() != Absent():
+    record, extras, verdict = judge(found)
+    if verdict != ABSENT:
         return None
-    why = why_absent(reader)
+    why = f"pid file: {why_absent(record, extras)}"
     if dry_run or remove_record(path, found):
-        return f"pid file: {why}"
+        return why
     return None  # replaced since it was read
-
-
-def why_absent(reader: _backend.PidFileReader) -> str:
-    """Why a pid file reads Absent, in words for an operator (a best effort: the system may
-    have changed since the verdict)."""
-    try:
-        record, extras = reader._read_entry()
-    except StorageError as err:
-        return "no pid file" if err.errno == errno.ENOENT else f"no record ({err})"
-    if _common.from_another_boot(extras):
-        return f"recorded in another boot ({extras.boot_id})"
-    pid = record.pid
-    if not 0 < pid <= _common.PID_MAX:
-        return f"pid {pid} names no single process"
-    try:
-        if _backend.is_process_alive(pid):
-            return f"pid {pid} now belongs to another process (it was reused)"
-        if _backend.process_start_time(pid) is not None:
-            return f"process {pid} has exited (a zombie, not yet reaped)"
-    except OSError as err:
-        return f"cannot tell ({err})"
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return f"process {pid} has exited"
-    return f"pid {pid} is a thread's, not a process"

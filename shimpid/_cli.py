@@ -21,10 +21,11 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from . import _common
+from . import __version__, _backend, _common, _pure
 from ._backend import BACKEND, PidFileReader, PidFileWriter, process_start_time
-from ._clean import clean, read_record_file, remove_record, why_absent
-from ._common import Absent, Legacy, StorageError, Verified, is_answer
+from ._clean import clean, judge, read_record_file, remove_record, why_absent
+from ._common import Absent, Legacy, StorageError, Verified
+from ._handle import open_entry
 from ._spawn import kill_and_reap
 
 # LSB init-script status codes (`status` and `show`)
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="shimpid",
         description="Pid files that recognise their process: pid + the kernel's start time.",
         epilog=f"backend: {BACKEND}")
+    parser.add_argument("--version", action="version",
+                        version=f"shimpid {__version__} ({BACKEND} backend)")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     status = commands.add_parser(
@@ -177,7 +180,7 @@ def _inspect(path: str) -> dict:
         boot_id=extras.boot_id, this_boot_id=_common.CURRENT_BOOT_ID,
         code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE)
     if state == "absent":
-        report["why"] = why_absent(reader)
+        report["why"] = why_absent(record, extras)
     return report
 
 
@@ -266,16 +269,32 @@ def _spawn(args: argparse.Namespace) -> int:
     _say(f"started {child.pid}, recorded in {args.pidfile}")
     if args.detach:
         return 0
-    written = read_record_file(args.pidfile)
+    written = _our_record(args.pidfile, child.pid)
     forward.to(child)
     code = child.wait()
     if written is not None:
-        remove_record(args.pidfile, written)  # unless another has been written since
+        _remove(args.pidfile, written)  # unless another has been written since
     return 128 - code if code < 0 else code
 
 
+def _our_record(path: str, pid: int) -> tuple | None:
+    """The pid file's bytes and inode if it holds the record of pid (not another's, written in
+    the instant since), for removing it later only if unchanged."""
+    try:
+        found = read_record_file(path)
+        if found is not None and _backend.PidRecord.decode(found[0]).pid == pid:
+            return found
+    except OSError:
+        pass
+    return None
+
+
 class _Forwarder:
-    """Passes SIGINT, SIGTERM and SIGHUP on to the child; those that come before it exists wait."""
+    """Passes SIGINT, SIGTERM and SIGHUP on to the child; those that come before it exists wait.
+
+    A signal this command was started with ignored stays ignored, as its launcher meant
+    (``nohup`` ignores SIGHUP, ``cmd &`` SIGINT), and the child inherits that.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -283,7 +302,8 @@ class _Forwarder:
         self.child: subprocess.Popen | None = None
         self.pending: list[int] = []
         for signum in self.SIGNALS:
-            signal.signal(signum, self._received)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self._received)
 
     def _received(self, signum: int, frame: object) -> None:
         if self.child is None:
@@ -298,15 +318,16 @@ class _Forwarder:
             self._received(signum, None)
 
 
-# ---- stop ------------------------------------------------------------------------------------
+# ---- stop ----------------------------------------------------------------------------------
 
 
 def untrusted(path: str) -> str | None:
     """Why a pid file cannot be trusted to name a process to signal, or None.
 
     start-stop-daemon's rule for root, applied to everyone: the file must be this user's or
-    root's, writable by nobody else, in a directory where nobody else can replace it. Otherwise
-    any user could point this command at any process (its correct start time is in /proc).
+    root's, writable by nobody else, and no directory on its way (as given, or resolved) may let
+    another user replace what is in it. Otherwise any user could point this command at any
+    process (its correct start time is in /proc).
     """
     info = os.lstat(path)
     if not stat.S_ISREG(info.st_mode):
@@ -315,9 +336,21 @@ def untrusted(path: str) -> str | None:
         return f"it is owned by uid {info.st_uid}, not by this user or root"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "it is writable by group or others"
-    if _common.others_can_replace(os.path.dirname(os.path.abspath(path))):
-        return "its directory lets other users replace it"
+    for directory in _directories_of(path):
+        if _common.others_can_replace(directory):
+            return f"directory {directory} lets other users replace what is in it"
     return None
+
+
+def _directories_of(path: str) -> list[str]:
+    """Every directory from / to the file, along the path as given and as resolved."""
+    found: list[str] = []
+    for full in (os.path.abspath(path), os.path.realpath(path)):
+        directory = os.path.dirname(full)
+        while directory not in found:
+            found.append(directory)
+            directory = os.path.dirname(directory)
+    return found
 
 
 def never_signalled(pid: int) -> str | None:
@@ -326,6 +359,8 @@ def never_signalled(pid: int) -> str | None:
         return "pid 1 is init"
     if pid == os.getpid():
         return "it is this command"
+    if _pure._proc_state() != _pure._PROC_OURS:
+        return "this command's ancestors cannot be told: /proc is not this pid namespace's"
     ancestor = os.getppid()
     while ancestor > 1:
         if ancestor == pid:
@@ -342,64 +377,83 @@ def _parent_of(pid: int) -> int:
         return 0
 
 
+def _remove(path: str, found: tuple) -> bool:
+    """remove_record(), reporting (not raising) what keeps it from removing the file."""
+    try:
+        return remove_record(path, found)
+    except OSError as err:
+        _complain(f"could not remove {path}: {err}")
+        return False
+
+
 def _stop(args: argparse.Namespace) -> int:
     try:
-        reader = PidFileReader.at(args.file)
+        PidFileReader.at(args.file)  # the path's checks: a usage error if it names no file
+        found = read_record_file(args.file)
     except StorageError as err:
         _complain(f"stop: {err}")
         return USAGE
-    found = read_record_file(args.file)
-    try:
-        record = reader.read()
-    except StorageError as err:
-        if err.errno == errno.ENOENT:
+    except OSError as err:
+        _complain(f"stop: cannot read {args.file}: {err}")
+        return NOT_PERMITTED
+    if found is None:
+        if not os.path.lexists(args.file):
             _say(f"not running: no pid file {args.file}")
             return STOPPED
-        _complain(f"stop: {err}")
-        return FAILED if is_answer(err) else NOT_PERMITTED
+        _complain(f"stop: {args.file} is not a regular file")
+        return FAILED
     if not args.insecure:
         problem = untrusted(args.file)
         if problem:
             _complain(f"stop: not trusting {args.file}: {problem} (--insecure to act anyway)")
             return NOT_PERMITTED
+    # The verdict and the removal are of the same bytes: a record written since is never removed.
     try:
-        handle = reader.open_process(allow_legacy=args.allow_legacy)
-        verdict = reader.process_identity() if handle is None else handle.identity
+        record, extras, verdict = judge(found)
+    except OSError as err:
+        _complain(f"stop: cannot tell whether the recorded process runs: {err}")
+        return NOT_PERMITTED
+    if isinstance(record, StorageError):
+        _complain(f"stop: {args.file}: {record}")
+        return FAILED
+    if verdict == Absent():
+        why = why_absent(record, extras)
+        removed = _remove(args.file, found)
+        _say(f"not running: {why}" + (f"; removed stale {args.file}" if removed else ""))
+        return STOPPED
+    if verdict == Legacy(record.pid) and not args.allow_legacy:
+        _complain(f"stop: refusing to signal {record.pid}: the pid file records no start time, so"
+                  " its identity cannot be proven (use --allow-legacy to stop it anyway)")
+        return FAILED
+    refused = never_signalled(record.pid)
+    if refused:
+        _complain(f"stop: refusing to signal {record.pid}: {refused}")
+        return NOT_PERMITTED
+    try:
+        handle = open_entry(record, extras, _backend._pin_and_classify, args.allow_legacy)
     except OSError as err:
         _complain(f"stop: cannot tell whether {record.pid} is the recorded process: {err}")
         return NOT_PERMITTED
-    if handle is None:
-        if verdict == Legacy(record.pid):
-            _complain(f"stop: refusing to signal {record.pid}: the pid file records no start time,"
-                      " so its identity cannot be proven (use --allow-legacy to stop it anyway)")
-            return FAILED
-        why = why_absent(reader)
-        removed = found is not None and remove_record(args.file, found)
-        _say(f"not running: {why}" + (f"; removed stale {args.file}" if removed else ""))
-        return STOPPED
-    with handle:
-        refused = never_signalled(handle.pid)
-        if refused:
-            _complain(f"stop: refusing to signal {handle.pid}: {refused}")
-            return NOT_PERMITTED
-        try:
-            handle.send_signal(args.signal)
-            if not handle.wait(args.timeout):
-                _say(f"{handle.pid} still running after {args.timeout:g} s: sending SIGKILL")
-                handle.send_signal(signal.SIGKILL)
+    if handle is not None:
+        with handle:
+            try:
+                handle.send_signal(args.signal)
                 if not handle.wait(args.timeout):
-                    _complain(f"stop: {handle.pid} still running after SIGKILL")
-                    return FAILED
-        except ProcessLookupError:
-            pass  # it exited on its own meanwhile
-        except PermissionError as err:
-            _complain(f"stop: cannot signal {handle.pid}: {err.strerror}")
-            return NOT_PERMITTED
-        except OSError as err:
-            _complain(f"stop: cannot tell whether {handle.pid} is still the recorded process: "
-                      f"{err}")
-            return NOT_PERMITTED
-    removed = found is not None and remove_record(args.file, found)
+                    _say(f"{handle.pid} still running after {args.timeout:g} s: sending SIGKILL")
+                    handle.send_signal(signal.SIGKILL)
+                    if not handle.wait(args.timeout):
+                        _complain(f"stop: {handle.pid} still running after SIGKILL")
+                        return FAILED
+            except ProcessLookupError:
+                pass  # it exited on its own meanwhile
+            except PermissionError as err:
+                _complain(f"stop: cannot signal {handle.pid}: {err.strerror}")
+                return NOT_PERMITTED
+            except OSError as err:
+                _complain(f"stop: cannot tell whether {handle.pid} is still the recorded "
+                          f"process: {err}")
+                return NOT_PERMITTED
+    removed = _remove(args.file, found)  # handle None: it exited between the two checks
     _say(f"stopped {record.pid}" + (f", removed {args.file}" if removed else ""))
     return STOPPED
 

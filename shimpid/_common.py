@@ -9,10 +9,7 @@ from __future__ import annotations
 import errno
 import operator
 import os
-import re
 import stat
-from dataclasses import dataclass
-from typing import NamedTuple
 
 __all__ = [
     "PID_RECORD_MAX_BYTES",
@@ -216,43 +213,6 @@ ALREADY_INITIALISED = "{0} is already initialised"
 NOT_PICKLABLE = "cannot pickle {0!r} object: make one with {0}.at(path) where it is used"
 
 
-class Final:
-    """Base of the pure backend's classes: like the extension's types, they cannot be subclassed,
-    and one made by ``__new__`` alone (an unset slot) says so instead of failing obscurely."""
-
-    __slots__ = ()
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        if Final not in cls.__bases__:
-            base = cls.__base__
-            raise TypeError(f"type '{base.__module__}.{base.__qualname__}' is not an acceptable "
-                            "base type")
-        super().__init_subclass__(**kwargs)
-
-    def __getattr__(self, name: str) -> object:
-        # Reached only for an unset slot (or a name that does not exist).
-        if name in type(self).__slots__:
-            raise TypeError(NOT_INITIALISED.format(type(self).__name__))
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def _initialise_once(self, slot: str) -> None:
-        """Refuse a second __init__: a C struct (in the extension) points into what it set."""
-        try:
-            type(self).__dict__[slot].__get__(self, type(self))
-        except AttributeError:
-            return
-        raise TypeError(ALREADY_INITIALISED.format(type(self).__name__))
-
-    def __reduce__(self) -> object:
-        raise TypeError(NOT_PICKLABLE.format(type(self).__name__))
-
-    def __copy__(self) -> Final:
-        return self  # nothing in it changes
-
-    def __deepcopy__(self, memo: object) -> Final:
-        return self
-
-
 def expected_record(other: object) -> str:
     return f"expected PidRecord, got {type(other).__name__}"
 
@@ -282,24 +242,36 @@ TEMP_NAMES_TAKEN = ("no free temporary name beside the PID file: stale ones of k
 IDENTITY_TAG = "shimpid"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 BOOT_ID_BYTES = 36  # a UUID as the kernel prints it: 8-4-4-4-12 lowercase hex digits
-_BOOT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_BOOT_ID_BYTES = re.compile(_BOOT_ID.pattern.encode())
-_PIDFS_ID = re.compile(rb"[0-9]{1,20}")
+_HEX = frozenset("0123456789abcdef")
 _IDENTITY_TAG = IDENTITY_TAG.encode()
 
 
 def is_boot_id(value: str) -> bool:
-    return _BOOT_ID.fullmatch(value) is not None
+    """A UUID as the kernel prints it: 8-4-4-4-12 lowercase hex digits."""
+    return (len(value) == BOOT_ID_BYTES and value.count("-") == 4
+            and value[8] == value[13] == value[18] == value[23] == "-"
+            and _HEX.issuperset(value.replace("-", "")))
 
 
-class Extras(NamedTuple):
-    """What lines 3 and 4 of a pid file say (see above)."""
+class Extras(tuple):  # type: ignore[type-arg]
+    """What lines 3 and 4 of a pid file say (see above): ``(capability, boot_id, pidfs_id)``.
 
-    capability: str | None
-    boot_id: str | None
-    pidfs_id: int | None
+    A namedtuple, written out: ``collections.namedtuple`` compiles code when it is defined, a
+    cost every importer of shimpid would pay.
+    """
 
+    __slots__ = ()
 
+    def __new__(cls, capability: str | None, boot_id: str | None,
+                pidfs_id: int | None) -> Extras:
+        return tuple.__new__(cls, (capability, boot_id, pidfs_id))
+
+    capability = property(operator.itemgetter(0))
+    boot_id = property(operator.itemgetter(1))
+    pidfs_id = property(operator.itemgetter(2))
+
+    def __repr__(self) -> str:
+        return "Extras(capability={!r}, boot_id={!r}, pidfs_id={!r})".format(*self)
 NO_EXTRAS = Extras(None, None, None)
 
 
@@ -337,14 +309,17 @@ def parse_extras(data: bytes) -> Extras:
             seen.add(key)
             if key == b"boot" and _is_boot_id(value):
                 boot_id = value.decode()
-            elif key == b"pidfs" and _PIDFS_ID.fullmatch(value) and 0 < int(value) <= U64_MAX:
-                pidfs_id = int(value)
-    return tuple.__new__(Extras, (capability, boot_id, pidfs_id))  # NamedTuple's __new__ is slow
+            elif (key == b"pidfs" and value.isdigit() and len(value) <= 20
+                  and 0 < int(value) <= U64_MAX):
+                pidfs_id = int(value)  # bytes.isdigit(): ASCII digits only
+    return tuple.__new__(Extras, (capability, boot_id, pidfs_id))  # namedtuple's __new__ is slow
 
 
 def _is_boot_id(value: bytes) -> bool:
     # This boot's is the usual case: check the shape only of another.
-    return value == _CURRENT_BOOT_BYTES or _BOOT_ID_BYTES.fullmatch(value) is not None
+    if value == _CURRENT_BOOT_BYTES:
+        return bool(value)  # b"" where this boot's identity is unknown
+    return value.isascii() and is_boot_id(value.decode())
 
 
 def read_boot_id() -> str | None:
@@ -451,34 +426,82 @@ class ProcessIdentity:
     """What a pid file's record says about the live system: ``Verified``, ``Legacy`` or ``Absent``.
 
     Only ``Verified`` and ``Legacy`` carry a pid, and only a pid in ``1 .. 2**31 - 1`` that named a
-    live, non-zombie process when it was checked.
+    live, non-zombie process when it was checked. Immutable values, usable in ``match``. (Not
+    dataclasses: ``dataclasses`` would add 11 ms to importing shimpid.)
     """
 
     __slots__ = ()
     pid: int | None
 
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
 
-@dataclass(frozen=True, slots=True)
-class Verified(ProcessIdentity):
-    """The recorded process is alive and its start time equals the recorded one."""
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
 
+
+class _Alive(ProcessIdentity):
+    """Verified and Legacy: a verdict that names a live process."""
+
+    __slots__ = ("pid",)
+    __match_args__ = ("pid",)
     pid: int
 
+    def __init__(self, pid: int) -> None:
+        set_verdict_pid(self, pid)
 
-@dataclass(frozen=True, slots=True)
-class Legacy(ProcessIdentity):
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.pid == other.pid  # type: ignore[attr-defined, no-any-return]
+
+    def __hash__(self) -> int:
+        return hash((self.pid,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(pid={self.pid})"
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        return (type(self), (self.pid,))
+
+
+#: Sets a Verified's or Legacy's pid, bypassing __init__ (the extension makes verdicts with it)
+set_verdict_pid = _Alive.__dict__["pid"].__set__
+
+
+class Verified(_Alive):
+    """The recorded process is alive and is the one recorded: same pidfs inode, or start time."""
+
+    __slots__ = ()
+
+
+class Legacy(_Alive):
     """The recorded pid is alive but the file has no start time: identity cannot be proven."""
 
-    pid: int
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
 class Absent(ProcessIdentity):
     """Nothing to act on: no readable record, no such live process, or a different process."""
+
+    __slots__ = ()
+    __match_args__ = ()
 
     @property
     def pid(self) -> None:  # type: ignore[override]
         return None
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Absent if isinstance(other, ProcessIdentity) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(())
+
+    def __repr__(self) -> str:
+        return "Absent()"
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (Absent, ())
 
 
 ABSENT = Absent()

@@ -22,11 +22,14 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
-from ._common import Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs an importer of shimpid 7 ms
+    from typing import Any
 
-__all__ = ["ProcessHandle", "open_process"]
+from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
+
+__all__ = ["ProcessHandle", "open_entry", "open_process"]
 
 # A backend's ``_pin_and_classify(pid, start_time, pidfs_id)``: the verdict, and the pidfd it
 # was reached through (None without pidfds). Raises OSError when the system cannot tell.
@@ -43,6 +46,12 @@ def open_process(reader: Any, pin_and_classify: PinAndClassify,
         if is_answer(err):
             return None  # no record to act on
         raise
+    return open_entry(record, extras, pin_and_classify, allow_legacy)
+
+
+def open_entry(record: Any, extras: Extras, pin_and_classify: PinAndClassify,
+               allow_legacy: bool) -> ProcessHandle | None:
+    """A handle on the process a record (already read) names, or None if it is not there."""
     if from_another_boot(extras):
         return None
     identity, pidfd = pin_and_classify(record.pid, record.start_time, extras.pidfs_id)

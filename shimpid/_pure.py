@@ -20,7 +20,7 @@ import signal
 import stat
 import sys
 
-from . import _common, _handle
+from . import _common
 from ._common import (
     ABSENT,
     CURRENT_BOOT_ID,
@@ -43,6 +43,10 @@ from ._common import (
     StorageError,
     Verified,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._handle import ProcessHandle
 
 __all__ = [
     "PidRecord",
@@ -72,14 +76,51 @@ _S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a c
 
 # Bytes read from /proc/<pid>/stat; the start time (field 22) sits well inside this.
 _STAT_READ_BYTES = 1024
-# Bytes read from /proc/<pid>/status: Tgid is its fourth line, after a name of 64 bytes at most.
-_STATUS_READ_BYTES = 512
+# Bytes read from /proc/<pid>/status (State, Tgid, Threads; the whole file is about 1.5 KiB).
+_STATUS_READ_BYTES = 4096
 
 # Temporary-file names must differ between writers: the pid tells processes apart, the counter
 # tells apart threads and successive writes of one process.
 _temp_counter = itertools.count()
 _IDENTITY_TAG = _common.IDENTITY_TAG.encode()
 _TEMP_ATTEMPTS = 16
+
+
+class _Final:
+    """Base of this backend's reader and writer: like the extension's types, they cannot be subclassed,
+    and one made by ``__new__`` alone (an unset slot) says so instead of failing obscurely."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        if _Final not in cls.__bases__:
+            base = cls.__base__
+            raise TypeError(f"type '{base.__module__}.{base.__qualname__}' is not an acceptable "
+                            "base type")
+        super().__init_subclass__(**kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        # Reached only for an unset slot (or a name that does not exist).
+        if name in type(self).__slots__:
+            raise TypeError(_common.NOT_INITIALISED.format(type(self).__name__))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _initialise_once(self, slot: str) -> None:
+        """Refuse a second __init__: a C struct (in the extension) points into what it set."""
+        try:
+            type(self).__dict__[slot].__get__(self, type(self))
+        except AttributeError:
+            return
+        raise TypeError(_common.ALREADY_INITIALISED.format(type(self).__name__))
+
+    def __reduce__(self) -> object:
+        raise TypeError(_common.NOT_PICKLABLE.format(type(self).__name__))
+
+    def __copy__(self) -> _Final:
+        return self  # nothing in it changes
+
+    def __deepcopy__(self, memo: object) -> _Final:
+        return self
 
 
 # ============================================================================
@@ -270,7 +311,7 @@ def _parse_uint(text: str, limit: int) -> tuple[int, int]:
 # ============================================================================
 
 
-class PidFileWriter(_common.Final):
+class PidFileWriter(_Final):
     """Writes records to one pid file; everything it needs is prepared when it is created.
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
@@ -411,6 +452,7 @@ def _kept_open(path: bytes, flags: int, mode: int) -> collections.defaultdict[in
 
 
 def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
+    _check_target(target)  # before opening: opening a FIFO or a device has effects of its own
     kept = _kept_open(target, _OPEN_IN_PLACE, mode)
     try:
         fd = kept[0]
@@ -485,7 +527,7 @@ class _TempNamesTaken(FileExistsError):
 # ============================================================================
 
 
-class PidFileReader(_common.Final):
+class PidFileReader(_Final):
     """Reads one pid file and classifies its record against the live system."""
 
     __slots__ = ("_path", "_target")
@@ -517,12 +559,14 @@ class PidFileReader(_common.Final):
         """The pidfs inode the file records, or ``None``; ``StorageError`` as read()."""
         return self._read_entry()[1].pidfs_id
 
-    def open_process(self, *, allow_legacy: bool = False) -> _handle.ProcessHandle | None:
+    def open_process(self, *, allow_legacy: bool = False) -> ProcessHandle | None:
         """A handle that signals the recorded process and nothing else, or ``None``.
 
         ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``).
         Raises ``OSError`` where ``process_identity()`` does. See ``shimpid._handle``.
         """
+        from . import _handle  # imported when first needed: see shimpid/__init__.py
+
         return _handle.open_process(self, _pin_and_classify, allow_legacy)
 
     def _read_entry(self) -> tuple[PidRecord, Extras]:
@@ -637,8 +681,10 @@ def _classify_pinned(pid: int, start_time: int | None, pidfs_id: int | None, pid
         return Verified(pid)
     if start_time is None:
         return ABSENT if _has_exited(pidfd) else Legacy(pid)
-    state, live = _stat_of_pinned(pid, pidfd)
-    if state in b"ZX" or live != start_time:  # exited (a zombie), or another process's pid now
+    live = _stat_of_pinned(pid, pidfd)[1]
+    # Alive is what the pidfd says: /proc shows a process whose main thread called
+    # pthread_exit() as a zombie while its other threads run on.
+    if live != start_time or _has_exited(pidfd):  # another process's pid now, or exited
         return ABSENT
     return Verified(pid)
 
@@ -651,16 +697,13 @@ def _classify_without_pidfd(pid: int, start_time: int | None) -> ProcessIdentity
             return Legacy(pid)
         raise OSError(errno.ENOSYS, "no process start times on this platform")
     info = _unpinned_info(pid)
-    if info is None:
-        return ABSENT
-    state, live = info
-    if state in b"ZX":
+    if info is None or not info[0]:
         return ABSENT
     if start_time is None:
         return Legacy(pid)
-    if live is None:
+    if info[1] is None:
         raise _common.no_proc_error()
-    return Verified(pid) if live == start_time else ABSENT
+    return Verified(pid) if info[1] == start_time else ABSENT
 
 
 def is_process_alive(pid: int) -> bool:
@@ -675,7 +718,7 @@ def is_process_alive(pid: int) -> bool:
         if _WINDOWS:
             return _windows_alive(pid)
         info = _unpinned_info(pid)
-        return info is not None and info[0] not in b"ZX"
+        return info is not None and info[0]
     pidfd = _open_pidfd(pid)
     if pidfd is None:
         return False
@@ -765,12 +808,14 @@ def _stat_of_pinned(pid: int, pidfd: int) -> tuple[int, int | None]:
     return info
 
 
-def _unpinned_info(pid: int) -> tuple[int, int | None] | None:
-    """Without pidfds: ``(state, start time)`` of the process holding pid, or None if none does.
+def _unpinned_info(pid: int) -> tuple[bool, int | None] | None:
+    """Without pidfds: ``(alive, start time)`` of the process holding pid, or None if none does.
 
-    kill(pid, 0) says whether anybody holds pid (EPERM: somebody, another user's); /proc then
-    says whether it is a process rather than a thread, and its state and start time. Where
-    there is no /proc, only kill() can be asked: ``(0, None)``.
+    kill(pid, 0) says whether anybody holds pid (EPERM: somebody, another user's); then
+    /proc/<pid>/status whether that is a process rather than a thread (Tgid) and whether it is
+    alive (State, and Threads: a process whose main thread called pthread_exit() shows as a
+    zombie while its other threads run on), and /proc/<pid>/stat its start time. Where there is
+    no /proc, only kill() can be asked: ``(True, None)``.
     """
     try:
         os.kill(pid, 0)
@@ -778,19 +823,40 @@ def _unpinned_info(pid: int) -> tuple[int, int | None] | None:
         return None
     except PermissionError:
         pass  # it exists, and belongs to another user
-    if _LINUX:
-        proc = _proc_state()
-        if proc == _PROC_NONE:
-            return 0, None
-        if proc == _PROC_FOREIGN:
-            raise _common.ForeignProcError()  # its /proc/<pid> is somebody else
-        if _thread_group_of(pid) not in (pid, None):
-            return None  # a thread of another process
-    return _proc_info(pid)
+    if _DARWIN:
+        info = _proc_info(pid)
+        return None if info is None else (info[0] != ord("Z"), info[1])
+    if not _LINUX or _proc_state() == _PROC_NONE:
+        return True, None
+    if _proc_state() == _PROC_FOREIGN:
+        raise _common.ForeignProcError()  # its /proc/<pid> is somebody else
+    status = _status_of(pid)
+    if status is None:
+        if _exists(pid):  # kill() sees it, /proc does not: hidden (hidepid)
+            raise _common.hidden_process_error(pid)
+        return None
+    state, thread_group, threads = status
+    if thread_group != pid:
+        return None  # a thread of another process
+    info = _proc_info(pid)
+    if info is None:
+        return None
+    return state not in b"ZX" or threads > 1, info[1]
 
 
-def _thread_group_of(pid: int) -> int | None:
-    """The ``Tgid:`` of /proc/<pid>/status: the process a thread id belongs to (None: gone)."""
+def _exists(pid: int) -> bool:
+    """Somebody holds pid (kill(pid, 0) succeeds, or fails with EPERM)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _status_of(pid: int) -> tuple[int, int, int] | None:
+    """``State`` (a byte), ``Tgid`` and ``Threads`` of /proc/<pid>/status, or None if it is gone."""
     try:
         fd = os.open(b"/proc/%d/status" % pid, os.O_RDONLY | _O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError):
@@ -801,10 +867,15 @@ def _thread_group_of(pid: int) -> int | None:
         return None
     finally:
         os.close(fd)
-    start = data.find(b"\nTgid:")
-    if start < 0:
-        raise OSError(errno.EIO, f"no Tgid in /proc/{pid}/status")
-    return int(data[start + 6 : data.index(b"\n", start + 6)])
+    fields = {}
+    for line in data.split(b"\n"):
+        key, _, value = line.partition(b":")
+        if key in (b"State", b"Tgid", b"Threads"):
+            fields[key] = value.strip()
+    try:
+        return fields[b"State"][0], int(fields[b"Tgid"]), int(fields[b"Threads"])
+    except (KeyError, IndexError, ValueError):
+        raise OSError(errno.EIO, f"unexpected /proc/{pid}/status") from None
 
 
 def _proc_info(pid: int) -> tuple[int, int | None] | None:
@@ -882,9 +953,14 @@ def _pidfd_level() -> int:
 
 
 def _set_pidfd_level(level: int) -> int:
-    """Use ``level`` instead of what the kernel offers (tests of the fallbacks); the old one."""
+    """Use ``level`` instead of what the kernel offers (tests of the fallbacks); the old one.
+
+    Only a level this system offers: a lower one is a fallback, a higher one would fail."""
     global _pidfd_level_found
-    old, _pidfd_level_found = _pidfd_level(), level
+    old = _pidfd_level()
+    if level > _find_pidfd_level():
+        raise ValueError(f"pidfd level {level} is more than this system offers")
+    _pidfd_level_found = level
     return old
 
 

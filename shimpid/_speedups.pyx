@@ -18,7 +18,7 @@ from libc.errno cimport (EACCES, EEXIST, EINTR, EINVAL, EIO, EISDIR, ENAMETOOLON
                          ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, lstat, struct_stat
@@ -26,7 +26,7 @@ from posix.types cimport mode_t, pid_t
 
 import os
 
-from . import _common, _handle
+from . import _common
 from ._common import ABSENT, CURRENT_BOOT_ID, Extras, Legacy, Verified
 
 cdef extern from "_speedups_compat.h":
@@ -60,7 +60,7 @@ cdef enum:
     # line 4 with " pidfs=<u64>", and their newlines.
     WRITE_MAX_BYTES = RECORD_MAX_BYTES + 1 + 1 + IDENTITY_PREFIX_MAX + 7 + 20 + 1
     STAT_READ_BYTES = 1024
-    STATUS_READ_BYTES = 512
+    STATUS_READ_BYTES = 4096
     TEMP_SUFFIX_MAX = 35
     TEMP_PATH_MAX = 4096
     TEMP_ATTEMPTS = 16
@@ -130,7 +130,11 @@ if current_boot_known:
 @cython.final
 @cython.freelist(16)
 cdef class PidRecord:
-    """A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``."""
+    """PidRecord(pid, start_time=None)
+--
+
+A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``.
+"""
 
     def __init__(self, pid, start_time=None):
         cdef pid_record_t rec
@@ -491,7 +495,10 @@ cdef int parse_uint(const unsigned char *s, Py_ssize_t start, Py_ssize_t end, ui
 
 @cython.final
 cdef class PidFileWriter:
-    """Writes records to one pid file; everything it needs is prepared when it is created.
+    """PidFileWriter(path, *, atomic=True, mode=0o644, identity_line=True)
+--
+
+    Writes records to one pid file; everything it needs is prepared when it is created.
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
     old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
@@ -678,12 +685,13 @@ cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has
     """
     cdef struct_stat info
     cdef char state = 0
+    cdef bint alive = False
     cdef int fd, rc, proc
     record.has_start_time = False
     record.start_time = 0
     has_pidfs[0] = False
     if writer.pidfd_level == NO_PIDFD:
-        return unpinned_info(record.pid, &state, &record.start_time, &record.has_start_time)
+        return unpinned_info(record.pid, &alive, &record.start_time, &record.has_start_time)
     fd = shimpid_pidfd_open(<pid_t>record.pid)
     if fd < 0:
         return GONE if not_a_process(errno) else -errno
@@ -764,8 +772,11 @@ cdef int write_in_place(const char *path, const char *data, Py_ssize_t size,
                         mode_t mode) noexcept nogil:
     """Open without O_TRUNC and check the file first (see _pure._write_in_place)."""
     cdef struct_stat info
-    cdef int fd = open_retry(path, OPEN_IN_PLACE, mode)
-    cdef int rc = 0
+    cdef int fd, rc = check_target(path)  # before opening: a FIFO's or a device's open has effects
+    if rc < 0:
+        return rc
+    fd = open_retry(path, OPEN_IN_PLACE, mode)
+    rc = 0
     if fd < 0:
         return -errno
     if fstat(fd, &info) != 0:
@@ -880,7 +891,11 @@ ctypedef struct extras_t:  # what lines 3 and 4 say, as far as a verdict needs i
 
 @cython.final
 cdef class PidFileReader:
-    """Reads one pid file and classifies its record against the live system."""
+    """PidFileReader(path)
+--
+
+Reads one pid file and classifies its record against the live system.
+"""
 
     def __init__(self, path):
         if self._target is not None:
@@ -930,6 +945,7 @@ cdef class PidFileReader:
         As ``_pure``'s; see ``shimpid._handle``.
         """
         self._check()
+        from . import _handle  # imported when first needed: see shimpid/__init__.py
         return _handle.open_process(self, _pin_and_classify, allow_legacy)
 
     def _read_entry(self):
@@ -1068,9 +1084,11 @@ cdef bint is_boot_id(const unsigned char *s, Py_ssize_t size) noexcept nogil:
 
 cdef int _extras_from(object extras, extras_t *out) except -1:
     boot, pidfs_id = extras.boot_id, extras.pidfs_id
-    out.has_boot = boot is not None
+    if boot is not None:
+        boot = boot.encode()
+    out.has_boot = boot is not None and len(boot) == BOOT_ID_BYTES  # never copy past its end
     if out.has_boot:
-        memcpy(out.boot, PyBytes_AS_STRING(boot.encode()), BOOT_ID_BYTES)
+        memcpy(out.boot, PyBytes_AS_STRING(boot), BOOT_ID_BYTES)
     out.has_pidfs = pidfs_id is not None
     out.pidfs_id = pidfs_id if out.has_pidfs else 0
     return 0
@@ -1168,19 +1186,21 @@ cdef int classify_pinned(const pid_record_t *record, const extras_t *extras, int
     rc = stat_of_pinned(record.pid, fd, &state, &live, &has_live)
     if rc < 0:
         return rc
-    if state == c'Z' or state == c'X' or not has_live or live != record.start_time:
-        return IDENTITY_ABSENT  # exited (a zombie), or another process's pid now
-    return IDENTITY_VERIFIED
+    if not has_live or live != record.start_time:
+        return IDENTITY_ABSENT  # another process's pid now (or reaped since it was pinned)
+    # Alive is what the pidfd says: /proc shows a process whose main thread called
+    # pthread_exit() as a zombie while its other threads run on.
+    exited = has_exited(fd)
+    return exited if exited < 0 else (IDENTITY_ABSENT if exited else IDENTITY_VERIFIED)
 
 
 cdef int classify_without_pidfd(const pid_record_t *record) noexcept nogil:
-    cdef char state = 0
     cdef uint64_t live = 0
-    cdef bint has_live = False
-    cdef int rc = unpinned_info(record.pid, &state, &live, &has_live)
+    cdef bint alive = False, has_live = False
+    cdef int rc = unpinned_info(record.pid, &alive, &live, &has_live)
     if rc < 0:
         return rc
-    if rc == GONE or state == c'Z' or state == c'X':
+    if rc == GONE or not alive:
         return IDENTITY_ABSENT
     if not record.has_start_time:
         return IDENTITY_LEGACY
@@ -1210,20 +1230,19 @@ def _pin_and_classify(pid, start_time, pidfs_id):
     return _verdict(verdict, record.pid), (None if pidfd < 0 else pidfd)
 
 
-# The verdicts are frozen dataclasses, whose __init__ sets a field through object.__setattr__
-# (0.35 us, a tenth of process_identity()): make them through their slot's setter instead.
-cdef object _set_verified_pid = Verified.__dict__["pid"].__set__
-cdef object _set_legacy_pid = Legacy.__dict__["pid"].__set__
+# A verdict made through its slot's setter skips __init__'s Python frame (a tenth of
+# process_identity() when it went through a frozen dataclass's).
+cdef object _set_verdict_pid = _common.set_verdict_pid
 
 
 cdef object _verdict(int verdict, uint32_t pid):
     if verdict == IDENTITY_VERIFIED:
         result = Verified.__new__(Verified)
-        _set_verified_pid(result, pid)
+        _set_verdict_pid(result, pid)
         return result
     if verdict == IDENTITY_LEGACY:
         result = Legacy.__new__(Legacy)
-        _set_legacy_pid(result, pid)
+        _set_verdict_pid(result, pid)
         return result
     if verdict < 0:
         raise _process_error(verdict, pid)
@@ -1279,15 +1298,14 @@ def process_start_time(pid):
 
 cdef int process_alive(uint32_t pid, int level) noexcept nogil:
     """1, 0 or -errno."""
-    cdef char state = 0
     cdef uint64_t start = 0
-    cdef bint has_start = False
+    cdef bint alive = False, has_start = False
     cdef int fd, rc
     if level == NO_PIDFD:
-        rc = unpinned_info(pid, &state, &start, &has_start)
+        rc = unpinned_info(pid, &alive, &start, &has_start)
         if rc < 0:
             return rc
-        return rc == FOUND and state != c'Z' and state != c'X'
+        return rc == FOUND and alive
     fd = shimpid_pidfd_open(<pid_t>pid)
     if fd < 0:
         return 0 if not_a_process(errno) else -errno
@@ -1299,9 +1317,10 @@ cdef int process_alive(uint32_t pid, int level) noexcept nogil:
 cdef int start_time_of(uint32_t pid, int level, uint64_t *start, bint *has_start) noexcept nogil:
     """FOUND (the start time is in start), GONE or -errno."""
     cdef char state = 0
+    cdef bint alive = False
     cdef int fd, rc
     if level == NO_PIDFD:
-        rc = unpinned_info(pid, &state, start, has_start)
+        rc = unpinned_info(pid, &alive, start, has_start)
         if rc == FOUND and not has_start[0]:
             return -ENOENT  # no /proc to read start times from
         return rc
@@ -1352,42 +1371,59 @@ cdef int stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
     return FOUND
 
 
-cdef int unpinned_info(uint32_t pid, char *state, uint64_t *start,
+cdef int unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
                        bint *has_start) noexcept nogil:
-    """Without pidfds: FOUND (state and start time filled in; has_start false without /proc),
-    GONE (nobody holds pid, or a thread does) or -errno."""
-    cdef uint32_t tgid = 0
+    """Without pidfds (as _pure._unpinned_info): FOUND (alive, and the start time, which is
+    missing without /proc), GONE (nobody holds pid, or a thread does) or -errno."""
+    cdef uint32_t tgid = 0, threads = 0
+    cdef char state = 0, stat_state = 0
     cdef int rc, proc
-    state[0] = 0
+    alive[0] = False
     has_start[0] = False
     if kill(<pid_t>pid, 0) != 0:
         if errno == ESRCH:
             return GONE
         if errno != EPERM:  # EPERM: it exists, and belongs to another user
             return -errno
-    if SHIMPID_LINUX:
-        proc = proc_state()
-        if proc < 0:
-            return proc
-        if proc == PROC_NONE:
-            return FOUND
-        if proc == PROC_FOREIGN:
-            return -EXDEV
-        rc = thread_group_of(pid, &tgid)
-        if rc != FOUND:
-            return rc
-        if tgid != pid:
-            return GONE  # a thread of another process
-    return proc_info(pid, state, start, has_start)
+    if SHIMPID_DARWIN:
+        rc = proc_info(pid, &state, start, has_start)
+        alive[0] = state != c'Z'
+        return rc
+    if not SHIMPID_LINUX:
+        alive[0] = True
+        return FOUND
+    proc = proc_state()
+    if proc < 0:
+        return proc
+    if proc == PROC_NONE:
+        alive[0] = True
+        return FOUND
+    if proc == PROC_FOREIGN:
+        return -EXDEV
+    rc = status_of(pid, &state, &tgid, &threads)
+    if rc == GONE:
+        # kill() sees it and /proc does not: hidden (hidepid), unless it has just gone
+        return -EACCES if kill(<pid_t>pid, 0) == 0 or errno == EPERM else GONE
+    if rc < 0:
+        return rc
+    if tgid != pid:
+        return GONE  # a thread of another process
+    rc = proc_info(pid, &stat_state, start, has_start)
+    if rc != FOUND:
+        return rc
+    # A process whose main thread called pthread_exit() shows as a zombie while its other
+    # threads run on.
+    alive[0] = (state != c'Z' and state != c'X') or threads > 1
+    return FOUND
 
 
-cdef int thread_group_of(uint32_t pid, uint32_t *tgid) noexcept nogil:
-    """The Tgid: line of /proc/<pid>/status: FOUND, GONE or -errno."""
+cdef int status_of(uint32_t pid, char *state, uint32_t *tgid,
+                   uint32_t *threads) noexcept nogil:
+    """State, Tgid and Threads of /proc/<pid>/status: FOUND, GONE or -errno."""
     cdef char path[32]
-    cdef char buf[STATUS_READ_BYTES + 1]
-    cdef Py_ssize_t n, i
-    cdef uint64_t value = 0
-    cdef int fd, err
+    cdef char buf[STATUS_READ_BYTES + 8]  # zeros after what was read: memcmp never reads past
+    cdef Py_ssize_t n, i, line
+    cdef int fd, err, found = 0
     memcpy(path, b"/proc/", 6)
     n = 6 + format_u64(pid, path + 6)
     memcpy(path + n, b"/status", 8)
@@ -1399,18 +1435,35 @@ cdef int thread_group_of(uint32_t pid, uint32_t *tgid) noexcept nogil:
     unistd.close(fd)
     if n < 0:
         return GONE if err == ESRCH else -err
-    buf[n] = 0
-    for i in range(n - 6):
-        if memcmp(buf + i, b"\nTgid:", 6) == 0:
-            i += 6
+    memset(buf + n, 0, 8)
+    line = 0
+    while line < n and found != 7:
+        if memcmp(buf + line, b"State:", 6) == 0:
+            i = line + 6
             while i < n and (buf[i] == c'\t' or buf[i] == c' '):
                 i += 1
-            while i < n and c'0' <= buf[i] <= c'9':
-                value = value * 10 + <uint64_t>(buf[i] - c'0')
-                i += 1
-            tgid[0] = <uint32_t>value
-            return FOUND
-    return -EIO
+            state[0] = buf[i] if i < n else 0
+            found |= 1
+        elif memcmp(buf + line, b"Tgid:", 5) == 0:
+            tgid[0] = status_number(buf, line + 5, n)
+            found |= 2
+        elif memcmp(buf + line, b"Threads:", 8) == 0:
+            threads[0] = status_number(buf, line + 8, n)
+            found |= 4
+        while line < n and buf[line] != c'\n':
+            line += 1
+        line += 1
+    return FOUND if found == 7 else -EIO
+
+
+cdef uint32_t status_number(const char *buf, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    cdef uint32_t value = 0
+    while i < n and (buf[i] == c'\t' or buf[i] == c' '):
+        i += 1
+    while i < n and c'0' <= buf[i] <= c'9':
+        value = value * 10 + <uint32_t>(buf[i] - c'0')
+        i += 1
+    return value
 
 
 cdef void record_current(pid_record_t *out) noexcept nogil:
@@ -1524,9 +1577,16 @@ def _pidfd_level():
 
 
 def _set_pidfd_level(int level):
-    """Use ``level`` instead of what the kernel offers (tests of the fallbacks); the old one."""
+    """Use ``level`` instead of what the kernel offers (tests of the fallbacks); the old one.
+
+    Only a level this system offers (as _pure's)."""
     global pidfd_level_found
     old = pidfd_level()
+    pidfd_level_found = -1
+    offered = pidfd_level()
+    pidfd_level_found = old
+    if level > offered:
+        raise ValueError(f"pidfd level {level} is more than this system offers")
     pidfd_level_found = level
     return old
 

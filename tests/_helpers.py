@@ -98,3 +98,27 @@ def run_in_pid_namespace(script: str, *, mount_proc: bool = True,
         require_or_skip(f"cannot make a pid namespace here: {probe.stderr.strip()}")
     return subprocess.run([*args, sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=timeout)
+
+
+def require_pidfd_level(impl, level: int, what: str = "pidfs (Linux 6.9+)") -> None:
+    """Skip unless ``impl`` can work at ``level`` (shimpid._common.PIDFS, PIDFD): a Python
+    without os.pidfd_open (PyPy) just skips; a kernel without it is a missing capability."""
+    if impl._pidfd_level() >= level:
+        return
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip(f"this Python has no os.pidfd_open: no {what}")
+    require_or_skip(f"this kernel offers no {what}")
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build_probe(name: str, directory, *flags: str) -> str:
+    """Compile tests/probe/<name>.c into directory; the path of the program (or library)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler (cc) to build the test probes")
+    out = os.path.join(str(directory), name)
+    subprocess.run([cc, "-O2", "-o", out, os.path.join(HERE, "probe", f"{name}.c"), *flags],
+                   check=True)
+    return out

@@ -184,10 +184,42 @@ def test_stop_escalates_to_sigkill(impl, cli, pid_path):
         stubborn.wait()
 
 
-def test_stop_with_another_signal(impl, cli, pid_path, sleeper):
-    impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
-    assert cli("stop", "--signal", "INT", pid_path)[0] == 0
-    assert sleeper.wait(10) == -signal.SIGINT
+def test_stop_with_another_signal(impl, cli, pid_path):
+    # SIGINT's default action, whatever this suite was launched with: `cmd &` ignores SIGINT
+    # and SIGQUIT, nohup SIGHUP, and an ignored signal stays ignored across exec().
+    child = subprocess.Popen([sys.executable, "-c", DEFAULT_ACTION + "time.sleep(60)"])
+    try:
+        impl.PidFileWriter.at(pid_path).write_for(child.pid)
+        assert cli("stop", "--signal", "INT", pid_path)[0] == 0
+        assert child.wait(10) == -signal.SIGINT
+    finally:
+        child.kill()
+        child.wait()
+
+
+# For a Python child: restore the default action of the signals launchers often ignore.
+DEFAULT_ACTION = ("import signal, time\n"
+                  "for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):\n"
+                  "    signal.signal(s, signal.SIG_DFL)\n")
+
+
+@pytest.mark.skipif(sys.implementation.name != "cpython",
+                    reason="PyPy reports a signal ignored at start-up as SIG_DFL (see the README)")
+def test_spawn_keeps_ignored_signals_ignored(cli, pid_path, tmp_path):
+    """Under nohup, a hangup must not reach the command through shimpid's forwarding."""
+    marker = tmp_path / "survived"
+    shim = subprocess.Popen(
+        ["nohup", sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path), "--",
+         "sh", "-c", f"sleep 1; touch {marker}"],
+        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        shim.stdout.readline()  # started
+        shim.send_signal(signal.SIGHUP)
+        assert shim.wait(30) == 0
+        assert marker.exists(), "the command was not hung up"
+    finally:
+        shim.kill()
+        shim.wait()
 
 
 def test_stop_never_signals_an_unverified_process(impl, cli, pid_path, sleeper):

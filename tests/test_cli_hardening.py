@@ -14,7 +14,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import run_in_child, run_in_pid_namespace, script_prelude
+from _helpers import require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
 from shimpid import Verified, _clean, _cli
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
@@ -112,7 +112,8 @@ def test_stop_refuses_what_it_must_not_trust_or_signal(impl, shared_dir):
     code, message, alive = out["group-writable"]
     assert (code, alive) == (4, True) and "writable by group or others" in message
     code, message, alive = out["their directory"]
-    assert (code, alive) == (4, True) and "directory lets other users replace it" in message
+    assert (code, alive) == (4, True)
+    assert f"directory {shared_dir}/theirs lets other users replace what is in it" in message
     code, message, _ = out["pid 1"]
     assert code == 4 and "refusing to signal 1: pid 1 is init" in message
     assert out["ancestor"] == [4, 0], "the shell running stop was not signalled"
@@ -228,6 +229,7 @@ def test_clean_from_the_command_line(cli, impl, tmp_path, reaped_pid, sleeper):
     impl.PidFileWriter.at(tmp_path / "dead.pid").write(impl.PidRecord(reaped_pid, 1))
     impl.PidFileWriter.at(tmp_path / "live.pid").write_for(sleeper.pid)
     (tmp_path / f".dead.pid.{reaped_pid}.0.tmp").write_bytes(b"")
+    os.utime(tmp_path / f".dead.pid.{reaped_pid}.0.tmp", (time.time() - 10,) * 2)
     code, out, _ = cli("clean", "--dry-run", tmp_path)
     assert code == 0 and out.splitlines() == [
         f"would remove {tmp_path}/.dead.pid.{reaped_pid}.0.tmp: temporary file of writer "
@@ -238,3 +240,138 @@ def test_clean_from_the_command_line(cli, impl, tmp_path, reaped_pid, sleeper):
     assert sorted(os.listdir(tmp_path)) == ["live.pid"]
     assert cli("clean", tmp_path / "missing")[0] == 1
 
+
+
+# ---- found by review -----------------------------------------------------------------------------
+
+
+def test_stop_checks_every_directory_on_the_way(cli, impl, tmp_path, sleeper):
+    """A writable grandparent lets anyone swap in another service's directory."""
+    swappable = tmp_path / "run"
+    (swappable / "svc").mkdir(parents=True)
+    os.chmod(swappable, 0o777)  # writable by all, not sticky
+    path = swappable / "svc" / "app.pid"
+    impl.PidFileWriter.at(path).write_for(sleeper.pid)
+    code, _, err = cli("stop", path)
+    assert code == 4 and f"directory {swappable} lets other users replace" in err
+    assert sleeper.poll() is None
+    link = tmp_path / "link"
+    link.symlink_to(swappable / "svc")  # the resolved path is checked as well
+    code, _, err = cli("stop", link / "app.pid")
+    assert code == 4 and sleeper.poll() is None
+
+
+# The ancestor, pid 2 in the namespace: records itself (pidfs needs no /proc), then runs stop
+# through a shell. With the host's /proc, stop cannot see that its grandparent is the recorded
+# process.
+ANCESTOR = """
+import importlib, os, subprocess, sys
+sys.path[:0] = {sys_path!r}
+impl = importlib.import_module({module!r})
+impl.PidFileWriter.at({path!r}).write_current()
+shell = subprocess.run(["sh", "-c", "{python} -m shimpid stop {path}; echo $?"],
+                       capture_output=True, text=True)
+print(shell.stdout.strip() + " " + shell.stderr.strip(), flush=True)
+"""
+
+FOREIGN_STOP = """
+env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), SHIMPID_PURE_PYTHON={pure!r})
+said = subprocess.run([sys.executable, "-c", {ancestor!r}], capture_output=True, text=True,
+                      env=env)
+print(json.dumps([said.returncode, said.stdout, said.stderr]))
+"""
+
+
+def test_stop_under_another_namespaces_proc_refuses(impl, shared_dir):
+    """With the host's /proc, stop cannot see its own ancestors: it refuses to signal."""
+    require_pidfd_level(impl, shimpid._common.PIDFS)  # else the record needs /proc: refused
+    path = os.path.join(shared_dir, "a.pid")
+    ancestor = ANCESTOR.format(sys_path=sys.path, module=impl.__name__, path=path,
+                               python=sys.executable)
+    script = script_prelude(impl) + FOREIGN_STOP.format(
+        pure="1" if impl is shimpid._pure else "0", ancestor=ancestor)
+    result = run_in_pid_namespace(script, mount_proc=False)
+    assert result.returncode == 0, result.stderr
+    code, out, err = json.loads(result.stdout)
+    assert code == 0, err  # the ancestor lived to report
+    assert out.startswith("4 ") and "ancestors cannot be told" in out, out
+
+
+HIDDEN = """
+import pwd
+subprocess.run(["mount", "-o", "remount,hidepid=invisible", "/proc"], check=True)
+sleeper = subprocess.Popen(["sleep", "60"])  # root's, hidden from nobody now
+impl.PidFileWriter.at({path!r}, identity_line=False).write_for(sleeper.pid)
+read, write = os.pipe()
+if os.fork() == 0:
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.setgid(nobody)
+    os.setuid(nobody)
+    out = {{}}
+    for level in {levels}:
+        impl._set_pidfd_level(level)
+        try:
+            out[level] = repr(impl.PidFileReader.at({path!r}).process_identity())
+        except OSError as err:
+            out[level] = type(err).__name__
+    os.write(write, json.dumps(out).encode())
+    os._exit(0)
+os.close(write)
+print(os.read(read, 1000).decode())
+sleeper.kill()
+"""
+
+
+@needs_root
+def test_a_process_hidden_by_hidepid_is_not_absent(impl, shared_dir):
+    path = os.path.join(shared_dir, "hidden.pid")
+    os.chmod(shared_dir, 0o755)
+    levels = [0, 1] if impl._pidfd_level() >= 1 else [0]  # PyPy has no pidfds
+    result = run_in_pid_namespace(script_prelude(impl) + HIDDEN.format(path=path, levels=levels))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    # kill() answers EPERM, /proc shows nothing: the system cannot tell, it is not Absent
+    assert out == {str(level): "PermissionError" for level in levels}
+
+
+@needs_root
+def test_stop_that_cannot_remove_the_pid_file_still_succeeds(impl, shared_dir, monkeypatch):
+    os.chmod(shared_dir, 0o755)  # root's: nobody may not remove the pid file from it
+    path = os.path.join(shared_dir, "app.pid")
+    child = subprocess.Popen(["sleep", "60"], user=NOBODY)
+    impl.PidFileWriter.at(path).write_for(child.pid)
+    monkeypatch.setattr(_cli, "PidFileReader", impl.PidFileReader)
+
+    def stop(out):
+        sys.stderr = sys.stdout = open(out, "w", closefd=False)
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        print(f"exit {_cli.main(['stop', path])}", flush=True)
+
+    try:
+        code, said = run_in_child(stop)
+        assert code == 0 and said.endswith(b"exit 0\n"), said
+        assert b"could not remove" in said and b"Permission denied" in said
+        assert child.wait(10) == -15 and os.path.exists(path)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@needs_root
+def test_clean_reports_what_it_cannot_read(impl, shared_dir, monkeypatch):
+    os.chmod(shared_dir, 0o777)
+    path = os.path.join(shared_dir, "secret.pid")
+    impl.PidFileWriter.at(path, mode=0o600).write(impl.PidRecord(1, 2))
+    monkeypatch.setattr(shimpid._clean, "_backend", impl)
+
+    def look(out):
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        os.write(out, repr(shimpid.clean(shared_dir)).encode())
+
+    code, said = run_in_child(look)
+    assert code == 0, said
+    said = said.decode()
+    assert said.startswith(f"[Removal(path={path!r}, why=") and "kept: cannot tell" in said
+    assert "Permission denied" in said and "removed=False" in said and os.path.exists(path)

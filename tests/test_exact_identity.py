@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _helpers import require_or_skip, run_in_child, run_in_pid_namespace, script_prelude
+from _helpers import build_probe, require_or_skip, require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
 from conftest import PURE_ONLY
 from shimpid import Absent, Legacy, StorageError, Verified, _common, _pure
 
@@ -28,8 +28,7 @@ LEVELS = {"pidfs": _common.PIDFS, "pidfd": _common.PIDFD, "no pidfd": _common.NO
 def level(request, impl):
     """What the kernel offers: pidfs (6.9+), pidfds only (5.3-6.8), neither."""
     wanted = LEVELS[request.param]
-    if wanted > impl._pidfd_level():
-        require_or_skip(f"this kernel offers no {request.param}")
+    require_pidfd_level(impl, wanted, request.param)
     old = impl._set_pidfd_level(wanted)
     yield wanted
     impl._set_pidfd_level(old)
@@ -88,8 +87,7 @@ def reuse_trials(impl, level: int, trials: int = 20) -> list:
 
 
 def test_same_tick_reuse_is_never_verified_with_pidfs(impl):
-    if impl._pidfd_level() != _common.PIDFS:
-        require_or_skip("this kernel offers no pidfs (Linux 6.9+)")
+    require_pidfd_level(impl, _common.PIDFS)
     trials = reuse_trials(impl, _common.PIDFS)
     same_tick = sum(1 for _, same, _, _ in trials if same)
     print(f"\nsame-tick reuse, {impl.__name__}: {same_tick} of {len(trials)} trials had the "
@@ -295,6 +293,29 @@ def test_a_thread_id_is_not_a_live_process(impl, level, pid_path, thread_id):
     assert reader.open_process(allow_legacy=True) is None
 
 
+@pytest.fixture(scope="module")
+def leader_exits(tmp_path_factory):
+    return build_probe("leader_exits", tmp_path_factory.mktemp("probe"), "-pthread")
+
+
+def test_a_process_whose_main_thread_exited_is_alive(impl, level, pid_path, leader_exits):
+    """/proc calls it a zombie (State Z) while its other thread runs on: still alive, Verified."""
+    child = subprocess.Popen([leader_exits], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        while True:  # the main thread is gone once /proc shows the leader as a zombie
+            with open(f"/proc/{child.pid}/status") as f:
+                if "State:\tZ" in f.read():
+                    break
+        assert impl.is_process_alive(child.pid)
+        for identity_line in (True, False):  # pidfs, and start time alone
+            impl.PidFileWriter.at(pid_path, identity_line=identity_line).write_for(child.pid)
+            assert impl.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
 # ---- 5. the fallbacks where the kernel offers less ---------------------------------------------
 
 
@@ -330,8 +351,7 @@ def test_a_file_from_an_older_kernel_is_verified_by_its_start_time(impl, pid_pat
 def test_a_pidfs_fingerprint_alone_is_proof(impl, pid_path, sleeper):
     """A file with a pidfs inode and no start time (no /proc when written): Verified by pidfs,
     Legacy where the reader has no pidfs."""
-    if impl._pidfd_level() != _common.PIDFS:
-        require_or_skip("this kernel offers no pidfs (Linux 6.9+)")
+    require_pidfd_level(impl, _common.PIDFS)
     fd = os.pidfd_open(sleeper.pid)
     inode = os.fstat(fd).st_ino
     os.close(fd)
@@ -350,6 +370,7 @@ def test_a_pidfs_fingerprint_alone_is_proof(impl, pid_path, sleeper):
 def test_open_process_pins_before_it_checks(impl, pid_path, sleeper):
     """Start-time path: pidfd_open(pid) comes before the /proc read that checks the identity
     (seen with strace), so the handle's pidfd refers to the process that was checked."""
+    require_pidfd_level(impl, _common.PIDFD, "pidfds")
     strace = shutil.which("strace")
     if strace is None:
         require_or_skip("strace not found")

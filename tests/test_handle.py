@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from _helpers import proc_state, require_or_skip
+from _helpers import proc_state, require_pidfd_level
 from shimpid import Absent, Legacy, ProcessHandle, Verified, _common
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
@@ -25,8 +25,7 @@ def pidfds(request, impl):
     """Every handle test runs with pidfs fingerprints, with pidfds only (Linux 5.3-6.8: start
     times), and without pidfds (a handle then re-checks before each signal)."""
     wanted = LEVELS[request.param]
-    if wanted > impl._pidfd_level():
-        require_or_skip(f"this kernel offers no {request.param}")
+    require_pidfd_level(impl, wanted, request.param)
     old = impl._set_pidfd_level(wanted)
     yield wanted != _common.NO_PIDFD
     impl._set_pidfd_level(old)
@@ -140,8 +139,7 @@ def test_legacy_handles_only_when_asked(impl, pidfds, pid_path, sleeper):
 
 def test_a_handle_holds_the_very_process_the_file_records(impl, pid_path, sleeper):
     """With pidfs the handle's pidfd is the one whose inode was compared with the record."""
-    if impl._pidfd_level() != _common.PIDFS:
-        require_or_skip("this kernel offers no pidfs")
+    require_pidfd_level(impl, _common.PIDFS)
     record_child(impl, pid_path, sleeper)
     reader = impl.PidFileReader.at(pid_path)
     with reader.open_process() as handle:

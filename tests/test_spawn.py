@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import shimpid
-from _helpers import proc_state
+from _helpers import proc_state, require_or_skip
 from shimpid import Absent, StorageError, Verified
 
 
@@ -154,6 +154,8 @@ def test_many_threads_spawn_at_once(backend, tmp_path, no_stray_children):
 
 
 def test_write_for_a_posix_spawned_child(backend, pid_path, no_stray_children):
+    if not hasattr(os, "posix_spawn"):
+        pytest.skip("this Python has no os.posix_spawn (PyPy)")
     pid = os.posix_spawn("/bin/sleep", ["sleep", "60"], os.environ)
     try:
         backend.PidFileWriter.at(pid_path).write_for(pid)
@@ -201,7 +203,22 @@ def test_write_for_a_write_error_names_the_file(backend, tmp_path):
 # ---- asyncio -----------------------------------------------------------------------------------
 
 
-def test_asyncio_records_a_live_child(backend, pid_path, no_stray_children):
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    """Runs a coroutine on asyncio's own event loop, then on uvloop's, which high-frequency
+    async spawners often use."""
+    if request.param == "asyncio":
+        return asyncio.run
+    if sys.implementation.name != "cpython":
+        pytest.skip("uvloop runs on CPython only")
+    try:
+        import uvloop
+    except ImportError:
+        require_or_skip("uvloop is not installed (pip install uvloop)")
+    return uvloop.run
+
+
+def test_asyncio_records_a_live_child(backend, run, pid_path, no_stray_children):
     async def main():
         process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=pid_path)
         try:
@@ -211,10 +228,10 @@ def test_asyncio_records_a_live_child(backend, pid_path, no_stray_children):
             process.kill()
             await process.wait()
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_asyncio_passes_arguments(backend, pid_path, no_stray_children):
+def test_asyncio_passes_arguments(backend, run, pid_path, no_stray_children):
     async def main():
         process = await shimpid.create_subprocess_exec(
             "cat", pidfile=pid_path, stdin=asyncio.subprocess.PIPE,
@@ -222,12 +239,12 @@ def test_asyncio_passes_arguments(backend, pid_path, no_stray_children):
         out, _ = await process.communicate(b"hello")
         return process, out
 
-    process, out = asyncio.run(main())
+    process, out = run(main())
     assert out == b"hello" and process.returncode == 0
     assert record_of(backend, pid_path).pid == process.pid
 
 
-def test_asyncio_failed_record_kills_and_reaps(backend, pid_path, no_stray_children):
+def test_asyncio_failed_record_kills_and_reaps(backend, run, pid_path, no_stray_children):
     pid_path.mkdir()
 
     async def main():
@@ -235,10 +252,10 @@ def test_asyncio_failed_record_kills_and_reaps(backend, pid_path, no_stray_child
             await shimpid.create_subprocess_exec("sleep", "60", pidfile=pid_path,
                                                  stdout=asyncio.subprocess.PIPE)
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_asyncio_records_a_child_that_exits_at_once(backend, tmp_path, no_stray_children):
+def test_asyncio_records_a_child_that_exits_at_once(backend, run, tmp_path, no_stray_children):
     """Reaping waits for the record: asyncio's own reaper could take the child first."""
 
     async def main():
@@ -250,10 +267,10 @@ def test_asyncio_records_a_child_that_exits_at_once(backend, tmp_path, no_stray_
             assert await process.wait() == 0
             assert backend.PidFileReader.at(path).process_identity() == Absent()
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_asyncio_exit_status_and_signals(backend, pid_path, no_stray_children):
+def test_asyncio_exit_status_and_signals(backend, run, pid_path, no_stray_children):
     async def main():
         process = await shimpid.create_subprocess_exec("sh", "-c", "exit 7", pidfile=pid_path)
         assert await process.wait() == 7
@@ -262,10 +279,10 @@ def test_asyncio_exit_status_and_signals(backend, pid_path, no_stray_children):
         process.terminate()
         assert await process.wait() == -15
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_asyncio_from_many_tasks(backend, tmp_path, no_stray_children):
+def test_asyncio_from_many_tasks(backend, run, tmp_path, no_stray_children):
     async def one(n):
         path = tmp_path / f"{n}.pid"
         process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=path)
@@ -281,30 +298,55 @@ def test_asyncio_from_many_tasks(backend, tmp_path, no_stray_children):
                 process.kill()
                 await process.wait()
 
-    asyncio.run(main())
+    run(main())
 
 
-def test_asyncio_bad_path_fails_before_anything_starts(backend, tmp_path, no_stray_children):
+def test_asyncio_bad_path_fails_before_anything_starts(backend, run, tmp_path, no_stray_children):
     async def main():
         with pytest.raises(StorageError):
             await shimpid.create_subprocess_exec("sleep", "60", pidfile="/tmp/\0bad")
 
-    asyncio.run(main())
+    run(main())
 
 
 @pytest.mark.parametrize("bad", [{"text": True}, {"shell": True}, {"bufsize": 1},
                                  {"universal_newlines": True}, {"encoding": "utf-8"}])
-def test_asyncio_refuses_what_asyncio_refuses(backend, pid_path, bad, no_stray_children):
+def test_asyncio_refuses_what_asyncio_refuses(backend, run, pid_path, bad, no_stray_children):
     async def main():
         with pytest.raises(ValueError):
             await asyncio.create_subprocess_exec("true", **bad)
         with pytest.raises(ValueError):
             await shimpid.create_subprocess_exec("true", pidfile=pid_path, **bad)
 
-    asyncio.run(main())
+    run(main())
     assert not pid_path.exists()
 
 
 def test_spawn_module_sees_the_selected_backend():
     assert shimpid._spawn.PidFileWriter is shimpid.PidFileWriter
     assert sys.modules["shimpid._spawn"] is shimpid._spawn
+
+
+def test_asyncio_hundreds_at_once_and_a_cancelled_waiter(backend, run, tmp_path,
+                                                         no_stray_children):
+    """300 concurrent spawns, each recorded; a waiter cancelled midway; nothing left behind."""
+
+    async def one(n):
+        path = tmp_path / f"{n}.pid"
+        process = await shimpid.create_subprocess_exec("true", pidfile=path)
+        record = record_of(backend, path)
+        assert record.pid == process.pid and record.start_time is not None
+        return await process.wait()
+
+    async def main():
+        sleeper = await shimpid.create_subprocess_exec("sleep", "60", pidfile=tmp_path / "s.pid")
+        waiter = asyncio.ensure_future(sleeper.wait())
+        codes = await asyncio.gather(*(one(n) for n in range(300)))
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        sleeper.kill()
+        assert await sleeper.wait() == -9
+        return codes
+
+    assert run(main()) == [0] * 300

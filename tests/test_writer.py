@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from _helpers import require_or_skip, run_in_child
+from _helpers import require_pidfd_level, run_in_child
 from shimpid import StorageError, _common
 
 both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
@@ -58,8 +58,7 @@ def test_bytes_on_disk_are_encode_and_the_identity_line(impl, pid_path, atomic, 
 
 @both_modes
 def test_write_current_and_write_for_record_the_pidfs_inode(impl, pid_path, atomic, sleeper):
-    if impl._pidfd_level() != _common.PIDFS:
-        require_or_skip("no pidfs on this kernel (Linux 6.9+)")
+    require_pidfd_level(impl, _common.PIDFS)
     writer = impl.PidFileWriter.at(pid_path, atomic=atomic)
     writer.write_current()
     own = impl.PidRecord.current()
