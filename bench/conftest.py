@@ -300,6 +300,7 @@ def pytest_terminal_summary(terminalreporter, config):
         for name, value in BASELINES.items():
             write(f"  {name}: {value:.2f}")
     _spawn_summary(write, session.benchmarks)
+    _pictures(write, config, results)
     write("")
     write("targets:")
     for description, value_of, passes in TARGETS:
@@ -334,6 +335,21 @@ def _spawn_summary(write, benchmarks) -> None:
             t = SPAWNS.get((how, p))
             cells.append("-" if t is None else f"{1 / t:8.0f}/s {t * 1e3:7.2f} ms")
         write(f"{how:34}" + "".join(f"{c:>20}" for c in cells))
+
+
+def _pictures(write, config, results) -> None:
+    """The README's pictures from a full run (into bench/); a short run draws them into
+    bench/.build/, which proves the drawing code works without touching the committed ones."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        write("pictures: not drawn (matplotlib is not installed; tox -e bench installs it)")
+        return
+    import pictures
+
+    directory = BUILD if config.getoption("short") else HERE
+    written = pictures.draw(directory, SPAWNS, results, FLOOR_NS, _machine())
+    write(f"pictures: {', '.join(os.path.relpath(path, HERE) for path in written)}")
 
 
 def _machine() -> str:

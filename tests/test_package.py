@@ -79,3 +79,57 @@ def test_typing_files_are_shipped():
     assert os.path.exists(os.path.join(here, "py.typed"))
     assert os.path.exists(os.path.join(here, "_speedups.pyi"))
     assert os.path.exists(os.path.join(here, "_speedups.pxd"))
+
+
+def test_import_is_light():
+    """What every spawner and every CLI call pays: beyond what ``import subprocess`` loads, no
+    asyncio (31 ms), dataclasses, typing (the benchmark times it: bench/test_import.py)."""
+
+    def loaded_by(module):
+        code = (f"import sys; before = set(sys.modules); import {module}; "
+                "print(' '.join(sorted(set(sys.modules) - before)))")
+        return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True, cwd=os.path.dirname(__file__)).stdout.split())
+
+    added = loaded_by("shimpid") - loaded_by("subprocess")
+    for heavy in ("asyncio", "dataclasses", "typing", "re", "inspect", "ctypes", "json"):
+        assert heavy not in added, f"import shimpid imports {heavy}"
+    assert "shimpid._clean" not in added and "shimpid._handle" not in added
+
+
+def test_lazy_names_arrive_on_first_use():
+    assert shimpid.clean is shimpid._clean.clean
+    assert shimpid.ProcessHandle is shimpid._handle.ProcessHandle
+    assert {"clean", "ProcessHandle", "Removal"} <= set(dir(shimpid))
+    with pytest.raises(AttributeError):
+        shimpid.no_such_name  # noqa: B018
+
+
+def test_signatures_of_the_extensions_types(impl):
+    for cls, names in [(impl.PidRecord, ["pid", "start_time"]), (impl.PidFileReader, ["path"]),
+                       (impl.PidFileWriter, ["path", "atomic", "mode", "identity_line"])]:
+        assert list(inspect.signature(cls).parameters) == names
+
+
+def test_a_missing_extension_is_said_once(tmp_path):
+    """On CPython, a package without its extension (installed without a compiler) warns, and
+    SHIMPID_PURE_PYTHON=1 chooses the pure backend silently."""
+    code = ("import sys, warnings; sys.modules['shimpid._speedups'] = None; "
+            "warnings.simplefilter('always'); import shimpid; print(shimpid.BACKEND)")
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="0")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=tmp_path)
+    assert result.stdout == "python\n"
+    assert "RuntimeWarning: shimpid: the C extension is not available" in result.stderr
+    assert "SHIMPID_PURE_PYTHON=1" in result.stderr
+    env["SHIMPID_PURE_PYTHON"] = "1"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=tmp_path)
+    assert (result.stdout, result.stderr) == ("python\n", "")
+
+
+def test_version():
+    assert shimpid.__version__.count(".") == 2
+    out = subprocess.run([sys.executable, "-m", "shimpid", "--version"], capture_output=True,
+                         text=True, check=True, cwd=os.path.dirname(__file__)).stdout
+    assert out == f"shimpid {shimpid.__version__} ({shimpid.BACKEND} backend)\n"
