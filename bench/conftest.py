@@ -125,6 +125,8 @@ def _build_floor() -> ctypes.CDLL:
     lib.floor_prepare.argtypes = [ctypes.c_char_p, ctypes.c_int]
     lib.floor_time.argtypes = [ctypes.c_char_p, ctypes.c_int]
     lib.floor_time.restype = ctypes.c_double
+    lib.floor_scan.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    lib.floor_scan.restype = ctypes.c_double
     return lib
 
 
@@ -261,10 +263,11 @@ def _fmt(seconds: float) -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
-    if session is None or not session.benchmarks:
+    benchmarks = session.benchmarks if session is not None else []
+    if not benchmarks and not BASELINES:
         return
     results: dict[str, dict[str, float]] = {}
-    for bench in session.benchmarks:
+    for bench in benchmarks:
         info = bench.extra_info
         if bench.stats and "operation" in info:
             results.setdefault(info["operation"], {})[info["backend"]] = (
@@ -299,7 +302,7 @@ def pytest_terminal_summary(terminalreporter, config):
         write("alternated ratios:")
         for name, value in BASELINES.items():
             write(f"  {name}: {value:.2f}")
-    _spawn_summary(write, session.benchmarks)
+    _spawn_summary(write, benchmarks)
     _pictures(write, config, results)
     write("")
     write("targets:")

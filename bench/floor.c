@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -291,6 +292,43 @@ double floor_time(const char *name, int calls) {
         }
     }
     return -1;
+}
+
+/* shimpid.scan(DIR): each *.pid file read relative to the directory, its pid (and pidfs inode)
+   parsed, the process pinned and, if there is one, its inode compared and its exit polled.
+   Returns nanoseconds for one pass; *files receives the number of pid files seen. */
+double floor_scan(const char *dir, int *files) {
+    double t0 = now_ns();
+    int n = 0;
+    DIR *d = opendir(dir);
+    if (!d) die("opendir");
+    int dfd = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (e->d_type != DT_REG || len < 4 || strcmp(e->d_name + len - 4, ".pid") != 0) continue;
+        char buf[4097];
+        struct stat st;
+        int fd = openat(dfd, e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) die("openat");
+        if (fstat(fd, &st) != 0) die("fstat");
+        ssize_t got = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (got < 0) die("read");
+        buf[got] = 0;
+        uint64_t pid = strtoull(buf, NULL, 10), inode = 0;
+        char *field = strstr(buf, " pidfs=");
+        if (field) inode = strtoull(field + 7, NULL, 10);
+        int pidfd = pidfd_open_((pid_t)pid);
+        if (pidfd >= 0) {
+            sink += (pidfs_inode(pidfd) == inode) + (uint64_t)exited(pidfd);
+            close(pidfd);
+        }
+        n++;
+    }
+    closedir(d);
+    *files = n;
+    return now_ns() - t0;
 }
 
 void floor_finish(void) {

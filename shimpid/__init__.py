@@ -31,12 +31,13 @@ from ._spawn import create_subprocess_exec, spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._clean import Removal, clean
+    from ._rundir import Removal, clean, scan
     from ._handle import ProcessHandle
 
 # Imported when first used: what a spawner imports shimpid for should cost it no more
 # (the README's import benchmark holds it to 1.3x ``import subprocess``).
-_LAZY = {"clean": "_clean", "Removal": "_clean", "ProcessHandle": "_handle"}
+_LAZY = {"clean": "_rundir", "scan": "_rundir", "Removal": "_rundir",
+         "ProcessHandle": "_handle"}
 
 
 def __getattr__(name: str) -> object:
@@ -68,6 +69,7 @@ __all__ = [
     "Verified",
     "clean",
     "create_subprocess_exec",
+    "scan",
     "is_process_alive",
     "process_start_time",
     "spawn",

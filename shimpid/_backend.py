@@ -12,16 +12,16 @@ import sys
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 
 __all__ = ["BACKEND", "PidFileReader", "PidFileWriter", "PidRecord", "is_process_alive",
-           "process_start_time", "_classify", "_pin_and_classify"]
+           "process_start_time", "_classify", "_identity_at", "_pin_and_classify"]
 
 BACKEND: str
 
 if TYPE_CHECKING:
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _pin_and_classify, is_process_alive, process_start_time
+    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _pin_and_classify, is_process_alive, process_start_time
 elif os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0") or (
     sys.implementation.name != "cpython"
 ):
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _pin_and_classify, is_process_alive, process_start_time
+    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _pin_and_classify, is_process_alive, process_start_time
 
     BACKEND = "python"
 else:
@@ -31,6 +31,7 @@ else:
             PidFileWriter,
             PidRecord,
             _classify,
+            _identity_at,
             _pin_and_classify,
             is_process_alive,
             process_start_time,
@@ -53,6 +54,7 @@ else:
             PidFileWriter,
             PidRecord,
             _classify,
+            _identity_at,
             _pin_and_classify,
             is_process_alive,
             process_start_time,

@@ -4,6 +4,9 @@
     shimpid show FILE [--json]             the record, the live process, the verdict and why
     shimpid spawn --pidfile FILE [--detach] -- CMD [ARGS...]
     shimpid stop FILE [--signal TERM] [--timeout SECONDS] [--allow-legacy] [--insecure]
+    shimpid signal FILE SIG                send a signal to the verified process only
+    shimpid pid FILE                       print the verified pid, for shell scripts
+    shimpid ls DIR [--json]                the pid files of a directory and what they name
     shimpid clean DIR [--pattern '*.pid'] [--dry-run]
 """
 
@@ -19,11 +22,12 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from . import __version__, _backend, _common, _pure
 from ._backend import BACKEND, PidFileReader, PidFileWriter, process_start_time
-from ._clean import clean, judge, read_record_file, remove_record, why_absent
+from ._rundir import clean, judge, read_record_file, remove_record, scan, why_absent
 from ._common import Absent, Legacy, StorageError, Verified
 from ._handle import open_entry
 from ._spawn import kill_and_reap
@@ -79,10 +83,14 @@ def _parser() -> argparse.ArgumentParser:
                     "streams on /dev/null, and return once the record is written. Exit 1 if the "
                     "pid file cannot be written (the command is not started, or is killed), "
                     "126 if CMD cannot be run, 127 if it is not found.",
-        usage="shimpid spawn [-h] --pidfile FILE [--detach] -- CMD [ARGS...]")
+        usage="shimpid spawn [-h] --pidfile FILE [--detach] [--capability TOKEN] -- CMD "
+              "[ARGS...]")
     start.add_argument("--pidfile", required=True, metavar="FILE", help="where to record it")
     start.add_argument("--detach", action="store_true",
                        help="start it in a new session and return once it is recorded")
+    start.add_argument("--capability", metavar="TOKEN",
+                       help="a capability token for line 3 of the pid file, as boxlite writes "
+                            "its own (services-mux-v1)")
     start.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                        help="the command and its arguments, after --")
     start.set_defaults(run=_spawn)
@@ -111,6 +119,47 @@ def _parser() -> argparse.ArgumentParser:
                            "writable by group or others, or lies in a directory others can "
                            "write to")
     stop.set_defaults(run=_stop)
+
+    for name, run, summary in [
+            ("pid", _pid, "print the pid of the recorded process, if it is verified"),
+            ("signal", _signal_command, "send a signal to the recorded process, if verified")]:
+        sub = commands.add_parser(
+            name, help=summary,
+            description=(
+                "Print the pid of the recorded process, and nothing else, if it is verified: "
+                "exit 0; nothing and exit 3 if it is not the recorded process (or there is no "
+                "pid file); 4 if the file is not trusted or the system cannot tell. For shell "
+                "scripts, instead of $(cat FILE), which also takes line 2 for a pid. Between "
+                "this and a kill the process may exit and its pid be reused: `shimpid signal` "
+                "cannot hit another process."
+                if name == "pid" else
+                "Send SIG to the recorded process, through a handle that cannot hit a reused pid "
+                "(a pidfd), and return at once (for HUP, USR1 reloads). Exit 0 once sent, 3 if "
+                "it is not running or not the recorded process, 1 if refused (legacy), 4 if the "
+                "file is not trusted, not permitted, or the system cannot tell. The same rules "
+                "as stop for what it trusts and never signals."))
+        sub.add_argument("file", metavar="FILE", help="the pid file")
+        if name == "signal":
+            sub.add_argument("signal", type=_signal, metavar="SIG",
+                             help="a name (HUP, SIGUSR1) or a number")
+        sub.add_argument("--allow-legacy", action="store_true",
+                         help="also act on a process recorded without a start time")
+        sub.add_argument("--insecure", action="store_true",
+                         help="act on a pid file that another user could have written")
+        sub.set_defaults(run=run)
+
+    listing = commands.add_parser(
+        "ls", help="list the pid files of a directory and what they name",
+        description="One row per pid file in DIR (not below it), sorted: the path, pid, state "
+                    "(verified, legacy, absent, unknown), when the process started (wall clock, "
+                    "from its start time and this boot's), its age and the capability; then a "
+                    "summary. Exit 0, or 1 if DIR cannot be read.")
+    listing.add_argument("directory", metavar="DIR", help="the directory to list")
+    listing.add_argument("--pattern", default="*.pid", metavar="GLOB",
+                         help="which files are pid files (default: *.pid)")
+    listing.add_argument("--json", action="store_true",
+                         help="one JSON object: the rows and the summary")
+    listing.set_defaults(run=_ls)
 
     tidy = commands.add_parser(
         "clean", help="remove stale pid files and temporary files of dead writers",
@@ -177,6 +226,7 @@ def _inspect(path: str) -> dict:
     report.update(
         state=state, pid=record.pid, start_time=record.start_time,
         live_start_time=live_start_time, pidfs_id=extras.pidfs_id,
+        capability=extras.capability,
         boot_id=extras.boot_id, this_boot_id=_common.CURRENT_BOOT_ID,
         code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE)
     if state == "absent":
@@ -213,6 +263,7 @@ def _show(args: argparse.Namespace) -> int:
     _say(f"start time:       {_or_none(report['start_time'])} (recorded)")
     _say(f"live start time:  {_or_none(report['live_start_time'])}")
     _say(f"pidfs inode:      {_or_none(report['pidfs_id'])} (recorded)")
+    _say(f"capability:       {_or_none(report['capability'])}")
     _say(f"boot:             {boot}")
     _say(f"state:            {report['state']}")
     if "why" in report:
@@ -233,7 +284,10 @@ def _spawn(args: argparse.Namespace) -> int:
         _complain("spawn: no command given (put it after --)")
         return USAGE
     try:
-        writer = PidFileWriter.at(args.pidfile)
+        writer = PidFileWriter.at(args.pidfile, capability=args.capability)
+    except (TypeError, ValueError) as err:
+        _complain(f"spawn: bad capability: {err}")
+        return USAGE
     except StorageError as err:
         if err.errno is None:  # the path itself: NUL, names no file
             _complain(f"spawn: bad pid file path: {err}")
@@ -386,55 +440,85 @@ def _remove(path: str, found: tuple) -> bool:
         return False
 
 
-def _stop(args: argparse.Namespace) -> int:
+class _Target:
+    """What stop, signal and pid act on: the pid file's bytes, their record and verdict."""
+
+    def __init__(self, found: tuple, record: object, extras: object, verdict: object) -> None:
+        self.found, self.record, self.extras, self.verdict = found, record, extras, verdict
+
+
+def _target(args: argparse.Namespace, command: str) -> _Target | int:
+    """Read, trust and judge the pid file for ``command``; an exit code where there is nothing
+    to act on (said), or the _Target. ``stop`` says "not running" for a missing file (exit 0);
+    the others exit 3 (LSB's "not running")."""
+    missing = STOPPED if command == "stop" else NOT_RUNNING
     try:
         PidFileReader.at(args.file)  # the path's checks: a usage error if it names no file
         found = read_record_file(args.file)
     except StorageError as err:
-        _complain(f"stop: {err}")
+        _complain(f"{command}: {err}")
         return USAGE
     except OSError as err:
-        _complain(f"stop: cannot read {args.file}: {err}")
+        _complain(f"{command}: cannot read {args.file}: {err}")
         return NOT_PERMITTED
     if found is None:
         if not os.path.lexists(args.file):
-            _say(f"not running: no pid file {args.file}")
-            return STOPPED
-        _complain(f"stop: {args.file} is not a regular file")
+            if command != "pid":
+                _say(f"not running: no pid file {args.file}")
+            return missing
+        _complain(f"{command}: {args.file} is not a regular file")
         return FAILED
     if not args.insecure:
         problem = untrusted(args.file)
         if problem:
-            _complain(f"stop: not trusting {args.file}: {problem} (--insecure to act anyway)")
+            _complain(f"{command}: not trusting {args.file}: {problem} (--insecure to act "
+                      "anyway)")
             return NOT_PERMITTED
-    # The verdict and the removal are of the same bytes: a record written since is never removed.
+    # The verdict and any removal are of the same bytes: a record written since is never removed.
     try:
         record, extras, verdict = judge(found)
     except OSError as err:
-        _complain(f"stop: cannot tell whether the recorded process runs: {err}")
+        _complain(f"{command}: cannot tell whether the recorded process runs: {err}")
         return NOT_PERMITTED
     if isinstance(record, StorageError):
-        _complain(f"stop: {args.file}: {record}")
+        _complain(f"{command}: {args.file}: {record}")
         return FAILED
-    if verdict == Absent():
-        why = why_absent(record, extras)
-        removed = _remove(args.file, found)
+    if verdict != Absent():
+        if verdict == Legacy(record.pid) and not args.allow_legacy:
+            _complain(f"{command}: refusing {record.pid}: the pid file records no start time, "
+                      "so its identity cannot be proven (--allow-legacy to act anyway)")
+            return NOT_RUNNING if command == "pid" else FAILED  # pid: no verified pid, as absent
+        refused = never_signalled(record.pid)
+        if refused:
+            _complain(f"{command}: refusing to signal {record.pid}: {refused}")
+            return NOT_PERMITTED
+    return _Target(found, record, extras, verdict)
+
+
+def _handle_on(target: _Target, args: argparse.Namespace, command: str):
+    """A ProcessHandle on the target (None: it has exited since), or an exit code (said)."""
+    try:
+        return open_entry(target.record, target.extras, _backend._pin_and_classify,
+                          args.allow_legacy)
+    except OSError as err:
+        _complain(f"{command}: cannot tell whether {target.record.pid} is the recorded "
+                  f"process: {err}")
+        return NOT_PERMITTED
+
+
+def _stop(args: argparse.Namespace) -> int:
+    target = _target(args, "stop")
+    if isinstance(target, int):
+        return target
+    if target.verdict == Absent():
+        why = why_absent(target.record, target.extras)
+        removed = _remove(args.file, target.found)
         _say(f"not running: {why}" + (f"; removed stale {args.file}" if removed else ""))
         return STOPPED
-    if verdict == Legacy(record.pid) and not args.allow_legacy:
-        _complain(f"stop: refusing to signal {record.pid}: the pid file records no start time, so"
-                  " its identity cannot be proven (use --allow-legacy to stop it anyway)")
-        return FAILED
-    refused = never_signalled(record.pid)
-    if refused:
-        _complain(f"stop: refusing to signal {record.pid}: {refused}")
-        return NOT_PERMITTED
-    try:
-        handle = open_entry(record, extras, _backend._pin_and_classify, args.allow_legacy)
-    except OSError as err:
-        _complain(f"stop: cannot tell whether {record.pid} is the recorded process: {err}")
-        return NOT_PERMITTED
-    if handle is not None:
+    handle = _handle_on(target, args, "stop")
+    if isinstance(handle, int):
+        return handle
+    if handle is not None:  # None: it exited between the two checks
         with handle:
             try:
                 handle.send_signal(args.signal)
@@ -453,9 +537,121 @@ def _stop(args: argparse.Namespace) -> int:
                 _complain(f"stop: cannot tell whether {handle.pid} is still the recorded "
                           f"process: {err}")
                 return NOT_PERMITTED
-    removed = _remove(args.file, found)  # handle None: it exited between the two checks
-    _say(f"stopped {record.pid}" + (f", removed {args.file}" if removed else ""))
+    pid = target.record.pid  # type: ignore[attr-defined]
+    removed = _remove(args.file, target.found)
+    _say(f"stopped {pid}" + (f", removed {args.file}" if removed else ""))
     return STOPPED
+
+
+def _signal_command(args: argparse.Namespace) -> int:
+    target = _target(args, "signal")
+    if isinstance(target, int):
+        return target
+    pid = target.record.pid  # type: ignore[attr-defined]
+    if target.verdict == Absent():
+        _say(f"not running: {why_absent(target.record, target.extras)}")
+        return NOT_RUNNING
+    handle = _handle_on(target, args, "signal")
+    if isinstance(handle, int):
+        return handle
+    if handle is None:
+        _say(f"not running: process {pid} has exited")
+        return NOT_RUNNING
+    with handle:
+        try:
+            handle.send_signal(args.signal)
+        except ProcessLookupError:
+            _say(f"not running: process {pid} has exited")
+            return NOT_RUNNING
+        except PermissionError as err:
+            _complain(f"signal: cannot signal {pid}: {err.strerror}")
+            return NOT_PERMITTED
+        except OSError as err:
+            _complain(f"signal: cannot tell whether {pid} is still the recorded process: {err}")
+            return NOT_PERMITTED
+    _say(f"sent {args.signal.name} to {pid}")
+    return 0
+
+
+def _pid(args: argparse.Namespace) -> int:
+    target = _target(args, "pid")
+    if isinstance(target, int):
+        return target
+    if target.verdict == Absent():
+        return NOT_RUNNING  # nothing on stdout: $(shimpid pid F) is empty
+    _say(str(target.record.pid))  # type: ignore[attr-defined]
+    return 0
+
+
+# ---- ls --------------------------------------------------------------------------------------
+
+
+def _ls(args: argparse.Namespace) -> int:
+    try:
+        found = sorted(scan(args.directory, pattern=args.pattern))
+    except OSError as err:
+        _complain(f"ls: {err}")
+        return FAILED
+    rows = [_row(path, verdict) for path, verdict in found]
+    counts = {state: sum(row["state"] == state for row in rows)
+              for state in ("verified", "legacy", "absent", "unknown")}
+    summary = f"{len(rows)} pid file{'s' * (len(rows) != 1)}: " + ", ".join(
+        f"{n} {state}" for state, n in counts.items() if n)
+    if args.json:
+        _say(json.dumps({"files": rows, "summary": counts}, sort_keys=True))
+        return 0
+    if rows:
+        width = max(len(row["path"]) for row in rows)
+        _say(f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'STARTED':19}  {'AGE':>12}  CAPABILITY")
+        for row in rows:
+            _say(f"{row['path']:{width}}  {_or_dash(row['pid']):>7}  {row['state']:8}  "
+                 f"{_or_dash(row['started']):19}  {_age(row['age']):>12}  "
+                 f"{_or_dash(row['capability'])}")
+    _say(summary if rows else "no pid files")
+    return 0
+
+
+def _row(path: str, verdict: object) -> dict:
+    row: dict = {"path": path, "pid": None, "state": "unknown", "start_time": None,
+                 "started": None, "age": None, "capability": None}
+    if isinstance(verdict, OSError):
+        row["error"] = str(verdict)
+        return row
+    row["state"] = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
+    try:
+        record, extras = PidFileReader.at(path)._read_entry()
+    except OSError:
+        return row  # no record (or it went): the verdict says absent
+    row.update(pid=record.pid, start_time=record.start_time, capability=extras.capability)
+    if record.start_time is not None and not _common.from_another_boot(extras):
+        started = _started(record.start_time)
+        if started is not None:
+            row["started"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+            row["age"] = round(time.time() - started, 2)
+    return row
+
+
+def _started(ticks: int) -> float | None:
+    """The wall-clock time of a start time of this boot (clock ticks since boot), or None."""
+    try:
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, seconds = divmod(seconds, 86400)
+    clock = f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 # ---- clean -----------------------------------------------------------------------------------

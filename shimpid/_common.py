@@ -348,6 +348,30 @@ def from_another_boot(extras: Extras) -> bool:
             and extras.boot_id != CURRENT_BOOT_ID)
 
 
+#: Longest capability token a writer takes (boxlite's own is 15 bytes)
+CAPABILITY_MAX = 64
+
+
+def check_capability(capability: str | None) -> bytes:
+    """Line 3 as a writer writes it: ``capability``, checked once, when the writer is made.
+
+    One line of printable ASCII, no surrounding whitespace (readers trim it, as boxlite does),
+    at most CAPABILITY_MAX bytes, and not a bare UUID (shimpid 0.1's boot line).
+    """
+    if capability is None:
+        return b""
+    if not isinstance(capability, str):
+        raise TypeError(f"capability must be a str or None, got {type(capability).__name__}")
+    if not capability or len(capability) > CAPABILITY_MAX:
+        raise ValueError(f"capability must be 1 to {CAPABILITY_MAX} characters")
+    if not (capability.isascii() and capability.isprintable()) or capability != capability.strip():
+        raise ValueError(f"capability must be printable ASCII without surrounding spaces: "
+                         f"{capability!r}")
+    if is_boot_id(capability):
+        raise ValueError(f"capability must not be a UUID (that is a boot line): {capability!r}")
+    return capability.encode()
+
+
 def identity_prefix(enabled: bool) -> bytes:
     """The start of line 4 that a writer prepares: the tag and this boot."""
     if not enabled:

@@ -318,10 +318,12 @@ class PidFileWriter(_Final):
     old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
     as the reference does. ``identity_line=True`` adds line 4, this boot's identity and (from
     ``write_current`` and ``write_for``) the process's pidfs inode; ``False`` writes exactly
-    ``record.encode()``. See ``_common`` for the format.
+    ``record.encode()``. ``capability`` goes on line 3, as boxlite writes its own
+    (``services-mux-v1``). See ``_common`` for the format.
     """
 
-    __slots__ = ("_path", "_target", "_temp_prefix", "_atomic", "_mode", "_identity", "_pidfs")
+    __slots__ = ("_path", "_target", "_temp_prefix", "_atomic", "_mode", "_identity", "_pidfs",
+                 "_capability")
 
     def __init__(
         self,
@@ -330,13 +332,16 @@ class PidFileWriter(_Final):
         atomic: bool = True,
         mode: int = 0o644,
         identity_line: bool = True,
+        capability: str | None = None,
     ) -> None:
         self._initialise_once("_target")
         mode = _common.check_mode(mode)
+        line3 = _common.check_capability(capability)
         self._path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
         self._atomic = bool(atomic)
         self._mode = mode
         self._identity = _common.identity_prefix(identity_line)
+        self._capability = line3
         # Decided here, in the parent: write_current() may run after fork().
         self._pidfs = bool(identity_line) and _pidfd_level() == PIDFS
 
@@ -348,8 +353,10 @@ class PidFileWriter(_Final):
         atomic: bool = True,
         mode: int = 0o644,
         identity_line: bool = True,
+        capability: str | None = None,
     ) -> PidFileWriter:
-        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line)
+        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line,
+                   capability=capability)
 
     @property
     def path(self) -> str | bytes:
@@ -367,6 +374,11 @@ class PidFileWriter(_Final):
     def boot_id(self) -> str | None:
         """The boot identity this writer adds to each record, if any."""
         return CURRENT_BOOT_ID if self._identity and CURRENT_BOOT_ID is not None else None
+
+    @property
+    def capability(self) -> str | None:
+        """The capability this writer puts on line 3, if any."""
+        return self._capability.decode() or None
 
     def __repr__(self) -> str:
         return f"PidFileWriter({self._path!r}, atomic={self._atomic}, mode={self._mode:#o})"
@@ -413,9 +425,16 @@ class PidFileWriter(_Final):
         line4 = self._identity
         if line4 and pidfs_id is not None:
             line4 += b" pidfs=%d" % pidfs_id
-        if line4 and line4 != _IDENTITY_TAG:  # the bare tag says nothing: leave it out
-            # Line 2 is kept (empty) when there is no start time, and line 3 is boxlite's.
-            data += (b"\n\n" if record._start_time is None else b"\n") + line4 + b"\n"
+        if line4 == _IDENTITY_TAG:
+            line4 = b""  # the bare tag says nothing: leave it out
+        if self._capability or line4:
+            # Each line where readers look for it: line 2 (empty without a start time), line 3
+            # (boxlite's: the capability or nothing), line 4.
+            if record._start_time is None:
+                data += b"\n"
+            data += self._capability + b"\n"
+            if line4:
+                data += line4 + b"\n"
         try:
             if self._atomic:
                 _write_atomic(self._target, self._temp_prefix, data, self._mode)
@@ -559,6 +578,10 @@ class PidFileReader(_Final):
         """The pidfs inode the file records, or ``None``; ``StorageError`` as read()."""
         return self._read_entry()[1].pidfs_id
 
+    def read_capability(self) -> str | None:
+        """The capability on line 3 (boxlite's ``services-mux-v1``), or ``None``."""
+        return self._read_entry()[1].capability
+
     def open_process(self, *, allow_legacy: bool = False) -> ProcessHandle | None:
         """A handle that signals the recorded process and nothing else, or ``None``.
 
@@ -587,20 +610,29 @@ class PidFileReader(_Final):
         Raises ``OSError`` (with the errno) when the system cannot tell: a failure to look is
         never an answer.
         """
-        try:
-            record, extras = self._read_entry()
-        except StorageError as err:
-            if _common.is_answer(err):
-                return ABSENT
-            raise
-        if _common.from_another_boot(extras):
-            return ABSENT
-        return _classify(record._pid, record._start_time, extras.pidfs_id)
+        return _identity_at(None, self._target, self._path)
 
 
-def _read_pid_file(target: bytes, path: str | bytes) -> bytes:
+def _identity_at(directory_fd: int | None, target: bytes,
+                 path: str | bytes | None = None) -> ProcessIdentity:
+    """The verdict for the pid file at target, relative to an open directory if one is given
+    (shimpid.scan)."""
     try:
-        fd = os.open(target, _OPEN_READ)
+        data = _read_pid_file(target, target if path is None else path, directory_fd)
+        record = PidRecord.decode(data)
+    except StorageError as err:
+        if _common.is_answer(err):
+            return ABSENT
+        raise
+    extras = _common.parse_extras(data)
+    if _common.from_another_boot(extras):
+        return ABSENT
+    return _classify(record._pid, record._start_time, extras.pidfs_id)
+
+
+def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = None) -> bytes:
+    try:
+        fd = os.open(target, _OPEN_READ, dir_fd=directory_fd)
     except OSError as err:
         raise _common.read_error(err.errno or errno.EIO, path)  # chained to an OSError
     try:

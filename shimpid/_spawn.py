@@ -29,11 +29,15 @@ __all__ = ["spawn", "create_subprocess_exec"]
 _PathLike = str | bytes | os.PathLike
 
 
-def _writer(pidfile: _PathLike | PidFileWriter, atomic: bool) -> PidFileWriter:
+def _writer(pidfile: _PathLike | PidFileWriter, atomic: bool,
+            capability: str | None) -> PidFileWriter:
     # Made, and the path checked, before anything is started.
     if isinstance(pidfile, PidFileWriter):
+        if capability is not None:
+            raise ValueError("a prepared writer has its own capability: give it to "
+                             "PidFileWriter.at()")
         return pidfile
-    return PidFileWriter.at(pidfile, atomic=atomic)
+    return PidFileWriter.at(pidfile, atomic=atomic, capability=capability)
 
 
 def spawn(
@@ -41,14 +45,16 @@ def spawn(
     pidfile: _PathLike | PidFileWriter,
     *,
     atomic: bool = True,
+    capability: str | None = None,
     **popen_kwargs: Any,
 ) -> subprocess.Popen:
     """``subprocess.Popen(args, **popen_kwargs)``, with the child's record written to ``pidfile``.
 
-    ``pidfile`` is a path or a prepared ``PidFileWriter`` (whose own ``atomic`` then applies):
-    reusing one writer spares a high-frequency spawner the path checks on every spawn.
+    ``pidfile`` is a path or a prepared ``PidFileWriter`` (whose own ``atomic`` and
+    ``capability`` then apply): reusing one writer spares a high-frequency spawner the path
+    checks on every spawn. ``capability`` goes on line 3 (boxlite's ``services-mux-v1``).
     """
-    writer = _writer(pidfile, atomic)
+    writer = _writer(pidfile, atomic, capability)
     child = subprocess.Popen(args, **popen_kwargs)
     try:
         writer.write_for(child.pid)
@@ -74,6 +80,7 @@ async def create_subprocess_exec(
     *args: str | bytes | os.PathLike,
     pidfile: _PathLike | PidFileWriter,
     atomic: bool = True,
+    capability: str | None = None,
     stdin: Any = None,
     stdout: Any = None,
     stderr: Any = None,
@@ -88,5 +95,5 @@ async def create_subprocess_exec(
     from . import _aio
 
     return await _aio.create_subprocess_exec(
-        program, *args, pidfile=_writer(pidfile, atomic), stdin=stdin, stdout=stdout,
+        program, *args, pidfile=_writer(pidfile, atomic, capability), stdin=stdin, stdout=stdout,
         stderr=stderr, limit=limit, **kwargs)

@@ -27,6 +27,8 @@ ctypedef struct pid_writer_t:
     bint pidfs  # record the process's pidfs inode on line 4
     const char *identity  # line 4 without its pidfs field: "shimpid boot=<uuid>" ("": no line 4)
     Py_ssize_t identity_len
+    const char *capability  # line 3: boxlite's capability token ("": none), at most 64 bytes
+    Py_ssize_t capability_len
 
 
 # The record's bytes at buf (room for 48); returns their number.
@@ -67,6 +69,7 @@ cdef class PidFileWriter:
     cdef bytes _target
     cdef bytes _temp_prefix
     cdef bytes _identity
+    cdef bytes _capability
     cdef int _check(self) except -1
 
 

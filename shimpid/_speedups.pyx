@@ -18,7 +18,7 @@ from libc.errno cimport (EACCES, EEXIST, EINTR, EINVAL, EIO, EISDIR, ENAMETOOLON
                          ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, lstat, struct_stat
@@ -35,11 +35,32 @@ cdef extern from "_speedups_compat.h":
     enum: SHIMPID_DARWIN
     const char *shimpid_digit_pairs
     unsigned long long shimpid_next_temp() noexcept nogil
+    void shimpid_clear_errno() noexcept nogil
     int shimpid_rename_exchange(const char *a, const char *b) noexcept nogil
     long shimpid_fs_type(const char *path) noexcept nogil
     long shimpid_fd_fs_type(int fd) noexcept nogil
     int shimpid_pidfd_open(pid_t pid) noexcept nogil
     int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) noexcept nogil
+
+cdef extern from "Python.h":
+    object PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
+
+cdef extern from "<dirent.h>" nogil:
+    ctypedef struct DIR:
+        pass
+    struct dirent:
+        unsigned char d_type
+        char d_name[256]
+    enum: DT_REG
+    enum: DT_UNKNOWN
+    DIR *fdopendir(int fd)
+    dirent *readdir(DIR *d)
+    void rewinddir(DIR *d)
+    int closedir(DIR *d)
+
+cdef extern from "<sys/stat.h>" nogil:
+    int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
+    enum: AT_SYMLINK_NOFOLLOW
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -56,9 +77,10 @@ cdef enum:
     BOOT_ID_BYTES = 36
     # Line 4 as a writer prepares it: "shimpid boot=<uuid>"
     IDENTITY_PREFIX_MAX = 7 + 6 + BOOT_ID_BYTES
-    # What a writer writes: the record, an empty line 2 if it has no start time, an empty line 3,
-    # line 4 with " pidfs=<u64>", and their newlines.
-    WRITE_MAX_BYTES = RECORD_MAX_BYTES + 1 + 1 + IDENTITY_PREFIX_MAX + 7 + 20 + 1
+    CAPABILITY_MAX = 64
+    # What a writer writes: the record, an empty line 2 if it has no start time, line 3 (the
+    # capability, or empty), line 4 with " pidfs=<u64>", and their newlines.
+    WRITE_MAX_BYTES = RECORD_MAX_BYTES + 1 + CAPABILITY_MAX + 1 + IDENTITY_PREFIX_MAX + 7 + 20 + 1
     STAT_READ_BYTES = 1024
     STATUS_READ_BYTES = 4096
     TEMP_SUFFIX_MAX = 35
@@ -109,9 +131,9 @@ cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NON
 if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFIX_MAX,
         _common.TEMP_PATH_MAX, _common.PID_MAX, _common.PARSE_TOO_LARGE,
         _common.BOOT_ID_BYTES, _common.PIDFS, _common.PIDFD, _common.NO_PIDFD,
-        _common.PIDFS_MAGIC) != (
+        _common.PIDFS_MAGIC, _common.CAPABILITY_MAX) != (
         RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, PID_MAX,
-        PARSE_TOO_LARGE, BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC):
+        PARSE_TOO_LARGE, BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
 
 # This boot's identity, for the readers' comparisons without the GIL (empty: unknown).
@@ -495,7 +517,7 @@ cdef int parse_uint(const unsigned char *s, Py_ssize_t start, Py_ssize_t end, ui
 
 @cython.final
 cdef class PidFileWriter:
-    """PidFileWriter(path, *, atomic=True, mode=0o644, identity_line=True)
+    """PidFileWriter(path, *, atomic=True, mode=0o644, identity_line=True, capability=None)
 --
 
     Writes records to one pid file; everything it needs is prepared when it is created.
@@ -505,17 +527,21 @@ cdef class PidFileWriter:
     as the reference does. ``identity_line`` as in ``_pure``.
     """
 
-    def __init__(self, path, *, atomic=True, mode=0o644, identity_line=True):
+    def __init__(self, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
         if self.writer.path != NULL:
             # The C struct points into these bytes, maybe from a write in another thread.
             raise TypeError(_common.ALREADY_INITIALISED.format("PidFileWriter"))
         checked_mode = _common.check_mode(mode)
+        line3 = _common.check_capability(capability)
         given, target, temp_prefix = _common.writer_paths(path, atomic)
         directory = os.path.dirname(target)
         exchange = (SHIMPID_LINUX and not _common.others_can_write(directory)
                     and shimpid_fs_type(directory) not in (TMPFS_MAGIC, RAMFS_MAGIC))
         self.path, self._target, self._temp_prefix = given, target, temp_prefix
         self._identity = _common.identity_prefix(identity_line)
+        self._capability = line3
+        self.writer.capability = PyBytes_AS_STRING(self._capability)
+        self.writer.capability_len = PyBytes_GET_SIZE(self._capability)
         self.writer.temp_prefix = PyBytes_AS_STRING(self._temp_prefix)
         self.writer.temp_prefix_len = PyBytes_GET_SIZE(self._temp_prefix)
         self.writer.atomic = bool(atomic)
@@ -530,8 +556,9 @@ cdef class PidFileWriter:
         self.writer.path = PyBytes_AS_STRING(self._target)
 
     @classmethod
-    def at(cls, path, *, atomic=True, mode=0o644, identity_line=True):
-        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line)
+    def at(cls, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
+        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line,
+                   capability=capability)
 
     @property
     def atomic(self):
@@ -548,6 +575,12 @@ cdef class PidFileWriter:
         """The boot identity this writer adds to each record, if any."""
         self._check()
         return CURRENT_BOOT_ID if self.writer.identity_len > 7 else None
+
+    @property
+    def capability(self):
+        """The capability this writer puts on line 3, if any."""
+        self._check()
+        return self._capability.decode() or None
 
     @property
     def _replace_by_exchange(self):
@@ -713,25 +746,30 @@ cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has
 
 cdef int write_entry(const pid_writer_t *writer, const pid_record_t *record, bint has_pidfs,
                      uint64_t pidfs_id, char *temp_out) noexcept nogil:
-    """The record, then (unless there is nothing to say) an empty line 3 and line 4."""
+    """The record, then (unless there is nothing to say) line 3 and line 4 (see _pure's _write)."""
     cdef char buf[WRITE_MAX_BYTES]
     cdef Py_ssize_t size = record_encode(record, buf)
-    cdef Py_ssize_t extra = writer.identity_len
-    if 0 < extra <= IDENTITY_PREFIX_MAX and (has_pidfs or extra > 7):  # the bare tag says nothing
-        # Line 2 is kept (empty) when there is no start time, and line 3 is boxlite's.
+    cdef Py_ssize_t extra = writer.identity_len, line3 = writer.capability_len
+    cdef bint line4 = 0 < extra <= IDENTITY_PREFIX_MAX and (has_pidfs or extra > 7)
+    if not 0 <= line3 <= CAPABILITY_MAX:
+        return -EINVAL  # a writer's __init__ checks it: never overrun the stack
+    if line3 or line4:  # the bare tag says nothing
         if not record.has_start_time:
             buf[size] = c'\n'
             size += 1
+        memcpy(buf + size, writer.capability, line3)
+        size += line3
         buf[size] = c'\n'
         size += 1
-        memcpy(buf + size, writer.identity, extra)
-        size += extra
-        if has_pidfs:
-            memcpy(buf + size, b" pidfs=", 7)
-            size += 7
-            size += format_u64(pidfs_id, buf + size)
-        buf[size] = c'\n'
-        size += 1
+        if line4:
+            memcpy(buf + size, writer.identity, extra)
+            size += extra
+            if has_pidfs:
+                memcpy(buf + size, b" pidfs=", 7)
+                size += 7
+                size += format_u64(pidfs_id, buf + size)
+            buf[size] = c'\n'
+            size += 1
     if writer.atomic:
         return write_atomic(writer, buf, size, temp_out)
     return write_in_place(writer.path, buf, size, writer.mode)
@@ -939,6 +977,10 @@ Reads one pid file and classifies its record against the live system.
         """The pidfs inode the file records, or ``None``; ``StorageError`` as read()."""
         return self._read_entry()[1].pidfs_id
 
+    def read_capability(self):
+        """The capability on line 3 (boxlite's ``services-mux-v1``), or ``None``."""
+        return self._read_entry()[1].capability
+
     def open_process(self, *, allow_legacy=False):
         """A handle that signals the recorded process and nothing else, or ``None``.
 
@@ -964,7 +1006,7 @@ Reads one pid file and classifies its record against the live system.
         self._check()
         target = PyBytes_AS_STRING(self._target)
         with nogil:
-            size[0] = read_pid_file(target, buf, &failure)
+            size[0] = read_pid_file(fcntl.AT_FDCWD, target, buf, &failure)
         if size[0] < 0:
             raise _read_failure(failure, self.path)
         reason = record_decode(buf, size[0], &record, where)
@@ -978,42 +1020,102 @@ Reads one pid file and classifies its record against the live system.
 
         Raises ``OSError`` when the system cannot tell, as ``_pure``'s.
         """
-        cdef unsigned char buf[FILE_MAX_BYTES + 1]
-        cdef const char *target
-        cdef pid_record_t record
-        cdef extras_t extras
-        cdef Py_ssize_t size, end
-        cdef Py_ssize_t where[2]
-        cdef int failure = 0, decoded = 0, verdict, level = pidfd_level()
-        cdef bint canonical = False
         self._check()
-        target = PyBytes_AS_STRING(self._target)
+        return identity_at(fcntl.AT_FDCWD, PyBytes_AS_STRING(self._target), self.path)
+
+
+def _identity_at(int directory_fd, bytes name not None, path=None):
+    """process_identity() of the file ``name`` in an open directory (shimpid.scan); errors
+    name ``path`` (default: name)."""
+    return identity_at(directory_fd, PyBytes_AS_STRING(name), name if path is None else path)
+
+
+def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None):
+    """``(prefix + name, verdict or OSError)`` for each regular file of the open directory whose
+    name ends with suffix: shimpid.scan()'s fast path for "*.pid"-like patterns (its rules are
+    _rundir.scan's: readdir() in C spares the Python loop per file)."""
+    cdef const char *c_suffix = PyBytes_AS_STRING(suffix)
+    cdef Py_ssize_t suffix_len = PyBytes_GET_SIZE(suffix), length
+    cdef struct_stat info
+    cdef dirent *entry
+    cdef DIR *stream
+    cdef int fd = unistd.dup(directory_fd)  # fdopendir() takes the descriptor over
+    if fd < 0:
+        raise OSError(errno, os.strerror(errno))
+    stream = fdopendir(fd)
+    if stream == NULL:
+        unistd.close(fd)
+        raise OSError(errno, os.strerror(errno))
+    rewinddir(stream)
+    from . import _rundir
+    try:
+        while True:
+            shimpid_clear_errno()
+            entry = readdir(stream)
+            if entry == NULL:
+                if errno:
+                    raise OSError(errno, os.strerror(errno))
+                return
+            length = strlen(entry.d_name)
+            if (length < suffix_len
+                    or memcmp(entry.d_name + length - suffix_len, c_suffix, suffix_len) != 0):
+                continue
+            if entry.d_type == DT_UNKNOWN:  # some filesystems do not say: ask, never following
+                if (fstatat(directory_fd, entry.d_name, &info, AT_SYMLINK_NOFOLLOW) != 0
+                        or not S_ISREG(info.st_mode)):
+                    continue
+            elif entry.d_type != DT_REG:
+                continue
+            text = PyUnicode_DecodeFSDefaultAndSize(entry.d_name, length)  # os.fsdecode()
+            if entry.d_name[0] == c'.' and _rundir.temp_file(text) is not None:
+                continue  # a writer's temporary file
+            path = prefix + text
+            try:
+                # d_name stays valid until the next readdir(): this generator's next step.
+                verdict = identity_at(directory_fd, entry.d_name, path)
+            except OSError as err:
+                verdict = err
+            yield path, verdict
+    finally:
+        closedir(stream)
+
+
+cdef object identity_at(int directory_fd, const char *c_target, object path):
+    """The verdict for the pid file at c_target (relative to directory_fd: openat); errors
+    name path."""
+    cdef unsigned char buf[FILE_MAX_BYTES + 1]
+    cdef pid_record_t record
+    cdef extras_t extras
+    cdef Py_ssize_t size, end
+    cdef Py_ssize_t where[2]
+    cdef int failure = 0, decoded = 0, verdict, level = pidfd_level()
+    cdef bint canonical = False
+    with nogil:
+        size = read_pid_file(directory_fd, c_target, buf, &failure)
+        if size >= 0:
+            # What writers write takes one pass in C; anything else, the general rules.
+            canonical = (decode_canonical(buf, size, &record, &end)
+                         and extras_canonical(buf, end, size, &extras))
+            if canonical:
+                verdict = (IDENTITY_ABSENT if from_another_boot(&extras)
+                           else classify(&record, &extras, level, NULL))
+            else:
+                decoded = record_decode(buf, size, &record, where)
+    if size < 0:
+        err = _read_failure(failure, path)
+        if _common.is_answer(err):
+            return ABSENT
+        raise err
+    if not canonical:
+        if decoded != 0:
+            return ABSENT
+        _extras_from(_common.parse_extras(PyBytes_FromStringAndSize(<char *>buf, size)),
+                     &extras)
+        if from_another_boot(&extras):
+            return ABSENT
         with nogil:
-            size = read_pid_file(target, buf, &failure)
-            if size >= 0:
-                # What writers write takes one pass in C; anything else, the general rules.
-                canonical = (decode_canonical(buf, size, &record, &end)
-                             and extras_canonical(buf, end, size, &extras))
-                if canonical:
-                    verdict = (IDENTITY_ABSENT if from_another_boot(&extras)
-                               else classify(&record, &extras, level, NULL))
-                else:
-                    decoded = record_decode(buf, size, &record, where)
-        if size < 0:
-            err = _read_failure(failure, self.path)
-            if _common.is_answer(err):
-                return ABSENT
-            raise err
-        if not canonical:
-            if decoded != 0:
-                return ABSENT
-            _extras_from(_common.parse_extras(PyBytes_FromStringAndSize(<char *>buf, size)),
-                         &extras)
-            if from_another_boot(&extras):
-                return ABSENT
-            with nogil:
-                verdict = classify(&record, &extras, level, NULL)
-        return _verdict(verdict, record.pid)
+            verdict = classify(&record, &extras, level, NULL)
+    return _verdict(verdict, record.pid)
 
 
 cdef bint extras_canonical(const unsigned char *data, Py_ssize_t i, Py_ssize_t size,
@@ -1094,12 +1196,17 @@ cdef int _extras_from(object extras, extras_t *out) except -1:
     return 0
 
 
-cdef Py_ssize_t read_pid_file(const char *path, unsigned char *buf,
+cdef Py_ssize_t read_pid_file(int directory_fd, const char *path, unsigned char *buf,
                               int *failure) noexcept nogil:
-    """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*."""
+    """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*.
+    path is relative to directory_fd (AT_FDCWD: the usual open())."""
     cdef struct_stat info
     cdef Py_ssize_t size = -1, n
-    cdef int fd = open_retry(path, OPEN_READ, 0)
+    cdef int fd
+    while True:
+        fd = fcntl.openat(directory_fd, path, OPEN_READ)
+        if fd >= 0 or errno != EINTR:
+            break
     if fd < 0:
         failure[0] = errno
         return -1

@@ -34,6 +34,9 @@
 #define SHIMPID_DARWIN 0
 #endif
 
+/* readdir() tells the end of the directory from an error only by errno, set to 0 before. */
+static void shimpid_clear_errno(void) { errno = 0; }
+
 /* "00" "01" ... "99": decimal formatting two digits per division. */
 static const char shimpid_digit_pairs[201] =
     "0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849"

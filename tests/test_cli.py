@@ -84,7 +84,7 @@ def test_show(impl, cli, pid_path, sleeper):
     report = json.loads(out)
     assert code == 0 and report == {
         "backend": cli.backend, "file": str(pid_path), "pid": sleeper.pid, "start_time": start,
-        "live_start_time": start, "state": "verified", "pidfs_id": pidfs,
+        "live_start_time": start, "state": "verified", "pidfs_id": pidfs, "capability": None,
         "boot_id": _common.CURRENT_BOOT_ID, "this_boot_id": _common.CURRENT_BOOT_ID,
     }
     pid_path.write_bytes(b"%d\n\n%s\n" % (sleeper.pid, OTHER_BOOT))

@@ -15,7 +15,7 @@ import pytest
 
 import shimpid
 from _helpers import require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
-from shimpid import Verified, _clean, _cli
+from shimpid import Verified, _cli, _rundir
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 
@@ -126,7 +126,7 @@ def test_stop_keeps_a_record_written_while_it_stopped(impl, pid_path, monkeypatc
     """A restart writes a new record between stop's reading the file and removing it (here with
     a delay injected before the removal): the new record stays."""
     monkeypatch.setattr(_cli, "PidFileReader", impl.PidFileReader)
-    monkeypatch.setattr(_clean, "_backend", impl)
+    monkeypatch.setattr(_rundir, "_backend", impl)
     old, new = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
     writer = impl.PidFileWriter.at(pid_path)
     writer.write_for(old.pid)
@@ -363,7 +363,7 @@ def test_clean_reports_what_it_cannot_read(impl, shared_dir, monkeypatch):
     os.chmod(shared_dir, 0o777)
     path = os.path.join(shared_dir, "secret.pid")
     impl.PidFileWriter.at(path, mode=0o600).write(impl.PidRecord(1, 2))
-    monkeypatch.setattr(shimpid._clean, "_backend", impl)
+    monkeypatch.setattr(shimpid._rundir, "_backend", impl)
 
     def look(out):
         os.setgid(NOBODY)

@@ -22,7 +22,7 @@ import pytest
 import shimpid
 from _helpers import script_prelude
 from conftest import PURE_ONLY
-from shimpid import Absent, StorageError, _clean, _common, _pure
+from shimpid import Absent, StorageError, _common, _pure, _rundir
 
 both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
 NOT_REGULAR = _common.NOT_REGULAR_TARGET
@@ -340,7 +340,7 @@ def test_killed_writers_leave_temporary_files_that_clean_removes(impl, tmp_path)
 
 def test_clean_removes_what_is_stale_and_nothing_else(impl, tmp_path, sleeper, reaped_pid,
                                                      monkeypatch):
-    monkeypatch.setattr(shimpid._clean, "_backend", impl)
+    monkeypatch.setattr(shimpid._rundir, "_backend", impl)
     write = lambda name, record: impl.PidFileWriter.at(tmp_path / name).write(record)  # noqa: E731
     impl.PidFileWriter.at(tmp_path / "live.pid").write_for(sleeper.pid)
     write("legacy.pid", impl.PidRecord(sleeper.pid))
@@ -373,20 +373,20 @@ def test_remove_record_never_removes_a_record_written_since(impl, tmp_path):
     path = str(tmp_path / "shim.pid")
     writer = impl.PidFileWriter.at(path)
     writer.write(impl.PidRecord(1, 2))
-    first = _clean.read_record_file(path)
-    assert _clean.remove_record(path, first) and listing(tmp_path) == []
+    first = _rundir.read_record_file(path)
+    assert _rundir.remove_record(path, first) and listing(tmp_path) == []
     writer.write(impl.PidRecord(1, 2))
-    first = _clean.read_record_file(path)
+    first = _rundir.read_record_file(path)
     writer.write(impl.PidRecord(3, 4))  # a restarted service's record: same size, new file
-    assert not _clean.remove_record(path, first)
+    assert not _rundir.remove_record(path, first)
     assert impl.PidFileReader.at(path).read() == impl.PidRecord(3, 4)
     assert listing(tmp_path) == ["shim.pid"]
     writer.write(impl.PidRecord(1, 2))
-    first = _clean.read_record_file(path)
+    first = _rundir.read_record_file(path)
     pid_file = os.open(path, os.O_WRONLY)  # the same inode, other bytes (an in-place write)
     os.write(pid_file, b"9")
     os.close(pid_file)
-    assert not _clean.remove_record(path, first) and os.path.exists(path)
+    assert not _rundir.remove_record(path, first) and os.path.exists(path)
 
 
 def test_remove_record_under_a_storm_of_restarts(impl, tmp_path):
@@ -408,10 +408,10 @@ def test_remove_record_under_a_storm_of_restarts(impl, tmp_path):
     try:
         removed = 0
         for _ in range(3000):
-            found = _clean.read_record_file(path)
+            found = _rundir.read_record_file(path)
             if found is None:
                 continue
-            if _clean.remove_record(path, found):
+            if _rundir.remove_record(path, found):
                 removed += 1
             else:  # a newer record came in between: it was put back
                 assert os.path.exists(path), "a record written since vanished"
@@ -462,7 +462,7 @@ def test_a_removal_that_finds_a_newer_record_never_hides_it(impl, pid_path, slee
     missing while a stale one is being removed (as stop and clean do after a restart)."""
     writer = impl.PidFileWriter.at(pid_path)
     writer.write(impl.PidRecord(1, 2))
-    stale = _clean.read_record_file(pid_path)
+    stale = _rundir.read_record_file(pid_path)
     writer.write_for(sleeper.pid)  # the restarted service's record
     reader = impl.PidFileReader.at(pid_path)
     verdicts, stop = set(), threading.Event()
@@ -475,7 +475,7 @@ def test_a_removal_that_finds_a_newer_record_never_hides_it(impl, pid_path, slee
     thread.start()
     try:
         for _ in range(3000):
-            assert not _clean.remove_record(pid_path, stale)
+            assert not _rundir.remove_record(pid_path, stale)
     finally:
         stop.set()
         thread.join()
@@ -493,12 +493,12 @@ while True:
 def test_clean_never_removes_a_full_record_of_a_live_process(impl, tmp_path, monkeypatch):
     """An in-place writer rewrites its record while clean() runs: clean judges the very bytes it
     would remove, so a complete record of the live writer is never removed."""
-    monkeypatch.setattr(_clean, "_backend", impl)
+    monkeypatch.setattr(_rundir, "_backend", impl)
     path = tmp_path / "shim.pid"
     script = script_prelude(impl) + IN_PLACE_WRITER.format(path=str(path))
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     removed = []
-    real = _clean.remove_record
+    real = _rundir.remove_record
 
     def remove_record(where, found):
         done = real(where, found)
@@ -506,7 +506,7 @@ def test_clean_never_removes_a_full_record_of_a_live_process(impl, tmp_path, mon
             removed.append(found[0])
         return done
 
-    monkeypatch.setattr(_clean, "remove_record", remove_record)
+    monkeypatch.setattr(_rundir, "remove_record", remove_record)
     try:
         assert writer.stdout.readline() == b"ready\n"
         deadline = time.monotonic() + 2

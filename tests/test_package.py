@@ -94,11 +94,11 @@ def test_import_is_light():
     added = loaded_by("shimpid") - loaded_by("subprocess")
     for heavy in ("asyncio", "dataclasses", "typing", "re", "inspect", "ctypes", "json"):
         assert heavy not in added, f"import shimpid imports {heavy}"
-    assert "shimpid._clean" not in added and "shimpid._handle" not in added
+    assert "shimpid._rundir" not in added and "shimpid._handle" not in added
 
 
 def test_lazy_names_arrive_on_first_use():
-    assert shimpid.clean is shimpid._clean.clean
+    assert shimpid.clean is shimpid._rundir.clean
     assert shimpid.ProcessHandle is shimpid._handle.ProcessHandle
     assert {"clean", "ProcessHandle", "Removal"} <= set(dir(shimpid))
     with pytest.raises(AttributeError):
@@ -106,8 +106,9 @@ def test_lazy_names_arrive_on_first_use():
 
 
 def test_signatures_of_the_extensions_types(impl):
+    writer = ["path", "atomic", "mode", "identity_line", "capability"]
     for cls, names in [(impl.PidRecord, ["pid", "start_time"]), (impl.PidFileReader, ["path"]),
-                       (impl.PidFileWriter, ["path", "atomic", "mode", "identity_line"])]:
+                       (impl.PidFileWriter, writer)]:
         assert list(inspect.signature(cls).parameters) == names
 
 

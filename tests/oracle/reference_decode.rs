@@ -1,7 +1,9 @@
-// Test oracle: the reference's decode and stat-parse semantics (boxlite 0.9.6, pid_file.rs),
-// run by tests/test_decode.py to check both Python backends against real Rust behaviour.
-// Protocol, one request per line on stdin, one answer per line on stdout:
+// Test oracle: the reference's decode and stat-parse semantics (boxlite 0.9.6, pid_file.rs), and
+// the newest boxlite's ShimPidRecord decode (commit 2714f17: line 3 "services-mux-v1" means the
+// shim has runtime port control), run by the tests to check both Python backends against real
+// Rust behaviour. Protocol, one request per line on stdin, one answer per line on stdout:
 //   d <hex>  ->  "ok <pid> <start|->" | "err utf8 <valid_up_to>" | "err pid <ParseIntError>"
+//   c <hex>  ->  "ok <pid> <start|-> <0|1>" (newest boxlite: ... and the capability) | "err ..."
 //   s <hex>  ->  "<start>" | "-"
 use std::io::{self, BufRead, Write};
 
@@ -31,6 +33,21 @@ fn decode(bytes: &[u8]) -> String {
         Some(s) => format!("ok {} {}", pid, s),
         None => format!("ok {} -", pid),
     }
+}
+
+// ShimPidRecord::decode (newest boxlite): the record as 0.9.6 decodes it, then line 3, trimmed,
+// equal to the runtime-port-control token.
+fn decode_shim(bytes: &[u8]) -> String {
+    let identity = decode(bytes);
+    if !identity.starts_with("ok ") {
+        return identity;
+    }
+    let text = std::str::from_utf8(bytes).unwrap(); // decode() has checked it
+    let control = text
+        .lines()
+        .nth(2)
+        .is_some_and(|line| line.trim() == "services-mux-v1");
+    format!("{} {}", identity, control as u8)
 }
 
 fn parse_start_time_from_stat(slice: &[u8]) -> Option<u64> {
@@ -73,6 +90,7 @@ fn main() {
         let bytes = unhex(hex.trim());
         let answer = match kind {
             "d" => decode(&bytes),
+            "c" => decode_shim(&bytes),
             "s" => match parse_start_time_from_stat(&bytes) {
                 Some(v) => v.to_string(),
                 None => "-".to_string(),

@@ -1,0 +1,87 @@
+"""shimpid.scan() over a run directory of many pid files, against a C floor making the same
+system calls, and how its cost per file grows with the number of files.
+
+A tenth of the files name live processes (ten children, each named by many files); the rest
+name processes that have exited: what a spawner restarting over its run directory meets.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+import conftest
+from conftest import BASELINES, PLACES, TARGETS, alternate, backend_of, rounds, timed
+
+import shimpid
+from shimpid import _rundir
+
+TARGETS.append(("scan, 10,000 files: Cython <= 1.3x floor per file",
+                lambda: BASELINES["scan 10000 files / floor [cython]"], lambda v: v <= 1.3))
+SIZES = [100, 1000, 10_000, 100_000]
+GROWTH: dict[tuple[str, int], float] = {}  # (backend, files) -> seconds per file
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory):
+    """Ten records of live children and ten of exited ones, as written by write_for()."""
+    where = tmp_path_factory.mktemp("templates")
+    live = [subprocess.Popen(["sleep", "600"]) for _ in range(10)]
+    dead = [subprocess.Popen(["true"]) for _ in range(10)]
+    records = []
+    for n, child in enumerate(live + dead):
+        shimpid.PidFileWriter.at(where / f"{n}.pid").write_for(child.pid)
+        records.append((where / f"{n}.pid").read_bytes())
+    for child in dead:
+        child.wait()
+    yield records[:10], records[10:]
+    for child in live:
+        child.kill()
+        child.wait()
+
+
+def run_dir(templates, files: int) -> str:
+    live, dead = templates
+    directory = tempfile.mkdtemp(prefix="shimpid-scan-", dir=PLACES["tmpfs"])
+    for n in range(files):
+        data = live[n % 10] if n % 10 == 0 else dead[n % 10]
+        with open(os.path.join(directory, f"box-{n:06d}.pid"), "wb") as f:
+            f.write(data)
+    return directory
+
+
+def scan_floor(directory: str) -> float:
+    files = ctypes.c_int()
+    seconds = conftest.FLOOR.floor_scan(directory.encode(), ctypes.byref(files)) * 1e-9
+    return seconds
+
+
+@pytest.mark.parametrize("files", SIZES)
+def test_scan(impl, templates, files, pytestconfig, monkeypatch):
+    if files == 100_000 and pytestconfig.getoption("short"):
+        pytest.skip("a short run scans up to 10,000 files")
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    directory = run_dir(templates, files)
+    try:
+        verdicts = list(shimpid.scan(directory))
+        assert len(verdicts) == files
+        assert sum(type(v) is shimpid.Verified for _, v in verdicts) == files // 10
+        backend = backend_of(impl)
+        count = max(rounds(pytestconfig, max(2_000_000 // files, 20)), 3)
+        python = timed(lambda: list(shimpid.scan(directory)))
+        ratio = alternate(python, lambda: scan_floor(directory), count)
+        GROWTH[backend, files] = min(python() for _ in range(3)) / files
+        BASELINES[f"scan {files} files / floor [{backend}]"] = ratio
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_scan_growth_summary():
+    """Prints the cost per file at each size (the summary shows the ratios)."""
+    for (backend, files), seconds in sorted(GROWTH.items()):
+        print(f"\nscan, {backend}: {files} files, {seconds * 1e6:.2f} us per file")
