@@ -21,6 +21,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -31,7 +32,8 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-static char pid_path[4096], temp_path[4096], stat_path[64];
+static char pid_path[4096], temp_path[4096], lock_path[4096], lock_temp_prefix[4096];
+static char stat_path[64];
 static char record[160];
 static size_t record_len;
 static volatile uint64_t sink;
@@ -148,6 +150,27 @@ static void op_write_exchange(void) {
     if (renameat2(AT_FDCWD, temp_path, AT_FDCWD, pid_path, RENAME_EXCHANGE) != 0)
         die("renameat2");
     if (unlink(temp_path) != 0) die("unlink");
+}
+
+/* PidFileLock: acquire() (a temporary file, written, locked, linked to the path), then
+   release() (still ours? read it back, remove it, close: the lock goes). */
+static void op_lock(void) {
+    static unsigned long long counter;
+    char buf[161], temp[4200];
+    struct stat st, now;
+    /* a new temporary name each time, as shimpid makes them: <pid>.<counter> */
+    snprintf(temp, sizeof temp, "%s%d.%llu.tmp", lock_temp_prefix, (int)getpid(), counter++);
+    int fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) die("open temp");
+    write_all(fd);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) die("flock");
+    if (link(temp, lock_path) != 0) die("link");
+    if (unlink(temp) != 0) die("unlink temp");
+    if (fstat(fd, &st) != 0 || lstat(lock_path, &now) != 0 || st.st_ino != now.st_ino)
+        die("not ours");
+    if (pread(fd, buf, record_len + 1, 0) != (ssize_t)record_len) die("pread");
+    if (unlink(lock_path) != 0) die("unlink");
+    close(fd);
 }
 
 static uint64_t read_pid_file(void) {
@@ -267,12 +290,15 @@ static const struct {
     {"write_for", op_write_for},
     {"spawn", op_spawn},
     {"spawn_record", op_spawn_record},
+    {"lock", op_lock},
 };
 
 int floor_prepare(const char *dir, int pid) {
     target = (pid_t)pid;
     snprintf(pid_path, sizeof pid_path, "%s/floor-%d.pid", dir, pid);
     snprintf(temp_path, sizeof temp_path, "%s/.floor-%d.pid.%d.0.tmp", dir, pid, pid);
+    snprintf(lock_path, sizeof lock_path, "%s/floor-%d.lock", dir, pid);
+    snprintf(lock_temp_prefix, sizeof lock_temp_prefix, "%s/.floor-%d.lock.", dir, pid);
     snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", pid);
     /* a record as writers write it: lines 1-2, boxlite's empty line 3, shimpid's line 4 */
     record_len = (size_t)snprintf(record, sizeof record,

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from conftest import BASELINES, BATCH, PLACES, alternate, backend_of, batched, rounds, timed
-from shimpid import _pure
+from shimpid import _lock, _pure
 
 PID, START = 1234567, 12345678901
 TWO_LINE = b"1234567\n12345678901\n"
@@ -112,6 +112,21 @@ def test_is_process_alive(measure, impl):
 
 def test_process_start_time(measure, impl):
     assert measure("process_start_time()", impl.process_start_time, os.getpid()) is not None
+
+
+def test_lock(measure, impl, monkeypatch):
+    """An uncontended PidFileLock: take it (the record written, locked, linked), give it back."""
+    monkeypatch.setattr(_lock, "_backend", impl)
+    path = os.path.join(PLACES["tmpfs"], f"bench-lock-{os.getpid()}.pid")
+    lock = _lock.PidFileLock(path)
+    acquire, release = lock.acquire, lock.release
+
+    def cycle():
+        acquire(0)
+        release()
+
+    measure("PidFileLock acquire() + release() [tmpfs]", cycle)
+    assert not os.path.exists(path)
 
 
 def test_baseline_new_bytes(benchmark):

@@ -31,13 +31,14 @@ from ._spawn import create_subprocess_exec, spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._rundir import Removal, clean, scan
     from ._handle import ProcessHandle
+    from ._lock import AlreadyLocked, PidFileLock
+    from ._rundir import Removal, clean, scan
 
 # Imported when first used: what a spawner imports shimpid for should cost it no more
 # (the README's import benchmark holds it to 1.3x ``import subprocess``).
 _LAZY = {"clean": "_rundir", "scan": "_rundir", "Removal": "_rundir",
-         "ProcessHandle": "_handle"}
+         "ProcessHandle": "_handle", "PidFileLock": "_lock", "AlreadyLocked": "_lock"}
 
 
 def __getattr__(name: str) -> object:
@@ -53,12 +54,15 @@ def __getattr__(name: str) -> object:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
+
 __all__ = [
     "BACKEND",
     "PID_RECORD_MAX_BYTES",
     "Absent",
+    "AlreadyLocked",
     "ForeignProcError",
     "Legacy",
+    "PidFileLock",
     "PidFileReader",
     "PidFileWriter",
     "PidRecord",

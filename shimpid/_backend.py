@@ -12,16 +12,17 @@ import sys
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 
 __all__ = ["BACKEND", "PidFileReader", "PidFileWriter", "PidRecord", "is_process_alive",
-           "process_start_time", "_classify", "_identity_at", "_pin_and_classify"]
+           "process_start_time", "_classify", "_identity_at", "_lock_release", "_lock_try", "_pidfd_level",
+           "_pin_and_classify"]
 
 BACKEND: str
 
 if TYPE_CHECKING:
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _pin_and_classify, is_process_alive, process_start_time
+    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _lock_release, _lock_try, _pidfd_level, _pin_and_classify, is_process_alive, process_start_time
 elif os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0") or (
     sys.implementation.name != "cpython"
 ):
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _pin_and_classify, is_process_alive, process_start_time
+    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _lock_release, _lock_try, _pidfd_level, _pin_and_classify, is_process_alive, process_start_time
 
     BACKEND = "python"
 else:
@@ -32,6 +33,9 @@ else:
             PidRecord,
             _classify,
             _identity_at,
+            _lock_release,
+            _lock_try,
+            _pidfd_level,
             _pin_and_classify,
             is_process_alive,
             process_start_time,
@@ -55,6 +59,9 @@ else:
             PidRecord,
             _classify,
             _identity_at,
+            _lock_release,
+            _lock_try,
+            _pidfd_level,
             _pin_and_classify,
             is_process_alive,
             process_start_time,

@@ -30,6 +30,7 @@ from ._backend import BACKEND, PidFileReader, PidFileWriter, process_start_time
 from ._rundir import clean, judge, read_record_file, remove_record, scan, why_absent
 from ._common import Absent, Legacy, StorageError, Verified
 from ._handle import open_entry
+from ._lock import AlreadyLocked, PidFileLock, is_locked
 from ._spawn import kill_and_reap
 
 # LSB init-script status codes (`status` and `show`)
@@ -94,6 +95,30 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                        help="the command and its arguments, after --")
     start.set_defaults(run=_spawn)
+
+    locking = commands.add_parser(
+        "lock", help="run a command holding the pid file's lock: one instance at a time",
+        description="Take FILE's lock (shimpid.PidFileLock), record this process in it, then "
+                    "run CMD in this process's place (exec), holding the lock: it lives exactly "
+                    "as long as CMD (and whatever CMD passes its descriptor on to), whatever "
+                    "kills it, and the record names CMD. CMD finds the lock's descriptor in "
+                    "SHIMPID_LOCK_FD. A stale pid file (its process gone, its pid reused) never "
+                    "blocks. Exit 1 if another process holds the lock (its pid is printed), or "
+                    "the file cannot be written; otherwise CMD's own status (126, 127: it cannot "
+                    "be run, is not found).",
+        usage="shimpid lock [-h] [--timeout SECONDS | --wait] [--capability TOKEN] FILE -- CMD "
+              "[ARGS...]")
+    locking.add_argument("file", metavar="FILE", help="the pid file to lock")
+    waiting = locking.add_mutually_exclusive_group()
+    waiting.add_argument("--timeout", default=0.0, type=_seconds, metavar="SECONDS",
+                         help="how long to wait for the lock (default: 0, fail at once)")
+    waiting.add_argument("--wait", action="store_true",
+                         help="wait for the lock as long as it takes")
+    locking.add_argument("--capability", metavar="TOKEN",
+                         help="a capability token for line 3, as for spawn")
+    locking.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
+                         help="the command and its arguments, after --")
+    locking.set_defaults(run=_lock)
 
     stop = commands.add_parser(
         "stop", help="stop the recorded process",
@@ -231,13 +256,33 @@ def _inspect(path: str) -> dict:
         code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE)
     if state == "absent":
         report["why"] = why_absent(record, extras)
+    report.update(_lock_state(path, verdict))
     return report
+
+
+def _lock_state(path: str, verdict: object) -> dict:
+    """Whether a process holds the pid file locked (a PidFileLock's, flock(1)'s...) and, if
+    the file verifiably names it, which: ``locked`` is None where that cannot be seen."""
+    try:
+        locked: bool | None = is_locked(path)
+    except OSError:
+        locked = None
+    held_by = verdict.pid if locked and isinstance(verdict, Verified) else None
+    return {"locked": locked, "locked_by": held_by}
+
+
+def _holder(report: dict) -> str:
+    """Who holds the lock, in words, for a report whose file is locked."""
+    if report["locked_by"] is not None:
+        return f"locked by {report['locked_by']}"
+    return "locked by a process the file does not name"
 
 
 def _status(args: argparse.Namespace) -> int:
     report = _inspect(args.file)
     if "pid" in report:
-        _say(f"{report['state']} {report['pid']}")
+        held = f" ({_holder(report)})" if report["locked"] else ""
+        _say(f"{report['state']} {report['pid']}{held}")
     else:
         _say(report["state"] if report["code"] == NOT_RUNNING else f"unknown: {report['error']}")
     return report["code"]
@@ -266,6 +311,9 @@ def _show(args: argparse.Namespace) -> int:
     _say(f"capability:       {_or_none(report['capability'])}")
     _say(f"boot:             {boot}")
     _say(f"state:            {report['state']}")
+    lock = ("cannot tell" if report["locked"] is None else
+            _holder(report) if report["locked"] else "not held")
+    _say(f"lock:             {lock}")
     if "why" in report:
         _say(f"why:              {report['why']}")
     return report["code"]
@@ -370,6 +418,54 @@ class _Forwarder:
         self.child = child
         for signum in self.pending:
             self._received(signum, None)
+
+
+# ---- lock ------------------------------------------------------------------------------------
+
+
+def _lock(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        _complain("lock: no command given (put it after --)")
+        return USAGE
+    try:
+        lock = PidFileLock(args.file, capability=args.capability)
+    except (TypeError, ValueError) as err:
+        _complain(f"lock: bad capability: {err}")
+        return USAGE
+    except StorageError as err:
+        if err.errno is None:  # the path itself: NUL, names no file
+            _complain(f"lock: bad pid file path: {err}")
+            return USAGE
+        _complain(f"lock: cannot write the pid file: {err}")  # its directory
+        return FAILED
+    try:
+        lock.acquire(timeout=None if args.wait else args.timeout)
+    except AlreadyLocked as err:
+        holder = err.pid if err.pid is not None else "a process the file does not name"
+        _complain(f"lock: {args.file} is locked by {holder}")
+        return FAILED
+    except OSError as err:
+        _complain(f"lock: cannot lock the pid file: {err}")
+        return FAILED
+    fd = lock._slot[0]
+    os.set_inheritable(fd, True)
+    env = dict(os.environ, SHIMPID_LOCK_FD=str(fd))
+    # What subprocess does for a child: Python ignores SIGPIPE and SIGXFSZ, and an ignored
+    # signal stays ignored across exec.
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    try:
+        os.execvpe(command[0], command, env)
+    except OSError as err:  # not run: give the lock back, and say why as a shell would
+        lock.release()
+        if isinstance(err, FileNotFoundError):
+            _complain(f"lock: command not found: {command[0]}")
+            return NOT_FOUND
+        _complain(f"lock: cannot run {command[0]}: {err.strerror}")
+        return NOT_EXECUTABLE if isinstance(err, PermissionError) else FAILED
+    return FAILED  # not reached: execvpe() returns only by raising
 
 
 # ---- stop ----------------------------------------------------------------------------------
@@ -539,7 +635,13 @@ def _stop(args: argparse.Namespace) -> int:
                 return NOT_PERMITTED
     pid = target.record.pid  # type: ignore[attr-defined]
     removed = _remove(args.file, target.found)
-    _say(f"stopped {pid}" + (f", removed {args.file}" if removed else ""))
+    if removed:
+        _say(f"stopped {pid}, removed {args.file}")
+    elif _lock_state(args.file, Absent())["locked"]:
+        # A lock held on: by a process that inherited the lock's descriptor from it.
+        _say(f"stopped {pid}; kept {args.file}: still locked by a process it does not name")
+    else:
+        _say(f"stopped {pid}")
     return STOPPED
 
 
@@ -602,10 +704,13 @@ def _ls(args: argparse.Namespace) -> int:
         return 0
     if rows:
         width = max(len(row["path"]) for row in rows)
-        _say(f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'STARTED':19}  {'AGE':>12}  CAPABILITY")
+        _say(f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'LOCKED BY':>9}  {'STARTED':19}  "
+             f"{'AGE':>12}  CAPABILITY")
         for row in rows:
+            held = ("-" if not row["locked"] else
+                    "?" if row["locked_by"] is None else str(row["locked_by"]))
             _say(f"{row['path']:{width}}  {_or_dash(row['pid']):>7}  {row['state']:8}  "
-                 f"{_or_dash(row['started']):19}  {_age(row['age']):>12}  "
+                 f"{held:>9}  {_or_dash(row['started']):19}  {_age(row['age']):>12}  "
                  f"{_or_dash(row['capability'])}")
     _say(summary if rows else "no pid files")
     return 0
@@ -614,6 +719,7 @@ def _ls(args: argparse.Namespace) -> int:
 def _row(path: str, verdict: object) -> dict:
     row: dict = {"path": path, "pid": None, "state": "unknown", "start_time": None,
                  "started": None, "age": None, "capability": None}
+    row.update(_lock_state(path, verdict))
     if isinstance(verdict, OSError):
         row["error"] = str(verdict)
         return row

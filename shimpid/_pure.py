@@ -60,6 +60,11 @@ _LINUX = sys.platform.startswith("linux")
 _DARWIN = sys.platform == "darwin"
 _WINDOWS = sys.platform == "win32"
 
+try:
+    import fcntl
+except ImportError:  # Windows: no PidFileLock
+    fcntl = None  # type: ignore[assignment]
+
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -421,20 +426,7 @@ class PidFileWriter(_Final):
         self._write(_new_record(pid, start_time), pidfs_id)
 
     def _write(self, record: PidRecord, pidfs_id: int | None) -> None:
-        data = record.encode()
-        line4 = self._identity
-        if line4 and pidfs_id is not None:
-            line4 += b" pidfs=%d" % pidfs_id
-        if line4 == _IDENTITY_TAG:
-            line4 = b""  # the bare tag says nothing: leave it out
-        if self._capability or line4:
-            # Each line where readers look for it: line 2 (empty without a start time), line 3
-            # (boxlite's: the capability or nothing), line 4.
-            if record._start_time is None:
-                data += b"\n"
-            data += self._capability + b"\n"
-            if line4:
-                data += line4 + b"\n"
+        data = _file_bytes(record, self._capability, self._identity, pidfs_id)
         try:
             if self._atomic:
                 _write_atomic(self._target, self._temp_prefix, data, self._mode)
@@ -444,10 +436,35 @@ class PidFileWriter(_Final):
             raise self._error(err) from None
 
     def _error(self, err: OSError) -> OSError:
-        if isinstance(err, _TempNamesTaken):
-            return FileExistsError(errno.EEXIST, err.strerror, err.filename)
-        code = err.errno or errno.EIO
-        return OSError(code, _common.write_strerror(code), self._path)
+        return _write_error(err, self._path)
+
+
+def _write_error(err: OSError, path: str | bytes) -> OSError:
+    """A writer's failure as it is raised: the errno, in words about the pid file, and path."""
+    if isinstance(err, _TempNamesTaken):
+        return FileExistsError(errno.EEXIST, err.strerror, err.filename)
+    code = err.errno or errno.EIO
+    return OSError(code, _common.write_strerror(code), path)
+
+
+def _file_bytes(record: PidRecord, capability: bytes, identity: bytes,
+                pidfs_id: int | None) -> bytes:
+    """A pid file's bytes: the record, then lines 3 and 4 if there is anything to put there."""
+    data = record.encode()
+    line4 = identity
+    if line4 and pidfs_id is not None:
+        line4 += b" pidfs=%d" % pidfs_id
+    if line4 == _IDENTITY_TAG:
+        line4 = b""  # the bare tag says nothing: leave it out
+    if capability or line4:
+        # Each line where readers look for it: line 2 (empty without a start time), line 3
+        # (boxlite's: the capability or nothing), line 4.
+        if record._start_time is None:
+            data += b"\n"
+        data += capability + b"\n"
+        if line4:
+            data += line4 + b"\n"
+    return data
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -510,30 +527,151 @@ def _check_target(target: bytes) -> bool:
 
 def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> None:
     _check_target(target)
+    temp, kept = _write_temp(temp_prefix, data, mode)
+    try:
+        os.close(kept[0])
+        os.replace(temp, target)  # never over a directory: EISDIR
+    except BaseException:
+        _unlink_temp(temp)
+        raise
+
+
+def _write_temp(temp_prefix: bytes, data: bytes, mode: int,
+                flags: int = _CREATE_TEMP) -> tuple[bytes, collections.defaultdict[int, int]]:
+    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data: its name, and its
+    descriptor, still open, kept as ``_kept_open`` keeps it (the caller closes it)."""
     pid = os.getpid()
     for _ in range(_TEMP_ATTEMPTS):
         temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
-        kept = _kept_open(temp, _CREATE_TEMP, mode)
+        kept = _kept_open(temp, flags, mode)
         try:
             try:
-                try:
-                    fd = kept[0]
-                except FileExistsError:
-                    continue  # left by a killed writer that had our pid: never touch it
-                _write_all(fd, data)
-            finally:
-                if kept:
-                    os.close(kept[0])
-            os.replace(temp, target)  # never over a directory: EISDIR
-            return
+                fd = kept[0]
+            except FileExistsError:
+                continue  # left by a killed writer that had our pid: never touch it
+            _write_all(fd, data)
+            return temp, kept
         except BaseException:
             if kept:  # created by us: nobody else may have a file by this name
-                try:
-                    os.unlink(temp)
-                except OSError:
-                    pass  # renamed already, or the directory went
+                os.close(kept[0])
+                _unlink_temp(temp)
             raise
     raise _TempNamesTaken(temp)
+
+
+def _unlink_temp(temp: bytes) -> None:
+    try:
+        os.unlink(temp)
+    except OSError:
+        pass  # renamed already, or the directory went
+
+
+# ============================================================================
+# PidFileLock's system calls (shimpid._lock has the rest of it)
+# ============================================================================
+
+_CREATE_LOCKED = _CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR  # release reads the record back
+# Rounds of "the file changed under us, look again" before giving up: only a process replacing
+# the file continuously, against the protocol, makes more than a few.
+_SETTLE_ATTEMPTS = 1000
+# The longest file a writer writes: the record, an empty line 2, line 3 (the capability), line 4.
+_WRITE_MAX_BYTES = (_common.PID_RECORD_MAX_BYTES + 1 + _common.CAPABILITY_MAX + 1
+                    + len(b"shimpid boot=") + _common.BOOT_ID_BYTES + len(b" pidfs=") + 20 + 1)
+
+
+def _lock_try(target: bytes, temp_prefix: bytes, data: bytes, mode: int, block: bool,
+              slot: list[int], path: str | bytes) -> bool:
+    """One try to lock the pid file at target with data as its record: True once it is ours
+    (its descriptor in ``slot[0]``), False if another holds it (with block: waits for them
+    first, then looks again). A failure raises the writers' ``OSError`` for path.
+
+    The record goes into a temporary file, locked there, which then takes the path: by
+    ``link()`` where nothing is (it never replaces), or by ``rename()`` over a file nobody holds
+    locked, while holding that file's lock, so that two takers of a stale file cannot both win
+    (the loser locks an inode no longer at the path, and looks again).
+    """
+    try:
+        return _lock_try_once(target, temp_prefix, data, mode, block, slot)
+    except OSError as err:  # ENOLCK, EOPNOTSUPP (no locks here) too: never a lock held
+        raise _write_error(err, path) from None
+
+
+def _lock_try_once(target: bytes, temp_prefix: bytes, data: bytes, mode: int, block: bool,
+                   slot: list[int]) -> bool:
+    if fcntl is None:
+        raise OSError(errno.ENOSYS, "no flock() on this platform")
+    temp, kept = _write_temp(temp_prefix, data, mode, _CREATE_LOCKED)
+    try:
+        fcntl.flock(kept[0], fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new inode: nobody has it
+        for _ in range(_SETTLE_ATTEMPTS):
+            try:
+                os.link(temp, target)  # only where nothing is
+            except FileExistsError:
+                taken = _take_over(target, temp, block)
+                if taken is None:
+                    continue  # it changed under us: look again
+                if not taken:
+                    return False
+            slot[0] = kept[0]  # handed over: from here on the caller's to release
+            return True
+        raise OSError(errno.EAGAIN, "the pid file kept changing while being locked")
+    finally:
+        if slot[0] != kept[0]:
+            os.close(kept[0])
+        _unlink_temp(temp)  # the record is at the path by now, or not to be
+
+
+def _take_over(target: bytes, temp: bytes, block: bool) -> bool | None:
+    """Put temp at target if nobody holds target locked: True if done, False if someone does,
+    None if target changed meanwhile (look again)."""
+    # Looked at before it is opened, as by a writer: opening a device has effects of its own.
+    if not _check_target(target) and not os.path.islink(target):
+        return None  # gone meanwhile; a symlink fails to open (ELOOP) below
+    old = _kept_open(target, _OPEN_READ, 0)
+    try:
+        try:
+            fd = old[0]
+        except FileNotFoundError:
+            return None
+        if os.fstat(fd).st_mode & _S_IFMT != _S_IFREG:
+            return None  # replaced since it was looked at
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        # Locked: is it still the file at the path? (Its holder may have removed it.)
+        if not _is_at(fd, target):
+            return None
+        os.rename(temp, target)  # over the stale file, whose lock we hold
+        return True
+    finally:
+        if old:
+            os.close(old[0])
+
+
+def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
+    """Let go of the lock whose descriptor is in ``slot[0]``, removing the file first if it
+    still is ours: our inode at the path, with our record in it."""
+    fd, slot[0] = slot[0], -1
+    try:
+        if len(data) > _WRITE_MAX_BYTES:
+            raise ValueError("not a record this lock wrote")
+        if _is_at(fd, target) and os.pread(fd, len(data) + 1, 0) == data:
+            os.unlink(target)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)  # the lock goes with the last descriptor
+
+
+def _is_at(fd: int, target: bytes) -> bool:
+    """Whether the file open at fd is the one at target."""
+    info = os.fstat(fd)
+    try:
+        now = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    return now.st_ino == info.st_ino and now.st_dev == info.st_dev
 
 
 class _TempNamesTaken(FileExistsError):

@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 
 from . import _backend, _common
+from ._pure import fcntl  # None on Windows: no locks to respect
 from ._common import ABSENT, Extras, ProcessIdentity, StorageError
+from ._lock import is_locked
 
 __all__ = ["Removal", "clean", "judge", "read_record_file", "remove_record", "scan",
            "why_absent"]
@@ -41,6 +43,17 @@ def read_record_file(path: str | bytes) -> tuple[bytes, os.stat_result] | None:
     Reads at most one byte more than a pid file may hold. A symlink, FIFO, socket or directory
     is no record file (None); any other failure (EACCES, EMFILE...) is raised.
     """
+    fd = _open_record(path)
+    if fd is None:
+        return None
+    try:
+        return _read_open(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_record(path: str | bytes) -> int | None:
+    """A descriptor of the regular file at path, or None (see read_record_file)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as err:
@@ -48,12 +61,17 @@ def read_record_file(path: str | bytes) -> tuple[bytes, os.stat_result] | None:
             return None
         raise
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        return os.read(fd, _common.PID_FILE_MAX_BYTES + 1), info
-    finally:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except BaseException:
         os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+def _read_open(fd: int) -> tuple[bytes, os.stat_result]:
+    return os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd)
 
 
 def judge(found: tuple[bytes, os.stat_result]) -> tuple[object, Extras, ProcessIdentity]:
@@ -74,10 +92,26 @@ def judge(found: tuple[bytes, os.stat_result]) -> tuple[object, Extras, ProcessI
 
 def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> bool:
     """Remove the pid file at path if it still is ``expected`` (its bytes and inode, as
-    ``read_record_file`` gave them); True if it was. A record written since stays."""
-    current = read_record_file(path)
-    if current is None or not _same(current, expected):
+    ``read_record_file`` gave them); True if it was. A record written since stays, and so does
+    a file a process holds locked (a PidFileLock's): this takes its lock while removing it,
+    so a PidFileLock taking the stale file over at the same instant waits, then looks again."""
+    fd = _open_record(path)
+    if fd is None:
         return False
+    try:
+        if not _same(_read_open(fd), expected):
+            return False
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # held: its holder lives
+        return _remove_aside(path, expected)
+    finally:
+        os.close(fd)  # lets go of the lock
+
+
+def _remove_aside(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> bool:
     directory = os.path.dirname(os.fsencode(path)) or b"."
     aside = os.path.join(directory, b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(),
                                                   next(_aside_counter)))
@@ -304,7 +338,7 @@ def _stale_record(path: str, dry_run: bool) -> str | None:
     if found is None:
         return None
     record, extras, verdict = judge(found)
-    if verdict != ABSENT:
+    if verdict != ABSENT or is_locked(path):  # a lock held: its holder lives
         return None
     why = f"pid file: {why_absent(record, extras)}"
     if dry_run or remove_record(path, found):

@@ -14,8 +14,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.errno cimport (EACCES, EEXIST, EINTR, EINVAL, EIO, EISDIR, ENAMETOOLONG, ENOENT,
-                         ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
+from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELOOP,
+                         ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
 from libc.string cimport memchr, memcmp, memcpy, memset, strlen
@@ -44,6 +44,7 @@ cdef extern from "_speedups_compat.h":
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
+    int PyErr_CheckSignals_ "PyErr_CheckSignals"() except -1
 
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:
@@ -61,6 +62,11 @@ cdef extern from "<dirent.h>" nogil:
 cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
     enum: AT_SYMLINK_NOFOLLOW
+
+cdef extern from "<sys/file.h>" nogil:
+    int flock(int fd, int operation)
+    enum: LOCK_EX
+    enum: LOCK_NB
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -857,22 +863,41 @@ cdef int write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t s
     """The temporary sibling, renamed over the path. temp_out (room for TEMP_PATH_MAX, or NULL)
     receives the last temporary name tried when every one is taken (-EEXIST)."""
     cdef char temp[TEMP_PATH_MAX]
-    cdef Py_ssize_t prefix = writer.temp_prefix_len, end
-    cdef uint64_t pid = <uint64_t>unistd.getpid()
-    cdef int fd = -1, attempt, rc, regular
-    if prefix + TEMP_SUFFIX_MAX + 1 > TEMP_PATH_MAX:
-        return -ENAMETOOLONG  # writer_paths() refuses these; never overrun the stack
-    regular = check_target(writer.path)
+    cdef int fd, rc, regular = check_target(writer.path)
     if regular < 0:
         return regular
-    memcpy(temp, writer.temp_prefix, prefix)
+    fd = write_temp(writer.temp_prefix, writer.temp_prefix_len, CREATE_TEMP, writer.mode, data,
+                    size, temp, temp_out)
+    if fd < 0:
+        return fd
+    rc = 0
+    if unistd.close(fd) != 0:
+        rc = -errno  # an error from close() (NFS) fails the write
+    if rc == 0:
+        rc = replace(temp, writer.path, writer.exchange and regular)
+    if rc != 0:
+        unistd.unlink(temp)
+    return rc
+
+
+cdef int write_temp(const char *temp_prefix, Py_ssize_t prefix, int flags, mode_t mode,
+                    const char *data, Py_ssize_t size, char *temp, char *temp_out) noexcept nogil:
+    """A new temporary file ``<temp_prefix><pid>.<n>.tmp`` holding data (see _pure._write_temp):
+    its descriptor, its name in temp (room for TEMP_PATH_MAX), or -errno. temp_out (or NULL)
+    receives the last name tried when every one is taken (-EEXIST)."""
+    cdef uint64_t pid = <uint64_t>unistd.getpid()
+    cdef Py_ssize_t end
+    cdef int fd = -1, attempt, rc
+    if prefix + TEMP_SUFFIX_MAX + 1 > TEMP_PATH_MAX:
+        return -ENAMETOOLONG  # writer_paths() refuses these; never overrun the stack
+    memcpy(temp, temp_prefix, prefix)
     for attempt in range(TEMP_ATTEMPTS):
         end = prefix + format_u64(pid, temp + prefix)
         temp[end] = c'.'
         end += 1
         end += format_u64(shimpid_next_temp(), temp + end)
         memcpy(temp + end, b".tmp", 5)  # with its NUL
-        fd = open_retry(temp, CREATE_TEMP, writer.mode)
+        fd = open_retry(temp, flags, mode)
         # EEXIST: left by a killed writer that had our pid; never touch it, take the next name
         if fd >= 0 or errno != EEXIST:
             break
@@ -881,13 +906,11 @@ cdef int write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t s
             memcpy(temp_out, temp, end + 5)
         return -errno
     rc = write_all(fd, data, size)
-    if unistd.close(fd) != 0 and rc == 0:
-        rc = -errno
-    if rc == 0:
-        rc = replace(temp, writer.path, writer.exchange and regular)
     if rc != 0:
+        unistd.close(fd)
         unistd.unlink(temp)
-    return rc
+        return rc
+    return fd
 
 
 cdef int replace(const char *temp, const char *path, bint exchange) noexcept nogil:
@@ -913,6 +936,141 @@ cdef int replace(const char *temp, const char *path, bint exchange) noexcept nog
     if rename(temp, path) != 0:
         return -errno
     return 0
+
+
+# ============================================================================
+# PidFileLock's system calls: _pure's _lock_try and _lock_release, in C
+# ============================================================================
+
+cdef int CREATE_LOCKED = (CREATE_TEMP & ~fcntl.O_WRONLY) | fcntl.O_RDWR
+cdef enum:
+    SETTLE_ATTEMPTS = 1000
+    # take_over()'s answers besides -errno
+    HELD = 0
+    TAKEN = 1
+    CHANGED = 2
+
+
+def _lock_try(bytes target not None, bytes temp_prefix not None, bytes data not None,
+              int mode, bint block, list slot not None, path):
+    """_pure._lock_try: True once the lock is ours (its descriptor in slot[0]), False if
+    another process holds it. Errors name path."""
+    cdef char temp[TEMP_PATH_MAX]
+    cdef char temp_out[TEMP_PATH_MAX]
+    cdef const char *c_target = PyBytes_AS_STRING(target)
+    cdef const char *c_prefix = PyBytes_AS_STRING(temp_prefix)
+    cdef const char *c_data = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t prefix = PyBytes_GET_SIZE(temp_prefix), size = PyBytes_GET_SIZE(data)
+    cdef int fd = -1, rc
+    if len(slot) != 1:
+        raise ValueError("slot must be a list of one item")
+    temp_out[0] = 0
+    while True:
+        with nogil:
+            rc = lock_try(c_target, c_prefix, prefix, c_data, size, <mode_t>mode, block, &fd,
+                          temp, temp_out)
+        if rc != -EINTR:
+            break
+        PyErr_CheckSignals_()  # a blocking wait interrupted: run the handlers, then wait on
+    if rc == TAKEN:
+        slot[0] = fd  # no Python code runs between: a signal handler cannot lose it
+        return True
+    if rc == HELD:
+        return False
+    raise _write_error(rc, path, temp_out)
+
+
+cdef int lock_try(const char *target, const char *temp_prefix, Py_ssize_t prefix,
+                  const char *data, Py_ssize_t size, mode_t mode, bint block, int *fd_out,
+                  char *temp, char *temp_out) noexcept nogil:
+    """TAKEN (the descriptor in fd_out), HELD or -errno (-EINTR: a blocking wait interrupted,
+    nothing left behind)."""
+    cdef int fd, rc = 0, attempt = 0
+    fd = write_temp(temp_prefix, prefix, CREATE_LOCKED, mode, data, size, temp, temp_out)
+    if fd < 0:
+        return fd
+    if flock(fd, LOCK_EX | LOCK_NB) != 0:  # a new inode: nobody has it
+        rc = -errno
+    while rc == 0:
+        if unistd.link(temp, target) == 0:  # only where nothing is
+            rc = TAKEN
+        elif errno != EEXIST:
+            rc = -errno
+        else:
+            rc = take_over(target, temp, block)
+            if rc == CHANGED:  # it changed under us: look again
+                attempt += 1
+                rc = -EAGAIN if attempt >= SETTLE_ATTEMPTS else 0
+            elif rc == HELD:
+                break
+    unistd.unlink(temp)  # the record is at the path by now, or not to be
+    if rc == TAKEN:
+        fd_out[0] = fd
+    else:
+        unistd.close(fd)
+    return rc
+
+
+cdef int take_over(const char *target, const char *temp, bint block) noexcept nogil:
+    """Put temp at target if nobody holds target locked: TAKEN, HELD, CHANGED (look again) or
+    -errno."""
+    cdef struct_stat info
+    cdef int rc = check_target(target), old
+    if rc < 0:
+        return rc  # a directory, FIFO, socket or device: never touched
+    if rc == 0:  # nothing there now, or a symlink
+        if lstat(target, &info) != 0:
+            return CHANGED if errno == ENOENT else -errno
+        return -ELOOP if S_ISLNK(info.st_mode) else CHANGED
+    old = open_retry(target, OPEN_READ, 0)
+    if old < 0:
+        return CHANGED if errno == ENOENT else -errno
+    if fstat(old, &info) != 0:
+        rc = -errno
+    elif not S_ISREG(info.st_mode):
+        rc = CHANGED  # replaced since it was looked at
+    elif flock(old, LOCK_EX if block else LOCK_EX | LOCK_NB) != 0:
+        rc = HELD if errno == EAGAIN else -errno  # EWOULDBLOCK is EAGAIN on Linux and BSDs
+    elif not is_at(old, target):  # its holder removed it as it let go
+        rc = CHANGED
+    elif rename(temp, target) != 0:  # over the stale file, whose lock we hold
+        rc = -errno
+    else:
+        rc = TAKEN
+    unistd.close(old)
+    return rc
+
+
+cdef bint is_at(int fd, const char *target) noexcept nogil:
+    """Whether the file open at fd is the one at target."""
+    cdef struct_stat info, now
+    if fstat(fd, &info) != 0 or lstat(target, &now) != 0:
+        return False
+    return info.st_ino == now.st_ino and info.st_dev == now.st_dev
+
+
+def _lock_release(list slot not None, bytes target not None, bytes data not None):
+    """_pure._lock_release: let go of the lock in slot[0], removing the file first if it still
+    is ours."""
+    cdef unsigned char buf[WRITE_MAX_BYTES + 1]
+    cdef const char *c_target = PyBytes_AS_STRING(target)
+    cdef const char *c_data = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data), n
+    cdef int fd = slot[0], rc = 0
+    slot[0] = -1
+    if size > WRITE_MAX_BYTES:
+        raise ValueError("not a record this lock wrote")
+    with nogil:
+        if is_at(fd, c_target):
+            n = unistd.pread(fd, buf, size + 1, 0)
+            if n < 0:
+                rc = -errno
+            elif (n == size and memcmp(buf, c_data, n) == 0
+                    and unistd.unlink(c_target) != 0 and errno != ENOENT):
+                rc = -errno
+        unistd.close(fd)  # the lock goes with the last descriptor
+    if rc:
+        raise OSError(-rc, os.strerror(-rc))
 
 
 # ============================================================================

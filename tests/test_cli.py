@@ -80,12 +80,14 @@ def test_show(impl, cli, pid_path, sleeper):
     assert f"start time:       {start} (recorded)\n" in out
     assert f"live start time:  {start}\n" in out
     assert "(this boot)" in out and "state:            verified\n" in out
+    assert "lock:             not held\n" in out
     code, out, _ = cli("show", "--json", pid_path)
     report = json.loads(out)
     assert code == 0 and report == {
         "backend": cli.backend, "file": str(pid_path), "pid": sleeper.pid, "start_time": start,
         "live_start_time": start, "state": "verified", "pidfs_id": pidfs, "capability": None,
         "boot_id": _common.CURRENT_BOOT_ID, "this_boot_id": _common.CURRENT_BOOT_ID,
+        "locked": False, "locked_by": None,
     }
     pid_path.write_bytes(b"%d\n\n%s\n" % (sleeper.pid, OTHER_BOOT))
     code, out, _ = cli("show", pid_path)

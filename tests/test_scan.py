@@ -93,13 +93,14 @@ def test_ls(impl, run_dir, sleeper, reaped_pid):
                          capture_output=True, text=True, cwd=os.path.dirname(__file__))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["PATH", "PID", "STATE", "STARTED", "AGE", "CAPABILITY"]
+    assert lines[0].split() == ["PATH", "PID", "STATE", "LOCKED", "BY", "STARTED", "AGE",
+                                "CAPABILITY"]
     rows = {line.split()[0]: line.split() for line in lines[1:-1]}
     assert list(rows) == sorted(rows), "sorted by path"
     live = rows[str(run_dir / "live.pid")]
-    assert live[1:3] == [str(sleeper.pid), "verified"] and live[-1] == TOKEN
-    assert rows[str(run_dir / "legacy.pid")][1:3] == [str(sleeper.pid), "legacy"]
-    assert rows[str(run_dir / "garbage.pid")][1:3] == ["-", "absent"]
+    assert live[1:4] == [str(sleeper.pid), "verified", "-"] and live[-1] == TOKEN
+    assert rows[str(run_dir / "legacy.pid")][1:4] == [str(sleeper.pid), "legacy", "-"]
+    assert rows[str(run_dir / "garbage.pid")][1:4] == ["-", "absent", "-"]
     assert lines[-1] == "6 pid files: 1 verified, 1 legacy, 4 absent"
     report = json.loads(subprocess.run(
         [sys.executable, "-m", "shimpid", "ls", "--json", str(run_dir)], env=env,

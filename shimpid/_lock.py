@@ -1,0 +1,265 @@
+"""PidFileLock: a pid file that is also a lock, held by its process for as long as it runs.
+
+The holder keeps an exclusive ``flock()`` on the pid file, whose record names it. The kernel
+drops the lock when the last descriptor of it is closed, so it goes with its process, whatever
+killed it; a file nobody holds locked is stale, whatever pid it names, and is taken over.
+
+``flock()`` rather than ``fcntl()`` record locks: it belongs to the open file, not to the
+process, so a reader in the same process closing its own descriptor of the file does not drop
+it, and ``shimpid lock`` can hand it to the command it runs; procps' ``pgrep -L`` and
+``pkill -L`` accept either kind.
+
+Acquiring never exposes an empty or half-written file: the record is written to a temporary
+file, locked there, then put at the path by ``link()`` (which fails if something is there) or,
+over a stale file, by ``rename()`` while holding that file's lock, so two processes taking over
+the same stale file cannot both win: the loser's lock is on an inode no longer at the path, which
+it checks after locking.
+
+This module is the lock's policy (waiting, ownership, fork); its system calls are the
+backend's ``_lock_try`` and ``_lock_release`` (``_pure``'s say what they do).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import time
+
+from . import _backend, _common, _pure
+from ._pure import fcntl  # None on Windows, where acquire() raises ENOSYS
+from ._common import ABSENT, ProcessIdentity, Verified
+
+__all__ = ["AlreadyLocked", "PidFileLock"]
+
+_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# A try-once acquire() that finds the file locked by a process the file does not (yet) name
+# waits this long for it to: a reader's probe (is_locked(), pgrep -L) holds a shared lock for
+# microseconds, and a process taking the file over holds it before its record is in place.
+UNNAMED_HOLDER_GRACE = 0.05
+_POLL_MAX = 0.05  # the longest sleep between tries of acquire(timeout>0)
+
+# Descriptors of the locks this process holds, closed in a child after fork(): a forked child
+# does not hold its parent's locks (closing its copy leaves the parent's lock in place).
+_held_fds: set[int] = set()
+# This process's pid and its pid file's bytes for each (capability line, pidfd level): made
+# once, renewed after fork() by the hook below (CPython runs it after every fork that may run
+# Python code: os.fork(), multiprocessing, a preexec_fn; C code that forks must call
+# PyOS_AfterFork_Child()), which spares a getpid() per call.
+_pid = os.getpid()
+_own: dict[tuple[bytes, int], bytes] = {}
+
+
+class AlreadyLocked(OSError):
+    """The pid file is locked by another process (or another PidFileLock of this one):
+    ``errno`` is ``EWOULDBLOCK``, ``pid`` the holder's pid if the file verifiably names it."""
+
+    def __init__(self, path: str | bytes, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "a process it does not name"
+        super().__init__(errno.EWOULDBLOCK, f"pid file is locked by {holder}", path)
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[type, tuple[str | bytes, int | None]]:
+        return type(self), (self.filename, self.pid)
+
+
+class PidFileLock(_pure._Final):
+    """An exclusive lock on a pid file, holding this process's record: only one process holds
+    it at a time, and a file left by a process that has gone never blocks the next one.
+
+    ``with lock:`` tries once (``acquire(timeout=0)``) and raises ``AlreadyLocked`` if another
+    process holds it: one instance runs, a second fails at once. An object is not for sharing
+    between threads: threads that need the lock each make their own, and exclude each other as
+    processes do.
+    """
+
+    __slots__ = ("_path", "_target", "_temp_prefix", "_mode", "_capability", "_slot", "_owner",
+                 "_data")
+
+    def __init__(self, path: str | bytes | os.PathLike, *, mode: int = 0o644,
+                 capability: str | None = None) -> None:
+        self._initialise_once("_target")
+        mode = _common.check_mode(mode)
+        capability_line = _common.check_capability(capability)
+        self._path, self._target, self._temp_prefix = _common.writer_paths(path, True)
+        self._mode = mode
+        self._capability = capability_line
+        # The lock's descriptor while held, in a list the backend fills: a signal handler that
+        # raises as acquire() returns cannot lose it.
+        self._slot = [-1]
+        self._owner = 0  # the pid that acquired it
+        self._data = b""  # the record it wrote
+
+    @classmethod
+    def at(cls, path: str | bytes | os.PathLike, *, mode: int = 0o644,
+           capability: str | None = None) -> PidFileLock:
+        return cls(path, mode=mode, capability=capability)
+
+    @property
+    def path(self) -> str | bytes:
+        return self._path
+
+    @property
+    def mode(self) -> int:
+        return self._mode
+
+    @property
+    def capability(self) -> str | None:
+        return self._capability.decode() or None
+
+    def __repr__(self) -> str:
+        state = "held" if self.i_am_locking() else "not held"
+        return f"PidFileLock({self._path!r}, {state})"
+
+    def __enter__(self) -> PidFileLock:
+        self.acquire(timeout=0)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    # ---- taking and giving back ----------------------------------------------------------
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take the lock and write this process's record into the file.
+
+        ``timeout``: ``None`` waits as long as it takes, ``0`` tries once, else seconds.
+        Raises ``AlreadyLocked`` when another process (or another PidFileLock of this one)
+        holds it, and also when this one already does: a lock is never taken twice. Other
+        failures raise ``OSError`` with the errno; one where the filesystem has no locks
+        (``ENOLCK``, ``EOPNOTSUPP``) is raised, never taken for success.
+        """
+        if timeout is not None and not timeout >= 0:  # a non-number raises TypeError here
+            raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
+        pid = _pid
+        if self._slot[0] >= 0 and self._owner == pid:
+            raise AlreadyLocked(self._path, pid)
+        data = _own.get((self._capability, _backend._pidfd_level())) or _own_record(
+            self._capability)
+        slot = [-1]  # the object's only once the lock is taken (a forked child's, or another
+        # thread's failed try, must not replace the one in use)
+        deadline = grace = None
+        delay = 0.001
+        try:
+            while not _backend._lock_try(self._target, self._temp_prefix, data, self._mode,
+                                         timeout is None, slot, self._path):
+                now = time.monotonic()
+                if deadline is None:  # the first try failed: from now on, the clock counts
+                    deadline = now + (math.inf if timeout is None else timeout)
+                    grace = now + UNNAMED_HOLDER_GRACE
+                holder = _verified_holder(self._target)
+                if now >= deadline and (holder is not None or now >= grace):
+                    raise AlreadyLocked(self._path, holder)
+                time.sleep(min(delay, max(deadline - now, 0.0)) if now < deadline else delay)
+                delay = min(delay * 2, _POLL_MAX)
+            self._slot = slot
+            self._data = data
+            self._owner = pid
+            _held_fds.add(slot[0])
+        except BaseException:
+            if slot[0] >= 0:  # taken as the exception came: give it back
+                _held_fds.discard(slot[0])
+                _backend._lock_release(slot, self._target, data)
+            raise
+
+    def release(self) -> None:
+        """Remove the file, if it still holds this lock's record, and let go of the lock.
+
+        Raises ``RuntimeError`` if this process does not hold it. In a child forked while the
+        parent held it, it does nothing: the lock is the parent's.
+        """
+        slot = self._slot
+        if slot[0] < 0 or self._owner != _pid:
+            if slot[0] >= 0:
+                return  # a forked child's copy: the parent holds the lock
+            raise RuntimeError(f"release of an unheld lock: {self._path!r}")
+        _held_fds.discard(slot[0])
+        _backend._lock_release(slot, self._target, self._data)
+
+    # ---- looking ------------------------------------------------------------------------
+
+    def i_am_locking(self) -> bool:
+        """Whether this object holds the lock, in this process."""
+        return self._slot[0] >= 0 and self._owner == _pid
+
+    def is_locked(self) -> bool:
+        """Whether any process (this one included) holds the lock now."""
+        return is_locked(self._target)
+
+    def holder(self) -> ProcessIdentity:
+        """The verdict for the process that holds the lock (see ``process_identity()``), or
+        ``Absent()`` when nobody does."""
+        if not self.is_locked():
+            return ABSENT
+        return _backend.PidFileReader.at(self._target).process_identity()
+
+    def read_pid(self) -> int | None:
+        """The pid of the process that holds the lock, if the file verifiably names it; else
+        None (python-daemon's and lockfile's name for it)."""
+        identity = self.holder()
+        return identity.pid if isinstance(identity, Verified) else None
+
+
+def is_locked(path: str | bytes) -> bool:
+    """Whether a process holds a lock on the pid file at path (a shared lock, tried and let
+    go, as ``pgrep -L`` tries it). A missing file, or anything but a regular file, is not."""
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError as err:
+        if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
+            return False
+        raise
+    try:
+        if not _is_regular(fd) or fcntl is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _verified_holder(target: bytes) -> int | None:
+    """The pid the locked file names, if verified (for AlreadyLocked); None otherwise."""
+    try:
+        identity = _backend.PidFileReader.at(target).process_identity()
+    except OSError:
+        return None
+    return identity.pid if isinstance(identity, Verified) else None
+
+
+def _is_regular(fd: int) -> bool:
+    return os.fstat(fd).st_mode & 0o170000 == 0o100000
+
+
+def _own_record(capability: bytes) -> bytes:
+    """This process's pid file bytes (with its pidfs fingerprint), kept in _own."""
+    level = _backend._pidfd_level()
+    pidfs_id = None
+    if level == _common.PIDFS:
+        fd = os.pidfd_open(_pid)
+        try:
+            pidfs_id = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+    data = _own[capability, level] = _pure._file_bytes(
+        _pure.PidRecord.current(), capability, _common.identity_prefix(True), pidfs_id)
+    return data
+
+
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+    _own.clear()
+    for fd in _held_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,581 @@
+"""PidFileLock and ``shimpid lock``: one holder at a time, never blocked by a stale file, on both
+backends, with real processes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import shimpid
+from conftest import PURE_ONLY
+from _helpers import (proc_state, require_or_skip, run_in_child, run_in_pid_namespace,
+                      script_prelude)
+from shimpid import Absent, AlreadyLocked, PidFileLock, Verified, _common, _lock, _rundir
+
+TOKEN = "services-mux-v1"
+
+
+@pytest.fixture
+def locking(impl, monkeypatch):
+    """PidFileLock with ``impl``'s system calls and verdicts."""
+    monkeypatch.setattr(_lock, "_backend", impl)
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    return PidFileLock
+
+
+def holder_script(impl, path, *, then: str = "time.sleep(60)") -> str:
+    """A ``python -c`` script that takes the lock on path with impl, says "locked" (or why not)
+    on stdout, then runs ``then``."""
+    return script_prelude(impl) + textwrap.dedent(f"""
+        from shimpid import _lock
+        _lock._backend = impl
+        lock = _lock.PidFileLock({str(path)!r})
+        try:
+            lock.acquire(timeout=0)
+        except _lock.AlreadyLocked as err:
+            print("held", err.pid, flush=True)
+            sys.exit(1)
+        print("locked", flush=True)
+        {then}
+        """)
+
+
+@pytest.fixture
+def hold(impl):
+    """Start a process holding the lock on a path; it is killed at the end of the test."""
+    children = []
+
+    def start(path, **kwargs):
+        child = subprocess.Popen([sys.executable, "-c", holder_script(impl, path, **kwargs)],
+                                 stdout=subprocess.PIPE, text=True)
+        children.append(child)
+        assert child.stdout.readline() == "locked\n"
+        return child
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+# ---- one process -------------------------------------------------------------------------------
+
+
+def test_acquire_writes_this_process_record_and_release_removes_it(impl, locking, pid_path):
+    lock = locking(pid_path, capability=TOKEN)
+    assert not lock.is_locked() and not lock.i_am_locking()
+    lock.acquire()
+    assert lock.i_am_locking() and lock.is_locked()
+    reader = impl.PidFileReader.at(pid_path)
+    assert reader.read() == impl.PidRecord.current()
+    assert reader.process_identity() == Verified(os.getpid())
+    assert reader.read_capability() == TOKEN
+    assert reader.read_boot_id() == _common.CURRENT_BOOT_ID
+    if impl._pidfd_level() == _common.PIDFS:
+        assert reader.read_pidfs_id() is not None
+    assert lock.holder() == Verified(os.getpid()) and lock.read_pid() == os.getpid()
+    assert "held" in repr(lock)
+    lock.release()
+    assert not pid_path.exists() and not lock.is_locked() and not lock.i_am_locking()
+    assert lock.holder() == Absent() and lock.read_pid() is None
+    assert [name for name in os.listdir(pid_path.parent)] == []  # no temporary file left
+
+
+def test_a_lock_is_never_taken_twice(locking, pid_path):
+    with locking(pid_path) as lock:
+        with pytest.raises(AlreadyLocked) as same:
+            lock.acquire(timeout=0)
+        with pytest.raises(AlreadyLocked) as other:  # another object, the same process
+            locking(pid_path).acquire(timeout=0)
+        assert same.value.pid == other.value.pid == os.getpid()
+        assert lock.i_am_locking()
+    assert not pid_path.exists()
+    with pytest.raises(RuntimeError, match="unheld"):
+        lock.release()
+
+
+def test_already_locked_is_an_oserror_with_the_holder(locking, pid_path):
+    with locking(pid_path):
+        with pytest.raises(OSError) as info:
+            locking(pid_path).acquire(timeout=0)
+    err = info.value
+    assert type(err) is AlreadyLocked and err.errno == errno.EWOULDBLOCK
+    assert err.pid == os.getpid() and err.filename == str(pid_path)
+    assert f"locked by process {os.getpid()}" in str(err)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (type(copy), copy.errno, copy.pid, copy.filename) == (AlreadyLocked, err.errno,
+                                                                 err.pid, err.filename)
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan")])
+def test_a_bad_timeout_is_refused(locking, pid_path, timeout):
+    with pytest.raises(ValueError):
+        locking(pid_path).acquire(timeout=timeout)
+    with pytest.raises(TypeError):
+        locking(pid_path).acquire(timeout="1")
+    assert not pid_path.exists()
+
+
+def test_a_lock_cannot_be_pickled_and_copies_as_itself(locking, pid_path):
+    import copy
+    lock = locking(pid_path)
+    with pytest.raises(TypeError, match="pickle"):
+        pickle.dumps(lock)
+    assert copy.copy(lock) is lock and copy.deepcopy(lock) is lock
+
+
+def test_what_is_at_the_path_is_never_damaged(locking, tmp_path):
+    (tmp_path / "dir.pid").mkdir()
+    os.mkfifo(tmp_path / "fifo.pid")
+    (tmp_path / "target").write_text("precious\n")
+    (tmp_path / "link.pid").symlink_to(tmp_path / "target")
+    for name, code in [("dir.pid", errno.EISDIR), ("fifo.pid", errno.ENXIO),
+                       ("link.pid", errno.ELOOP)]:
+        with pytest.raises(OSError) as info:
+            locking(tmp_path / name).acquire(timeout=0)
+        assert info.value.errno == code and info.value.filename == str(tmp_path / name)
+    assert (tmp_path / "dir.pid").is_dir() and (tmp_path / "link.pid").is_symlink()
+    assert (tmp_path / "target").read_text() == "precious\n"
+    assert sorted(os.listdir(tmp_path)) == ["dir.pid", "fifo.pid", "link.pid", "target"]
+
+
+def test_a_missing_directory_fails_when_the_lock_is_made(locking, tmp_path):
+    with pytest.raises(shimpid.StorageError):
+        locking(tmp_path / "missing" / "x.pid")
+
+
+def test_release_leaves_a_file_that_is_no_longer_ours(impl, locking, pid_path, sleeper):
+    lock = locking(pid_path)
+    lock.acquire()
+    os.unlink(pid_path)
+    impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)  # someone else's, against the rules
+    lock.release()
+    assert impl.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
+
+
+# ---- other processes ---------------------------------------------------------------------------
+
+
+def test_contention_names_the_holder(locking, pid_path, hold):
+    holder = hold(pid_path)
+    lock = locking(pid_path)
+    assert lock.is_locked() and not lock.i_am_locking()
+    assert lock.holder() == Verified(holder.pid) and lock.read_pid() == holder.pid
+    start = time.monotonic()
+    with pytest.raises(AlreadyLocked) as info:
+        lock.acquire(timeout=0)
+    assert info.value.pid == holder.pid
+    assert time.monotonic() - start < 0.5, "a verified holder fails a try at once"
+    start = time.monotonic()
+    with pytest.raises(AlreadyLocked):
+        lock.acquire(timeout=0.3)
+    assert 0.3 <= time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("timeout", [None, 10])
+def test_a_waiting_acquire_gets_the_lock_when_the_holder_lets_go(locking, pid_path, hold,
+                                                                 timeout):
+    holder = hold(pid_path, then="time.sleep(0.3); lock.release(); time.sleep(60)")
+    lock = locking(pid_path)
+    start = time.monotonic()
+    lock.acquire(timeout=timeout)
+    assert lock.i_am_locking() and 0.2 < time.monotonic() - start < 5
+    assert lock.holder() == Verified(os.getpid())
+    lock.release()
+    assert holder.poll() is None
+
+
+def test_a_killed_holder_leaves_a_file_that_never_blocks(impl, locking, pid_path, hold):
+    holder = hold(pid_path)
+    holder.kill()
+    holder.wait()
+    assert pid_path.exists() and not locking(pid_path).is_locked()
+    assert impl.PidFileReader.at(pid_path).process_identity() == Absent()
+    start = time.monotonic()
+    with locking(pid_path) as lock:
+        assert time.monotonic() - start < 0.5
+        assert lock.holder() == Verified(os.getpid())
+
+
+def stale_records(impl, sleeper, zombie, reaped_pid):
+    """Records nobody holds locked: each names a process that is not the lock's holder."""
+    other_boot = b"shimpid boot=00000000-1111-2222-3333-444444444444\n"
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid))
+    return {
+        "dead": impl.PidRecord(reaped_pid, 1).encode(),
+        "reused": impl.PidRecord(sleeper.pid, 1).encode(),
+        "live stranger": live.encode(),  # its very process, alive, not holding the lock
+        "zombie": impl.PidRecord(zombie.pid, impl.process_start_time(zombie.pid)).encode(),
+        "another boot": live.encode() + b"\n" + other_boot,
+        "garbage": b"garbage\n",
+        "empty": b"",
+    }
+
+
+def test_stale_files_are_taken_over_whatever_they_name(impl, locking, tmp_path, sleeper, zombie,
+                                                      reaped_pid):
+    for name, data in stale_records(impl, sleeper, zombie, reaped_pid).items():
+        path = tmp_path / f"{name}.pid"
+        path.write_bytes(data)
+        start = time.monotonic()
+        with locking(path) as lock:
+            assert time.monotonic() - start < 0.5, name
+            assert lock.holder() == Verified(os.getpid()), name
+            assert impl.PidFileReader.at(path).read().pid == os.getpid(), name
+        assert not path.exists(), name
+    assert sleeper.poll() is None and proc_state(zombie.pid) == "Z"
+
+
+RACER = """
+from shimpid import _lock
+_lock._backend = impl
+lock = _lock.PidFileLock(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.read(1)  # every racer is ready: go
+try:
+    lock.acquire(timeout=0)
+except _lock.AlreadyLocked as err:
+    print(json.dumps(["lost", err.pid]), flush=True)
+else:
+    print(json.dumps(["won", os.getpid()]), flush=True)
+    time.sleep(0.3)  # held while the others try
+    lock.release()
+"""
+
+
+def test_racers_for_a_stale_file_have_exactly_one_winner(impl, pid_path, reaped_pid):
+    rounds, racers = 5, 8
+    for _ in range(rounds):
+        pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+        children = [subprocess.Popen([sys.executable, "-c", script_prelude(impl) + RACER,
+                                      str(pid_path)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+                    for _ in range(racers)]
+        assert [child.stdout.readline() for child in children] == ["ready\n"] * racers
+        for child in children:
+            child.stdin.write("g")
+            child.stdin.flush()
+        results = [json.loads(child.communicate(timeout=30)[0]) for child in children]
+        winners = [pid for outcome, pid in results if outcome == "won"]
+        assert len(winners) == 1, results
+        assert all(pid == winners[0] for outcome, pid in results if outcome == "lost"), results
+        assert not pid_path.exists()
+
+
+MUTEX = """
+from shimpid import _lock
+_lock._backend = impl
+path, log, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lock = _lock.PidFileLock(path)
+out = os.open(log, os.O_WRONLY | os.O_APPEND)
+me = os.getpid()
+for n in range(cycles):
+    lock.acquire()
+    os.write(out, b"in %d %d\\n" % (me, n))
+    if n % 50 == 0:
+        time.sleep(0.001)  # now and then, hold it a while
+    os.write(out, b"out %d %d\\n" % (me, n))
+    lock.release()
+"""
+
+
+def test_no_two_processes_ever_hold_the_lock_at_once(impl, pid_path, tmp_path):
+    """Half the processes on impl, half on the other backend: they share one protocol."""
+    processes, cycles = 8, 200
+    other = shimpid._pure if impl is not shimpid._pure or PURE_ONLY else shimpid._speedups
+    log = tmp_path / "log"
+    log.write_bytes(b"")
+    children = [subprocess.Popen([sys.executable, "-c", script_prelude((impl, other)[n % 2])
+                                  + MUTEX, str(pid_path), str(log), str(cycles)])
+                for n in range(processes)]
+    assert [child.wait(timeout=300) for child in children] == [0] * processes
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 * processes * cycles
+    for entered, left in zip(lines[::2], lines[1::2]):  # strictly in, out, in, out...
+        assert entered.startswith("in ") and left == "out" + entered[2:], (entered, left)
+    assert {line.split()[1] for line in lines} == {str(c.pid) for c in children}
+    assert not pid_path.exists()
+
+
+def test_pgrep_and_pkill_minus_l_accept_a_held_lock_only(locking, pid_path, hold):
+    pgrep = shutil.which("pgrep")
+    if pgrep is None:
+        require_or_skip("pgrep (procps) is not installed")
+    holder = hold(pid_path)
+    said = subprocess.run([pgrep, "-L", "-F", str(pid_path)], capture_output=True, text=True)
+    assert (said.returncode, said.stdout) == (0, f"{holder.pid}\n")
+    assert subprocess.run([shutil.which("pkill"), "-0", "-L", "-F", str(pid_path)]).returncode == 0
+    holder.kill()
+    holder.wait()  # the file stays, unlocked: -L refuses it
+    assert subprocess.run([pgrep, "-L", "-F", str(pid_path)], capture_output=True).returncode != 0
+
+
+def test_a_file_locked_by_a_process_it_does_not_name(impl, locking, pid_path, reaped_pid):
+    """flock(1), or a PidFileLock between locking and writing: held, so never taken, and a try
+    waits briefly for the holder's record before it gives up."""
+    pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    child = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                              "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                              "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
+                              "time.sleep(60)", str(pid_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "locked\n"
+        lock = locking(pid_path)
+        assert lock.is_locked() and lock.holder() == Absent() and lock.read_pid() is None
+        start = time.monotonic()
+        with pytest.raises(AlreadyLocked) as info:
+            lock.acquire(timeout=0)
+        assert info.value.pid is None and "does not name" in str(info.value)
+        assert _lock.UNNAMED_HOLDER_GRACE <= time.monotonic() - start < 2
+        # and shimpid.clean() leaves it alone, though its record names nothing alive
+        assert shimpid.clean(pid_path.parent) == []
+        assert pid_path.read_bytes() == impl.PidRecord(reaped_pid, 1).encode()
+    finally:
+        child.kill()
+        child.wait()
+
+
+# ---- fork and exec -----------------------------------------------------------------------------
+
+
+def test_a_forked_child_does_not_hold_its_parents_lock(locking, pid_path):
+    lock = locking(pid_path)
+    lock.acquire()
+    fd = lock._slot[0]
+
+    def child(out):
+        report = {"i_am_locking": lock.i_am_locking(), "fd_open": os.path.exists(
+            f"/proc/self/fd/{fd}"), "is_locked": lock.is_locked()}
+        lock.release()  # nothing: the parent's
+        report["after_release"] = lock.is_locked() and pid_path.exists()
+        try:
+            locking(pid_path).acquire(timeout=0)
+        except AlreadyLocked as err:
+            report["holder"] = err.pid
+        os.write(out, json.dumps(report).encode())
+
+    code, said = run_in_child(child)
+    assert code == 0, said
+    assert json.loads(said) == {"i_am_locking": False, "fd_open": False, "is_locked": True,
+                                "after_release": True, "holder": os.getpid()}
+    assert lock.i_am_locking() and lock.is_locked()
+    lock.release()
+    assert not lock.is_locked()
+
+
+def test_a_forked_child_that_outlives_its_parent_does_not_keep_the_lock(impl, locking,
+                                                                       pid_path):
+    script = script_prelude(impl) + textwrap.dedent(f"""
+        from shimpid import _lock
+        _lock._backend = impl
+        lock = _lock.PidFileLock({str(pid_path)!r})
+        lock.acquire()
+        child = os.fork()
+        if child == 0:
+            quiet = os.open(os.devnull, os.O_WRONLY)  # the test reads the parent's output
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            time.sleep(5)  # the parent's copy of the object, and nothing of its lock
+            os._exit(0)
+        print(child, flush=True)
+        os._exit(0)  # killed, as it were: no release()
+        """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=30)
+    orphan = int(out.stdout)
+    assert proc_state(orphan) in "SR"  # alive (for 5 s), not holding the lock
+    with locking(pid_path) as lock:
+        assert lock.holder() == Verified(os.getpid())
+
+
+def test_an_exec_child_does_not_inherit_the_lock(locking, pid_path):
+    lock = locking(pid_path)
+    lock.acquire()
+    child = subprocess.Popen(["sleep", "60"], close_fds=False)
+    try:
+        lock.release()
+        with locking(pid_path):  # free, though the child runs on
+            assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+# ---- the command line --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(impl):
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
+               PYTHONPATH=os.pathsep.join(sys.path))
+
+    def run(*args, **kwargs):
+        return subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)], env=env,
+                              capture_output=True, text=True, **kwargs)
+
+    return run, env
+
+
+def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
+    run, env = cli
+    command = ("echo fd=$SHIMPID_LOCK_FD; exec sleep 60")
+    holder = subprocess.Popen([sys.executable, "-m", "shimpid", "lock", str(pid_path), "--",
+                               "sh", "-c", command], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().startswith("fd=")
+        # the record names the command itself: shimpid exec'd it
+        assert impl.PidFileReader.at(pid_path).process_identity() == Verified(holder.pid)
+        second = run("lock", pid_path, "--", "true")
+        assert second.returncode == 1
+        assert f"is locked by {holder.pid}" in second.stderr
+        assert run("status", pid_path).stdout == f"verified {holder.pid} (locked by {holder.pid})\n"
+        assert f"lock:             locked by {holder.pid}" in run("show", pid_path).stdout
+        shown = json.loads(run("show", "--json", pid_path).stdout)
+        assert (shown["locked"], shown["locked_by"]) == (True, holder.pid)
+        listed = json.loads(run("ls", "--json", pid_path.parent).stdout)["files"]
+        assert [(row["locked"], row["locked_by"]) for row in listed] == [(True, holder.pid)]
+        waited = run("lock", "--timeout", "0.5", pid_path, "--", "true")
+        assert waited.returncode == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # killed: the file stays, naming a dead process, and takes the next lock at once
+    assert run("status", pid_path).stdout.startswith("absent ")
+    assert run("lock", pid_path, "--", "true").returncode == 0
+    assert not pid_path.exists() or run("status", pid_path).returncode == 1
+
+
+def test_shimpid_lock_exit_codes(cli, pid_path, tmp_path):
+    run, _ = cli
+    assert run("lock", pid_path, "--", "sh", "-c", "exit 7").returncode == 7
+    missing = run("lock", pid_path, "--", "./no-such-command", cwd=tmp_path)
+    assert missing.returncode == 127 and "command not found" in missing.stderr
+    assert not pid_path.exists(), "given back, and removed, when the command cannot run"
+    (tmp_path / "plain").write_text("not executable\n")
+    assert run("lock", pid_path, "--", "./plain", cwd=tmp_path).returncode == 126
+    assert run("lock", pid_path).returncode == 2
+    assert run("lock", tmp_path / "missing" / "x.pid", "--", "true").returncode == 1
+    assert run("lock", "--capability", "a\tb", pid_path, "--", "true").returncode == 2
+
+
+# ---- python-daemon -----------------------------------------------------------------------------
+
+
+DAEMON = """
+import daemon, shimpid, sys, time
+log = open(sys.argv[2], "a")
+lock = shimpid.PidFileLock(sys.argv[1])
+with daemon.DaemonContext(pidfile=lock, stdout=log, stderr=log):
+    print("running", flush=True)
+    time.sleep(60)
+"""
+
+DAEMON_TEST = """
+import shimpid
+path, log, daemon = sys.argv[1], sys.argv[2], sys.argv[3]
+def start():  # through sh: python-daemon detaches only what init did not start
+    return subprocess.run(["sh", "-c", '"$0" -c "$1" "$2" "$3"', sys.executable, daemon, path,
+                           log], timeout=30).returncode
+report = {"first": start()}
+deadline = time.monotonic() + 20
+reader = shimpid.PidFileReader.at(path)
+while not (os.path.exists(path) and shimpid.PidFileLock(path).is_locked()
+           and reader.process_identity() == shimpid.Verified(reader.read().pid)):
+    assert time.monotonic() < deadline, "the daemon did not take the lock"
+    time.sleep(0.02)
+report["daemon"] = reader.read().pid
+report["second"] = start()
+time.sleep(1)  # the second daemon meets the lock and dies
+report["holder"] = shimpid.PidFileLock(path).read_pid()
+stop = subprocess.run([sys.executable, "-m", "shimpid", "stop", path], capture_output=True,
+                      text=True)
+report["stop"] = [stop.returncode, stop.stdout]
+report["left"] = os.path.exists(path)
+report["locked"] = shimpid.PidFileLock(path).is_locked()
+with open(log) as f:
+    report["log"] = f.read()
+print(json.dumps(report))
+"""
+
+
+def test_python_daemon_takes_the_lock_in_the_daemon(impl, tmp_path):
+    try:
+        import daemon  # noqa: F401
+    except ImportError:
+        require_or_skip("python-daemon is not installed")
+    path, log, script = tmp_path / "daemon.pid", tmp_path / "log", tmp_path / "daemon.py"
+    log.write_text("")
+    script.write_text(DAEMON)
+    os.chmod(tmp_path, 0o755)
+    prelude = script_prelude(impl) + "os.environ['PYTHONPATH'] = os.pathsep.join(sys.path)\n"
+    if impl is shimpid._pure:
+        prelude += "os.environ['SHIMPID_PURE_PYTHON'] = '1'\n"
+    code = prelude + f"sys.argv[1:] = {[str(path), str(log), DAEMON]!r}\n" + DAEMON_TEST
+    out = run_in_pid_namespace(code)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["first"] == 0 and report["second"] == 0  # each detached at once
+    assert report["holder"] == report["daemon"], report
+    assert report["log"].count("running") == 1, report["log"]
+    assert f"AlreadyLocked: [Errno {errno.EWOULDBLOCK}] pid file is locked by process " \
+           f"{report['daemon']}" in report["log"]
+    assert report["stop"][0] == 0 and report["stop"][1].startswith(f"stopped {report['daemon']}")
+    assert not report["left"] and not report["locked"]
+
+
+def test_a_dropped_lock_object_keeps_the_lock_for_the_life_of_the_process(locking, pid_path):
+    import gc
+    locking(pid_path).acquire()  # the daemon idiom: held until the process ends
+    gc.collect()
+
+    def child(out):
+        try:
+            locking(pid_path).acquire(timeout=0)
+        except AlreadyLocked as err:
+            os.write(out, str(err.pid).encode())
+
+    code, said = run_in_child(child)
+    assert (code, said) == (0, str(os.getpid()).encode())
+    # this test's process cannot give it back: free it as its exit would, by closing the file
+    for fd in list(_lock._held_fds):
+        if os.path.exists(f"/proc/self/fd/{fd}") and os.path.samefile(
+                f"/proc/self/fd/{fd}", pid_path):
+            _lock._held_fds.discard(fd)
+            os.close(fd)
+    assert not locking(pid_path).is_locked()
+
+
+def test_a_stale_file_blocks_the_peers_and_not_shimpid(impl, locking, tmp_path, sleeper,
+                                                       reaped_pid):
+    """The README's comparison, kept true: lockfile (python-daemon) is blocked by any file left
+    behind; the pid package by one whose pid is in use again; PidFileLock by neither."""
+    try:
+        import pid as pid_package
+        from daemon.pidfile import TimeoutPIDLockFile
+        from lockfile import AlreadyLocked as LockfileAlreadyLocked
+    except ImportError:
+        require_or_skip("python-daemon and pid are not installed")
+    dead, reused = tmp_path / "dead.pid", tmp_path / "reused.pid"
+    for path, pid in [(dead, reaped_pid), (reused, sleeper.pid)]:
+        path.write_text(f"{pid}\n")  # left by a process killed with -9
+        with pytest.raises(LockfileAlreadyLocked):
+            TimeoutPIDLockFile(str(path), acquire_timeout=0).acquire()
+    with pid_package.PidFile(pidname="dead", piddir=str(tmp_path)):
+        pass  # its pid is free: taken over
+    dead.write_text(f"{reaped_pid}\n")
+    with pytest.raises(pid_package.PidFileAlreadyRunningError):
+        pid_package.PidFile(pidname="reused", piddir=str(tmp_path)).create()
+    for path in (dead, reused):
+        with locking(path):
+            assert impl.PidFileReader.at(path).process_identity() == Verified(os.getpid())
+    assert sleeper.poll() is None
