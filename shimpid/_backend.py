@@ -7,8 +7,10 @@ is the fallback, with a warning on CPython: the same API, and ``BACKEND`` says w
 
 from __future__ import annotations
 
-import os
 import sys
+
+from ._common import env_flag
+
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 
 __all__ = ["BACKEND", "PidFileReader", "PidFileWriter", "PidRecord", "is_process_alive",
@@ -19,7 +21,7 @@ BACKEND: str
 
 if TYPE_CHECKING:
     from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _lock_release, _lock_try, _pidfd_level, _pin_and_classify, is_process_alive, process_start_time
-elif os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0") or (
+elif env_flag("SHIMPID_PURE_PYTHON") or (
     sys.implementation.name != "cpython"
 ):
     from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _lock_release, _lock_try, _pidfd_level, _pin_and_classify, is_process_alive, process_start_time

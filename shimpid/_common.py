@@ -35,6 +35,19 @@ PID_FILE_MAX_BYTES = 4096
 #: every process the caller may signal). Pid 0 means the caller's own process group.
 PID_MAX = 2**31 - 1
 
+
+def names_a_process(pid: int) -> bool:
+    """Whether pid can name one process: not 0 (the caller's process group), not above
+    PID_MAX (a negative ``pid_t``: -1 is every process). The extension's twin is its
+    ``names_a_process``."""
+    return 0 < pid <= PID_MAX
+
+
+def env_flag(name: str) -> bool:
+    """An environment flag: set to anything but ``""`` or ``"0"``. (setup.py, which cannot
+    import the package it builds, keeps a copy.)"""
+    return os.environ.get(name, "0") not in ("", "0")
+
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
 
@@ -74,14 +87,75 @@ class StorageError(OSError):
         return super().__str__()
 
 
-def not_utf8_error(offset: int) -> StorageError:
-    return StorageError(f"PID file is not valid UTF-8: invalid byte at offset {offset}")
+# ============================================================================
+# Decoding: the reference's PidRecord::decode, the one implementation of its rules. The
+# extension decodes what writers write in C (its decode_canonical) and sends the rest here.
+# ============================================================================
 
 
-def invalid_pid_error(line: str, reason: int) -> StorageError:
-    if len(line) > 40:
-        line = line[:40] + "..."
-    return StorageError(f"invalid PID {line!r}: {_PARSE_REASONS[reason]}")
+def decode_record(data: bytes) -> tuple[int, int | None]:
+    """``(pid, start_time)`` from a pid file's bytes, exactly as boxlite's ``PidRecord::decode``;
+    ``StorageError`` (``errno`` None) if they hold no record."""
+    if data.isascii():
+        # What writers write: digits, newline, digits, newline. Fewer than 10 and 20 digits
+        # always fit, ASCII is valid UTF-8, and digits need no trim: the result is exact.
+        pid_digits, has_newline, after = data.partition(b"\n")
+        if pid_digits.isdigit() and len(pid_digits) < 10:
+            if not has_newline:
+                return int(pid_digits), None
+            start_digits = after.partition(b"\n")[0]
+            if not start_digits:
+                return int(pid_digits), None
+            if start_digits.isdigit() and len(start_digits) < 20:
+                return int(pid_digits), int(start_digits)
+    try:
+        text = data.decode("utf-8")  # the whole input, as Rust's from_utf8
+    except UnicodeDecodeError as err:
+        raise StorageError(
+            f"PID file is not valid UTF-8: invalid byte at offset {err.start}") from None
+    # Rust's `str::lines` splits on "\n" only; the "\r" it drops before one is White_Space,
+    # which the trim removes anyway.
+    first, newline, rest = text.partition("\n")
+    line = first.strip(WHITE_SPACE)
+    reason, pid = parse_uint(line, U32_MAX)
+    if reason:
+        shown = line[:40] + "..." if len(line) > 40 else line
+        raise StorageError(f"invalid PID {shown!r}: {_PARSE_REASONS[reason]}")
+    start_time = None
+    if newline:
+        # A garbled second line downgrades to a legacy record: the pid is still good.
+        line = rest.partition("\n")[0].strip(WHITE_SPACE)
+        if line:
+            reason, value = parse_uint(line, U64_MAX)
+            if not reason:
+                start_time = value
+    return pid, start_time
+
+
+def parse_uint(text: str, limit: int) -> tuple[int, int]:
+    """Rust's ``u32``/``u64`` ``from_str``: an optional ``+``, then one or more ASCII digits.
+
+    Returns ``(PARSE_OK, value)`` or ``(reason, 0)``. Python's ``int()`` is not that: it also
+    takes ``_``, surrounding whitespace and non-ASCII digits, and refuses over 4300 digits.
+    """
+    if not text:
+        return PARSE_EMPTY, 0
+    digits = text[1:] if text[0] == "+" else text
+    if digits.isascii() and digits.isdigit():
+        significant = digits.lstrip("0")
+        if len(significant) <= 20:
+            value = int(significant or "0")
+            if value <= limit:
+                return PARSE_OK, value
+        return PARSE_TOO_LARGE, 0
+    # Rust reports the first failure in digit order: the non-digit, or a digit that overflows.
+    end = 0
+    while end < len(digits) and "0" <= digits[end] <= "9":
+        end += 1
+    significant = digits[:end].lstrip("0")
+    if len(significant) > 20 or int(significant or "0") > limit:
+        return PARSE_TOO_LARGE, 0
+    return PARSE_INVALID_DIGIT, 0
 
 
 def read_error(code: int, path: str | bytes) -> StorageError:
@@ -129,6 +203,14 @@ def buffer_too_small(size: int) -> str:
 # The atomic writer's temporary sibling is ".<name>.<pid>.<counter>.tmp": the pid (10 digits at
 # most), a dot, the counter (20 digits at most) and ".tmp" follow the prefix.
 TEMP_SUFFIX_MAX = 10 + 1 + 20 + 4
+#: Temporary names a writer tries before giving up (each taken one was left by a killed writer).
+TEMP_ATTEMPTS = 16
+#: Rounds of "the file changed under us, look again" before a lock gives up: only a process
+#: replacing the file continuously, against the protocol, makes more than a few.
+SETTLE_ATTEMPTS = 1000
+#: How much of /proc/<pid>/stat and /proc/<pid>/status is read: the fields used come first.
+STAT_READ_BYTES = 1024
+STATUS_READ_BYTES = 4096
 # The Cython writer builds that name on the stack in a buffer of this size (PATH_MAX on Linux).
 TEMP_PATH_MAX = 4096
 NAME_MAX = 255
@@ -350,6 +432,10 @@ def from_another_boot(extras: Extras) -> bool:
 
 #: Longest capability token a writer takes (boxlite's own is 15 bytes)
 CAPABILITY_MAX = 64
+#: The longest file a writer writes: the record, an empty line 2, line 3 (the capability) and
+#: line 4 with its pidfs field, each with its newline.
+WRITE_MAX_BYTES = (PID_RECORD_MAX_BYTES + 1 + CAPABILITY_MAX + 1 + len("shimpid boot=")
+                   + BOOT_ID_BYTES + len(" pidfs=") + 20 + 1)
 
 
 def check_capability(capability: str | None) -> bytes:

@@ -15,7 +15,6 @@ Shared by both backends: each passes its own ``_pin_and_classify`` (the identity
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import select
@@ -27,6 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an importer of shimpid 7 ms
     from typing import Any
 
+from . import _common
 from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
 
 __all__ = ["ProcessHandle", "open_entry", "open_process"]
@@ -112,7 +112,7 @@ class ProcessHandle:
             signal.pidfd_send_signal(self._pidfd, sig)
             return
         if not self._still_there():
-            raise ProcessLookupError(errno.ESRCH, f"{os.strerror(errno.ESRCH)}: pid {self.pid}")
+            raise _common.no_such_process(self.pid)
         os.kill(self.pid, sig)  # the remaining window: see the module's doc
 
     def terminate(self) -> None:

@@ -24,19 +24,13 @@ from . import _common
 from ._common import (
     ABSENT,
     CURRENT_BOOT_ID,
-    PARSE_EMPTY,
-    PARSE_INVALID_DIGIT,
-    PARSE_OK,
-    PARSE_TOO_LARGE,
     PID_FILE_MAX_BYTES,
-    PID_MAX,
     PID_RECORD_MAX_BYTES,
     PIDFD,
     PIDFS,
     NO_PIDFD,
     U32_MAX,
     U64_MAX,
-    WHITE_SPACE,
     Extras,
     Legacy,
     ProcessIdentity,
@@ -79,16 +73,10 @@ _OPEN_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
 
 _S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a call
 
-# Bytes read from /proc/<pid>/stat; the start time (field 22) sits well inside this.
-_STAT_READ_BYTES = 1024
-# Bytes read from /proc/<pid>/status (State, Tgid, Threads; the whole file is about 1.5 KiB).
-_STATUS_READ_BYTES = 4096
-
 # Temporary-file names must differ between writers: the pid tells processes apart, the counter
 # tells apart threads and successive writes of one process.
 _temp_counter = itertools.count()
 _IDENTITY_TAG = _common.IDENTITY_TAG.encode()
-_TEMP_ATTEMPTS = 16
 
 
 class _Final:
@@ -210,38 +198,7 @@ class PidRecord:
         """Parse a pid file's bytes exactly as the reference's ``PidRecord::decode`` does."""
         if type(data) is not bytes:
             data = _byte_view(data).tobytes()
-        if data.isascii():
-            # What writers write: digits, newline, digits, newline. Fewer than 10 and 20 digits
-            # always fit, ASCII is valid UTF-8, and digits need no trim: the result is exact.
-            pid_digits, has_newline, after = data.partition(b"\n")
-            if pid_digits.isdigit() and len(pid_digits) < 10:
-                if not has_newline:
-                    return _new_record(int(pid_digits), None)
-                start_digits = after.partition(b"\n")[0]
-                if not start_digits:
-                    return _new_record(int(pid_digits), None)
-                if start_digits.isdigit() and len(start_digits) < 20:
-                    return _new_record(int(pid_digits), int(start_digits))
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise _common.not_utf8_error(err.start) from None
-        # Rust's `str::lines` splits on "\n" only; the "\r" it drops before one is White_Space,
-        # which the trim removes anyway.
-        first, newline, rest = text.partition("\n")
-        line = first.strip(WHITE_SPACE)
-        reason, pid = _parse_uint(line, U32_MAX)
-        if reason:
-            raise _common.invalid_pid_error(line, reason)
-        start_time = None
-        if newline:
-            # A garbled second line downgrades to a legacy record: the pid is still good.
-            line = rest.partition("\n")[0].strip(WHITE_SPACE)
-            if line:
-                reason, value = _parse_uint(line, U64_MAX)
-                if not reason:
-                    start_time = value
-        return _new_record(pid, start_time)
+        return _new_record(*_common.decode_record(data))
 
     def encode(self) -> bytes:
         """The bytes a pid file holds: ``b"<pid>\\n<start_time>\\n"``, or ``b"<pid>\\n"``."""
@@ -283,32 +240,6 @@ def _byte_view(obj: object) -> memoryview:
     if not view.c_contiguous:
         raise BufferError(_common.BUFFER_NOT_CONTIGUOUS)
     return view.cast("B")
-
-
-def _parse_uint(text: str, limit: int) -> tuple[int, int]:
-    """Rust's ``u32``/``u64`` ``from_str``: an optional ``+``, then one or more ASCII digits.
-
-    Returns ``(PARSE_OK, value)`` or ``(reason, 0)``. Python's ``int()`` is not that: it also
-    takes ``_``, surrounding whitespace and non-ASCII digits, and refuses over 4300 digits.
-    """
-    if not text:
-        return PARSE_EMPTY, 0
-    digits = text[1:] if text[0] == "+" else text
-    if digits.isascii() and digits.isdigit():
-        significant = digits.lstrip("0")
-        if len(significant) <= 20:
-            value = int(significant or "0")
-            if value <= limit:
-                return PARSE_OK, value
-        return PARSE_TOO_LARGE, 0
-    # Rust reports the first failure in digit order: the non-digit, or a digit that overflows.
-    end = 0
-    while end < len(digits) and "0" <= digits[end] <= "9":
-        end += 1
-    significant = digits[:end].lstrip("0")
-    if len(significant) > 20 or int(significant or "0") > limit:
-        return PARSE_TOO_LARGE, 0
-    return PARSE_INVALID_DIGIT, 0
 
 
 # ============================================================================
@@ -541,7 +472,7 @@ def _write_temp(temp_prefix: bytes, data: bytes, mode: int,
     """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data: its name, and its
     descriptor, still open, kept as ``_kept_open`` keeps it (the caller closes it)."""
     pid = os.getpid()
-    for _ in range(_TEMP_ATTEMPTS):
+    for _ in range(_common.TEMP_ATTEMPTS):
         temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
         kept = _kept_open(temp, flags, mode)
         try:
@@ -571,12 +502,6 @@ def _unlink_temp(temp: bytes) -> None:
 # ============================================================================
 
 _CREATE_LOCKED = _CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR  # release reads the record back
-# Rounds of "the file changed under us, look again" before giving up: only a process replacing
-# the file continuously, against the protocol, makes more than a few.
-_SETTLE_ATTEMPTS = 1000
-# The longest file a writer writes: the record, an empty line 2, line 3 (the capability), line 4.
-_WRITE_MAX_BYTES = (_common.PID_RECORD_MAX_BYTES + 1 + _common.CAPABILITY_MAX + 1
-                    + len(b"shimpid boot=") + _common.BOOT_ID_BYTES + len(b" pidfs=") + 20 + 1)
 
 
 def _lock_try(target: bytes, temp_prefix: bytes, data: bytes, mode: int, block: bool,
@@ -603,7 +528,7 @@ def _lock_try_once(target: bytes, temp_prefix: bytes, data: bytes, mode: int, bl
     temp, kept = _write_temp(temp_prefix, data, mode, _CREATE_LOCKED)
     try:
         fcntl.flock(kept[0], fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new inode: nobody has it
-        for _ in range(_SETTLE_ATTEMPTS):
+        for _ in range(_common.SETTLE_ATTEMPTS):
             try:
                 os.link(temp, target)  # only where nothing is
             except FileExistsError:
@@ -654,7 +579,7 @@ def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
     still is ours: our inode at the path, with our record in it."""
     fd, slot[0] = slot[0], -1
     try:
-        if len(data) > _WRITE_MAX_BYTES:
+        if len(data) > _common.WRITE_MAX_BYTES:
             raise ValueError("not a record this lock wrote")
         if _is_at(fd, target) and os.pread(fd, len(data) + 1, 0) == data:
             os.unlink(target)
@@ -826,8 +751,8 @@ def _pin_and_classify(pid: int, start_time: int | None,
     The pidfd is opened first and the identity checked after: a match then proves the pidfd
     refers to the recorded process (see ``shimpid._handle``).
     """
-    if not 0 < pid <= PID_MAX:
-        return ABSENT, None  # 0: our own process group; above: a negative pid_t, -1 = everyone
+    if not _common.names_a_process(pid):
+        return ABSENT, None
     level = _pidfd_level()
     if level == NO_PIDFD:
         return _classify_without_pidfd(pid, start_time), None
@@ -882,7 +807,7 @@ def is_process_alive(pid: int) -> bool:
     A thread id is not a process. ``OSError`` when the system cannot tell.
     """
     pid = operator.index(pid)
-    if not 0 < pid <= PID_MAX:
+    if not _common.names_a_process(pid):
         return False
     if _pidfd_level() == NO_PIDFD:
         if _WINDOWS:
@@ -905,7 +830,7 @@ def process_start_time(pid: int) -> int | None:
     when the system cannot tell (no /proc; ``ForeignProcError``: another namespace's /proc).
     """
     pid = operator.index(pid)
-    if not 0 < pid <= PID_MAX:
+    if not _common.names_a_process(pid):
         return None
     if _pidfd_level() == NO_PIDFD:
         if _WINDOWS:
@@ -929,7 +854,7 @@ def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
     ``ProcessLookupError`` if no process holds pid (or it is a thread). Unlike a verdict, a
     record can do without a start time where the system keeps none (no /proc mounted).
     """
-    if not 0 < pid <= PID_MAX:
+    if not _common.names_a_process(pid):
         raise _common.no_such_process(pid)
     if _pidfd_level() == NO_PIDFD:
         if _WINDOWS:
@@ -1032,7 +957,7 @@ def _status_of(pid: int) -> tuple[int, int, int] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     try:
-        data = os.read(fd, _STATUS_READ_BYTES)
+        data = os.read(fd, _common.STATUS_READ_BYTES)
     except ProcessLookupError:
         return None
     finally:
@@ -1069,7 +994,7 @@ def _proc_info(pid: int) -> tuple[int, int | None] | None:
         except (FileNotFoundError, ProcessLookupError):
             return None
         try:
-            data = os.read(fd, _STAT_READ_BYTES)
+            data = os.read(fd, _common.STAT_READ_BYTES)
         except ProcessLookupError:
             return None  # it went between open() and read()
         finally:

@@ -148,7 +148,7 @@ def why_absent(record: object, extras: Extras) -> str:
     if _common.from_another_boot(extras):
         return f"recorded in another boot ({extras.boot_id})"
     pid = record.pid  # type: ignore[attr-defined]
-    if not 0 < pid <= _common.PID_MAX:
+    if not _common.names_a_process(pid):
         return f"pid {pid} names no single process"
     try:
         if _backend.is_process_alive(pid):
@@ -328,7 +328,7 @@ def _is_number(text: str) -> bool:
 def _stale_temp(path: str, pid: int) -> str | None:
     if time.time() - os.lstat(path).st_mtime < STALE_AFTER:
         return None  # a write may be under way
-    if 0 < pid <= _common.PID_MAX and _backend.is_process_alive(pid):
+    if _common.names_a_process(pid) and _backend.is_process_alive(pid):
         return None  # its writer may still be at work
     return f"temporary file of writer {pid}, which is not running"
 

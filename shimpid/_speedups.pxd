@@ -34,11 +34,11 @@ ctypedef struct pid_writer_t:
 # The record's bytes at buf (room for 48); returns their number.
 cdef Py_ssize_t record_encode(const pid_record_t *record, char *buf) noexcept nogil
 
-# 0, or why not: DECODE_NOT_UTF8 (where[0]: offset of the first invalid byte) or a PARSE_*
-# reason for the first line (where[0], where[1]: the trimmed line). Not async-signal-safe only in
-# the sense that it needs none: it touches nothing but its arguments.
-cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t *out,
-                       Py_ssize_t *where) noexcept nogil
+# Whether data is what writers write (<digits>\n[<digits>]\n, then only ASCII), and then the
+# record in out, exactly as PidRecord.decode() would give it. Anything else (False) needs the
+# general rules: PidRecord.decode(), with the GIL.
+cdef bint record_decode_canonical(const unsigned char *data, Py_ssize_t size,
+                                  pid_record_t *out) noexcept nogil
 
 # This process's pid and start time (has_start_time is false where none can be read).
 cdef void record_current(pid_record_t *out) noexcept nogil

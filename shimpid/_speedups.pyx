@@ -13,7 +13,6 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
-from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELOOP,
                          ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
@@ -27,7 +26,7 @@ from posix.types cimport mode_t, pid_t
 import os
 
 from . import _common
-from ._common import ABSENT, CURRENT_BOOT_ID, Extras, Legacy, Verified
+from ._common import ABSENT, CURRENT_BOOT_ID, Extras, Legacy, StorageError, Verified
 
 cdef extern from "_speedups_compat.h":
     enum: O_NOFOLLOW
@@ -92,11 +91,7 @@ cdef enum:
     TEMP_SUFFIX_MAX = 35
     TEMP_PATH_MAX = 4096
     TEMP_ATTEMPTS = 16
-    PARSE_OK = 0
-    PARSE_EMPTY = 1
-    PARSE_INVALID_DIGIT = 2
-    PARSE_TOO_LARGE = 3
-    DECODE_NOT_UTF8 = -1
+    SETTLE_ATTEMPTS = 1000
     # read_pid_file() failures that are not an errno
     FAIL_NOT_REGULAR = -1
     FAIL_TOO_LARGE = -2
@@ -117,9 +112,13 @@ cdef enum:
     GONE = 1
 
 cdef uint32_t PID_MAX = 0x7FFFFFFF
-cdef uint64_t U32_MAX = 0xFFFFFFFF
+
+
+cdef inline bint names_a_process(uint64_t pid) noexcept nogil:
+    """_common.names_a_process: not 0 (our process group), not a negative pid_t."""
+    return 0 < pid <= PID_MAX
+
 cdef uint64_t U64_MAX = 0xFFFFFFFFFFFFFFFF
-cdef uint64_t MUL_SAFE = (0xFFFFFFFFFFFFFFFF - 9) // 10  # value * 10 + 9 cannot overflow
 cdef long PIDFS_MAGIC = 0x50494446
 cdef long TMPFS_MAGIC = 0x01021994
 cdef long RAMFS_MAGIC = 0x858458f6
@@ -134,12 +133,15 @@ cdef int OPEN_IN_PLACE = (fcntl.O_WRONLY | fcntl.O_CREAT | O_NOFOLLOW | fcntl.O_
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK
 
+# Every limit _common defines, as this module was compiled with it.
 if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFIX_MAX,
-        _common.TEMP_PATH_MAX, _common.PID_MAX, _common.PARSE_TOO_LARGE,
-        _common.BOOT_ID_BYTES, _common.PIDFS, _common.PIDFD, _common.NO_PIDFD,
+        _common.TEMP_PATH_MAX, _common.TEMP_ATTEMPTS, _common.SETTLE_ATTEMPTS,
+        _common.STAT_READ_BYTES, _common.STATUS_READ_BYTES, _common.WRITE_MAX_BYTES,
+        _common.PID_MAX, _common.BOOT_ID_BYTES, _common.PIDFS, _common.PIDFD, _common.NO_PIDFD,
         _common.PIDFS_MAGIC, _common.CAPABILITY_MAX) != (
-        RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, PID_MAX,
-        PARSE_TOO_LARGE, BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX):
+        RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, TEMP_ATTEMPTS,
+        SETTLE_ATTEMPTS, STAT_READ_BYTES, STATUS_READ_BYTES, WRITE_MAX_BYTES, PID_MAX,
+        BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
 
 # This boot's identity, for the readers' comparisons without the GIL (empty: unknown).
@@ -222,10 +224,10 @@ A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time
         cdef Py_buffer view
         if type(data) is bytes:
             return _decode(<const unsigned char *>PyBytes_AS_STRING(data),
-                           PyBytes_GET_SIZE(data))
+                           PyBytes_GET_SIZE(data), data)
         _get_buffer(data, &view)
         try:
-            return _decode(<const unsigned char *>view.buf, view.len)
+            return _decode(<const unsigned char *>view.buf, view.len, None)
         finally:
             PyBuffer_Release(&view)
 
@@ -266,20 +268,18 @@ cdef inline PidRecord _new_record(const pid_record_t *record):
     return result
 
 
-cdef PidRecord _decode(const unsigned char *data, Py_ssize_t size):
+cdef PidRecord _decode(const unsigned char *data, Py_ssize_t size, object original):
+    """The record in data: what writers write in C, anything else by the general rules
+    (``_common.decode_record``, raising ``StorageError``). original: data as bytes, or None."""
     cdef pid_record_t record
-    cdef Py_ssize_t where[2]
-    cdef int reason = record_decode(data, size, &record, where)
-    if reason:
-        raise _decode_error(data, reason, where)
+    if not record_decode_canonical(data, size, &record):
+        if original is None:
+            original = PyBytes_FromStringAndSize(<const char *>data, size)
+        pid, start_time = _common.decode_record(original)
+        record.pid = pid
+        record.has_start_time = start_time is not None
+        record.start_time = 0 if start_time is None else start_time
     return _new_record(&record)
-
-
-cdef object _decode_error(const unsigned char *data, int reason, const Py_ssize_t *where):
-    if reason == DECODE_NOT_UTF8:
-        return _common.not_utf8_error(where[0])
-    line = PyUnicode_DecodeUTF8(<const char *>data + where[0], where[1] - where[0], NULL)
-    return _common.invalid_pid_error(line, reason)
 
 
 cdef Py_ssize_t format_u64(uint64_t value, char *buf) noexcept nogil:
@@ -313,40 +313,13 @@ cdef Py_ssize_t record_encode(const pid_record_t *record, char *buf) noexcept no
     return n
 
 
-cdef int record_decode(const unsigned char *data, Py_ssize_t size, pid_record_t *out,
-                       Py_ssize_t *where) noexcept nogil:
-    cdef Py_ssize_t valid = ascii_prefix(data, size)
-    cdef Py_ssize_t start = 0, end, first_end
-    cdef uint64_t value
-    cdef int reason
-    if valid != size:
-        valid = utf8_valid_up_to(data, valid, size)
-        if valid != size:
-            where[0] = valid
-            return DECODE_NOT_UTF8
-    elif decode_canonical(data, size, out, &end):
-        return 0
-    # Rust's `str::lines` splits on "\n" only; the "\r" it drops before one is White_Space,
-    # which the trim removes anyway.
-    end = first_end = line_end(data, 0, size)
-    trim(data, &start, &end)
-    reason = parse_uint(data, start, end, U32_MAX, &value)
-    if reason:
-        where[0] = start
-        where[1] = end
-        return reason
-    out.pid = <uint32_t>value
-    out.has_start_time = False
-    out.start_time = 0
-    if first_end < size:
-        # A garbled second line downgrades to a legacy record: the pid is still good.
-        start = first_end + 1
-        end = line_end(data, start, size)
-        trim(data, &start, &end)
-        if start < end and parse_uint(data, start, end, U64_MAX, &value) == PARSE_OK:
-            out.has_start_time = True
-            out.start_time = value
-    return 0
+cdef bint record_decode_canonical(const unsigned char *data, Py_ssize_t size,
+                                 pid_record_t *out) noexcept nogil:
+    """What writers write (see decode_canonical), with only ASCII after it: the record is then
+    exactly the general rules' (_common.decode_record)."""
+    cdef Py_ssize_t end
+    return (decode_canonical(data, size, out, &end)
+            and ascii_prefix(data + end, size - end) == size - end)
 
 
 cdef inline bint decode_canonical(const unsigned char *data, Py_ssize_t size,
@@ -387,12 +360,6 @@ cdef inline bint decode_canonical(const unsigned char *data, Py_ssize_t size,
     return True
 
 
-cdef inline Py_ssize_t line_end(const unsigned char *data, Py_ssize_t start,
-                                Py_ssize_t size) noexcept nogil:
-    cdef const void *newline = memchr(data + start, c'\n', size - start)
-    return size if newline == NULL else <const unsigned char *>newline - data
-
-
 cdef Py_ssize_t ascii_prefix(const unsigned char *s, Py_ssize_t size) noexcept nogil:
     """Length of the leading run of ASCII bytes, eight at a time: pid files are ASCII."""
     cdef Py_ssize_t i = 0
@@ -405,115 +372,6 @@ cdef Py_ssize_t ascii_prefix(const unsigned char *s, Py_ssize_t size) noexcept n
     while i < size and s[i] < 0x80:
         i += 1
     return i
-
-
-cdef Py_ssize_t utf8_valid_up_to(const unsigned char *s, Py_ssize_t i,
-                                 Py_ssize_t size) noexcept nogil:
-    """Length of the longest valid UTF-8 prefix (s[:i] is known valid): Rust's ``valid_up_to``."""
-    cdef Py_ssize_t length, k
-    cdef unsigned char c, low, high
-    while i < size:
-        c = s[i]
-        if c < 0x80:
-            i += 1
-            continue
-        # The second byte's range rules out overlong forms, surrogates and > U+10FFFF.
-        low = 0x80
-        high = 0xBF
-        if 0xC2 <= c <= 0xDF:
-            length = 2
-        elif 0xE0 <= c <= 0xEF:
-            length = 3
-            if c == 0xE0:
-                low = 0xA0
-            elif c == 0xED:
-                high = 0x9F
-        elif 0xF0 <= c <= 0xF4:
-            length = 4
-            if c == 0xF0:
-                low = 0x90
-            elif c == 0xF4:
-                high = 0x8F
-        else:
-            return i
-        if i + 1 >= size or not low <= s[i + 1] <= high:
-            return i
-        for k in range(2, length):
-            if i + k >= size or s[i + k] & 0xC0 != 0x80:
-                return i
-        i += length
-    return size
-
-
-cdef Py_ssize_t white_space_at(const unsigned char *s, Py_ssize_t i,
-                               Py_ssize_t end) noexcept nogil:
-    """Byte length of the Unicode White_Space character at s[i] (Rust's `trim`), or 0."""
-    cdef unsigned char c = s[i], b1, b2
-    if c == 0x20 or 0x09 <= c <= 0x0D:
-        return 1
-    if c == 0xC2:  # U+0085, U+00A0
-        return 2 if i + 1 < end and (s[i + 1] == 0x85 or s[i + 1] == 0xA0) else 0
-    if i + 2 >= end or c < 0xE1 or c > 0xE3:
-        return 0
-    b1 = s[i + 1]
-    b2 = s[i + 2]
-    if c == 0xE1:  # U+1680
-        return 3 if b1 == 0x9A and b2 == 0x80 else 0
-    if c == 0xE3:  # U+3000
-        return 3 if b1 == 0x80 and b2 == 0x80 else 0
-    if c == 0xE2 and b1 == 0x80:  # U+2000..U+200A, U+2028, U+2029, U+202F
-        return 3 if b2 <= 0x8A or b2 == 0xA8 or b2 == 0xA9 or b2 == 0xAF else 0
-    if c == 0xE2 and b1 == 0x81:  # U+205F
-        return 3 if b2 == 0x9F else 0
-    return 0
-
-
-cdef void trim(const unsigned char *s, Py_ssize_t *start, Py_ssize_t *end) noexcept nogil:
-    cdef Py_ssize_t n
-    while start[0] < end[0]:
-        n = white_space_at(s, start[0], end[0])
-        if n == 0:
-            break
-        start[0] += n
-    # The input is valid UTF-8, so a lead byte 1, 2 or 3 bytes from the end starts the last
-    # character: try each width.
-    while start[0] < end[0]:
-        if white_space_at(s, end[0] - 1, end[0]) == 1:
-            end[0] -= 1
-        elif end[0] - 2 >= start[0] and white_space_at(s, end[0] - 2, end[0]) == 2:
-            end[0] -= 2
-        elif end[0] - 3 >= start[0] and white_space_at(s, end[0] - 3, end[0]) == 3:
-            end[0] -= 3
-        else:
-            break
-
-
-cdef int parse_uint(const unsigned char *s, Py_ssize_t start, Py_ssize_t end, uint64_t limit,
-                    uint64_t *out) noexcept nogil:
-    """Rust's ``u32``/``u64`` ``from_str``: an optional ``+``, then one or more ASCII digits.
-
-    Fails at the first non-digit or at the digit that overflows, whichever comes first, as Rust:
-    the value only grows, so "it overflowed before this non-digit" is "it is over the limit now".
-    """
-    cdef uint64_t value = 0, digit
-    if start == end:
-        return PARSE_EMPTY
-    if s[start] == c'+':
-        start += 1
-        if start == end:
-            return PARSE_INVALID_DIGIT
-    while start < end:
-        digit = <uint64_t>s[start] - c'0'
-        if digit > 9:  # also below '0': the subtraction wrapped
-            return PARSE_TOO_LARGE if value > limit else PARSE_INVALID_DIGIT
-        if value > MUL_SAFE and value > (U64_MAX - digit) // 10:
-            return PARSE_TOO_LARGE
-        value = value * 10 + digit
-        start += 1
-    if value > limit:
-        return PARSE_TOO_LARGE
-    out[0] = value
-    return PARSE_OK
 
 
 # ============================================================================
@@ -651,7 +509,7 @@ cdef class PidFileWriter:
         cdef int found, rc = 0
         self._check()
         pid = PyNumber_Index(pid)
-        if not 0 < pid <= PID_MAX:
+        if not _common.names_a_process(pid):
             raise _common.no_such_process(pid)
         record.pid = <uint32_t>pid
         temp[0] = 0
@@ -703,7 +561,7 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
     cdef uint64_t pidfs_id = 0
     cdef bint has_pidfs = False
     cdef int rc
-    if pid == 0 or pid > PID_MAX:
+    if not names_a_process(pid):
         return -ESRCH
     record.pid = pid
     rc = identity_of(writer, &record, &has_pidfs, &pidfs_id)
@@ -944,7 +802,6 @@ cdef int replace(const char *temp, const char *path, bint exchange) noexcept nog
 
 cdef int CREATE_LOCKED = (CREATE_TEMP & ~fcntl.O_WRONLY) | fcntl.O_RDWR
 cdef enum:
-    SETTLE_ATTEMPTS = 1000
     # take_over()'s answers besides -errno
     HELD = 0
     TAKEN = 1
@@ -1158,20 +1015,17 @@ Reads one pid file and classifies its record against the live system.
     cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size):
         """read(), leaving the file's bytes in buf (FILE_MAX_BYTES + 1) and their number."""
         cdef const char *target
-        cdef pid_record_t record
-        cdef Py_ssize_t where[2]
-        cdef int failure = 0, reason
+        cdef int failure = 0
         self._check()
         target = PyBytes_AS_STRING(self._target)
         with nogil:
             size[0] = read_pid_file(fcntl.AT_FDCWD, target, buf, &failure)
         if size[0] < 0:
             raise _read_failure(failure, self.path)
-        reason = record_decode(buf, size[0], &record, where)
-        if reason:
-            err = _decode_error(buf, reason, where)
+        try:
+            return _decode(buf, size[0], None)
+        except StorageError as err:
             raise _common.in_file(err, self.path) from err
-        return _new_record(&record)
 
     def process_identity(self):
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules.
@@ -1245,8 +1099,7 @@ cdef object identity_at(int directory_fd, const char *c_target, object path):
     cdef pid_record_t record
     cdef extras_t extras
     cdef Py_ssize_t size, end
-    cdef Py_ssize_t where[2]
-    cdef int failure = 0, decoded = 0, verdict, level = pidfd_level()
+    cdef int failure = 0, verdict, level = pidfd_level()
     cdef bint canonical = False
     with nogil:
         size = read_pid_file(directory_fd, c_target, buf, &failure)
@@ -1257,18 +1110,18 @@ cdef object identity_at(int directory_fd, const char *c_target, object path):
             if canonical:
                 verdict = (IDENTITY_ABSENT if from_another_boot(&extras)
                            else classify(&record, &extras, level, NULL))
-            else:
-                decoded = record_decode(buf, size, &record, where)
     if size < 0:
         err = _read_failure(failure, path)
         if _common.is_answer(err):
             return ABSENT
         raise err
     if not canonical:
-        if decoded != 0:
-            return ABSENT
-        _extras_from(_common.parse_extras(PyBytes_FromStringAndSize(<char *>buf, size)),
-                     &extras)
+        data = PyBytes_FromStringAndSize(<char *>buf, size)
+        try:
+            record = (<PidRecord>_decode(buf, size, data)).rec
+        except StorageError:
+            return ABSENT  # no record: nothing to act on
+        _extras_from(_common.parse_extras(data), &extras)
         if from_another_boot(&extras):
             return ABSENT
         with nogil:
@@ -1415,7 +1268,7 @@ cdef int classify(const pid_record_t *record, const extras_t *extras, int level,
     cdef int fd, verdict
     if pinned != NULL:
         pinned[0] = -1
-    if pid == 0 or pid > PID_MAX:
+    if not names_a_process(pid):
         return IDENTITY_ABSENT  # 0: our own process group; above: a negative pid_t, -1 = everyone
     if level == NO_PIDFD:
         return classify_without_pidfd(record)
@@ -1532,7 +1385,7 @@ def is_process_alive(pid):
     """
     cdef int alive, level = pidfd_level()
     pid = PyNumber_Index(pid)
-    if not 0 < pid <= PID_MAX:
+    if not _common.names_a_process(pid):
         return False
     cdef uint32_t c_pid = pid
     with nogil:
@@ -1551,7 +1404,7 @@ def process_start_time(pid):
     cdef bint has_start = False
     cdef int rc, level = pidfd_level()
     pid = PyNumber_Index(pid)
-    if not 0 < pid <= PID_MAX:
+    if not _common.names_a_process(pid):
         return None
     cdef uint32_t c_pid = pid
     with nogil:

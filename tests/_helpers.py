@@ -12,10 +12,15 @@ import time
 
 import pytest
 
+from shimpid._common import env_flag
+
+# The pure backend alone (the tox *-pure environments): every test of the extension skips.
+PURE_ONLY = env_flag("SHIMPID_PURE_PYTHON")
+
 
 def require_or_skip(reason: str) -> None:
     """Skip for want of an optional tool, or fail where SHIMPID_REQUIRE_ALL=1 (CI) says so."""
-    if os.environ.get("SHIMPID_REQUIRE_ALL") == "1":
+    if env_flag("SHIMPID_REQUIRE_ALL"):
         pytest.fail(f"{reason} (SHIMPID_REQUIRE_ALL=1)")
     pytest.skip(reason)
 

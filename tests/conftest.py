@@ -18,9 +18,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import proc_state, require_or_skip
-
-PURE_ONLY = os.environ.get("SHIMPID_PURE_PYTHON", "0") not in ("", "0")
+from _helpers import PURE_ONLY, proc_state, require_or_skip
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

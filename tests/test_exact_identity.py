@@ -17,8 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _helpers import build_probe, require_or_skip, require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
-from conftest import PURE_ONLY
+from _helpers import PURE_ONLY, build_probe, require_or_skip, require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
 from shimpid import Absent, Legacy, StorageError, Verified, _common, _pure
 
 LEVELS = {"pidfs": _common.PIDFS, "pidfd": _common.PIDFD, "no pidfd": _common.NO_PIDFD}

@@ -20,8 +20,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import script_prelude
-from conftest import PURE_ONLY
+from _helpers import PURE_ONLY, script_prelude
 from shimpid import Absent, StorageError, _common, _pure, _rundir
 
 both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])

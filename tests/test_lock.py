@@ -16,9 +16,7 @@ import time
 import pytest
 
 import shimpid
-from conftest import PURE_ONLY
-from _helpers import (proc_state, require_or_skip, run_in_child, run_in_pid_namespace,
-                      script_prelude)
+from _helpers import (PURE_ONLY, proc_state, require_or_skip, run_in_child, run_in_pid_namespace, script_prelude)
 from shimpid import Absent, AlreadyLocked, PidFileLock, Verified, _common, _lock, _rundir
 
 TOKEN = "services-mux-v1"

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 import shimpid
-from conftest import PURE_ONLY
+from shimpid._common import env_flag
+from _helpers import PURE_ONLY
 from shimpid import _common, _pure
 
 PUBLIC = ["PidRecord", "PidFileWriter", "PidFileReader", "is_process_alive", "process_start_time"]
@@ -28,7 +29,7 @@ def test_selected_backend():
 
 
 @pytest.mark.skipif(
-    os.environ.get("SHIMPID_NO_EXTENSIONS", "0") in ("", "0"),
+    not env_flag("SHIMPID_NO_EXTENSIONS"),
     reason="the extension was built; this checks an install without it",
 )
 def test_pure_install_has_no_extension():

@@ -16,8 +16,7 @@ import sysconfig
 
 import pytest
 
-from _helpers import proc_state, require_or_skip
-from conftest import PURE_ONLY
+from _helpers import PURE_ONLY, proc_state, require_or_skip
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

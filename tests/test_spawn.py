@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
 import os
 import subprocess
 import sys
@@ -40,15 +39,9 @@ def no_stray_children():
     assert children() - before == set()
 
 
-@pytest.fixture(params=["pure", "cython"])
-def backend(request, monkeypatch):
-    """shimpid.spawn with each backend's PidFileWriter (the package picks one at import)."""
-    from conftest import PURE_ONLY
-
-    if request.param == "cython" and PURE_ONLY:
-        pytest.skip("SHIMPID_PURE_PYTHON is set: the pure backend is tested alone")
-    impl = importlib.import_module("shimpid._pure" if request.param == "pure"
-                                   else "shimpid._speedups")
+@pytest.fixture
+def backend(impl, monkeypatch):
+    """shimpid.spawn with ``impl``'s PidFileWriter (the package picks one at import)."""
     monkeypatch.setattr(shimpid._spawn, "PidFileWriter", impl.PidFileWriter)
     return impl
 
