@@ -14,34 +14,19 @@ from ._common import env_flag
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 
 __all__ = ["BACKEND", "PidFileReader", "PidFileWriter", "PidRecord", "is_process_alive",
-           "process_start_time", "_classify", "_identity_at", "_lock_release", "_lock_try", "_pidfd_level",
-           "_pin_and_classify"]
-
-BACKEND: str
+           "process_start_time"]
 
 if TYPE_CHECKING:
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _lock_release, _lock_try, _pidfd_level, _pin_and_classify, is_process_alive, process_start_time
-elif env_flag("SHIMPID_PURE_PYTHON") or (
-    sys.implementation.name != "cpython"
-):
-    from ._pure import PidFileReader, PidFileWriter, PidRecord, _classify, _identity_at, _lock_release, _lock_try, _pidfd_level, _pin_and_classify, is_process_alive, process_start_time
+    from . import _pure as _impl
+
+    BACKEND = "python"
+elif env_flag("SHIMPID_PURE_PYTHON") or sys.implementation.name != "cpython":
+    from . import _pure as _impl
 
     BACKEND = "python"
 else:
     try:
-        from ._speedups import (
-            PidFileReader,
-            PidFileWriter,
-            PidRecord,
-            _classify,
-            _identity_at,
-            _lock_release,
-            _lock_try,
-            _pidfd_level,
-            _pin_and_classify,
-            is_process_alive,
-            process_start_time,
-        )
+        from . import _speedups as _impl
 
         BACKEND = "cython"
     except ImportError as err:
@@ -55,18 +40,21 @@ else:
             "backend, which is slower (README: Benchmarks) and allocates after fork(). Install "
             "a C compiler and the Python headers and reinstall shimpid to get it, or set "
             "SHIMPID_PURE_PYTHON=1 to choose the pure backend.", RuntimeWarning, stacklevel=2)
-        from ._pure import (
-            PidFileReader,
-            PidFileWriter,
-            PidRecord,
-            _classify,
-            _identity_at,
-            _lock_release,
-            _lock_try,
-            _pidfd_level,
-            _pin_and_classify,
-            is_process_alive,
-            process_start_time,
-        )
+        from . import _pure as _impl
 
         BACKEND = "python"
+
+# The public API, and what the rest of the package takes from the backend.
+PidFileReader = _impl.PidFileReader
+PidFileWriter = _impl.PidFileWriter
+PidRecord = _impl.PidRecord
+is_process_alive = _impl.is_process_alive
+process_start_time = _impl.process_start_time
+_classify = _impl._classify
+_identity_at = _impl._identity_at
+_lock_release = _impl._lock_release
+_lock_try = _impl._lock_try
+_lock_wait = _impl._lock_wait
+_pidfd_level = _impl._pidfd_level
+_pin_and_classify = _impl._pin_and_classify
+_scan_suffix = getattr(_impl, "_scan_suffix", None)  # the extension's fast path for scan()

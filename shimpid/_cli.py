@@ -30,7 +30,7 @@ from ._backend import BACKEND, PidFileReader, PidFileWriter, process_start_time
 from ._rundir import clean, judge, read_record_file, remove_record, scan, why_absent
 from ._common import Absent, Legacy, StorageError, Verified
 from ._handle import open_entry
-from ._lock import AlreadyLocked, PidFileLock, is_locked
+from ._lock import AlreadyLocked, PidFileLock, holder_pid, is_locked
 from ._spawn import kill_and_reap
 
 # LSB init-script status codes (`status` and `show`)
@@ -256,18 +256,18 @@ def _inspect(path: str) -> dict:
         code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE)
     if state == "absent":
         report["why"] = why_absent(record, extras)
-    report.update(_lock_state(path, verdict))
+    report.update(_lock_state(path))
     return report
 
 
-def _lock_state(path: str, verdict: object) -> dict:
+def _lock_state(path: str) -> dict:
     """Whether a process holds the pid file locked (a PidFileLock's, flock(1)'s...) and, if
     the file verifiably names it, which: ``locked`` is None where that cannot be seen."""
     try:
         locked: bool | None = is_locked(path)
     except OSError:
         locked = None
-    held_by = verdict.pid if locked and isinstance(verdict, Verified) else None
+    held_by = holder_pid(os.fsencode(path)) if locked else None
     return {"locked": locked, "locked_by": held_by}
 
 
@@ -464,7 +464,7 @@ def _lock(args: argparse.Namespace) -> int:
             _complain(f"lock: command not found: {command[0]}")
             return NOT_FOUND
         _complain(f"lock: cannot run {command[0]}: {err.strerror}")
-        return NOT_EXECUTABLE if isinstance(err, PermissionError) else FAILED
+        return NOT_EXECUTABLE
     return FAILED  # not reached: execvpe() returns only by raising
 
 
@@ -637,7 +637,7 @@ def _stop(args: argparse.Namespace) -> int:
     removed = _remove(args.file, target.found)
     if removed:
         _say(f"stopped {pid}, removed {args.file}")
-    elif _lock_state(args.file, Absent())["locked"]:
+    elif _lock_state(args.file)["locked"]:
         # A lock held on: by a process that inherited the lock's descriptor from it.
         _say(f"stopped {pid}; kept {args.file}: still locked by a process it does not name")
     else:
@@ -719,7 +719,7 @@ def _ls(args: argparse.Namespace) -> int:
 def _row(path: str, verdict: object) -> dict:
     row: dict = {"path": path, "pid": None, "state": "unknown", "start_time": None,
                  "started": None, "age": None, "capability": None}
-    row.update(_lock_state(path, verdict))
+    row.update(_lock_state(path))
     if isinstance(verdict, OSError):
         row["error"] = str(verdict)
         return row

@@ -286,6 +286,8 @@ def others_can_replace(directory: str | bytes) -> bool:
 NOT_REGULAR_TARGET = "PID file path holds a FIFO, socket or device, not a regular file"
 def write_strerror(code: int) -> str:
     """What a writer's OSError says for errno ``code``."""
+    if code == errno.ELOOP:
+        return "PID file path is a symlink, which is never followed"
     return NOT_REGULAR_TARGET if code == errno.ENXIO else os.strerror(code)
 
 

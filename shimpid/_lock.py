@@ -22,7 +22,6 @@ backend's ``_lock_try`` and ``_lock_release`` (``_pure``'s say what they do).
 from __future__ import annotations
 
 import errno
-import math
 import os
 import time
 
@@ -141,23 +140,28 @@ class PidFileLock(_pure._Final):
         deadline = grace = None
         delay = 0.001
         try:
-            while not _backend._lock_try(self._target, self._temp_prefix, data, self._mode,
-                                         timeout is None, slot, self._path):
+            while not _backend._lock_try(self._target, self._temp_prefix, data, self._mode, slot,
+                                         self._path):
+                if timeout is None:
+                    if _held_here(self._target):  # it would wait for itself, for ever
+                        raise AlreadyLocked(self._path, pid)
+                    _backend._lock_wait(self._target, self._path)
+                    continue
                 now = time.monotonic()
                 if deadline is None:  # the first try failed: from now on, the clock counts
-                    deadline = now + (math.inf if timeout is None else timeout)
+                    deadline = now + timeout
                     grace = now + UNNAMED_HOLDER_GRACE
-                holder = _verified_holder(self._target)
+                holder = holder_pid(self._target)
                 if now >= deadline and (holder is not None or now >= grace):
                     raise AlreadyLocked(self._path, holder)
-                time.sleep(min(delay, max(deadline - now, 0.0)) if now < deadline else delay)
+                time.sleep(min(delay, deadline - now) if now < deadline else delay)
                 delay = min(delay * 2, _POLL_MAX)
             self._slot = slot
             self._data = data
             self._owner = pid
             _held_fds.add(slot[0])
         except BaseException:
-            if slot[0] >= 0:  # taken as the exception came: give it back
+            if slot[0] >= 0:  # taken (or half taken) as the exception came: give it back
                 _held_fds.discard(slot[0])
                 _backend._lock_release(slot, self._target, data)
             raise
@@ -187,11 +191,13 @@ class PidFileLock(_pure._Final):
         return is_locked(self._target)
 
     def holder(self) -> ProcessIdentity:
-        """The verdict for the process that holds the lock (see ``process_identity()``), or
-        ``Absent()`` when nobody does."""
+        """``Verified(pid)`` for the process that holds the lock, if the file verifiably names it
+        (and, on Linux, /proc/locks agrees that it holds it); else ``Absent()``, as when nobody
+        holds it."""
         if not self.is_locked():
             return ABSENT
-        return _backend.PidFileReader.at(self._target).process_identity()
+        pid = holder_pid(self._target)
+        return ABSENT if pid is None else Verified(pid)
 
     def read_pid(self) -> int | None:
         """The pid of the process that holds the lock, if the file verifiably names it; else
@@ -221,13 +227,52 @@ def is_locked(path: str | bytes) -> bool:
         os.close(fd)
 
 
-def _verified_holder(target: bytes) -> int | None:
-    """The pid the locked file names, if verified (for AlreadyLocked); None otherwise."""
+def holder_pid(target: bytes) -> int | None:
+    """The pid the file names, if that process is verified and, where /proc/locks tells (Linux),
+    holds a lock on the file: a record alone proves what it names, not who holds the lock."""
     try:
         identity = _backend.PidFileReader.at(target).process_identity()
     except OSError:
         return None
-    return identity.pid if isinstance(identity, Verified) else None
+    if not isinstance(identity, Verified):
+        return None
+    holders = flock_holders(target)
+    return identity.pid if holders is None or identity.pid in holders else None
+
+
+def flock_holders(path: str | bytes) -> set[int] | None:
+    """The pids /proc/locks names as holding a ``flock()`` on the file at path (the process
+    that took it: one that inherited the descriptor is not named), or None where that cannot be
+    read (not Linux)."""
+    try:
+        info = os.stat(path)
+        with open("/proc/locks", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    key = b"%02x:%02x:%d" % (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    holders = set()
+    for line in data.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; a waiter's line has "->" in [1]
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == b"FLOCK" and fields[5] == key:
+            holders.add(int(fields[4]))
+    return holders
+
+
+def _held_here(target: bytes) -> bool:
+    """Whether this process holds (through any PidFileLock) the lock on the file at target."""
+    if not _held_fds:
+        return False
+    try:
+        info = os.stat(target, follow_symlinks=False)
+    except OSError:
+        return False
+    for fd in _held_fds:
+        mine = os.fstat(fd)
+        if (mine.st_ino, mine.st_dev) == (info.st_ino, info.st_dev):
+            return True
+    return False
 
 
 def _is_regular(fd: int) -> bool:

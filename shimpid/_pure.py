@@ -504,11 +504,12 @@ def _unlink_temp(temp: bytes) -> None:
 _CREATE_LOCKED = _CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR  # release reads the record back
 
 
-def _lock_try(target: bytes, temp_prefix: bytes, data: bytes, mode: int, block: bool,
-              slot: list[int], path: str | bytes) -> bool:
-    """One try to lock the pid file at target with data as its record: True once it is ours
-    (its descriptor in ``slot[0]``), False if another holds it (with block: waits for them
-    first, then looks again). A failure raises the writers' ``OSError`` for path.
+def _lock_try(target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int],
+              path: str | bytes) -> bool:
+    """One try, without waiting, to lock the pid file at target with data as its record: True
+    once it is ours, its descriptor in ``slot[0]``; False if another process holds it. A failure
+    raises the writers' ``OSError`` for path; ``slot[0]`` may then hold a descriptor, which the
+    caller gives back with ``_lock_release`` (which removes the file only if it is ours).
 
     The record goes into a temporary file, locked there, which then takes the path: by
     ``link()`` where nothing is (it never replaces), or by ``rename()`` over a file nobody holds
@@ -516,37 +517,41 @@ def _lock_try(target: bytes, temp_prefix: bytes, data: bytes, mode: int, block: 
     (the loser locks an inode no longer at the path, and looks again).
     """
     try:
-        return _lock_try_once(target, temp_prefix, data, mode, block, slot)
+        return _lock_try_once(target, temp_prefix, data, mode, slot)
     except OSError as err:  # ENOLCK, EOPNOTSUPP (no locks here) too: never a lock held
         raise _write_error(err, path) from None
 
 
-def _lock_try_once(target: bytes, temp_prefix: bytes, data: bytes, mode: int, block: bool,
+def _lock_try_once(target: bytes, temp_prefix: bytes, data: bytes, mode: int,
                    slot: list[int]) -> bool:
     if fcntl is None:
         raise OSError(errno.ENOSYS, "no flock() on this platform")
     temp, kept = _write_temp(temp_prefix, data, mode, _CREATE_LOCKED)
     try:
-        fcntl.flock(kept[0], fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new inode: nobody has it
+        if kept[0] <= 2:  # a closed standard stream's number: a program would write into it
+            low = kept[0]
+            kept[0] = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(low)
+        slot[0] = kept[0]  # the caller's to give back from here on, whatever happens
+        fcntl.flock(slot[0], fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new inode: nobody has it
         for _ in range(_common.SETTLE_ATTEMPTS):
             try:
                 os.link(temp, target)  # only where nothing is
             except FileExistsError:
-                taken = _take_over(target, temp, block)
+                taken = _take_over(target, temp)
                 if taken is None:
                     continue  # it changed under us: look again
                 if not taken:
+                    fd, slot[0] = slot[0], -1
+                    os.close(fd)
                     return False
-            slot[0] = kept[0]  # handed over: from here on the caller's to release
             return True
         raise OSError(errno.EAGAIN, "the pid file kept changing while being locked")
     finally:
-        if slot[0] != kept[0]:
-            os.close(kept[0])
         _unlink_temp(temp)  # the record is at the path by now, or not to be
 
 
-def _take_over(target: bytes, temp: bytes, block: bool) -> bool | None:
+def _take_over(target: bytes, temp: bytes) -> bool | None:
     """Put temp at target if nobody holds target locked: True if done, False if someone does,
     None if target changed meanwhile (look again)."""
     # Looked at before it is opened, as by a writer: opening a device has effects of its own.
@@ -561,7 +566,7 @@ def _take_over(target: bytes, temp: bytes, block: bool) -> bool | None:
         if os.fstat(fd).st_mode & _S_IFMT != _S_IFREG:
             return None  # replaced since it was looked at
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         # Locked: is it still the file at the path? (Its holder may have removed it.)
@@ -574,14 +579,28 @@ def _take_over(target: bytes, temp: bytes, block: bool) -> bool | None:
             os.close(old[0])
 
 
+def _lock_wait(target: bytes, path: str | bytes) -> None:
+    """Wait until no process holds the pid file at target locked (or there is none). No
+    temporary file exists meanwhile: a waiter killed leaves nothing behind."""
+    kept = _kept_open(target, _OPEN_READ, 0)
+    try:
+        kept[0]
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise _write_error(err, path) from None
+    try:
+        fcntl.flock(kept[0], fcntl.LOCK_EX)  # let go at once: the next try takes it properly
+    finally:
+        os.close(kept[0])
+
+
 def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
     """Let go of the lock whose descriptor is in ``slot[0]``, removing the file first if it
     still is ours: our inode at the path, with our record in it."""
     fd, slot[0] = slot[0], -1
     try:
-        if len(data) > _common.WRITE_MAX_BYTES:
-            raise ValueError("not a record this lock wrote")
-        if _is_at(fd, target) and os.pread(fd, len(data) + 1, 0) == data:
+        if _is_at(fd, target) and os.pread(fd, _common.WRITE_MAX_BYTES + 1, 0) == data:
             os.unlink(target)
     except FileNotFoundError:
         pass

@@ -106,6 +106,15 @@ def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> 
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return False  # held: its holder lives
+            # Still the file at the path? A PidFileLock may have taken it over between the open
+            # and the lock (renaming its own over it): that one is not to be touched.
+            info = os.fstat(fd)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                return False
+            if (info.st_ino, info.st_dev) != (now.st_ino, now.st_dev):
+                return False
         return _remove_aside(path, expected)
     finally:
         os.close(fd)  # lets go of the lock

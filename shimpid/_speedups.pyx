@@ -62,6 +62,9 @@ cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
     enum: AT_SYMLINK_NOFOLLOW
 
+cdef extern from "<fcntl.h>" nogil:
+    enum: F_DUPFD_CLOEXEC
+
 cdef extern from "<sys/file.h>" nogil:
     int flock(int fd, int operation)
     enum: LOCK_EX
@@ -92,7 +95,7 @@ cdef enum:
     TEMP_PATH_MAX = 4096
     TEMP_ATTEMPTS = 16
     SETTLE_ATTEMPTS = 1000
-    # read_pid_file() failures that are not an errno
+    # _read_pid_file() failures that are not an errno
     FAIL_NOT_REGULAR = -1
     FAIL_TOO_LARGE = -2
     # verdicts; a negative value is -errno: the system could not tell
@@ -514,7 +517,7 @@ cdef class PidFileWriter:
         record.pid = <uint32_t>pid
         temp[0] = 0
         with nogil:
-            found = identity_of(&self.writer, &record, &has_pidfs, &pidfs_id)
+            found = _identity_of(&self.writer, &record, &has_pidfs, &pidfs_id)
             if found == FOUND:
                 rc = write_entry(&self.writer, &record, has_pidfs, pidfs_id, temp)
         if found == GONE:
@@ -564,7 +567,7 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
     if not names_a_process(pid):
         return -ESRCH
     record.pid = pid
-    rc = identity_of(writer, &record, &has_pidfs, &pidfs_id)
+    rc = _identity_of(writer, &record, &has_pidfs, &pidfs_id)
     if rc == GONE:
         return -ESRCH
     if rc:
@@ -572,7 +575,7 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
     return write_entry(writer, &record, has_pidfs, pidfs_id, NULL)
 
 
-cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has_pidfs,
+cdef int _identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has_pidfs,
                      uint64_t *pidfs_id) noexcept nogil:
     """The start time (and pidfs inode) of process record.pid, for a record of it: FOUND, GONE
     (nobody holds the pid, or it is a thread's) or -errno (-EXDEV: another namespace's /proc).
@@ -588,7 +591,7 @@ cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has
     record.start_time = 0
     has_pidfs[0] = False
     if writer.pidfd_level == NO_PIDFD:
-        return unpinned_info(record.pid, &alive, &record.start_time, &record.has_start_time)
+        return _unpinned_info(record.pid, &alive, &record.start_time, &record.has_start_time)
     fd = shimpid_pidfd_open(<pid_t>record.pid)
     if fd < 0:
         return GONE if not_a_process(errno) else -errno
@@ -600,9 +603,9 @@ cdef int identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has
             has_pidfs[0] = True
             pidfs_id[0] = <uint64_t>info.st_ino
     if rc == FOUND:
-        proc = proc_state()
+        proc = _proc_state()
         if proc != PROC_NONE:
-            rc = stat_of_pinned(record.pid, fd, &state, &record.start_time,
+            rc = _stat_of_pinned(record.pid, fd, &state, &record.start_time,
                                 &record.has_start_time)
     unistd.close(fd)
     return rc
@@ -635,8 +638,8 @@ cdef int write_entry(const pid_writer_t *writer, const pid_record_t *record, bin
             buf[size] = c'\n'
             size += 1
     if writer.atomic:
-        return write_atomic(writer, buf, size, temp_out)
-    return write_in_place(writer.path, buf, size, writer.mode)
+        return _write_atomic(writer, buf, size, temp_out)
+    return _write_in_place(writer.path, buf, size, writer.mode)
 
 
 cdef int open_retry(const char *path, int flags, mode_t mode) noexcept nogil:
@@ -655,7 +658,7 @@ cdef Py_ssize_t read_retry(int fd, void *buf, size_t size) noexcept nogil:
             return n
 
 
-cdef int write_all(int fd, const char *data, Py_ssize_t size) noexcept nogil:
+cdef int _write_all(int fd, const char *data, Py_ssize_t size) noexcept nogil:
     cdef Py_ssize_t n
     while size > 0:
         n = unistd.write(fd, data, size)
@@ -670,11 +673,11 @@ cdef int write_all(int fd, const char *data, Py_ssize_t size) noexcept nogil:
     return 0
 
 
-cdef int write_in_place(const char *path, const char *data, Py_ssize_t size,
+cdef int _write_in_place(const char *path, const char *data, Py_ssize_t size,
                         mode_t mode) noexcept nogil:
     """Open without O_TRUNC and check the file first (see _pure._write_in_place)."""
     cdef struct_stat info
-    cdef int fd, rc = check_target(path)  # before opening: a FIFO's or a device's open has effects
+    cdef int fd, rc = _check_target(path)  # before opening: a FIFO's or a device's open has effects
     if rc < 0:
         return rc
     fd = open_retry(path, OPEN_IN_PLACE, mode)
@@ -690,7 +693,7 @@ cdef int write_in_place(const char *path, const char *data, Py_ssize_t size,
     elif ftruncate_retry(fd) != 0:
         rc = -errno
     else:
-        rc = write_all(fd, data, size)
+        rc = _write_all(fd, data, size)
     if unistd.close(fd) != 0 and rc == 0:
         rc = -errno  # an error from close() (NFS) fails the write
     return rc
@@ -703,7 +706,7 @@ cdef int ftruncate_retry(int fd) noexcept nogil:
     return 0
 
 
-cdef int check_target(const char *path) noexcept nogil:
+cdef int _check_target(const char *path) noexcept nogil:
     """1: a regular file is there; 0: nothing, or a symlink (replaced, never followed); -errno:
     anything else, refused before anything is done (see _pure._check_target)."""
     cdef struct_stat info
@@ -716,15 +719,15 @@ cdef int check_target(const char *path) noexcept nogil:
     return -EISDIR if S_ISDIR(info.st_mode) else -ENXIO
 
 
-cdef int write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t size,
+cdef int _write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t size,
                       char *temp_out) noexcept nogil:
     """The temporary sibling, renamed over the path. temp_out (room for TEMP_PATH_MAX, or NULL)
     receives the last temporary name tried when every one is taken (-EEXIST)."""
     cdef char temp[TEMP_PATH_MAX]
-    cdef int fd, rc, regular = check_target(writer.path)
+    cdef int fd, rc, regular = _check_target(writer.path)
     if regular < 0:
         return regular
-    fd = write_temp(writer.temp_prefix, writer.temp_prefix_len, CREATE_TEMP, writer.mode, data,
+    fd = _write_temp(writer.temp_prefix, writer.temp_prefix_len, CREATE_TEMP, writer.mode, data,
                     size, temp, temp_out)
     if fd < 0:
         return fd
@@ -738,7 +741,7 @@ cdef int write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t s
     return rc
 
 
-cdef int write_temp(const char *temp_prefix, Py_ssize_t prefix, int flags, mode_t mode,
+cdef int _write_temp(const char *temp_prefix, Py_ssize_t prefix, int flags, mode_t mode,
                     const char *data, Py_ssize_t size, char *temp, char *temp_out) noexcept nogil:
     """A new temporary file ``<temp_prefix><pid>.<n>.tmp`` holding data (see _pure._write_temp):
     its descriptor, its name in temp (room for TEMP_PATH_MAX), or -errno. temp_out (or NULL)
@@ -763,7 +766,7 @@ cdef int write_temp(const char *temp_prefix, Py_ssize_t prefix, int flags, mode_
         if errno == EEXIST and temp_out != NULL:
             memcpy(temp_out, temp, end + 5)
         return -errno
-    rc = write_all(fd, data, size)
+    rc = _write_all(fd, data, size)
     if rc != 0:
         unistd.close(fd)
         unistd.unlink(temp)
@@ -802,33 +805,28 @@ cdef int replace(const char *temp, const char *path, bint exchange) noexcept nog
 
 cdef int CREATE_LOCKED = (CREATE_TEMP & ~fcntl.O_WRONLY) | fcntl.O_RDWR
 cdef enum:
-    # take_over()'s answers besides -errno
+    # _take_over()'s answers besides -errno
     HELD = 0
     TAKEN = 1
     CHANGED = 2
 
 
 def _lock_try(bytes target not None, bytes temp_prefix not None, bytes data not None,
-              int mode, bint block, list slot not None, path):
+              int mode, list slot not None, path):
     """_pure._lock_try: True once the lock is ours (its descriptor in slot[0]), False if
-    another process holds it. Errors name path."""
+    another process holds it. Errors name path; nothing is left for the caller to give back.
+
+    Runs with the GIL held: a fork() in another thread never catches the lock half taken.
+    """
     cdef char temp[TEMP_PATH_MAX]
     cdef char temp_out[TEMP_PATH_MAX]
-    cdef const char *c_target = PyBytes_AS_STRING(target)
-    cdef const char *c_prefix = PyBytes_AS_STRING(temp_prefix)
-    cdef const char *c_data = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t prefix = PyBytes_GET_SIZE(temp_prefix), size = PyBytes_GET_SIZE(data)
     cdef int fd = -1, rc
     if len(slot) != 1:
         raise ValueError("slot must be a list of one item")
     temp_out[0] = 0
-    while True:
-        with nogil:
-            rc = lock_try(c_target, c_prefix, prefix, c_data, size, <mode_t>mode, block, &fd,
-                          temp, temp_out)
-        if rc != -EINTR:
-            break
-        PyErr_CheckSignals_()  # a blocking wait interrupted: run the handlers, then wait on
+    rc = _lock_try_once(PyBytes_AS_STRING(target), PyBytes_AS_STRING(temp_prefix),
+                        PyBytes_GET_SIZE(temp_prefix), PyBytes_AS_STRING(data),
+                        PyBytes_GET_SIZE(data), <mode_t>mode, &fd, temp, temp_out)
     if rc == TAKEN:
         slot[0] = fd  # no Python code runs between: a signal handler cannot lose it
         return True
@@ -837,16 +835,21 @@ def _lock_try(bytes target not None, bytes temp_prefix not None, bytes data not 
     raise _write_error(rc, path, temp_out)
 
 
-cdef int lock_try(const char *target, const char *temp_prefix, Py_ssize_t prefix,
-                  const char *data, Py_ssize_t size, mode_t mode, bint block, int *fd_out,
-                  char *temp, char *temp_out) noexcept nogil:
-    """TAKEN (the descriptor in fd_out), HELD or -errno (-EINTR: a blocking wait interrupted,
-    nothing left behind)."""
-    cdef int fd, rc = 0, attempt = 0
-    fd = write_temp(temp_prefix, prefix, CREATE_LOCKED, mode, data, size, temp, temp_out)
+cdef int _lock_try_once(const char *target, const char *temp_prefix, Py_ssize_t prefix,
+                        const char *data, Py_ssize_t size, mode_t mode, int *fd_out,
+                        char *temp, char *temp_out) noexcept nogil:
+    """TAKEN (the descriptor in fd_out), HELD or -errno."""
+    cdef int fd, low, rc = 0, attempt = 0
+    fd = _write_temp(temp_prefix, prefix, CREATE_LOCKED, mode, data, size, temp, temp_out)
     if fd < 0:
         return fd
-    if flock(fd, LOCK_EX | LOCK_NB) != 0:  # a new inode: nobody has it
+    if fd <= 2:  # a closed standard stream's number: a program would write into it
+        low = fd
+        fd = fcntl.fcntl(low, F_DUPFD_CLOEXEC, 3)
+        unistd.close(low)
+        if fd < 0:
+            rc = -errno
+    if rc == 0 and flock(fd, LOCK_EX | LOCK_NB) != 0:  # a new inode: nobody has it
         rc = -errno
     while rc == 0:
         if unistd.link(temp, target) == 0:  # only where nothing is
@@ -854,7 +857,7 @@ cdef int lock_try(const char *target, const char *temp_prefix, Py_ssize_t prefix
         elif errno != EEXIST:
             rc = -errno
         else:
-            rc = take_over(target, temp, block)
+            rc = _take_over(target, temp)
             if rc == CHANGED:  # it changed under us: look again
                 attempt += 1
                 rc = -EAGAIN if attempt >= SETTLE_ATTEMPTS else 0
@@ -863,16 +866,16 @@ cdef int lock_try(const char *target, const char *temp_prefix, Py_ssize_t prefix
     unistd.unlink(temp)  # the record is at the path by now, or not to be
     if rc == TAKEN:
         fd_out[0] = fd
-    else:
+    elif fd >= 0:
         unistd.close(fd)
     return rc
 
 
-cdef int take_over(const char *target, const char *temp, bint block) noexcept nogil:
+cdef int _take_over(const char *target, const char *temp) noexcept nogil:
     """Put temp at target if nobody holds target locked: TAKEN, HELD, CHANGED (look again) or
     -errno."""
     cdef struct_stat info
-    cdef int rc = check_target(target), old
+    cdef int rc = _check_target(target), old
     if rc < 0:
         return rc  # a directory, FIFO, socket or device: never touched
     if rc == 0:  # nothing there now, or a symlink
@@ -886,9 +889,9 @@ cdef int take_over(const char *target, const char *temp, bint block) noexcept no
         rc = -errno
     elif not S_ISREG(info.st_mode):
         rc = CHANGED  # replaced since it was looked at
-    elif flock(old, LOCK_EX if block else LOCK_EX | LOCK_NB) != 0:
+    elif flock(old, LOCK_EX | LOCK_NB) != 0:
         rc = HELD if errno == EAGAIN else -errno  # EWOULDBLOCK is EAGAIN on Linux and BSDs
-    elif not is_at(old, target):  # its holder removed it as it let go
+    elif not _is_at(old, target):  # its holder removed it as it let go
         rc = CHANGED
     elif rename(temp, target) != 0:  # over the stale file, whose lock we hold
         rc = -errno
@@ -898,7 +901,29 @@ cdef int take_over(const char *target, const char *temp, bint block) noexcept no
     return rc
 
 
-cdef bint is_at(int fd, const char *target) noexcept nogil:
+def _lock_wait(bytes target not None, path):
+    """_pure._lock_wait: until no process holds the file at target locked (or there is none)."""
+    cdef const char *c_target = PyBytes_AS_STRING(target)
+    cdef int fd, rc
+    fd = open_retry(c_target, OPEN_READ, 0)
+    if fd < 0:
+        if errno == ENOENT:
+            return
+        raise _write_error(-errno, path, b"")
+    try:
+        while True:
+            with nogil:
+                rc = flock(fd, LOCK_EX)  # let go at once: the next try takes it properly
+            if rc == 0 or errno != EINTR:
+                break
+            PyErr_CheckSignals_()  # interrupted: run the handlers (which may raise), wait on
+        if rc != 0:
+            raise _write_error(-errno, path, b"")
+    finally:
+        unistd.close(fd)
+
+
+cdef bint _is_at(int fd, const char *target) noexcept nogil:
     """Whether the file open at fd is the one at target."""
     cdef struct_stat info, now
     if fstat(fd, &info) != 0 or lstat(target, &now) != 0:
@@ -915,11 +940,9 @@ def _lock_release(list slot not None, bytes target not None, bytes data not None
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data), n
     cdef int fd = slot[0], rc = 0
     slot[0] = -1
-    if size > WRITE_MAX_BYTES:
-        raise ValueError("not a record this lock wrote")
     with nogil:
-        if is_at(fd, c_target):
-            n = unistd.pread(fd, buf, size + 1, 0)
+        if _is_at(fd, c_target):
+            n = unistd.pread(fd, buf, WRITE_MAX_BYTES + 1, 0)
             if n < 0:
                 rc = -errno
             elif (n == size and memcmp(buf, c_data, n) == 0
@@ -927,7 +950,7 @@ def _lock_release(list slot not None, bytes target not None, bytes data not None
                 rc = -errno
         unistd.close(fd)  # the lock goes with the last descriptor
     if rc:
-        raise OSError(-rc, os.strerror(-rc))
+        raise OSError(-rc, os.strerror(-rc), os.fsdecode(target))
 
 
 # ============================================================================
@@ -1019,7 +1042,7 @@ Reads one pid file and classifies its record against the live system.
         self._check()
         target = PyBytes_AS_STRING(self._target)
         with nogil:
-            size[0] = read_pid_file(fcntl.AT_FDCWD, target, buf, &failure)
+            size[0] = _read_pid_file(fcntl.AT_FDCWD, target, buf, &failure)
         if size[0] < 0:
             raise _read_failure(failure, self.path)
         try:
@@ -1102,7 +1125,7 @@ cdef object identity_at(int directory_fd, const char *c_target, object path):
     cdef int failure = 0, verdict, level = pidfd_level()
     cdef bint canonical = False
     with nogil:
-        size = read_pid_file(directory_fd, c_target, buf, &failure)
+        size = _read_pid_file(directory_fd, c_target, buf, &failure)
         if size >= 0:
             # What writers write takes one pass in C; anything else, the general rules.
             canonical = (decode_canonical(buf, size, &record, &end)
@@ -1207,7 +1230,7 @@ cdef int _extras_from(object extras, extras_t *out) except -1:
     return 0
 
 
-cdef Py_ssize_t read_pid_file(int directory_fd, const char *path, unsigned char *buf,
+cdef Py_ssize_t _read_pid_file(int directory_fd, const char *path, unsigned char *buf,
                               int *failure) noexcept nogil:
     """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*.
     path is relative to directory_fd (AT_FDCWD: the usual open())."""
@@ -1271,11 +1294,11 @@ cdef int classify(const pid_record_t *record, const extras_t *extras, int level,
     if not names_a_process(pid):
         return IDENTITY_ABSENT  # 0: our own process group; above: a negative pid_t, -1 = everyone
     if level == NO_PIDFD:
-        return classify_without_pidfd(record)
+        return _classify_without_pidfd(record)
     fd = shimpid_pidfd_open(<pid_t>pid)
     if fd < 0:
         return IDENTITY_ABSENT if not_a_process(errno) else -errno
-    verdict = classify_pinned(record, extras, fd, level)
+    verdict = _classify_pinned(record, extras, fd, level)
     if pinned != NULL and verdict >= 0:
         pinned[0] = fd
     else:
@@ -1283,7 +1306,7 @@ cdef int classify(const pid_record_t *record, const extras_t *extras, int level,
     return verdict
 
 
-cdef int classify_pinned(const pid_record_t *record, const extras_t *extras, int fd,
+cdef int _classify_pinned(const pid_record_t *record, const extras_t *extras, int fd,
                          int level) noexcept nogil:
     cdef struct_stat info
     cdef char state = 0
@@ -1296,26 +1319,26 @@ cdef int classify_pinned(const pid_record_t *record, const extras_t *extras, int
             return -errno
         if <uint64_t>info.st_ino != extras.pidfs_id:
             return IDENTITY_ABSENT
-        exited = has_exited(fd)
+        exited = _has_exited(fd)
         return exited if exited < 0 else (IDENTITY_ABSENT if exited else IDENTITY_VERIFIED)
     if not record.has_start_time:
-        exited = has_exited(fd)
+        exited = _has_exited(fd)
         return exited if exited < 0 else (IDENTITY_ABSENT if exited else IDENTITY_LEGACY)
-    rc = stat_of_pinned(record.pid, fd, &state, &live, &has_live)
+    rc = _stat_of_pinned(record.pid, fd, &state, &live, &has_live)
     if rc < 0:
         return rc
     if not has_live or live != record.start_time:
         return IDENTITY_ABSENT  # another process's pid now (or reaped since it was pinned)
     # Alive is what the pidfd says: /proc shows a process whose main thread called
     # pthread_exit() as a zombie while its other threads run on.
-    exited = has_exited(fd)
+    exited = _has_exited(fd)
     return exited if exited < 0 else (IDENTITY_ABSENT if exited else IDENTITY_VERIFIED)
 
 
-cdef int classify_without_pidfd(const pid_record_t *record) noexcept nogil:
+cdef int _classify_without_pidfd(const pid_record_t *record) noexcept nogil:
     cdef uint64_t live = 0
     cdef bint alive = False, has_live = False
-    cdef int rc = unpinned_info(record.pid, &alive, &live, &has_live)
+    cdef int rc = _unpinned_info(record.pid, &alive, &live, &has_live)
     if rc < 0:
         return rc
     if rc == GONE or not alive:
@@ -1420,14 +1443,14 @@ cdef int process_alive(uint32_t pid, int level) noexcept nogil:
     cdef bint alive = False, has_start = False
     cdef int fd, rc
     if level == NO_PIDFD:
-        rc = unpinned_info(pid, &alive, &start, &has_start)
+        rc = _unpinned_info(pid, &alive, &start, &has_start)
         if rc < 0:
             return rc
         return rc == FOUND and alive
     fd = shimpid_pidfd_open(<pid_t>pid)
     if fd < 0:
         return 0 if not_a_process(errno) else -errno
-    rc = has_exited(fd)
+    rc = _has_exited(fd)
     unistd.close(fd)
     return rc if rc < 0 else not rc
 
@@ -1438,14 +1461,14 @@ cdef int start_time_of(uint32_t pid, int level, uint64_t *start, bint *has_start
     cdef bint alive = False
     cdef int fd, rc
     if level == NO_PIDFD:
-        rc = unpinned_info(pid, &alive, start, has_start)
+        rc = _unpinned_info(pid, &alive, start, has_start)
         if rc == FOUND and not has_start[0]:
             return -ENOENT  # no /proc to read start times from
         return rc
     fd = shimpid_pidfd_open(<pid_t>pid)
     if fd < 0:
         return GONE if not_a_process(errno) else -errno
-    rc = stat_of_pinned(pid, fd, &state, start, has_start)
+    rc = _stat_of_pinned(pid, fd, &state, start, has_start)
     unistd.close(fd)
     if rc == FOUND and not has_start[0]:
         return GONE  # reaped since it was pinned
@@ -1458,7 +1481,7 @@ cdef inline bint not_a_process(int err) noexcept nogil:
     return err == ESRCH or err == ENOENT or err == EINVAL
 
 
-cdef int has_exited(int pidfd) noexcept nogil:
+cdef int _has_exited(int pidfd) noexcept nogil:
     """1 once the process a pidfd pins has exited (a zombie too), 0 before, or -errno."""
     cdef pollfd entry
     cdef int n
@@ -1473,13 +1496,13 @@ cdef int has_exited(int pidfd) noexcept nogil:
             return -errno
 
 
-cdef int stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
+cdef int _stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
                         bint *has_start) noexcept nogil:
     """The state and start time of the process a pidfd pins: FOUND or -errno."""
-    cdef int rc = proc_info(pid, state, start, has_start)
+    cdef int rc = _proc_info(pid, state, start, has_start)
     if rc != GONE:
         return rc
-    rc = has_exited(pidfd)
+    rc = _has_exited(pidfd)
     if rc < 0:
         return rc
     if not rc:
@@ -1489,7 +1512,7 @@ cdef int stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
     return FOUND
 
 
-cdef int unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
+cdef int _unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
                        bint *has_start) noexcept nogil:
     """Without pidfds (as _pure._unpinned_info): FOUND (alive, and the start time, which is
     missing without /proc), GONE (nobody holds pid, or a thread does) or -errno."""
@@ -1504,13 +1527,13 @@ cdef int unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
         if errno != EPERM:  # EPERM: it exists, and belongs to another user
             return -errno
     if SHIMPID_DARWIN:
-        rc = proc_info(pid, &state, start, has_start)
+        rc = _proc_info(pid, &state, start, has_start)
         alive[0] = state != c'Z'
         return rc
     if not SHIMPID_LINUX:
         alive[0] = True
         return FOUND
-    proc = proc_state()
+    proc = _proc_state()
     if proc < 0:
         return proc
     if proc == PROC_NONE:
@@ -1518,7 +1541,7 @@ cdef int unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
         return FOUND
     if proc == PROC_FOREIGN:
         return -EXDEV
-    rc = status_of(pid, &state, &tgid, &threads)
+    rc = _status_of(pid, &state, &tgid, &threads)
     if rc == GONE:
         # kill() sees it and /proc does not: hidden (hidepid), unless it has just gone
         return -EACCES if kill(<pid_t>pid, 0) == 0 or errno == EPERM else GONE
@@ -1526,7 +1549,7 @@ cdef int unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
         return rc
     if tgid != pid:
         return GONE  # a thread of another process
-    rc = proc_info(pid, &stat_state, start, has_start)
+    rc = _proc_info(pid, &stat_state, start, has_start)
     if rc != FOUND:
         return rc
     # A process whose main thread called pthread_exit() shows as a zombie while its other
@@ -1535,7 +1558,7 @@ cdef int unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
     return FOUND
 
 
-cdef int status_of(uint32_t pid, char *state, uint32_t *tgid,
+cdef int _status_of(uint32_t pid, char *state, uint32_t *tgid,
                    uint32_t *threads) noexcept nogil:
     """State, Tgid and Threads of /proc/<pid>/status: FOUND, GONE or -errno."""
     cdef char path[32]
@@ -1589,12 +1612,12 @@ cdef void record_current(pid_record_t *out) noexcept nogil:
     out.pid = <uint32_t>unistd.getpid()
     out.start_time = 0
     out.has_start_time = False
-    if proc_info(0, &state, &out.start_time, &out.has_start_time) != FOUND:
+    if _proc_info(0, &state, &out.start_time, &out.has_start_time) != FOUND:
         out.has_start_time = False  # no /proc, or a platform without start times: the reference's
         out.start_time = 0
 
 
-cdef int proc_info(uint32_t pid, char *state, uint64_t *start_time,
+cdef int _proc_info(uint32_t pid, char *state, uint64_t *start_time,
                    bint *has_start) noexcept nogil:
     """FOUND (state: field 3, 0 if unknown; the start time if it parses), GONE or -errno.
 
@@ -1611,7 +1634,7 @@ cdef int proc_info(uint32_t pid, char *state, uint64_t *start_time,
         if pid == 0:
             memcpy(path, b"/proc/self/stat", 16)  # always this process, whichever namespace
         else:
-            proc = proc_state()
+            proc = _proc_state()
             if proc < 0:
                 return proc
             if proc == PROC_FOREIGN:
@@ -1646,7 +1669,7 @@ cdef pid_t proc_checked_pid = 0
 cdef int proc_checked_state = PROC_NONE
 
 
-cdef int proc_state() noexcept nogil:
+cdef int _proc_state() noexcept nogil:
     """PROC_OURS, PROC_FOREIGN, PROC_NONE or -errno: whether /proc is this pid namespace's."""
     global proc_checked_pid, proc_checked_state
     cdef pid_t me = unistd.getpid()

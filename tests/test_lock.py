@@ -3,11 +3,13 @@ backends, with real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -461,6 +463,9 @@ def test_shimpid_lock_exit_codes(cli, pid_path, tmp_path):
     assert not pid_path.exists(), "given back, and removed, when the command cannot run"
     (tmp_path / "plain").write_text("not executable\n")
     assert run("lock", pid_path, "--", "./plain", cwd=tmp_path).returncode == 126
+    (tmp_path / "garbage").write_bytes(b"\x7fELF garbage")
+    os.chmod(tmp_path / "garbage", 0o755)
+    assert run("lock", pid_path, "--", "./garbage", cwd=tmp_path).returncode == 126  # ENOEXEC
     assert run("lock", pid_path).returncode == 2
     assert run("lock", tmp_path / "missing" / "x.pid", "--", "true").returncode == 1
     assert run("lock", "--capability", "a\tb", pid_path, "--", "true").returncode == 2
@@ -577,3 +582,90 @@ def test_a_stale_file_blocks_the_peers_and_not_shimpid(impl, locking, tmp_path, 
         with locking(path):
             assert impl.PidFileReader.at(path).process_identity() == Verified(os.getpid())
     assert sleeper.poll() is None
+
+
+# ---- found by a hostile review -----------------------------------------------------------------
+
+
+def test_clean_racing_a_takeover_never_makes_two_holders(impl, locking, pid_path, reaped_pid,
+                                                         monkeypatch):
+    """clean() reads a stale file; before it locks that file, a PidFileLock takes it over (its
+    own file renamed over the stale one). clean() must leave the path alone: were it to move
+    the taker's file aside, even for an instant, a third process could lock the empty path."""
+    pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    taker, third = locking(pid_path), locking(pid_path)
+    read_open, read_record_file = _rundir._read_open, _rundir.read_record_file
+
+    reads = []
+
+    def read_then_taken_over(fd):
+        found = read_open(fd)
+        reads.append(fd)
+        if len(reads) == 2:  # remove_record's read, after clean() judged the file stale
+            taker.acquire(timeout=0)  # the stale file is replaced, its descriptor let go
+        return found
+
+    def third_tries_in_the_gap(path):
+        if _rundir.ASIDE_PREFIX in os.fsdecode(path):  # the path's file is aside right now
+            with contextlib.suppress(AlreadyLocked):
+                third.acquire(timeout=0)
+        return read_record_file(path)
+
+    monkeypatch.setattr(_rundir, "_read_open", read_then_taken_over)
+    monkeypatch.setattr(_rundir, "read_record_file", third_tries_in_the_gap)
+    shimpid.clean(pid_path.parent)
+    assert len(reads) == 2
+    assert taker.i_am_locking() and not third.i_am_locking()
+    assert taker.holder() == Verified(os.getpid())
+    taker.release()
+
+
+def test_a_record_is_not_taken_for_the_lock_holder(impl, locking, pid_path, sleeper, cli):
+    """A file naming a live process, locked by another: nobody is named as holding it."""
+    impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)  # verified, not a lock's file
+    child = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                              "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                              "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
+                              "time.sleep(60)", str(pid_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "locked\n"
+        lock = locking(pid_path)
+        assert lock.is_locked() and lock.holder() == Absent() and lock.read_pid() is None
+        if _lock.flock_holders(pid_path) is not None:  # /proc/locks tells who holds it
+            assert _lock.flock_holders(pid_path) == {child.pid}
+            run, _ = cli
+            assert run("status", pid_path).stdout == (
+                f"verified {sleeper.pid} (locked by a process the file does not name)\n")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_blocking_acquire_of_a_lock_this_process_holds_fails(locking, pid_path):
+    with locking(pid_path):
+        start = time.monotonic()
+        with pytest.raises(AlreadyLocked) as info:
+            locking(pid_path).acquire()  # would wait for itself for ever
+        assert info.value.pid == os.getpid() and time.monotonic() - start < 5
+
+
+def test_the_lock_never_takes_a_closed_standard_streams_number(impl, cli, pid_path):
+    run, env = cli
+    said = subprocess.run(
+        ["sh", "-c", '"$0" -m shimpid lock "$1" -- sh -c \'echo "fd=$SHIMPID_LOCK_FD" >&2; '
+         'echo GARBAGE\' >&-', sys.executable, str(pid_path)],
+        env=env, capture_output=True, text=True)
+    fd = int(said.stderr.split("fd=")[1].split()[0])
+    assert fd > 2 and b"GARBAGE" not in pid_path.read_bytes()
+
+
+def test_a_waiter_killed_while_waiting_leaves_nothing_behind(impl, cli, pid_path, hold):
+    run, env = cli
+    hold(pid_path)
+    waiter = subprocess.Popen([sys.executable, "-m", "shimpid", "lock", "--wait", str(pid_path),
+                               "--", "true"], env=env)
+    time.sleep(1)  # waiting for the lock by now (no event to wait on: it makes no file)
+    waiter.terminate()  # our child: the default action, no cleanup
+    assert waiter.wait(timeout=10) == -signal.SIGTERM
+    assert os.listdir(pid_path.parent) == [pid_path.name]
