@@ -18,17 +18,11 @@ __all__ = ["BACKEND", "PidFileReader", "PidFileWriter", "PidRecord", "is_process
 
 if TYPE_CHECKING:
     from . import _pure as _impl
-
-    BACKEND = "python"
 elif env_flag("SHIMPID_PURE_PYTHON") or sys.implementation.name != "cpython":
     from . import _pure as _impl
-
-    BACKEND = "python"
 else:
     try:
         from . import _speedups as _impl
-
-        BACKEND = "cython"
     except ImportError as err:
         # No extension on CPython: installed without a compiler (pip shows the build's warning
         # only with -v), or a broken build. Say so once; SHIMPID_PURE_PYTHON=1 chooses the pure
@@ -42,9 +36,8 @@ else:
             "SHIMPID_PURE_PYTHON=1 to choose the pure backend.", RuntimeWarning, stacklevel=2)
         from . import _pure as _impl
 
-        BACKEND = "python"
-
 # The public API, and what the rest of the package takes from the backend.
+BACKEND: str = _impl.BACKEND
 PidFileReader = _impl.PidFileReader
 PidFileWriter = _impl.PidFileWriter
 PidRecord = _impl.PidRecord

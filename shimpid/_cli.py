@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 
 from . import __version__, _backend, _common, _pure
-from ._backend import BACKEND, PidFileReader, PidFileWriter, process_start_time
 from ._rundir import clean, judge, read_record_file, remove_record, scan, why_absent
 from ._common import Absent, Legacy, StorageError, Verified
 from ._handle import open_entry
@@ -54,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shimpid",
         description="Pid files that recognise their process: pid + the kernel's start time.",
-        epilog=f"backend: {BACKEND}")
+        epilog=f"backend: {_backend.BACKEND}")
     parser.add_argument("--version", action="version",
-                        version=f"shimpid {__version__} ({BACKEND} backend)")
+                        version=f"shimpid {__version__} ({_backend.BACKEND} backend)")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     status = commands.add_parser(
@@ -233,9 +232,9 @@ def _complain(message: str) -> None:
 
 def _inspect(path: str) -> dict:
     """Everything status and show report, with the LSB code."""
-    report: dict = {"file": path, "backend": BACKEND}
+    report: dict = {"file": path, "backend": _backend.BACKEND}
     try:
-        reader = PidFileReader.at(path)
+        reader = _backend.PidFileReader.at(path)
         record, extras = reader._read_entry()
         verdict = reader.process_identity()
     except OSError as err:  # StorageError, or the system could not tell
@@ -245,7 +244,7 @@ def _inspect(path: str) -> dict:
         return report
     state = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
     try:
-        live_start_time: int | str | None = process_start_time(record.pid)
+        live_start_time: int | str | None = _backend.process_start_time(record.pid)
     except OSError as err:
         live_start_time = f"unknown: {err}"
     report.update(
@@ -332,7 +331,7 @@ def _spawn(args: argparse.Namespace) -> int:
         _complain("spawn: no command given (put it after --)")
         return USAGE
     try:
-        writer = PidFileWriter.at(args.pidfile, capability=args.capability)
+        writer = _backend.PidFileWriter.at(args.pidfile, capability=args.capability)
     except (TypeError, ValueError) as err:
         _complain(f"spawn: bad capability: {err}")
         return USAGE
@@ -549,7 +548,7 @@ def _target(args: argparse.Namespace, command: str) -> _Target | int:
     the others exit 3 (LSB's "not running")."""
     missing = STOPPED if command == "stop" else NOT_RUNNING
     try:
-        PidFileReader.at(args.file)  # the path's checks: a usage error if it names no file
+        _backend.PidFileReader.at(args.file)  # the path's checks: a usage error if it names no file
         found = read_record_file(args.file)
     except StorageError as err:
         _complain(f"{command}: {err}")
@@ -725,7 +724,7 @@ def _row(path: str, verdict: object) -> dict:
         return row
     row["state"] = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
     try:
-        record, extras = PidFileReader.at(path)._read_entry()
+        record, extras = _backend.PidFileReader.at(path)._read_entry()
     except OSError:
         return row  # no record (or it went): the verdict says absent
     row.update(pid=record.pid, start_time=record.start_time, capability=extras.capability)

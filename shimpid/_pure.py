@@ -42,6 +42,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._handle import ProcessHandle
 
+#: The backend's name, as shimpid.BACKEND gives it.
+BACKEND = "python"
+
 __all__ = [
     "PidRecord",
     "PidFileWriter",
@@ -1107,33 +1110,21 @@ def _filesystem_type(fd: int) -> int:
 
 
 def _parse_stat(data: bytes) -> tuple[int, int | None]:
-    """``(state, start_time)`` from a ``/proc/<pid>/stat`` line.
+    """``(state, start_time)`` from a ``/proc/<pid>/stat`` line, as the kernel writes it.
 
-    The command name (field 2) may hold spaces and ``)``, so fields are counted after the LAST
-    ``)``; field 22, the start time in clock ticks since boot, is the 20th of those. As in the
-    reference, fields are separated by runs of spaces and a newline ends the line.
+    The command name (field 2) may hold spaces and ``)``: everything after the LAST ``)`` is the
+    kernel's, one space before each field (psutil's reading). Field 3, the state, is the first
+    of those; field 22, the start time in clock ticks since boot, the 20th.
     """
     close = data.rfind(b")")
     if close < 0:
         return 0, None
-    newline = data.find(b"\n", close)
-    line = data[close + 1 : newline] if newline >= 0 else data[close + 1 :]
-    # The kernel puts one space before each field: split off only the first 20. (A line where
-    # that does not hold, an empty field anywhere, takes the general tokenizer.)
-    fields = line.split(b" ", 21)
-    if fields[0] or fields.count(b"") != 1:
-        fields = [b""] + [field for field in line.split(b" ") if field]  # runs of spaces
-    state = fields[1][0] if len(fields) > 1 else 0
-    if len(fields) < 21 or not fields[20].isdigit():
-        return state, None
-    field = fields[20]
-    if len(field) < 20:  # cannot overflow
-        return state, int(field)
-    significant = field.lstrip(b"0")
-    if len(significant) > 20:
-        return state, None
-    value = int(significant or b"0")
-    return state, (value if value <= U64_MAX else None)
+    fields = data[close + 1 :].partition(b"\n")[0].split(b" ")  # fields[0]: before the space
+    state = fields[1][0] if len(fields) > 1 and fields[1] else 0
+    start = fields[20] if len(fields) > 20 else b""
+    if start.isdigit() and len(start) <= 20 and int(start) <= U64_MAX:
+        return state, int(start)
+    return state, None
 
 
 # --- macOS and Windows: untested here (see README) --------------------------------------------

@@ -114,6 +114,9 @@ cdef enum:
     FOUND = 0
     GONE = 1
 
+#: The backend's name, as shimpid.BACKEND gives it.
+BACKEND = "cython"
+
 cdef uint32_t PID_MAX = 0x7FFFFFFF
 
 

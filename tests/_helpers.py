@@ -16,6 +16,13 @@ from shimpid._common import env_flag
 
 # The pure backend alone (the tox *-pure environments): every test of the extension skips.
 PURE_ONLY = env_flag("SHIMPID_PURE_PYTHON")
+# CI's depth: more property-test examples and longer races (a desk run stays quick).
+THOROUGH = env_flag("SHIMPID_THOROUGH")
+
+
+def rounds(quick: int, thorough: int) -> int:
+    """How many times a race or storm test repeats: ``thorough`` in CI, ``quick`` elsewhere."""
+    return thorough if THOROUGH else quick
 
 
 def require_or_skip(reason: str) -> None:

@@ -8,23 +8,38 @@ extension here, on purpose".
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import shimpid
-from _helpers import PURE_ONLY, proc_state, require_or_skip
+from shimpid import _cli, _lock, _rundir
+from _helpers import PURE_ONLY, THOROUGH, proc_state, require_or_skip
+
+# Property tests: a few hundred examples at a desk, thousands in CI (SHIMPID_THOROUGH=1, which
+# also lengthens the race tests: see _helpers.rounds). No deadline: these machines are noisy.
+settings.register_profile("quick", max_examples=100, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("thorough" if THOROUGH else "quick")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     where = os.path.dirname(shimpid.__file__)
     mode = "pure backend only (SHIMPID_PURE_PYTHON)" if PURE_ONLY else "both backends"
-    return [f"shimpid {shimpid.__version__} from {where}: BACKEND={shimpid.BACKEND}, {mode}"]
+    depth = "thorough (SHIMPID_THOROUGH)" if THOROUGH else "quick"
+    return [f"shimpid {shimpid.__version__} from {where}: BACKEND={shimpid.BACKEND}, {mode}, "
+            f"{depth}"]
 
 
 @pytest.fixture(params=["pure", "cython"], scope="session")
@@ -34,6 +49,15 @@ def impl(request: pytest.FixtureRequest):
             pytest.skip("SHIMPID_PURE_PYTHON is set: the pure backend is tested alone")
         return importlib.import_module("shimpid._speedups")
     return importlib.import_module("shimpid._pure")
+
+
+@pytest.fixture(scope="session")
+def extension():
+    """The Cython backend, for the tests of its own fast paths against the general rules; the
+    pure leg skips them (it would compare the pure backend with itself)."""
+    if PURE_ONLY:
+        pytest.skip("SHIMPID_PURE_PYTHON is set: the pure backend is tested alone")
+    return importlib.import_module("shimpid._speedups")
 
 
 @pytest.fixture
@@ -102,3 +126,57 @@ def oracle(tmp_path_factory):
     yield ask
     proc.stdin.close()
     proc.wait()
+
+
+class Ran(tuple):
+    """What a command-line run gave: ``(code, stdout, stderr)``, also as attributes."""
+
+    __slots__ = ()
+
+    def __new__(cls, code: int, stdout: str, stderr: str) -> Ran:
+        return tuple.__new__(cls, (code, stdout, stderr))
+
+    returncode = property(lambda self: self[0])
+    stdout = property(lambda self: self[1])
+    stderr = property(lambda self: self[2])
+
+
+# Commands that only look at files and signal processes: they run in this interpreter, 50 times
+# faster than in a new one. The others (spawn, lock: they start programs, handle signals, exec)
+# run as ``python -m shimpid``, the real entry point.
+IN_PROCESS = {"status", "show", "pid", "signal", "stop", "ls", "clean"}
+
+
+@pytest.fixture
+def cli(impl, monkeypatch):
+    """The command line with ``impl``'s backend: ``cli(*args, fresh=False, **run_options)``
+    gives a ``Ran``. ``fresh=True`` (or any ``subprocess.run`` option) takes a new interpreter:
+    for what the command itself is (its pid, its parent, its signals)."""
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
+               PYTHONPATH=os.pathsep.join(sys.path))
+
+    def run(*args, fresh=False, timeout=60, **options):
+        argv = [os.fsdecode(arg) if isinstance(arg, (bytes, os.PathLike)) else str(arg)
+                for arg in args]
+        if argv and argv[0] in IN_PROCESS and not fresh and not options:
+            return _in_process(impl, argv, monkeypatch)
+        done = subprocess.run([sys.executable, "-m", "shimpid", *argv], env=env,
+                              capture_output=True, text=True, timeout=timeout, **options)
+        return Ran(done.returncode, done.stdout, done.stderr)
+
+    run.env = env
+    run.backend = impl.BACKEND
+    return run
+
+
+def _in_process(impl, argv, monkeypatch) -> Ran:
+    out, err = io.StringIO(), io.StringIO()
+    with monkeypatch.context() as patch:
+        for module in (_cli, _rundir, _lock):
+            patch.setattr(module, "_backend", impl)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = _cli.main(argv)
+            except SystemExit as exit:  # argparse: --help, a usage error
+                code = exit.code
+    return Ran(code, out.getvalue(), err.getvalue())

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _helpers import run_in_child
-from shimpid import Absent, StorageError, _common, _pure
+from _helpers import rounds, run_in_child
+from shimpid import Absent, StorageError, _common
 
 U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
 
@@ -65,11 +65,10 @@ def outcome(module, data):
     return ("ok", r.pid, r.start_time)
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(mutated_records(), st.binary(max_size=200)))
-def test_fuzzed_files_decode_the_same_everywhere(impl, oracle, data):
+def test_fuzzed_files_decode_as_the_reference(impl, oracle, data):
     ours = outcome(impl, data)
-    assert ours == outcome(_pure, data)
     answer = oracle("d", data)
     if ours[0] == "ok":
         assert answer == f"ok {ours[1]} {'-' if ours[2] is None else ours[2]}"
@@ -77,7 +76,6 @@ def test_fuzzed_files_decode_the_same_everywhere(impl, oracle, data):
         assert answer.startswith("err ")
 
 
-@settings(max_examples=300, deadline=None)
 @given(mutated_records())
 def test_fuzzed_files_through_the_reader(impl, tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "shim.pid"
@@ -98,7 +96,7 @@ def test_fuzzed_files_through_the_reader(impl, tmp_path_factory, data):
 RECORDS = [(4294967295, 18446744073709551615), (7, None), (123456, 42)]
 
 
-def storm(impl, directory, *, atomic, reads=30000, min_changes=300):
+def storm(impl, directory, *, atomic, reads=rounds(5000, 30000), min_changes=rounds(100, 300)):
     """Another process rewrites the pid file as fast as it can while this one reads it.
 
     Returns how the reads came out: "whole" (one of the written records), "empty" (the file
@@ -153,20 +151,10 @@ def storm(impl, directory, *, atomic, reads=30000, min_changes=300):
 
 @pytest.mark.parametrize("place", ["disk", "tmpfs"])
 def test_atomic_writes_never_show_a_torn_file(impl, tmp_path, shared_dir, place):
-    """Tens of thousands of reads during a write storm: each one a whole record."""
+    """Thousands of reads during a write storm (tens of thousands in CI): each a whole record.
+    (What in-place writes let a reader see is measured in bench/test_storm.py.)"""
     counts = storm(impl, tmp_path if place == "disk" else shared_dir, atomic=True)
     assert counts["empty"] == counts["torn"] == counts["wrong"] == 0, counts
-
-
-@pytest.mark.parametrize("place", ["disk", "tmpfs"])
-def test_in_place_writes_can_show_an_empty_file(impl, tmp_path, shared_dir, place,
-                                                record_property):
-    """What the reference's O_TRUNC writes let a reader see: measured, documented in README."""
-    counts = storm(impl, tmp_path if place == "disk" else shared_dir, atomic=False)
-    record_property("in_place_storm", counts)
-    print(f"\nin-place write storm, {place}, {impl.__name__}: {counts}")
-    assert sum(counts.values()) >= 30000
-    # Empty or torn reads happen; none may crash the reader or escape as another error type.
 
 
 # ---- writes that fail keep the old file ------------------------------------------------------------

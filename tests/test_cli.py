@@ -18,23 +18,6 @@ from shimpid import _common
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
 
 
-@pytest.fixture
-def cli(impl):
-    """Run ``python -m shimpid`` with ``impl``'s backend; returns (code, stdout, stderr)."""
-    pure = impl.__name__.endswith("_pure")
-    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if pure else "0",
-               PYTHONPATH=os.pathsep.join(sys.path))
-
-    def run(*args, timeout=60):
-        result = subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)], env=env,
-                                capture_output=True, text=True, timeout=timeout)
-        return result.returncode, result.stdout, result.stderr
-
-    run.env = env
-    run.backend = "python" if pure else "cython"
-    return run
-
-
 def alive(pid: int) -> bool:
     try:
         return proc_state(pid) != "Z"
@@ -212,7 +195,7 @@ def test_spawn_keeps_ignored_signals_ignored(cli, pid_path, tmp_path):
     marker = tmp_path / "survived"
     shim = subprocess.Popen(
         ["nohup", sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path), "--",
-         "sh", "-c", f"sleep 1; touch {marker}"],
+         "sh", "-c", f"sleep 0.3; touch {marker}"],
         env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         shim.stdout.readline()  # started

@@ -22,21 +22,6 @@ NOBODY = pwd.getpwnam("nobody").pw_uid
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to be somebody else)")
 
 
-@pytest.fixture
-def cli(impl):
-    """Run ``python -m shimpid`` with ``impl``'s backend; returns (code, stdout, stderr)."""
-    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
-               PYTHONPATH=os.pathsep.join(sys.path))
-
-    def run(*args, timeout=60, **kwargs):
-        result = subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)], env=env,
-                                capture_output=True, text=True, timeout=timeout, **kwargs)
-        return result.returncode, result.stdout, result.stderr
-
-    run.env = env
-    return run
-
-
 # ---- 8. stop trusts only files nobody else could have written -----------------------------------
 
 PLANTED = """
@@ -125,7 +110,7 @@ def test_stop_refuses_what_it_must_not_trust_or_signal(impl, shared_dir):
 def test_stop_keeps_a_record_written_while_it_stopped(impl, pid_path, monkeypatch, capsys):
     """A restart writes a new record between stop's reading the file and removing it (here with
     a delay injected before the removal): the new record stays."""
-    monkeypatch.setattr(_cli, "PidFileReader", impl.PidFileReader)
+    monkeypatch.setattr(_cli, "_backend", impl)
     monkeypatch.setattr(_rundir, "_backend", impl)
     old, new = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
     writer = impl.PidFileWriter.at(pid_path)
@@ -137,7 +122,6 @@ def test_stop_keeps_a_record_written_while_it_stopped(impl, pid_path, monkeypatc
         if os.fsencode(src) == os.fsencode(pid_path):
             writer.write_for(new.pid)  # the restarted service, during the delay
             restarted.set()
-            time.sleep(0.3)
         return real_rename(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "rename", rename)
@@ -162,7 +146,7 @@ def test_a_pid_file_that_cannot_be_replaced_exits_1(impl, shared_dir, monkeypatc
     pid_file = os.path.join(shared_dir, "x.pid")
     with open(pid_file, "w") as f:
         f.write("root's\n")  # nobody may not replace it in a sticky directory: EPERM
-    monkeypatch.setattr(_cli, "PidFileWriter", impl.PidFileWriter)
+    monkeypatch.setattr(_cli, "_backend", impl)
 
     def child(out):
         # what the command says on stderr comes back through the pipe
@@ -340,7 +324,7 @@ def test_stop_that_cannot_remove_the_pid_file_still_succeeds(impl, shared_dir, m
     path = os.path.join(shared_dir, "app.pid")
     child = subprocess.Popen(["sleep", "60"], user=NOBODY)
     impl.PidFileWriter.at(path).write_for(child.pid)
-    monkeypatch.setattr(_cli, "PidFileReader", impl.PidFileReader)
+    monkeypatch.setattr(_cli, "_backend", impl)
 
     def stop(out):
         sys.stderr = sys.stdout = open(out, "w", closefd=False)

@@ -14,10 +14,10 @@ import sys
 import threading
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from _helpers import PURE_ONLY, build_probe, require_or_skip, require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
+from _helpers import build_probe, require_or_skip, require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
 from shimpid import Absent, Legacy, StorageError, Verified, _common, _pure
 
 LEVELS = {"pidfs": _common.PIDFS, "pidfd": _common.PIDFD, "no pidfd": _common.NO_PIDFD}
@@ -444,18 +444,14 @@ def own_files(draw):
     return bytes(data)
 
 
-@pytest.mark.skipif(PURE_ONLY, reason="compares the extension with the pure backend")
-@settings(max_examples=400, deadline=None)
 @given(own_files())
-def test_the_extensions_fast_path_agrees_with_the_rules(tmp_path_factory, data):
+def test_the_extensions_reader_agrees_with_the_rules(extension, tmp_path_factory, data):
     """The Cython reader reads what writers write in one C pass, and everything else through
     the general rules (_common.parse_extras): the verdicts must be the pure backend's."""
-    from shimpid import _speedups
-
     path = tmp_path_factory.mktemp("agree") / "shim.pid"
     path.write_bytes(data)
     verdicts = []
-    for backend in (_pure, _speedups):
+    for backend in (_pure, extension):
         try:
             verdicts.append(backend.PidFileReader.at(path).process_identity())
         except StorageError as err:  # pragma: no cover - a failure to read is a test failure

@@ -80,13 +80,15 @@ def test_fileno_is_a_pidfd_or_unsupported(impl, pidfds, pid_path, sleeper):
 
 
 def test_wait_works_for_a_process_that_is_not_our_child(impl, pidfds, pid_path):
-    shell = subprocess.Popen(["sh", "-c", "sleep 0.5 & echo $!; wait"], stdout=subprocess.PIPE,
+    shell = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE,
                              text=True)
     try:
         grandchild = int(shell.stdout.readline())
         impl.PidFileWriter.at(pid_path).write_for(grandchild)
         with impl.PidFileReader.at(pid_path).open_process() as handle:
             assert handle.pid == grandchild
+            assert handle.wait(0.05) is False
+            handle.terminate()  # the shell's child, not ours: it reaps it
             started = time.monotonic()
             assert handle.wait(10) is True
             assert time.monotonic() - started < 10

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import shimpid
@@ -92,7 +92,6 @@ line3 = st.one_of(
     st.just(_common.CURRENT_BOOT_ID), st.text(max_size=20).filter(lambda t: "\n" not in t))
 
 
-@settings(max_examples=300, deadline=None)
 @given(line3, st.sampled_from([b"", b"\n", b"\nshimpid pidfs=5\n", b"\nline 4\nline 5"]))
 def test_the_capability_is_boxlites_reading_of_line_3(impl, oracle, tmp_path_factory, third,
                                                       rest):
@@ -229,35 +228,22 @@ def test_kill_cat_takes_line_2_for_a_pid(recorded):
 # ---- shimpid pid and shimpid signal: the safe ways from a shell -------------------------------
 
 
-@pytest.fixture
-def cli_of(impl):
-    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
-               PYTHONPATH=os.pathsep.join(sys.path))
-
-    def run(*args):
-        result = subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)], env=env,
-                                capture_output=True, text=True)
-        return result.returncode, result.stdout, result.stderr
-
-    return run
-
-
-def test_pid_prints_only_a_verified_pid(impl, cli_of, pid_path, sleeper, reaped_pid):
+def test_pid_prints_only_a_verified_pid(impl, cli, pid_path, sleeper, reaped_pid):
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
-    assert cli_of("pid", pid_path) == (0, f"{sleeper.pid}\n", "")
+    assert cli("pid", pid_path) == (0, f"{sleeper.pid}\n", "")
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid, 1))  # reused
-    assert cli_of("pid", pid_path)[:2] == (3, "")
+    assert cli("pid", pid_path)[:2] == (3, "")
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(reaped_pid, 1))  # gone
-    assert cli_of("pid", pid_path)[:2] == (3, "")
+    assert cli("pid", pid_path)[:2] == (3, "")
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid))  # legacy: not verified
-    assert cli_of("pid", pid_path)[:2] == (3, "")
-    assert cli_of("pid", "--allow-legacy", pid_path)[:2] == (0, f"{sleeper.pid}\n")
+    assert cli("pid", pid_path)[:2] == (3, "")
+    assert cli("pid", "--allow-legacy", pid_path)[:2] == (0, f"{sleeper.pid}\n")
     pid_path.unlink()
-    assert cli_of("pid", pid_path)[:2] == (3, "")
-    assert cli_of("pid", "")[0] == 2
+    assert cli("pid", pid_path)[:2] == (3, "")
+    assert cli("pid", "")[0] == 2
 
 
-def test_signal_reaches_the_verified_process_only(impl, cli_of, pid_path):
+def test_signal_reaches_the_verified_process_only(impl, cli, pid_path):
     child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
                               "signal.signal(signal.SIGHUP, lambda *a: print('reload', "
                               "flush=True))\nprint('ready', flush=True)\ntime.sleep(60)"],
@@ -265,13 +251,13 @@ def test_signal_reaches_the_verified_process_only(impl, cli_of, pid_path):
     try:
         assert child.stdout.readline() == "ready\n"
         impl.PidFileWriter.at(pid_path).write_for(child.pid)
-        assert cli_of("signal", pid_path, "HUP")[:2] == (0, f"sent SIGHUP to {child.pid}\n")
+        assert cli("signal", pid_path, "HUP")[:2] == (0, f"sent SIGHUP to {child.pid}\n")
         assert child.stdout.readline() == "reload\n" and child.poll() is None
         impl.PidFileWriter.at(pid_path).write(impl.PidRecord(child.pid, 1))  # not verified
-        code, out, _ = cli_of("signal", pid_path, "TERM")
+        code, out, _ = cli("signal", pid_path, "TERM")
         assert code == 3 and out.startswith("not running: pid")
         assert child.poll() is None, "never signalled"
-        assert cli_of("signal", pid_path, "FOO")[0] == 2
+        assert cli("signal", pid_path, "FOO")[0] == 2
     finally:
         child.kill()
         child.wait()

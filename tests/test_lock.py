@@ -18,7 +18,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import (PURE_ONLY, proc_state, require_or_skip, run_in_child, run_in_pid_namespace, script_prelude)
+from _helpers import (PURE_ONLY, proc_state, require_or_skip, rounds, run_in_child, run_in_pid_namespace, script_prelude)
 from shimpid import Absent, AlreadyLocked, PidFileLock, Verified, _common, _lock, _rundir
 
 TOKEN = "services-mux-v1"
@@ -184,11 +184,11 @@ def test_contention_names_the_holder(locking, pid_path, hold):
 @pytest.mark.parametrize("timeout", [None, 10])
 def test_a_waiting_acquire_gets_the_lock_when_the_holder_lets_go(locking, pid_path, hold,
                                                                  timeout):
-    holder = hold(pid_path, then="time.sleep(0.3); lock.release(); time.sleep(60)")
+    holder = hold(pid_path, then="time.sleep(0.1); lock.release(); time.sleep(60)")
     lock = locking(pid_path)
     start = time.monotonic()
     lock.acquire(timeout=timeout)
-    assert lock.i_am_locking() and 0.2 < time.monotonic() - start < 5
+    assert lock.i_am_locking() and 0.05 < time.monotonic() - start < 5
     assert lock.holder() == Verified(os.getpid())
     lock.release()
     assert holder.poll() is None
@@ -247,14 +247,14 @@ except _lock.AlreadyLocked as err:
     print(json.dumps(["lost", err.pid]), flush=True)
 else:
     print(json.dumps(["won", os.getpid()]), flush=True)
-    time.sleep(0.3)  # held while the others try
+    sys.stdin.read(1)  # held until every other racer has tried
     lock.release()
 """
 
 
 def test_racers_for_a_stale_file_have_exactly_one_winner(impl, pid_path, reaped_pid):
-    rounds, racers = 5, 8
-    for _ in range(rounds):
+    racers = 8
+    for _ in range(rounds(2, 10)):
         pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
         children = [subprocess.Popen([sys.executable, "-c", script_prelude(impl) + RACER,
                                       str(pid_path)], stdin=subprocess.PIPE,
@@ -264,7 +264,9 @@ def test_racers_for_a_stale_file_have_exactly_one_winner(impl, pid_path, reaped_
         for child in children:
             child.stdin.write("g")
             child.stdin.flush()
-        results = [json.loads(child.communicate(timeout=30)[0]) for child in children]
+        results = [json.loads(child.stdout.readline()) for child in children]
+        for child in children:
+            child.communicate("r", timeout=30)  # the winner may let go now
         winners = [pid for outcome, pid in results if outcome == "won"]
         assert len(winners) == 1, results
         assert all(pid == winners[0] for outcome, pid in results if outcome == "lost"), results
@@ -414,20 +416,8 @@ def test_an_exec_child_does_not_inherit_the_lock(locking, pid_path):
 # ---- the command line --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(impl):
-    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
-               PYTHONPATH=os.pathsep.join(sys.path))
-
-    def run(*args, **kwargs):
-        return subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)], env=env,
-                              capture_output=True, text=True, **kwargs)
-
-    return run, env
-
-
 def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
-    run, env = cli
+    run, env = cli, cli.env
     command = ("echo fd=$SHIMPID_LOCK_FD; exec sleep 60")
     holder = subprocess.Popen([sys.executable, "-m", "shimpid", "lock", str(pid_path), "--",
                                "sh", "-c", command], env=env, stdout=subprocess.PIPE, text=True)
@@ -456,7 +446,7 @@ def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
 
 
 def test_shimpid_lock_exit_codes(cli, pid_path, tmp_path):
-    run, _ = cli
+    run = cli
     assert run("lock", pid_path, "--", "sh", "-c", "exit 7").returncode == 7
     missing = run("lock", pid_path, "--", "./no-such-command", cwd=tmp_path)
     assert missing.returncode == 127 and "command not found" in missing.stderr
@@ -498,7 +488,9 @@ while not (os.path.exists(path) and shimpid.PidFileLock(path).is_locked()
     time.sleep(0.02)
 report["daemon"] = reader.read().pid
 report["second"] = start()
-time.sleep(1)  # the second daemon meets the lock and dies
+while "AlreadyLocked" not in open(log).read():  # the second daemon meets the lock and dies
+    assert time.monotonic() < deadline + 20, "the second daemon said nothing"
+    time.sleep(0.02)
 report["holder"] = shimpid.PidFileLock(path).read_pid()
 stop = subprocess.run([sys.executable, "-m", "shimpid", "stop", path], capture_output=True,
                       text=True)
@@ -634,7 +626,7 @@ def test_a_record_is_not_taken_for_the_lock_holder(impl, locking, pid_path, slee
         assert lock.is_locked() and lock.holder() == Absent() and lock.read_pid() is None
         if _lock.flock_holders(pid_path) is not None:  # /proc/locks tells who holds it
             assert _lock.flock_holders(pid_path) == {child.pid}
-            run, _ = cli
+            run = cli
             assert run("status", pid_path).stdout == (
                 f"verified {sleeper.pid} (locked by a process the file does not name)\n")
     finally:
@@ -651,7 +643,7 @@ def test_a_blocking_acquire_of_a_lock_this_process_holds_fails(locking, pid_path
 
 
 def test_the_lock_never_takes_a_closed_standard_streams_number(impl, cli, pid_path):
-    run, env = cli
+    env = cli.env
     said = subprocess.run(
         ["sh", "-c", '"$0" -m shimpid lock "$1" -- sh -c \'echo "fd=$SHIMPID_LOCK_FD" >&2; '
          'echo GARBAGE\' >&-', sys.executable, str(pid_path)],
@@ -661,11 +653,15 @@ def test_the_lock_never_takes_a_closed_standard_streams_number(impl, cli, pid_pa
 
 
 def test_a_waiter_killed_while_waiting_leaves_nothing_behind(impl, cli, pid_path, hold):
-    run, env = cli
+    env = cli.env
     hold(pid_path)
     waiter = subprocess.Popen([sys.executable, "-m", "shimpid", "lock", "--wait", str(pid_path),
                                "--", "true"], env=env)
-    time.sleep(1)  # waiting for the lock by now (no event to wait on: it makes no file)
+    deadline = time.monotonic() + 10
+    waiting = b"-> FLOCK  ADVISORY  WRITE %d " % waiter.pid
+    while waiting not in open("/proc/locks", "rb").read():  # it waits for the lock
+        assert time.monotonic() < deadline and waiter.poll() is None, "it never waited"
+        time.sleep(0.01)
     waiter.terminate()  # our child: the default action, no cleanup
     assert waiter.wait(timeout=10) == -signal.SIGTERM
     assert os.listdir(pid_path.parent) == [pid_path.name]
