@@ -9,6 +9,8 @@ Anywhere else a failed compile (no C compiler, as in the python:3.x-slim images;
 headers) installs the pure backend with a warning that says what it costs and how to get the
 extension, as markupsafe and pyyaml do. ``SHIMPID_REQUIRE_EXTENSION=1`` makes a failed compile a
 failed install instead: CI sets it, so that a broken build can never pass as a pure one.
+``SHIMPID_TRACE=1`` builds the extension with Cython's line tracing, for coverage of the .pyx
+(``tox -e coverage``): much slower, never for an install.
 """
 
 import os
@@ -19,6 +21,7 @@ from setuptools.command.build_ext import build_ext
 
 
 def flag(name: str) -> bool:
+    # shimpid._common.env_flag's rule (the build cannot import the package it builds)
     return os.environ.get(name, "0") not in ("", "0")
 
 
@@ -68,9 +71,17 @@ def run_setup(with_extension: bool) -> None:
         from Cython.Build import cythonize
         from setuptools import Extension
 
+        trace = flag("SHIMPID_TRACE")
         ext_modules = cythonize(
-            [Extension("shimpid._speedups", ["shimpid/_speedups.pyx"])],
-            compiler_directives={"language_level": "3"},
+            [
+                Extension(
+                    "shimpid._speedups",
+                    ["shimpid/_speedups.pyx"],
+                    define_macros=[("CYTHON_TRACE_NOGIL", "1")] if trace else [],
+                )
+            ],
+            compiler_directives={"language_level": "3", "linetrace": trace},
+            force=trace,  # a traced build and an untraced one never share a .c file
         )
     setup(ext_modules=ext_modules, cmdclass={"build_ext": optional_build_ext})
 

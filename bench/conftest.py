@@ -52,8 +52,10 @@ FLOOR_OF = {
 }
 # Further comparisons, reported beside the floor: operation -> (label, floor.c's operation)
 ALSO_AGAINST = {
-    "process_identity() Verified": ("shimpid 0.1's floor (kill + /proc stat)",
-                                    "process_identity_proc"),
+    "process_identity() Verified": (
+        "shimpid 0.1's floor (kill + /proc stat)",
+        "process_identity_proc",
+    ),
     "write() atomic [disk]": ("renameat2(RENAME_EXCHANGE) + unlink", "write_exchange"),
 }
 
@@ -65,50 +67,93 @@ BASELINES: dict[str, float] = {}
 
 # (description, measure() -> value, passes(value))
 TARGETS: list[tuple[str, Callable[[], float], Callable[[float], bool]]] = [
-    ("decode: Cython >= 12x faster than pure",
-     lambda: BASELINES["decode() two-line: pure / cython"], lambda v: v >= 12),
-    ("decode: Cython <= 2x constructing the same PidRecord",
-     lambda: BASELINES["decode() two-line / PidRecord(pid, start_time) [cython]"],
-     lambda v: v <= 2),
+    (
+        "decode: Cython >= 12x faster than pure",
+        lambda: BASELINES["decode() two-line: pure / cython"],
+        lambda v: v >= 12,
+    ),
+    (
+        "decode: Cython <= 2x constructing the same PidRecord",
+        lambda: BASELINES["decode() two-line / PidRecord(pid, start_time) [cython]"],
+        lambda v: v <= 2,
+    ),
     # The ">= 4x pure" encode target was ill-posed once the pure backend got fast: encode is held
     # against the interpreter's own floor, a builtin method returning new bytes of its size.
-    ("encode: Cython <= 1.3x a builtin returning 20 new bytes (bytes.upper())",
-     lambda: BASELINES["encode() / bytes.upper() [cython]"], lambda v: v <= 1.3),
-    ("current(): Cython <= 1.10x floor",
-     lambda: RATIOS["current()"]["cython"], lambda v: v <= 1.10),
-    ("write() in place [tmpfs]: Cython <= 1.10x floor",
-     lambda: RATIOS["write() in place [tmpfs]"]["cython"], lambda v: v <= 1.10),
-    ("write() in place [disk]: Cython <= 1.10x floor",
-     lambda: RATIOS["write() in place [disk]"]["cython"], lambda v: v <= 1.10),
-    ("process_identity(), pidfs: Cython <= 1.20x floor",
-     lambda: RATIOS["process_identity() Verified"]["cython"], lambda v: v <= 1.20),
-    ("process_identity(), pidfs: Cython / shimpid 0.1's /proc-based floor < 1",
-     lambda: BASELINES["process_identity() Verified / process_identity_proc [cython]"],
-     lambda v: v < 1),
-    ("write_current(): Cython <= 1.10x floor",
-     lambda: RATIOS["write_current() [tmpfs]"]["cython"], lambda v: v <= 1.10),
-    ("write_for(): Cython <= 1.10x floor",
-     lambda: RATIOS["write_for(pid) [tmpfs]"]["cython"], lambda v: v <= 1.10),
+    (
+        "encode: Cython <= 1.3x a builtin returning 20 new bytes (bytes.upper())",
+        lambda: BASELINES["encode() / bytes.upper() [cython]"],
+        lambda v: v <= 1.3,
+    ),
+    (
+        "current(): Cython <= 1.10x floor",
+        lambda: RATIOS["current()"]["cython"],
+        lambda v: v <= 1.10,
+    ),
+    (
+        "write() in place [tmpfs]: Cython <= 1.10x floor",
+        lambda: RATIOS["write() in place [tmpfs]"]["cython"],
+        lambda v: v <= 1.10,
+    ),
+    (
+        "write() in place [disk]: Cython <= 1.10x floor",
+        lambda: RATIOS["write() in place [disk]"]["cython"],
+        lambda v: v <= 1.10,
+    ),
+    (
+        "process_identity(), pidfs: Cython <= 1.20x floor",
+        lambda: RATIOS["process_identity() Verified"]["cython"],
+        lambda v: v <= 1.20,
+    ),
+    (
+        "process_identity(), pidfs: Cython / shimpid 0.1's /proc-based floor < 1",
+        lambda: BASELINES["process_identity() Verified / process_identity_proc [cython]"],
+        lambda v: v < 1,
+    ),
+    (
+        "write_current(): Cython <= 1.10x floor",
+        lambda: RATIOS["write_current() [tmpfs]"]["cython"],
+        lambda v: v <= 1.10,
+    ),
+    (
+        "write_for(): Cython <= 1.10x floor",
+        lambda: RATIOS["write_for(pid) [tmpfs]"]["cython"],
+        lambda v: v <= 1.10,
+    ),
 ]
-TARGETS.append(("PidFileLock acquire() + release(), uncontended: Cython <= 1.20x floor",
-                lambda: RATIOS["PidFileLock acquire() + release() [tmpfs]"]["cython"],
-                lambda v: v <= 1.20))
+TARGETS.append(
+    (
+        "PidFileLock acquire() + release(), uncontended: Cython <= 1.20x floor",
+        lambda: RATIOS["PidFileLock acquire() + release() [tmpfs]"]["cython"],
+        lambda v: v <= 1.20,
+    )
+)
 for _how in ("shimpid.spawn", "shimpid.spawn, prepared writer"):
-    TARGETS.append((f"{_how} at 1 GiB: <= 1.10x plain Popen",
-                    (lambda how: lambda: BASELINES[f"{how} / Popen [1 GiB]"])(_how),
-                    lambda v: v <= 1.10))
+    TARGETS.append(
+        (
+            f"{_how} at 1 GiB: <= 1.10x plain Popen",
+            (lambda how: lambda: BASELINES[f"{how} / Popen [1 GiB]"])(_how),
+            lambda v: v <= 1.10,
+        )
+    )
 for _operation in FLOOR_OF:
     # The pure backend keeps rename() (see the README); a lock cycle is a dozen system calls,
     # each of which costs the pure backend its Python call: reported, not a target.
     if "atomic" not in _operation and "PidFileLock" not in _operation:
-        TARGETS.append((f"{_operation}: pure <= 1.5x floor",
-                        (lambda op: lambda: RATIOS[op]["pure"])(_operation),
-                        lambda v: v <= 1.5))
+        TARGETS.append(
+            (
+                f"{_operation}: pure <= 1.5x floor",
+                (lambda op: lambda: RATIOS[op]["pure"])(_operation),
+                lambda v: v <= 1.5,
+            )
+        )
 
 
 def pytest_addoption(parser):
-    parser.addoption("--short", action="store_true",
-                     help="few rounds: check the benchmark code runs (CI), figures are rough")
+    parser.addoption(
+        "--short",
+        action="store_true",
+        help="few rounds: check the benchmark code runs (CI), figures are rough",
+    )
 
 
 def pytest_configure(config):
@@ -125,8 +170,10 @@ def _build_floor() -> ctypes.CDLL:
     if compiler is None:
         raise pytest.UsageError("no C compiler (cc) to build bench/floor.c")
     library = os.path.join(BUILD, "libfloor.so")
-    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", library,
-                    os.path.join(HERE, "floor.c")], check=True)
+    subprocess.run(
+        [compiler, "-O2", "-shared", "-fPIC", "-o", library, os.path.join(HERE, "floor.c")],
+        check=True,
+    )
     lib = ctypes.CDLL(library)
     lib.floor_prepare.argtypes = [ctypes.c_char_p, ctypes.c_int]
     lib.floor_time.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -174,9 +221,11 @@ def timed(fn: Callable[[], object]) -> Callable[[], float]:
     return run
 
 
-def against_floor(batch: Callable[[], None], name: str, place: str, calls: int,
-                  count: int) -> tuple[float, float]:
-    """(median ratio of ``batch`` to ``calls`` calls of floor operation ``name``, floor per call)."""
+def against_floor(
+    batch: Callable[[], None], name: str, place: str, calls: int, count: int
+) -> tuple[float, float]:
+    """(median ratio of ``batch`` to ``calls`` calls of floor operation ``name``, the floor's
+    median per call)."""
     assert FLOOR is not None
     FLOOR.floor_prepare(PLACES[place].encode(), os.getpid())
     floors = []
@@ -194,8 +243,9 @@ def against_floor(batch: Callable[[], None], name: str, place: str, calls: int,
 
 @pytest.fixture(params=["pure", "cython"])
 def impl(request):
-    return importlib.import_module("shimpid._pure" if request.param == "pure"
-                                   else "shimpid._speedups")
+    return importlib.import_module(
+        "shimpid._pure" if request.param == "pure" else "shimpid._speedups"
+    )
 
 
 def backend_of(impl) -> str:
@@ -212,6 +262,7 @@ SLOW_BATCH = 10
 def batched(fn, args, calls):
     loop = range(calls)
     if not args:
+
         def run():
             for _ in loop:
                 fn()
@@ -227,6 +278,7 @@ def batched(fn, args, calls):
         def run():
             for _ in loop:
                 fn(a, b)
+
     return run
 
 
@@ -254,7 +306,8 @@ def measure(benchmark, impl, request):
             if operation in ALSO_AGAINST:
                 other = ALSO_AGAINST[operation][1]
                 BASELINES[f"{operation} / {other} [{backend}]"] = against_floor(
-                    batch, other, place, calls, rounds(request.config, 1000))[0]
+                    batch, other, place, calls, rounds(request.config, 1000)
+                )[0]
         return fn(*args)
 
     return run
@@ -277,14 +330,17 @@ def pytest_terminal_summary(terminalreporter, config):
         info = bench.extra_info
         if bench.stats and "operation" in info:
             results.setdefault(info["operation"], {})[info["backend"]] = (
-                bench.stats.median / info["calls"])
+                bench.stats.median / info["calls"]
+            )
     write = terminalreporter.write_line
     write("")
-    write(f"shimpid benchmark summary ({'short run: rough' if config.getoption('short') else 'full run'}"
-          f"; median per call; {_machine()})")
+    depth = "short run: rough" if config.getoption("short") else "full run"
+    write(f"shimpid benchmark summary ({depth}; median per call; {_machine()})")
     write("  speedup: pure / Cython medians; cy/floor, pure/floor: medians of alternated ratios")
-    header = f"{'operation':46} {'cython':>10} {'pure':>10} {'speedup':>8} {'cy/floor':>9} " \
-             f"{'pure/floor':>10} {'floor':>10}"
+    header = (
+        f"{'operation':46} {'cython':>10} {'pure':>10} {'speedup':>8} {'cy/floor':>9} "
+        f"{'pure/floor':>10} {'floor':>10}"
+    )
     write(header)
     write("-" * len(header))
     for operation, by in results.items():
@@ -295,14 +351,17 @@ def pytest_terminal_summary(terminalreporter, config):
         ratios = RATIOS.get(operation, {})
         floor = FLOOR_NS.get(operation)
         cells = [
-            _fmt(cy) if cy else "-", _fmt(py) if py else "-",
+            _fmt(cy) if cy else "-",
+            _fmt(py) if py else "-",
             f"{py / cy:.1f}x" if cy and py else "-",
             f"{ratios['cython']:.2f}" if "cython" in ratios else "-",
             f"{ratios['pure']:.2f}" if "pure" in ratios else "-",
             _fmt(floor) if floor else "-",
         ]
-        write(f"{operation:46} {cells[0]:>10} {cells[1]:>10} {cells[2]:>8} {cells[3]:>9} "
-              f"{cells[4]:>10} {cells[5]:>10}")
+        write(
+            f"{operation:46} {cells[0]:>10} {cells[1]:>10} {cells[2]:>8} {cells[3]:>9} "
+            f"{cells[4]:>10} {cells[5]:>10}"
+        )
     if BASELINES:
         write("")
         write("alternated ratios:")
@@ -321,9 +380,14 @@ def pytest_terminal_summary(terminalreporter, config):
         write(f"  [{' ok  ' if passes(value) else 'MISSED'}] {description}: {value:.2f}")
 
 
-SPAWN_ORDER = ["Popen", "shimpid.spawn", "shimpid.spawn, prepared writer",
-               "Popen(preexec_fn=write_current)",
-               "asyncio.create_subprocess_exec", "shimpid.create_subprocess_exec"]
+SPAWN_ORDER = [
+    "Popen",
+    "shimpid.spawn",
+    "shimpid.spawn, prepared writer",
+    "Popen(preexec_fn=write_current)",
+    "asyncio.create_subprocess_exec",
+    "shimpid.create_subprocess_exec",
+]
 SPAWNS: dict[tuple[str, str], float] = {}  # (how, parent) -> seconds per spawn
 
 
@@ -362,6 +426,8 @@ def _pictures(write, config, results) -> None:
 
 
 def _machine() -> str:
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-            f"CPython {platform.python_version()}, {datetime.date.today().isoformat()}"
-            f"{', ' + sys.implementation.name if sys.implementation.name != 'cpython' else ''}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+        f"CPython {platform.python_version()}, {datetime.date.today().isoformat()}"
+        f"{', ' + sys.implementation.name if sys.implementation.name != 'cpython' else ''}"
+    )

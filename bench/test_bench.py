@@ -20,8 +20,10 @@ def test_construct(measure, impl):
     measure("PidRecord(pid, start_time)", impl.PidRecord, PID, START, fast=True)
 
 
-@pytest.mark.parametrize(("name", "data"), [
-    ("two-line", TWO_LINE), ("legacy", LEGACY), ("non-ASCII whitespace", NON_ASCII_WHITESPACE)])
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [("two-line", TWO_LINE), ("legacy", LEGACY), ("non-ASCII whitespace", NON_ASCII_WHITESPACE)],
+)
 def test_decode(measure, impl, name, data, pytestconfig):
     record = measure(f"decode() {name}", impl.PidRecord.decode, data, fast=True)
     assert record.pid == PID
@@ -29,9 +31,11 @@ def test_decode(measure, impl, name, data, pytestconfig):
         count = rounds(pytestconfig, 2000)
         decode = timed(batched(impl.PidRecord.decode, (data,), BATCH))
         BASELINES["decode() two-line: pure / cython"] = alternate(
-            timed(batched(_pure.PidRecord.decode, (data,), BATCH)), decode, count)
+            timed(batched(_pure.PidRecord.decode, (data,), BATCH)), decode, count
+        )
         BASELINES["decode() two-line / PidRecord(pid, start_time) [cython]"] = alternate(
-            decode, timed(batched(impl.PidRecord, (PID, START), BATCH)), count)
+            decode, timed(batched(impl.PidRecord, (PID, START), BATCH)), count
+        )
 
 
 def test_encode(measure, impl, pytestconfig):
@@ -39,14 +43,17 @@ def test_encode(measure, impl, pytestconfig):
     assert measure("encode()", record.encode, fast=True) == TWO_LINE
     # the interpreter's floor: a builtin method that returns new bytes of the same size
     BASELINES[f"encode() / bytes.upper() [{backend_of(impl)}]"] = alternate(
-        timed(batched(record.encode, (), BATCH)), timed(batched(TWO_LINE.upper, (), BATCH)),
-        rounds(pytestconfig, 2000))
+        timed(batched(record.encode, (), BATCH)),
+        timed(batched(TWO_LINE.upper, (), BATCH)),
+        rounds(pytestconfig, 2000),
+    )
 
 
 def test_encode_into(measure, impl):
     buf = bytearray(48)
-    assert measure("encode_into()", impl.PidRecord(PID, START).encode_into, buf,
-                   fast=True) == len(TWO_LINE)
+    assert measure("encode_into()", impl.PidRecord(PID, START).encode_into, buf, fast=True) == len(
+        TWO_LINE
+    )
 
 
 def test_current(measure, impl):
@@ -89,8 +96,9 @@ def test_process_identity(measure, impl, pid_file, verdict):
             f.write(pid_file_bytes)
     else:
         writer.write_current()
-    result = measure(f"process_identity() {verdict}",
-                     impl.PidFileReader.at(pid_file).process_identity)
+    result = measure(
+        f"process_identity() {verdict}", impl.PidFileReader.at(pid_file).process_identity
+    )
     assert type(result).__name__ == verdict.split(",")[0]
 
 

@@ -14,20 +14,28 @@ import statistics
 import subprocess
 import sys
 
+import shimpid
 from conftest import BASELINES, TARGETS, rounds
 
-import shimpid
-
-TARGETS.append(("import shimpid: <= 1.3x import subprocess",
-                lambda: BASELINES["import shimpid / import subprocess"], lambda v: v <= 1.3))
+TARGETS.append(
+    (
+        "import shimpid: <= 1.3x import subprocess",
+        lambda: BASELINES["import shimpid / import subprocess"],
+        lambda v: v <= 1.3,
+    )
+)
 
 
 def import_time(module: str) -> float:
     """Seconds ``import module`` takes in a fresh interpreter (its cumulative importtime)."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
-                            capture_output=True, text=True, check=True, cwd=os.path.dirname(
-                                os.path.abspath(__file__)),
-                            env=dict(os.environ, SHIMPID_PURE_PYTHON="0"))
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+        env=dict(os.environ, SHIMPID_PURE_PYTHON="0"),
+    )
     last = [line for line in result.stderr.splitlines() if line.rstrip().endswith(f"| {module}")]
     return int(last[-1].split("|")[1]) * 1e-6
 
@@ -43,5 +51,7 @@ def test_import_cost(pytestconfig):
             times[module].append(seconds)
         ratios.append(pair["shimpid"] / pair["subprocess"])
     BASELINES["import shimpid / import subprocess"] = statistics.median(ratios)
-    print(f"\nimport shimpid {statistics.median(times['shimpid']) * 1e3:.2f} ms, import "
-          f"subprocess {statistics.median(times['subprocess']) * 1e3:.2f} ms")
+    print(
+        f"\nimport shimpid {statistics.median(times['shimpid']) * 1e3:.2f} ms, import "
+        f"subprocess {statistics.median(times['subprocess']) * 1e3:.2f} ms"
+    )

@@ -16,13 +16,17 @@ import tempfile
 import pytest
 
 import conftest
-from conftest import BASELINES, PLACES, TARGETS, alternate, backend_of, rounds, timed
-
 import shimpid
+from conftest import BASELINES, PLACES, TARGETS, alternate, backend_of, rounds, timed
 from shimpid import _rundir
 
-TARGETS.append(("scan, 10,000 files: Cython <= 1.3x floor per file",
-                lambda: BASELINES["scan 10000 files / floor [cython]"], lambda v: v <= 1.3))
+TARGETS.append(
+    (
+        "scan, 10,000 files: Cython <= 1.3x floor per file",
+        lambda: BASELINES["scan 10000 files / floor [cython]"],
+        lambda v: v <= 1.3,
+    )
+)
 SIZES = [100, 1000, 10_000, 100_000]
 GROWTH: dict[tuple[str, int], float] = {}  # (backend, files) -> seconds per file
 

@@ -86,12 +86,16 @@ def test_spawn_ratios(parent, pid_file, pytestconfig):
     popen = five(lambda: subprocess.Popen(TRUE))
     count = rounds(pytestconfig, 200)
     BASELINES[f"shimpid.spawn / Popen [{parent}]"] = alternate(
-        five(lambda: shimpid.spawn(TRUE, pid_file)), popen, count)
+        five(lambda: shimpid.spawn(TRUE, pid_file)), popen, count
+    )
     BASELINES[f"shimpid.spawn, prepared writer / Popen [{parent}]"] = alternate(
-        five(lambda: shimpid.spawn(TRUE, writer)), popen, count)
+        five(lambda: shimpid.spawn(TRUE, writer)), popen, count
+    )
     BASELINES[f"Popen(preexec_fn=write_current) / Popen [{parent}]"] = alternate(
         timed(lambda: subprocess.Popen(TRUE, preexec_fn=writer.write_current).wait()),
-        timed(lambda: subprocess.Popen(TRUE).wait()), max(count // 5, 5))
+        timed(lambda: subprocess.Popen(TRUE).wait()),
+        max(count // 5, 5),
+    )
 
 
 def test_plain_asyncio(benchmark, parent):

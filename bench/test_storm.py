@@ -75,5 +75,7 @@ def test_storm_summary():
     """Prints each storm's counts (the README's figures)."""
     for (backend, mode, place), counts in sorted(STORMS.items()):
         reads = sum(counts.values())
-        print(f"\nwrite storm, {backend}, {mode}, {place}: {counts['empty']} of {reads} reads "
-              f"found the file empty ({100 * counts['empty'] / max(reads, 1):.0f}%)")
+        print(
+            f"\nwrite storm, {backend}, {mode}, {place}: {counts['empty']} of {reads} reads "
+            f"found the file empty ({100 * counts['empty'] / max(reads, 1):.0f}%)"
+        )

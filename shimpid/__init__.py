@@ -37,8 +37,14 @@ if TYPE_CHECKING:
 
 # Imported when first used: what a spawner imports shimpid for should cost it no more
 # (the README's import benchmark holds it to 1.3x ``import subprocess``).
-_LAZY = {"clean": "_rundir", "scan": "_rundir", "Removal": "_rundir",
-         "ProcessHandle": "_handle", "PidFileLock": "_lock", "AlreadyLocked": "_lock"}
+_LAZY = {
+    "clean": "_rundir",
+    "scan": "_rundir",
+    "Removal": "_rundir",
+    "ProcessHandle": "_handle",
+    "PidFileLock": "_lock",
+    "AlreadyLocked": "_lock",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -73,9 +79,9 @@ __all__ = [
     "Verified",
     "clean",
     "create_subprocess_exec",
-    "scan",
     "is_process_alive",
     "process_start_time",
+    "scan",
     "spawn",
 ]
 

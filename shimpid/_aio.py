@@ -20,13 +20,14 @@ from ._spawn import kill_and_reap
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._backend import PidFileWriter
+    from ._common import PathArg
 
 __all__ = ["create_subprocess_exec"]
 
 
 async def create_subprocess_exec(
-    program: str | bytes | os.PathLike,
-    *args: str | bytes | os.PathLike,
+    program: PathArg,
+    *args: PathArg,
     pidfile: PidFileWriter,
     stdin: Any = None,
     stdout: Any = None,
@@ -41,8 +42,18 @@ async def create_subprocess_exec(
     protocol = asyncio.subprocess.SubprocessStreamProtocol(limit=limit, loop=loop)
     connected = loop.create_future()
     transport = _RecordingTransport(
-        loop, protocol, [program, *args], False, stdin, stdout, stderr, 0,
-        waiter=connected, writer=writer, **kwargs)
+        loop,
+        protocol,
+        [program, *args],
+        False,
+        stdin,
+        stdout,
+        stderr,
+        0,
+        waiter=connected,
+        writer=writer,
+        **kwargs,
+    )
     _reap_when_done(loop, transport)
     try:
         await connected
@@ -78,10 +89,26 @@ class _RecordingTransport(base_subprocess.BaseSubprocessTransport):
         self._writer = writer
         super().__init__(*args, **kwargs)
 
-    def _start(self, args, shell, stdin, stdout, stderr, bufsize, **kwargs):  # type: ignore[override]
+    def _start(
+        self,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        bufsize: int,
+        **kwargs: Any,
+    ) -> None:
         self._proc = subprocess.Popen(
-            args, shell=shell, stdin=stdin, stdout=stdout, stderr=stderr,
-            universal_newlines=False, bufsize=bufsize, **kwargs)
+            args,
+            shell=shell,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            universal_newlines=False,
+            bufsize=bufsize,
+            **kwargs,
+        )
         try:
             self._writer.write_for(self._proc.pid)
         except BaseException:

@@ -13,12 +13,16 @@ from ._common import env_flag
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 
-__all__ = ["BACKEND", "PidFileReader", "PidFileWriter", "PidRecord", "is_process_alive",
-           "process_start_time"]
+__all__ = [
+    "BACKEND",
+    "PidFileReader",
+    "PidFileWriter",
+    "PidRecord",
+    "is_process_alive",
+    "process_start_time",
+]
 
-if TYPE_CHECKING:
-    from . import _pure as _impl
-elif env_flag("SHIMPID_PURE_PYTHON") or sys.implementation.name != "cpython":
+if TYPE_CHECKING or env_flag("SHIMPID_PURE_PYTHON") or sys.implementation.name != "cpython":
     from . import _pure as _impl
 else:
     try:
@@ -33,7 +37,10 @@ else:
             f"shimpid: the C extension is not available ({err}); using the pure-Python "
             "backend, which is slower (README: Benchmarks) and allocates after fork(). Install "
             "a C compiler and the Python headers and reinstall shimpid to get it, or set "
-            "SHIMPID_PURE_PYTHON=1 to choose the pure backend.", RuntimeWarning, stacklevel=2)
+            "SHIMPID_PURE_PYTHON=1 to choose the pure backend.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         from . import _pure as _impl
 
 # The public API, and what the rest of the package takes from the backend.

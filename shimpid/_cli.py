@@ -1,13 +1,13 @@
 """``shimpid`` / ``python -m shimpid``: look at, start and stop recorded processes from a shell.
 
-    shimpid status FILE                    state and pid; exit codes as LSB init scripts use them
-    shimpid show FILE [--json]             the record, the live process, the verdict and why
-    shimpid spawn --pidfile FILE [--detach] -- CMD [ARGS...]
-    shimpid stop FILE [--signal TERM] [--timeout SECONDS] [--allow-legacy] [--insecure]
-    shimpid signal FILE SIG                send a signal to the verified process only
-    shimpid pid FILE                       print the verified pid, for shell scripts
-    shimpid ls DIR [--json]                the pid files of a directory and what they name
-    shimpid clean DIR [--pattern '*.pid'] [--dry-run]
+shimpid status FILE                    state and pid; exit codes as LSB init scripts use them
+shimpid show FILE [--json]             the record, the live process, the verdict and why
+shimpid spawn --pidfile FILE [--detach] -- CMD [ARGS...]
+shimpid stop FILE [--signal TERM] [--timeout SECONDS] [--allow-legacy] [--insecure]
+shimpid signal FILE SIG                send a signal to the verified process only
+shimpid pid FILE                       print the verified pid, for shell scripts
+shimpid ls DIR [--json]                the pid files of a directory and what they name
+shimpid clean DIR [--pattern '*.pid'] [--dry-run]
 """
 
 from __future__ import annotations
@@ -26,11 +26,19 @@ import time
 from collections.abc import Sequence
 
 from . import __version__, _backend, _common, _pure
-from ._rundir import clean, judge, read_record_file, remove_record, scan, why_absent
 from ._common import Absent, Legacy, StorageError, Verified
 from ._handle import open_entry
 from ._lock import AlreadyLocked, PidFileLock, holder_pid, is_locked
+from ._rundir import clean, judge, read_record_file, remove_record, scan, why_absent
 from ._spawn import kill_and_reap
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._common import Extras, ProcessIdentity
+    from ._pure import PidRecord
+    from ._rundir import Found
 
 # LSB init-script status codes (`status` and `show`)
 RUNNING, DEAD_WITH_PIDFILE, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
@@ -44,7 +52,7 @@ NOT_EXECUTABLE, NOT_FOUND = 126, 127
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        return int(args.run(args))
     except KeyboardInterrupt:
         return 130
 
@@ -53,102 +61,150 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shimpid",
         description="Pid files that recognise their process: pid + the kernel's start time.",
-        epilog=f"backend: {_backend.BACKEND}")
-    parser.add_argument("--version", action="version",
-                        version=f"shimpid {__version__} ({_backend.BACKEND} backend)")
+        epilog=f"backend: {_backend.BACKEND}",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"shimpid {__version__} ({_backend.BACKEND} backend)"
+    )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     status = commands.add_parser(
-        "status", help="print whether the recorded process runs",
+        "status",
+        help="print whether the recorded process runs",
         description="Print the state (verified, legacy, absent) and pid. Exit 0 if it runs "
-                    "(verified or legacy), 1 if not but the pid file exists, 3 if there is no "
-                    "pid file, 4 if the pid file cannot be read or the system cannot tell.")
+        "(verified or legacy), 1 if not but the pid file exists, 3 if there is no "
+        "pid file, 4 if the pid file cannot be read or the system cannot tell.",
+    )
     status.add_argument("file", metavar="FILE", help="the pid file")
     status.set_defaults(run=_status)
 
     show = commands.add_parser(
-        "show", help="print the record, the live process and the verdict",
+        "show",
+        help="print the record, the live process and the verdict",
         description="Print the decoded record, its boot and pidfs fingerprint, the live "
-                    "process's start time, the verdict and, when absent, why. Exit codes as for "
-                    "status.")
+        "process's start time, the verdict and, when absent, why. Exit codes as for "
+        "status.",
+    )
     show.add_argument("file", metavar="FILE", help="the pid file")
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(run=_show)
 
     start = commands.add_parser(
-        "spawn", help="start a command and record it",
+        "spawn",
+        help="start a command and record it",
         description="Start CMD and record it in FILE. In the foreground, wait for it (passing on "
-                    "SIGINT, SIGTERM and SIGHUP), remove the pid file when it exits and exit "
-                    "with its status. With --detach, start it in a new session with its standard "
-                    "streams on /dev/null, and return once the record is written. Exit 1 if the "
-                    "pid file cannot be written (the command is not started, or is killed), "
-                    "126 if CMD cannot be run, 127 if it is not found.",
-        usage="shimpid spawn [-h] --pidfile FILE [--detach] [--capability TOKEN] -- CMD "
-              "[ARGS...]")
+        "SIGINT, SIGTERM and SIGHUP), remove the pid file when it exits and exit "
+        "with its status. With --detach, start it in a new session with its standard "
+        "streams on /dev/null, and return once the record is written. Exit 1 if the "
+        "pid file cannot be written (the command is not started, or is killed), "
+        "126 if CMD cannot be run, 127 if it is not found.",
+        usage="shimpid spawn [-h] --pidfile FILE [--detach] [--capability TOKEN] -- CMD [ARGS...]",
+    )
     start.add_argument("--pidfile", required=True, metavar="FILE", help="where to record it")
-    start.add_argument("--detach", action="store_true",
-                       help="start it in a new session and return once it is recorded")
-    start.add_argument("--capability", metavar="TOKEN",
-                       help="a capability token for line 3 of the pid file, as boxlite writes "
-                            "its own (services-mux-v1)")
-    start.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
-                       help="the command and its arguments, after --")
+    start.add_argument(
+        "--detach",
+        action="store_true",
+        help="start it in a new session and return once it is recorded",
+    )
+    start.add_argument(
+        "--capability",
+        metavar="TOKEN",
+        help="a capability token for line 3 of the pid file, as boxlite writes "
+        "its own (services-mux-v1)",
+    )
+    start.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="CMD",
+        help="the command and its arguments, after --",
+    )
     start.set_defaults(run=_spawn)
 
     locking = commands.add_parser(
-        "lock", help="run a command holding the pid file's lock: one instance at a time",
+        "lock",
+        help="run a command holding the pid file's lock: one instance at a time",
         description="Take FILE's lock (shimpid.PidFileLock), record this process in it, then "
-                    "run CMD in this process's place (exec), holding the lock: it lives exactly "
-                    "as long as CMD (and whatever CMD passes its descriptor on to), whatever "
-                    "kills it, and the record names CMD. CMD finds the lock's descriptor in "
-                    "SHIMPID_LOCK_FD. A stale pid file (its process gone, its pid reused) never "
-                    "blocks. Exit 1 if another process holds the lock (its pid is printed), or "
-                    "the file cannot be written; otherwise CMD's own status (126, 127: it cannot "
-                    "be run, is not found).",
+        "run CMD in this process's place (exec), holding the lock: it lives exactly "
+        "as long as CMD (and whatever CMD passes its descriptor on to), whatever "
+        "kills it, and the record names CMD. CMD finds the lock's descriptor in "
+        "SHIMPID_LOCK_FD. A stale pid file (its process gone, its pid reused) never "
+        "blocks. Exit 1 if another process holds the lock (its pid is printed), or "
+        "the file cannot be written; otherwise CMD's own status (126, 127: it cannot "
+        "be run, is not found).",
         usage="shimpid lock [-h] [--timeout SECONDS | --wait] [--capability TOKEN] FILE -- CMD "
-              "[ARGS...]")
+        "[ARGS...]",
+    )
     locking.add_argument("file", metavar="FILE", help="the pid file to lock")
     waiting = locking.add_mutually_exclusive_group()
-    waiting.add_argument("--timeout", default=0.0, type=_seconds, metavar="SECONDS",
-                         help="how long to wait for the lock (default: 0, fail at once)")
-    waiting.add_argument("--wait", action="store_true",
-                         help="wait for the lock as long as it takes")
-    locking.add_argument("--capability", metavar="TOKEN",
-                         help="a capability token for line 3, as for spawn")
-    locking.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
-                         help="the command and its arguments, after --")
+    waiting.add_argument(
+        "--timeout",
+        default=0.0,
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long to wait for the lock (default: 0, fail at once)",
+    )
+    waiting.add_argument(
+        "--wait", action="store_true", help="wait for the lock as long as it takes"
+    )
+    locking.add_argument(
+        "--capability", metavar="TOKEN", help="a capability token for line 3, as for spawn"
+    )
+    locking.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="CMD",
+        help="the command and its arguments, after --",
+    )
     locking.set_defaults(run=_lock)
 
     stop = commands.add_parser(
-        "stop", help="stop the recorded process",
+        "stop",
+        help="stop the recorded process",
         description="Signal the recorded process through a handle that cannot hit a reused pid, "
-                    "wait, send SIGKILL after the timeout, and remove the pid file once it is "
-                    "gone (only if it still holds that record). Never signals an unverified "
-                    "process, pid 1, this command or its ancestors, nor trusts a pid file that "
-                    "another user could have written (see --insecure). Exit 0 if it stopped or "
-                    "nothing ran (a stale pid file is removed), 1 if it did not stop or was "
-                    "refused, 2 for a usage error, 4 if not permitted, not trusted, or the system "
-                    "cannot tell.")
+        "wait, send SIGKILL after the timeout, and remove the pid file once it is "
+        "gone (only if it still holds that record). Never signals an unverified "
+        "process, pid 1, this command or its ancestors, nor trusts a pid file that "
+        "another user could have written (see --insecure). Exit 0 if it stopped or "
+        "nothing ran (a stale pid file is removed), 1 if it did not stop or was "
+        "refused, 2 for a usage error, 4 if not permitted, not trusted, or the system "
+        "cannot tell.",
+    )
     stop.add_argument("file", metavar="FILE", help="the pid file")
-    stop.add_argument("--signal", default="TERM", type=_signal, metavar="SIG",
-                      help="the signal to send first: a name (TERM, SIGINT) or a number "
-                           "(default: TERM)")
-    stop.add_argument("--timeout", default=10.0, type=_seconds, metavar="SECONDS",
-                      help="how long to wait before SIGKILL, and after it (default: 10)")
-    stop.add_argument("--allow-legacy", action="store_true",
-                      help="also stop a process recorded without a start time (its identity "
-                           "cannot be proven)")
-    stop.add_argument("--insecure", action="store_true",
-                      help="act on a pid file that is not owned by this user or root, is "
-                           "writable by group or others, or lies in a directory others can "
-                           "write to")
+    stop.add_argument(
+        "--signal",
+        default="TERM",
+        type=_signal,
+        metavar="SIG",
+        help="the signal to send first: a name (TERM, SIGINT) or a number (default: TERM)",
+    )
+    stop.add_argument(
+        "--timeout",
+        default=10.0,
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long to wait before SIGKILL, and after it (default: 10)",
+    )
+    stop.add_argument(
+        "--allow-legacy",
+        action="store_true",
+        help="also stop a process recorded without a start time (its identity cannot be proven)",
+    )
+    stop.add_argument(
+        "--insecure",
+        action="store_true",
+        help="act on a pid file that is not owned by this user or root, is "
+        "writable by group or others, or lies in a directory others can "
+        "write to",
+    )
     stop.set_defaults(run=_stop)
 
     for name, run, summary in [
-            ("pid", _pid, "print the pid of the recorded process, if it is verified"),
-            ("signal", _signal_command, "send a signal to the recorded process, if verified")]:
+        ("pid", _pid, "print the pid of the recorded process, if it is verified"),
+        ("signal", _signal_command, "send a signal to the recorded process, if verified"),
+    ]:
         sub = commands.add_parser(
-            name, help=summary,
+            name,
+            help=summary,
             description=(
                 "Print the pid of the recorded process, and nothing else, if it is verified: "
                 "exit 0; nothing and exit 3 if it is not the recorded process (or there is no "
@@ -156,44 +212,66 @@ def _parser() -> argparse.ArgumentParser:
                 "scripts, instead of $(cat FILE), which also takes line 2 for a pid. Between "
                 "this and a kill the process may exit and its pid be reused: `shimpid signal` "
                 "cannot hit another process."
-                if name == "pid" else
-                "Send SIG to the recorded process, through a handle that cannot hit a reused pid "
-                "(a pidfd), and return at once (for HUP, USR1 reloads). Exit 0 once sent, 3 if "
+                if name == "pid"
+                else "Send SIG to the recorded process, through a handle that cannot hit a reused "
+                "pid (a pidfd), and return at once (for HUP, USR1 reloads). Exit 0 once sent, 3 if "
                 "it is not running or not the recorded process, 1 if refused (legacy), 4 if the "
                 "file is not trusted, not permitted, or the system cannot tell. The same rules "
-                "as stop for what it trusts and never signals."))
+                "as stop for what it trusts and never signals."
+            ),
+        )
         sub.add_argument("file", metavar="FILE", help="the pid file")
         if name == "signal":
-            sub.add_argument("signal", type=_signal, metavar="SIG",
-                             help="a name (HUP, SIGUSR1) or a number")
-        sub.add_argument("--allow-legacy", action="store_true",
-                         help="also act on a process recorded without a start time")
-        sub.add_argument("--insecure", action="store_true",
-                         help="act on a pid file that another user could have written")
+            sub.add_argument(
+                "signal", type=_signal, metavar="SIG", help="a name (HUP, SIGUSR1) or a number"
+            )
+        sub.add_argument(
+            "--allow-legacy",
+            action="store_true",
+            help="also act on a process recorded without a start time",
+        )
+        sub.add_argument(
+            "--insecure",
+            action="store_true",
+            help="act on a pid file that another user could have written",
+        )
         sub.set_defaults(run=run)
 
     listing = commands.add_parser(
-        "ls", help="list the pid files of a directory and what they name",
+        "ls",
+        help="list the pid files of a directory and what they name",
         description="One row per pid file in DIR (not below it), sorted: the path, pid, state "
-                    "(verified, legacy, absent, unknown), when the process started (wall clock, "
-                    "from its start time and this boot's), its age and the capability; then a "
-                    "summary. Exit 0, or 1 if DIR cannot be read.")
+        "(verified, legacy, absent, unknown), when the process started (wall clock, "
+        "from its start time and this boot's), its age and the capability; then a "
+        "summary. Exit 0, or 1 if DIR cannot be read.",
+    )
     listing.add_argument("directory", metavar="DIR", help="the directory to list")
-    listing.add_argument("--pattern", default="*.pid", metavar="GLOB",
-                         help="which files are pid files (default: *.pid)")
-    listing.add_argument("--json", action="store_true",
-                         help="one JSON object: the rows and the summary")
+    listing.add_argument(
+        "--pattern",
+        default="*.pid",
+        metavar="GLOB",
+        help="which files are pid files (default: *.pid)",
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON object: the rows and the summary"
+    )
     listing.set_defaults(run=_ls)
 
     tidy = commands.add_parser(
-        "clean", help="remove stale pid files and temporary files of dead writers",
+        "clean",
+        help="remove stale pid files and temporary files of dead writers",
         description="In DIR (not below it), remove the temporary files of writers that are no "
-                    "longer running, and the pid files that read absent (each only if unchanged "
-                    "since it was read), printing each. Exit 0, or 1 if some file could not be "
-                    "judged (it is kept and printed).")
+        "longer running, and the pid files that read absent (each only if unchanged "
+        "since it was read), printing each. Exit 0, or 1 if some file could not be "
+        "judged (it is kept and printed).",
+    )
     tidy.add_argument("directory", metavar="DIR", help="the directory to clean")
-    tidy.add_argument("--pattern", default="*.pid", metavar="GLOB",
-                      help="which files are pid files (default: *.pid)")
+    tidy.add_argument(
+        "--pattern",
+        default="*.pid",
+        metavar="GLOB",
+        help="which files are pid files (default: *.pid)",
+    )
     tidy.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     tidy.set_defaults(run=_clean)
     return parser
@@ -230,17 +308,20 @@ def _complain(message: str) -> None:
 # ---- status and show -------------------------------------------------------------------------
 
 
-def _inspect(path: str) -> dict:
+def _inspect(path: str) -> dict[str, Any]:
     """Everything status and show report, with the LSB code."""
-    report: dict = {"file": path, "backend": _backend.BACKEND}
+    report: dict[str, Any] = {"file": path, "backend": _backend.BACKEND}
     try:
         reader = _backend.PidFileReader.at(path)
         record, extras = reader._read_entry()
         verdict = reader.process_identity()
     except OSError as err:  # StorageError, or the system could not tell
         missing = isinstance(err, StorageError) and err.errno == errno.ENOENT
-        report.update(state="absent" if missing else "unknown", error=str(err),
-                      code=NOT_RUNNING if missing else UNKNOWN)
+        report.update(
+            state="absent" if missing else "unknown",
+            error=str(err),
+            code=NOT_RUNNING if missing else UNKNOWN,
+        )
         return report
     state = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
     try:
@@ -248,18 +329,23 @@ def _inspect(path: str) -> dict:
     except OSError as err:
         live_start_time = f"unknown: {err}"
     report.update(
-        state=state, pid=record.pid, start_time=record.start_time,
-        live_start_time=live_start_time, pidfs_id=extras.pidfs_id,
+        state=state,
+        pid=record.pid,
+        start_time=record.start_time,
+        live_start_time=live_start_time,
+        pidfs_id=extras.pidfs_id,
         capability=extras.capability,
-        boot_id=extras.boot_id, this_boot_id=_common.CURRENT_BOOT_ID,
-        code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE)
+        boot_id=extras.boot_id,
+        this_boot_id=_common.CURRENT_BOOT_ID,
+        code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE,
+    )
     if state == "absent":
         report["why"] = why_absent(record, extras)
     report.update(_lock_state(path))
     return report
 
 
-def _lock_state(path: str) -> dict:
+def _lock_state(path: str) -> dict[str, Any]:
     """Whether a process holds the pid file locked (a PidFileLock's, flock(1)'s...) and, if
     the file verifiably names it, which: ``locked`` is None where that cannot be seen."""
     try:
@@ -270,7 +356,7 @@ def _lock_state(path: str) -> dict:
     return {"locked": locked, "locked_by": held_by}
 
 
-def _holder(report: dict) -> str:
+def _holder(report: dict[str, Any]) -> str:
     """Who holds the lock, in words, for a report whose file is locked."""
     if report["locked_by"] is not None:
         return f"locked by {report['locked_by']}"
@@ -284,18 +370,18 @@ def _status(args: argparse.Namespace) -> int:
         _say(f"{report['state']} {report['pid']}{held}")
     else:
         _say(report["state"] if report["code"] == NOT_RUNNING else f"unknown: {report['error']}")
-    return report["code"]
+    return int(report["code"])
 
 
 def _show(args: argparse.Namespace) -> int:
     report = _inspect(args.file)
     if args.json:
         _say(json.dumps({k: v for k, v in report.items() if k != "code"}, sort_keys=True))
-        return report["code"]
+        return int(report["code"])
     _say(f"file:             {report['file']}")
     if "pid" not in report:
         _say(f"state:            {report['state']} ({report['error']})")
-        return report["code"]
+        return int(report["code"])
     boot = report["boot_id"]
     if boot is None:
         boot = "not recorded"
@@ -310,12 +396,17 @@ def _show(args: argparse.Namespace) -> int:
     _say(f"capability:       {_or_none(report['capability'])}")
     _say(f"boot:             {boot}")
     _say(f"state:            {report['state']}")
-    lock = ("cannot tell" if report["locked"] is None else
-            _holder(report) if report["locked"] else "not held")
+    lock = (
+        "cannot tell"
+        if report["locked"] is None
+        else _holder(report)
+        if report["locked"]
+        else "not held"
+    )
     _say(f"lock:             {lock}")
     if "why" in report:
         _say(f"why:              {report['why']}")
-    return report["code"]
+    return int(report["code"])
 
 
 def _or_none(value: object) -> str:
@@ -341,10 +432,14 @@ def _spawn(args: argparse.Namespace) -> int:
             return USAGE
         _complain(f"spawn: cannot write the pid file: {err}")  # its directory
         return FAILED
-    options: dict = {}
+    options: dict[str, Any] = {}
     if args.detach:
-        options.update(start_new_session=True, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        options.update(
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     else:
         forward = _Forwarder()  # from before the spawn: a signal must not orphan the command
     # As shimpid.spawn(), in two steps: a failure of each has its own exit code.
@@ -378,7 +473,7 @@ def _spawn(args: argparse.Namespace) -> int:
     return 128 - code if code < 0 else code
 
 
-def _our_record(path: str, pid: int) -> tuple | None:
+def _our_record(path: str, pid: int) -> Found | None:
     """The pid file's bytes and inode if it holds the record of pid (not another's, written in
     the instant since), for removing it later only if unchanged."""
     try:
@@ -400,7 +495,7 @@ class _Forwarder:
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
-        self.child: subprocess.Popen | None = None
+        self.child: subprocess.Popen[Any] | None = None
         self.pending: list[int] = []
         for signum in self.SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:
@@ -413,7 +508,7 @@ class _Forwarder:
             with contextlib.suppress(ProcessLookupError):
                 self.child.send_signal(signum)
 
-    def to(self, child: subprocess.Popen) -> None:
+    def to(self, child: subprocess.Popen[Any]) -> None:
         self.child = child
         for signum in self.pending:
             self._received(signum, None)
@@ -526,7 +621,7 @@ def _parent_of(pid: int) -> int:
         return 0
 
 
-def _remove(path: str, found: tuple) -> bool:
+def _remove(path: str, found: Found) -> bool:
     """remove_record(), reporting (not raising) what keeps it from removing the file."""
     try:
         return remove_record(path, found)
@@ -538,7 +633,9 @@ def _remove(path: str, found: tuple) -> bool:
 class _Target:
     """What stop, signal and pid act on: the pid file's bytes, their record and verdict."""
 
-    def __init__(self, found: tuple, record: object, extras: object, verdict: object) -> None:
+    def __init__(
+        self, found: Found, record: PidRecord, extras: Extras, verdict: ProcessIdentity
+    ) -> None:
         self.found, self.record, self.extras, self.verdict = found, record, extras, verdict
 
 
@@ -566,8 +663,7 @@ def _target(args: argparse.Namespace, command: str) -> _Target | int:
     if not args.insecure:
         problem = untrusted(args.file)
         if problem:
-            _complain(f"{command}: not trusting {args.file}: {problem} (--insecure to act "
-                      "anyway)")
+            _complain(f"{command}: not trusting {args.file}: {problem} (--insecure to act anyway)")
             return NOT_PERMITTED
     # The verdict and any removal are of the same bytes: a record written since is never removed.
     try:
@@ -580,8 +676,10 @@ def _target(args: argparse.Namespace, command: str) -> _Target | int:
         return FAILED
     if verdict != Absent():
         if verdict == Legacy(record.pid) and not args.allow_legacy:
-            _complain(f"{command}: refusing {record.pid}: the pid file records no start time, "
-                      "so its identity cannot be proven (--allow-legacy to act anyway)")
+            _complain(
+                f"{command}: refusing {record.pid}: the pid file records no start time, "
+                "so its identity cannot be proven (--allow-legacy to act anyway)"
+            )
             return NOT_RUNNING if command == "pid" else FAILED  # pid: no verified pid, as absent
         refused = never_signalled(record.pid)
         if refused:
@@ -590,14 +688,16 @@ def _target(args: argparse.Namespace, command: str) -> _Target | int:
     return _Target(found, record, extras, verdict)
 
 
-def _handle_on(target: _Target, args: argparse.Namespace, command: str):
+def _handle_on(target: _Target, args: argparse.Namespace, command: str) -> Any:
     """A ProcessHandle on the target (None: it has exited since), or an exit code (said)."""
     try:
-        return open_entry(target.record, target.extras, _backend._pin_and_classify,
-                          args.allow_legacy)
+        return open_entry(
+            target.record, target.extras, _backend._pin_and_classify, args.allow_legacy
+        )
     except OSError as err:
-        _complain(f"{command}: cannot tell whether {target.record.pid} is the recorded "
-                  f"process: {err}")
+        _complain(
+            f"{command}: cannot tell whether {target.record.pid} is the recorded process: {err}"
+        )
         return NOT_PERMITTED
 
 
@@ -629,10 +729,11 @@ def _stop(args: argparse.Namespace) -> int:
                 _complain(f"stop: cannot signal {handle.pid}: {err.strerror}")
                 return NOT_PERMITTED
             except OSError as err:
-                _complain(f"stop: cannot tell whether {handle.pid} is still the recorded "
-                          f"process: {err}")
+                _complain(
+                    f"stop: cannot tell whether {handle.pid} is still the recorded process: {err}"
+                )
                 return NOT_PERMITTED
-    pid = target.record.pid  # type: ignore[attr-defined]
+    pid = target.record.pid
     removed = _remove(args.file, target.found)
     if removed:
         _say(f"stopped {pid}, removed {args.file}")
@@ -648,7 +749,7 @@ def _signal_command(args: argparse.Namespace) -> int:
     target = _target(args, "signal")
     if isinstance(target, int):
         return target
-    pid = target.record.pid  # type: ignore[attr-defined]
+    pid = target.record.pid
     if target.verdict == Absent():
         _say(f"not running: {why_absent(target.record, target.extras)}")
         return NOT_RUNNING
@@ -680,7 +781,7 @@ def _pid(args: argparse.Namespace) -> int:
         return target
     if target.verdict == Absent():
         return NOT_RUNNING  # nothing on stdout: $(shimpid pid F) is empty
-    _say(str(target.record.pid))  # type: ignore[attr-defined]
+    _say(str(target.record.pid))
     return 0
 
 
@@ -694,30 +795,49 @@ def _ls(args: argparse.Namespace) -> int:
         _complain(f"ls: {err}")
         return FAILED
     rows = [_row(path, verdict) for path, verdict in found]
-    counts = {state: sum(row["state"] == state for row in rows)
-              for state in ("verified", "legacy", "absent", "unknown")}
+    counts = {
+        state: sum(row["state"] == state for row in rows)
+        for state in ("verified", "legacy", "absent", "unknown")
+    }
     summary = f"{len(rows)} pid file{'s' * (len(rows) != 1)}: " + ", ".join(
-        f"{n} {state}" for state, n in counts.items() if n)
+        f"{n} {state}" for state, n in counts.items() if n
+    )
     if args.json:
         _say(json.dumps({"files": rows, "summary": counts}, sort_keys=True))
         return 0
     if rows:
         width = max(len(row["path"]) for row in rows)
-        _say(f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'LOCKED BY':>9}  {'STARTED':19}  "
-             f"{'AGE':>12}  CAPABILITY")
+        _say(
+            f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'LOCKED BY':>9}  {'STARTED':19}  "
+            f"{'AGE':>12}  CAPABILITY"
+        )
         for row in rows:
-            held = ("-" if not row["locked"] else
-                    "?" if row["locked_by"] is None else str(row["locked_by"]))
-            _say(f"{row['path']:{width}}  {_or_dash(row['pid']):>7}  {row['state']:8}  "
-                 f"{held:>9}  {_or_dash(row['started']):19}  {_age(row['age']):>12}  "
-                 f"{_or_dash(row['capability'])}")
+            held = (
+                "-"
+                if not row["locked"]
+                else "?"
+                if row["locked_by"] is None
+                else str(row["locked_by"])
+            )
+            _say(
+                f"{row['path']:{width}}  {_or_dash(row['pid']):>7}  {row['state']:8}  "
+                f"{held:>9}  {_or_dash(row['started']):19}  {_age(row['age']):>12}  "
+                f"{_or_dash(row['capability'])}"
+            )
     _say(summary if rows else "no pid files")
     return 0
 
 
-def _row(path: str, verdict: object) -> dict:
-    row: dict = {"path": path, "pid": None, "state": "unknown", "start_time": None,
-                 "started": None, "age": None, "capability": None}
+def _row(path: str, verdict: object) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "path": path,
+        "pid": None,
+        "state": "unknown",
+        "start_time": None,
+        "started": None,
+        "age": None,
+        "capability": None,
+    }
     row.update(_lock_state(path))
     if isinstance(verdict, OSError):
         row["error"] = str(verdict)

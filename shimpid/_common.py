@@ -11,15 +11,22 @@ import operator
 import os
 import stat
 
+TYPE_CHECKING = False  # typing costs an importer of shimpid 7 ms
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    #: A path, as os.open() takes one.
+    PathArg: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
+
 __all__ = [
-    "PID_RECORD_MAX_BYTES",
     "PID_FILE_MAX_BYTES",
     "PID_MAX",
-    "StorageError",
-    "ProcessIdentity",
-    "Verified",
-    "Legacy",
+    "PID_RECORD_MAX_BYTES",
     "Absent",
+    "Legacy",
+    "ProcessIdentity",
+    "StorageError",
+    "Verified",
 ]
 
 #: Largest encoding of a record: a u32 pid (10 digits), a u64 start time (20 digits), two
@@ -47,6 +54,7 @@ def env_flag(name: str) -> bool:
     """An environment flag: set to anything but ``""`` or ``"0"``. (setup.py, which cannot
     import the package it builds, keeps a copy.)"""
     return os.environ.get(name, "0") not in ("", "0")
+
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -112,7 +120,8 @@ def decode_record(data: bytes) -> tuple[int, int | None]:
         text = data.decode("utf-8")  # the whole input, as Rust's from_utf8
     except UnicodeDecodeError as err:
         raise StorageError(
-            f"PID file is not valid UTF-8: invalid byte at offset {err.start}") from None
+            f"PID file is not valid UTF-8: invalid byte at offset {err.start}"
+        ) from None
     # Rust's `str::lines` splits on "\n" only; the "\r" it drops before one is White_Space,
     # which the trim removes anyway.
     first, newline, rest = text.partition("\n")
@@ -166,7 +175,7 @@ def read_error(code: int, path: str | bytes) -> StorageError:
     return exc
 
 
-def content_error(detail: str, path: str | bytes) -> StorageError:
+def content_error(detail: str, path: str | bytes | None) -> StorageError:
     return StorageError(None, detail, path)
 
 
@@ -216,7 +225,7 @@ TEMP_PATH_MAX = 4096
 NAME_MAX = 255
 
 
-def resolve_path(path: str | bytes | os.PathLike) -> tuple[str | bytes, bytes]:
+def resolve_path(path: PathArg) -> tuple[str | bytes, bytes]:
     """``(path as given, absolute path as bytes)``; ``StorageError`` if it cannot name a file.
 
     A relative path is anchored to the current directory now, not when the file is written: a
@@ -237,7 +246,7 @@ def resolve_path(path: str | bytes | os.PathLike) -> tuple[str | bytes, bytes]:
     return given, raw
 
 
-def writer_paths(path: str | bytes | os.PathLike, atomic: bool) -> tuple[str | bytes, bytes, bytes]:
+def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes]:
     """``resolve_path`` plus the prefix of the atomic writer's temporary names."""
     given, target = resolve_path(path)
     directory, name = os.path.split(target)
@@ -256,34 +265,39 @@ def writer_paths(path: str | bytes | os.PathLike, atomic: bool) -> tuple[str | b
     try:
         info = os.stat(directory)
     except OSError as err:
-        raise StorageError(err.errno, f"PID file directory unusable: {err.strerror}",
-                           os.fsdecode(directory)) from err
+        raise StorageError(
+            err.errno, f"PID file directory unusable: {err.strerror}", os.fsdecode(directory)
+        ) from err
     if not stat.S_ISDIR(info.st_mode):
-        raise StorageError(errno.ENOTDIR, "PID file directory is not a directory",
-                           os.fsdecode(directory))
+        raise StorageError(
+            errno.ENOTDIR, "PID file directory is not a directory", os.fsdecode(directory)
+        )
     return given, target, temp_prefix
 
 
 def others_can_write(directory: str | bytes) -> bool:
     """Whether a user other than this one (or root) can add or rename entries of ``directory``."""
     info = os.stat(directory)
-    return (info.st_uid not in (0, os.geteuid())
-            or bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)))
+    return info.st_uid not in (0, os.geteuid()) or bool(
+        info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 def others_can_replace(directory: str | bytes) -> bool:
     """Whether another user could replace a file of this one's (or root's) in ``directory``: the
     sticky bit (as on /tmp) keeps them from renaming or removing files they do not own."""
     info = os.stat(directory)
-    return (info.st_uid not in (0, os.geteuid())
-            or (bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-                and not info.st_mode & stat.S_ISVTX))
+    return info.st_uid not in (0, os.geteuid()) or (
+        bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) and not info.st_mode & stat.S_ISVTX
+    )
 
 
 # What a writer refuses to replace: anything at the path but a regular file or a symlink (which
 # the atomic writer replaces, never follows). A directory fails with EISDIR, as rename() would;
 # a FIFO, socket or device with ENXIO, as opening it for writing without blocking does.
 NOT_REGULAR_TARGET = "PID file path holds a FIFO, socket or device, not a regular file"
+
+
 def write_strerror(code: int) -> str:
     """What a writer's OSError says for errno ``code``."""
     if code == errno.ELOOP:
@@ -301,8 +315,10 @@ def expected_record(other: object) -> str:
     return f"expected PidRecord, got {type(other).__name__}"
 
 
-TEMP_NAMES_TAKEN = ("no free temporary name beside the PID file: stale ones of killed writers? "
-                    "(shimpid clean DIR removes them)")
+TEMP_NAMES_TAKEN = (
+    "no free temporary name beside the PID file: stale ones of killed writers? "
+    "(shimpid clean DIR removes them)"
+)
 
 
 # ============================================================================
@@ -332,12 +348,15 @@ _IDENTITY_TAG = IDENTITY_TAG.encode()
 
 def is_boot_id(value: str) -> bool:
     """A UUID as the kernel prints it: 8-4-4-4-12 lowercase hex digits."""
-    return (len(value) == BOOT_ID_BYTES and value.count("-") == 4
-            and value[8] == value[13] == value[18] == value[23] == "-"
-            and _HEX.issuperset(value.replace("-", "")))
+    return (
+        len(value) == BOOT_ID_BYTES
+        and value.count("-") == 4
+        and value[8] == value[13] == value[18] == value[23] == "-"
+        and _HEX.issuperset(value.replace("-", ""))
+    )
 
 
-class Extras(tuple):  # type: ignore[type-arg]
+class Extras(tuple[str | None, str | None, int | None]):
     """What lines 3 and 4 of a pid file say (see above): ``(capability, boot_id, pidfs_id)``.
 
     A namedtuple, written out: ``collections.namedtuple`` compiles code when it is defined, a
@@ -346,16 +365,25 @@ class Extras(tuple):  # type: ignore[type-arg]
 
     __slots__ = ()
 
-    def __new__(cls, capability: str | None, boot_id: str | None,
-                pidfs_id: int | None) -> Extras:
+    def __new__(cls, capability: str | None, boot_id: str | None, pidfs_id: int | None) -> Extras:
         return tuple.__new__(cls, (capability, boot_id, pidfs_id))
 
-    capability = property(operator.itemgetter(0))
-    boot_id = property(operator.itemgetter(1))
-    pidfs_id = property(operator.itemgetter(2))
+    @property
+    def capability(self) -> str | None:
+        return self[0]
+
+    @property
+    def boot_id(self) -> str | None:
+        return self[1]
+
+    @property
+    def pidfs_id(self) -> int | None:
+        return self[2]
 
     def __repr__(self) -> str:
         return "Extras(capability={!r}, boot_id={!r}, pidfs_id={!r})".format(*self)
+
+
 NO_EXTRAS = Extras(None, None, None)
 
 
@@ -393,8 +421,12 @@ def parse_extras(data: bytes) -> Extras:
             seen.add(key)
             if key == b"boot" and _is_boot_id(value):
                 boot_id = value.decode()
-            elif (key == b"pidfs" and value.isdigit() and len(value) <= 20
-                  and 0 < int(value) <= U64_MAX):
+            elif (
+                key == b"pidfs"
+                and value.isdigit()
+                and len(value) <= 20
+                and 0 < int(value) <= U64_MAX
+            ):
                 pidfs_id = int(value)  # bytes.isdigit(): ASCII digits only
     return tuple.__new__(Extras, (capability, boot_id, pidfs_id))  # namedtuple's __new__ is slow
 
@@ -428,16 +460,28 @@ _CURRENT_BOOT_BYTES = b"" if CURRENT_BOOT_ID is None else CURRENT_BOOT_ID.encode
 
 
 def from_another_boot(extras: Extras) -> bool:
-    return (extras.boot_id is not None and CURRENT_BOOT_ID is not None
-            and extras.boot_id != CURRENT_BOOT_ID)
+    return (
+        extras.boot_id is not None
+        and CURRENT_BOOT_ID is not None
+        and extras.boot_id != CURRENT_BOOT_ID
+    )
 
 
 #: Longest capability token a writer takes (boxlite's own is 15 bytes)
 CAPABILITY_MAX = 64
 #: The longest file a writer writes: the record, an empty line 2, line 3 (the capability) and
 #: line 4 with its pidfs field, each with its newline.
-WRITE_MAX_BYTES = (PID_RECORD_MAX_BYTES + 1 + CAPABILITY_MAX + 1 + len("shimpid boot=")
-                   + BOOT_ID_BYTES + len(" pidfs=") + 20 + 1)
+WRITE_MAX_BYTES = (
+    PID_RECORD_MAX_BYTES
+    + 1
+    + CAPABILITY_MAX
+    + 1
+    + len("shimpid boot=")
+    + BOOT_ID_BYTES
+    + len(" pidfs=")
+    + 20
+    + 1
+)
 
 
 def check_capability(capability: str | None) -> bytes:
@@ -453,8 +497,9 @@ def check_capability(capability: str | None) -> bytes:
     if not capability or len(capability) > CAPABILITY_MAX:
         raise ValueError(f"capability must be 1 to {CAPABILITY_MAX} characters")
     if not (capability.isascii() and capability.isprintable()) or capability != capability.strip():
-        raise ValueError(f"capability must be printable ASCII without surrounding spaces: "
-                         f"{capability!r}")
+        raise ValueError(
+            f"capability must be printable ASCII without surrounding spaces: {capability!r}"
+        )
     if is_boot_id(capability):
         raise ValueError(f"capability must not be a UUID (that is a boot line): {capability!r}")
     return capability.encode()
@@ -478,14 +523,15 @@ def identity_prefix(enabled: bool) -> bytes:
 # what shows there is no record, or no such process, is an answer; every other failure to look
 # (EMFILE, ENOMEM, EACCES, EIO, ...) is raised, never turned into Absent.
 #: errnos of opening a pid file that mean there is no pid file there
-NO_FILE_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO,
-                            errno.ENAMETOOLONG})
+NO_FILE_ERRNOS = frozenset(
+    {errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO, errno.ENAMETOOLONG}
+)
 #: errnos of pidfd_open(pid) that mean no process holds pid: ESRCH, nobody; EINVAL (before
 #: Linux 6.9) and ENOENT (since), a thread that is not a thread-group leader, not a process
 NOT_A_PROCESS_ERRNOS = frozenset({errno.ESRCH, errno.ENOENT, errno.EINVAL})
 
 
-def is_answer(err: StorageError) -> bool:
+def is_answer(err: OSError) -> bool:
     """Whether a failure to read a pid file means there is no record (Absent), not "unknown"."""
     return err.errno is None or err.errno in NO_FILE_ERRNOS
 
@@ -501,7 +547,8 @@ class ForeignProcError(OSError):
     def __init__(self) -> None:
         super().__init__(
             "/proc belongs to another pid namespace (/proc/self is not this process): mount "
-            "this namespace's own (unshare --mount-proc, or mount -t proc proc /proc)")
+            "this namespace's own (unshare --mount-proc, or mount -t proc proc /proc)"
+        )
 
 
 def no_proc_error() -> OSError:
@@ -526,11 +573,35 @@ NO_PIDFD = 0
 PIDFS_MAGIC = 0x50494446
 
 
+# flock(2), the lock of PidFileLock (see shimpid._lock). Values as on Linux, macOS and the BSDs.
+LOCK_SH, LOCK_EX, LOCK_NB = 1, 2, 4
+
+
+def flock(fd: int, operation: int) -> None:
+    """``fcntl.flock``; ``OSError(ENOSYS)`` where there is none (Windows). Imported on first
+    use: a spawner that takes no lock never loads it."""
+    try:
+        import fcntl
+    except ImportError:
+        raise OSError(errno.ENOSYS, "no flock() on this platform") from None
+    fcntl.flock(fd, operation)
+
+
+def dup_above_stdio(fd: int) -> int:
+    """A duplicate of fd numbered 3 or more (close-on-exec), for one that took the number of a
+    closed standard stream (0, 1, 2), where a program would write into it."""
+    import fcntl  # only after a flock(), which has loaded it
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+
+
 def check_mode(mode: int) -> int:
     mode = operator.index(mode)
     if not 0 <= mode <= 0o7777:
         raise ValueError(f"mode must be in 0..0o7777, got {mode:#o}")
     return mode
+
+
 TOO_LARGE = f"PID file is larger than {PID_FILE_MAX_BYTES} bytes"
 
 
@@ -565,7 +636,7 @@ class _Alive(ProcessIdentity):
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.pid == other.pid  # type: ignore[attr-defined, no-any-return]
+        return self.pid == other.pid
 
     def __hash__(self) -> int:
         return hash((self.pid,))

@@ -22,23 +22,23 @@ import signal
 import time
 from collections.abc import Callable
 
+from . import _common
+from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an importer of shimpid 7 ms
     from typing import Any
-
-from . import _common
-from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
 
 __all__ = ["ProcessHandle", "open_entry", "open_process"]
 
 # A backend's ``_pin_and_classify(pid, start_time, pidfs_id)``: the verdict, and the pidfd it
 # was reached through (None without pidfds). Raises OSError when the system cannot tell.
-PinAndClassify = Callable[[int, "int | None", "int | None"],
-                          "tuple[ProcessIdentity, int | None]"]
+PinAndClassify = Callable[[int, "int | None", "int | None"], "tuple[ProcessIdentity, int | None]"]
 
 
-def open_process(reader: Any, pin_and_classify: PinAndClassify,
-                 allow_legacy: bool) -> ProcessHandle | None:
+def open_process(
+    reader: Any, pin_and_classify: PinAndClassify, allow_legacy: bool
+) -> ProcessHandle | None:
     """``reader.open_process()``: a handle on the recorded process, or None if it is not there."""
     try:
         record, extras = reader._read_entry()
@@ -49,8 +49,9 @@ def open_process(reader: Any, pin_and_classify: PinAndClassify,
     return open_entry(record, extras, pin_and_classify, allow_legacy)
 
 
-def open_entry(record: Any, extras: Extras, pin_and_classify: PinAndClassify,
-               allow_legacy: bool) -> ProcessHandle | None:
+def open_entry(
+    record: Any, extras: Extras, pin_and_classify: PinAndClassify, allow_legacy: bool
+) -> ProcessHandle | None:
     """A handle on the process a record (already read) names, or None if it is not there."""
     if from_another_boot(extras):
         return None
@@ -80,10 +81,11 @@ class ProcessHandle:
     ``fileno()``); close it, or use the handle as a context manager.
     """
 
-    __slots__ = ("_identity", "_pidfd", "_still_there", "_closed")
+    __slots__ = ("_closed", "_identity", "_pidfd", "_still_there")
 
-    def __init__(self, identity: ProcessIdentity, pidfd: int | None,
-                 still_there: Callable[[], bool]) -> None:
+    def __init__(
+        self, identity: ProcessIdentity, pidfd: int | None, still_there: Callable[[], bool]
+    ) -> None:
         self._identity = identity
         self._pidfd = pidfd
         self._still_there = still_there
@@ -143,7 +145,9 @@ class ProcessHandle:
         while self._still_there():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            time.sleep(pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0)))
+            time.sleep(
+                pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
+            )
             pause = min(pause * 2, 0.05)
         return True
 

@@ -22,12 +22,16 @@ backend's ``_lock_try`` and ``_lock_release`` (``_pure``'s say what they do).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import time
 
 from . import _backend, _common, _pure
-from ._pure import fcntl  # None on Windows, where acquire() raises ENOSYS
 from ._common import ABSENT, ProcessIdentity, Verified
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._common import PathArg
 
 __all__ = ["AlreadyLocked", "PidFileLock"]
 
@@ -72,11 +76,18 @@ class PidFileLock(_pure._Final):
     processes do.
     """
 
-    __slots__ = ("_path", "_target", "_temp_prefix", "_mode", "_capability", "_slot", "_owner",
-                 "_data")
+    __slots__ = (
+        "_capability",
+        "_data",
+        "_mode",
+        "_owner",
+        "_path",
+        "_slot",
+        "_target",
+        "_temp_prefix",
+    )
 
-    def __init__(self, path: str | bytes | os.PathLike, *, mode: int = 0o644,
-                 capability: str | None = None) -> None:
+    def __init__(self, path: PathArg, *, mode: int = 0o644, capability: str | None = None) -> None:
         self._initialise_once("_target")
         mode = _common.check_mode(mode)
         capability_line = _common.check_capability(capability)
@@ -90,8 +101,7 @@ class PidFileLock(_pure._Final):
         self._data = b""  # the record it wrote
 
     @classmethod
-    def at(cls, path: str | bytes | os.PathLike, *, mode: int = 0o644,
-           capability: str | None = None) -> PidFileLock:
+    def at(cls, path: PathArg, *, mode: int = 0o644, capability: str | None = None) -> PidFileLock:
         return cls(path, mode=mode, capability=capability)
 
     @property
@@ -134,21 +144,23 @@ class PidFileLock(_pure._Final):
         if self._slot[0] >= 0 and self._owner == pid:
             raise AlreadyLocked(self._path, pid)
         data = _own.get((self._capability, _backend._pidfd_level())) or _own_record(
-            self._capability)
+            self._capability
+        )
         slot = [-1]  # the object's only once the lock is taken (a forked child's, or another
         # thread's failed try, must not replace the one in use)
-        deadline = grace = None
+        deadline = grace = math.inf  # until a first try fails
         delay = 0.001
         try:
-            while not _backend._lock_try(self._target, self._temp_prefix, data, self._mode, slot,
-                                         self._path):
+            while not _backend._lock_try(
+                self._target, self._temp_prefix, data, self._mode, slot, self._path
+            ):
                 if timeout is None:
                     if _held_here(self._target):  # it would wait for itself, for ever
                         raise AlreadyLocked(self._path, pid)
                     _backend._lock_wait(self._target, self._path)
                     continue
                 now = time.monotonic()
-                if deadline is None:  # the first try failed: from now on, the clock counts
+                if deadline == math.inf:  # the first try failed: from now on, the clock counts
                     deadline = now + timeout
                     grace = now + UNNAMED_HOLDER_GRACE
                 holder = holder_pid(self._target)
@@ -216,13 +228,16 @@ def is_locked(path: str | bytes) -> bool:
             return False
         raise
     try:
-        if not _is_regular(fd) or fcntl is None:
+        if not _is_regular(fd):
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            _common.flock(fd, _common.LOCK_SH | _common.LOCK_NB)
         except BlockingIOError:
             return True
-        return False
+        except OSError as err:
+            if err.errno != errno.ENOSYS:
+                raise
+        return False  # (and on Windows, where nothing can lock it)
     finally:
         os.close(fd)
 
@@ -290,7 +305,8 @@ def _own_record(capability: bytes) -> bytes:
         finally:
             os.close(fd)
     data = _own[capability, level] = _pure._file_bytes(
-        _pure.PidRecord.current(), capability, _common.identity_prefix(True), pidfs_id)
+        _pure.PidRecord.current(), capability, _common.identity_prefix(True), pidfs_id
+    )
     return data
 
 

@@ -24,11 +24,13 @@ from . import _common
 from ._common import (
     ABSENT,
     CURRENT_BOOT_ID,
+    LOCK_EX,
+    LOCK_NB,
+    NO_PIDFD,
     PID_FILE_MAX_BYTES,
     PID_RECORD_MAX_BYTES,
     PIDFD,
     PIDFS,
-    NO_PIDFD,
     U32_MAX,
     U64_MAX,
     Extras,
@@ -40,15 +42,18 @@ from ._common import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import NoReturn
+
+    from ._common import PathArg
     from ._handle import ProcessHandle
 
 #: The backend's name, as shimpid.BACKEND gives it.
 BACKEND = "python"
 
 __all__ = [
-    "PidRecord",
-    "PidFileWriter",
     "PidFileReader",
+    "PidFileWriter",
+    "PidRecord",
     "is_process_alive",
     "process_start_time",
 ]
@@ -56,11 +61,6 @@ __all__ = [
 _LINUX = sys.platform.startswith("linux")
 _DARWIN = sys.platform == "darwin"
 _WINDOWS = sys.platform == "win32"
-
-try:
-    import fcntl
-except ImportError:  # Windows: no PidFileLock
-    fcntl = None  # type: ignore[assignment]
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -83,16 +83,18 @@ _IDENTITY_TAG = _common.IDENTITY_TAG.encode()
 
 
 class _Final:
-    """Base of this backend's reader and writer: like the extension's types, they cannot be subclassed,
-    and one made by ``__new__`` alone (an unset slot) says so instead of failing obscurely."""
+    """Base of this backend's reader, writer and lock: like the extension's types, they cannot
+    be subclassed, and one made by ``__new__`` alone (an unset slot) says so instead of failing
+    obscurely."""
 
     __slots__ = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         if _Final not in cls.__bases__:
-            base = cls.__base__
-            raise TypeError(f"type '{base.__module__}.{base.__qualname__}' is not an acceptable "
-                            "base type")
+            base = cls.__mro__[1]
+            raise TypeError(
+                f"type '{base.__module__}.{base.__qualname__}' is not an acceptable base type"
+            )
         super().__init_subclass__(**kwargs)
 
     def __getattr__(self, name: str) -> object:
@@ -109,7 +111,7 @@ class _Final:
             return
         raise TypeError(_common.ALREADY_INITIALISED.format(type(self).__name__))
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError(_common.NOT_PICKLABLE.format(type(self).__name__))
 
     def __copy__(self) -> _Final:
@@ -261,12 +263,20 @@ class PidFileWriter(_Final):
     (``services-mux-v1``). See ``_common`` for the format.
     """
 
-    __slots__ = ("_path", "_target", "_temp_prefix", "_atomic", "_mode", "_identity", "_pidfs",
-                 "_capability")
+    __slots__ = (
+        "_atomic",
+        "_capability",
+        "_identity",
+        "_mode",
+        "_path",
+        "_pidfs",
+        "_target",
+        "_temp_prefix",
+    )
 
     def __init__(
         self,
-        path: str | bytes | os.PathLike,
+        path: PathArg,
         *,
         atomic: bool = True,
         mode: int = 0o644,
@@ -287,15 +297,16 @@ class PidFileWriter(_Final):
     @classmethod
     def at(
         cls,
-        path: str | bytes | os.PathLike,
+        path: PathArg,
         *,
         atomic: bool = True,
         mode: int = 0o644,
         identity_line: bool = True,
         capability: str | None = None,
     ) -> PidFileWriter:
-        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line,
-                   capability=capability)
+        return cls(
+            path, atomic=atomic, mode=mode, identity_line=identity_line, capability=capability
+        )
 
     @property
     def path(self) -> str | bytes:
@@ -381,8 +392,9 @@ def _write_error(err: OSError, path: str | bytes) -> OSError:
     return OSError(code, _common.write_strerror(code), path)
 
 
-def _file_bytes(record: PidRecord, capability: bytes, identity: bytes,
-                pidfs_id: int | None) -> bytes:
+def _file_bytes(
+    record: PidRecord, capability: bytes, identity: bytes, pidfs_id: int | None
+) -> bytes:
     """A pid file's bytes: the record, then lines 3 and 4 if there is anything to put there."""
     data = record.encode()
     line4 = identity
@@ -470,8 +482,9 @@ def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> 
         raise
 
 
-def _write_temp(temp_prefix: bytes, data: bytes, mode: int,
-                flags: int = _CREATE_TEMP) -> tuple[bytes, collections.defaultdict[int, int]]:
+def _write_temp(
+    temp_prefix: bytes, data: bytes, mode: int, flags: int = _CREATE_TEMP
+) -> tuple[bytes, collections.defaultdict[int, int]]:
     """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data: its name, and its
     descriptor, still open, kept as ``_kept_open`` keeps it (the caller closes it)."""
     pid = os.getpid()
@@ -507,8 +520,9 @@ def _unlink_temp(temp: bytes) -> None:
 _CREATE_LOCKED = _CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR  # release reads the record back
 
 
-def _lock_try(target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int],
-              path: str | bytes) -> bool:
+def _lock_try(
+    target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int], path: str | bytes
+) -> bool:
     """One try, without waiting, to lock the pid file at target with data as its record: True
     once it is ours, its descriptor in ``slot[0]``; False if another process holds it. A failure
     raises the writers' ``OSError`` for path; ``slot[0]`` may then hold a descriptor, which the
@@ -525,18 +539,17 @@ def _lock_try(target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: l
         raise _write_error(err, path) from None
 
 
-def _lock_try_once(target: bytes, temp_prefix: bytes, data: bytes, mode: int,
-                   slot: list[int]) -> bool:
-    if fcntl is None:
-        raise OSError(errno.ENOSYS, "no flock() on this platform")
+def _lock_try_once(
+    target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int]
+) -> bool:
     temp, kept = _write_temp(temp_prefix, data, mode, _CREATE_LOCKED)
     try:
         if kept[0] <= 2:  # a closed standard stream's number: a program would write into it
             low = kept[0]
-            kept[0] = fcntl.fcntl(low, fcntl.F_DUPFD_CLOEXEC, 3)
+            kept[0] = _common.dup_above_stdio(low)
             os.close(low)
         slot[0] = kept[0]  # the caller's to give back from here on, whatever happens
-        fcntl.flock(slot[0], fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new inode: nobody has it
+        _common.flock(slot[0], LOCK_EX | LOCK_NB)  # a new inode: nobody has it
         for _ in range(_common.SETTLE_ATTEMPTS):
             try:
                 os.link(temp, target)  # only where nothing is
@@ -569,7 +582,7 @@ def _take_over(target: bytes, temp: bytes) -> bool | None:
         if os.fstat(fd).st_mode & _S_IFMT != _S_IFREG:
             return None  # replaced since it was looked at
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _common.flock(fd, LOCK_EX | LOCK_NB)
         except BlockingIOError:
             return False
         # Locked: is it still the file at the path? (Its holder may have removed it.)
@@ -593,7 +606,7 @@ def _lock_wait(target: bytes, path: str | bytes) -> None:
     except OSError as err:
         raise _write_error(err, path) from None
     try:
-        fcntl.flock(kept[0], fcntl.LOCK_EX)  # let go at once: the next try takes it properly
+        _common.flock(kept[0], LOCK_EX)  # let go at once: the next try takes it properly
     finally:
         os.close(kept[0])
 
@@ -636,12 +649,12 @@ class PidFileReader(_Final):
 
     __slots__ = ("_path", "_target")
 
-    def __init__(self, path: str | bytes | os.PathLike) -> None:
+    def __init__(self, path: PathArg) -> None:
         self._initialise_once("_target")
         self._path, self._target = _common.resolve_path(path)
 
     @classmethod
-    def at(cls, path: str | bytes | os.PathLike) -> PidFileReader:
+    def at(cls, path: PathArg) -> PidFileReader:
         return cls(path)
 
     @property
@@ -698,8 +711,9 @@ class PidFileReader(_Final):
         return _identity_at(None, self._target, self._path)
 
 
-def _identity_at(directory_fd: int | None, target: bytes,
-                 path: str | bytes | None = None) -> ProcessIdentity:
+def _identity_at(
+    directory_fd: int | None, target: bytes, path: str | bytes | None = None
+) -> ProcessIdentity:
     """The verdict for the pid file at target, relative to an open directory if one is given
     (shimpid.scan)."""
     try:
@@ -719,7 +733,7 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
     try:
         fd = os.open(target, _OPEN_READ, dir_fd=directory_fd)
     except OSError as err:
-        raise _common.read_error(err.errno or errno.EIO, path)  # chained to an OSError
+        raise _common.read_error(err.errno or errno.EIO, path)  # noqa: B904 - it sets its cause
     try:
         try:
             info = os.fstat(fd)
@@ -738,7 +752,7 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
         except StorageError:
             raise
         except OSError as err:
-            raise _common.read_error(err.errno or errno.EIO, path)  # chained to an OSError
+            raise _common.read_error(err.errno or errno.EIO, path)  # noqa: B904 - as above
     finally:
         os.close(fd)
     if len(data) > PID_FILE_MAX_BYTES:
@@ -766,8 +780,9 @@ def _classify(pid: int, start_time: int | None, pidfs_id: int | None) -> Process
     return identity
 
 
-def _pin_and_classify(pid: int, start_time: int | None,
-                      pidfs_id: int | None) -> tuple[ProcessIdentity, int | None]:
+def _pin_and_classify(
+    pid: int, start_time: int | None, pidfs_id: int | None
+) -> tuple[ProcessIdentity, int | None]:
     """The verdict, and the pidfd it was reached through (the caller closes it), if any.
 
     The pidfd is opened first and the identity checked after: a match then proves the pidfd
@@ -789,8 +804,9 @@ def _pin_and_classify(pid: int, start_time: int | None,
     return identity, pidfd
 
 
-def _classify_pinned(pid: int, start_time: int | None, pidfs_id: int | None, pidfd: int,
-                     level: int) -> ProcessIdentity:
+def _classify_pinned(
+    pid: int, start_time: int | None, pidfs_id: int | None, pidfd: int, level: int
+) -> ProcessIdentity:
     if pidfs_id is not None and level == PIDFS:
         # The inode names one process for the whole boot: no /proc, no clock-tick granularity.
         if os.fstat(pidfd).st_ino != pidfs_id or _has_exited(pidfd):
@@ -1169,7 +1185,8 @@ def _windows_alive(pid: int) -> bool:
     kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
     handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
     if not handle:
-        return ctypes.get_last_error() == 5  # type: ignore[attr-defined]  # ACCESS_DENIED: exists
+        error: int = ctypes.get_last_error()  # type: ignore[attr-defined]
+        return error == 5  # ACCESS_DENIED: it exists
     try:
         code = ctypes.c_ulong()
         ok = kernel32.GetExitCodeProcess(handle, ctypes.byref(code))

@@ -21,12 +21,18 @@ import time
 from collections.abc import Callable, Iterator
 
 from . import _backend, _common
-from ._pure import fcntl  # None on Windows: no locks to respect
 from ._common import ABSENT, Extras, ProcessIdentity, StorageError
 from ._lock import is_locked
 
-__all__ = ["Removal", "clean", "judge", "read_record_file", "remove_record", "scan",
-           "why_absent"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._pure import PidRecord
+
+#: A pid file as read_record_file() read it: its bytes, and the identity of the file they came
+#: from (what remove_record() compares before it removes anything).
+Found = tuple[bytes, os.stat_result]
+
+__all__ = ["Removal", "clean", "judge", "read_record_file", "remove_record", "scan", "why_absent"]
 
 _aside_counter = itertools.count()
 # A file renamed aside for removal: ".shimpid-removing.<remover's pid>.<counter>", short
@@ -37,7 +43,7 @@ ASIDE_PREFIX = ".shimpid-removing."
 STALE_AFTER = 2.0
 
 
-def read_record_file(path: str | bytes) -> tuple[bytes, os.stat_result] | None:
+def read_record_file(path: str | bytes) -> Found | None:
     """The bytes and identity of the regular file at path, or None where there is none.
 
     Reads at most one byte more than a pid file may hold. A symlink, FIFO, socket or directory
@@ -70,11 +76,11 @@ def _open_record(path: str | bytes) -> int | None:
     return None
 
 
-def _read_open(fd: int) -> tuple[bytes, os.stat_result]:
+def _read_open(fd: int) -> Found:
     return os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd)
 
 
-def judge(found: tuple[bytes, os.stat_result]) -> tuple[object, Extras, ProcessIdentity]:
+def judge(found: Found) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity]:
     """``(record or the StorageError, extras, verdict)`` of what ``read_record_file`` read: the
     verdict of these very bytes, as ``process_identity()`` would give it for them."""
     data, info = found
@@ -90,7 +96,7 @@ def judge(found: tuple[bytes, os.stat_result]) -> tuple[object, Extras, ProcessI
     return record, extras, _backend._classify(record.pid, record.start_time, extras.pidfs_id)
 
 
-def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> bool:
+def remove_record(path: str | bytes, expected: Found) -> bool:
     """Remove the pid file at path if it still is ``expected`` (its bytes and inode, as
     ``read_record_file`` gave them); True if it was. A record written since stays, and so does
     a file a process holds locked (a PidFileLock's): this takes its lock while removing it,
@@ -101,13 +107,16 @@ def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> 
     try:
         if not _same(_read_open(fd), expected):
             return False
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # held: its holder lives
-            # Still the file at the path? A PidFileLock may have taken it over between the open
-            # and the lock (renaming its own over it): that one is not to be touched.
+        try:
+            _common.flock(fd, _common.LOCK_EX | _common.LOCK_NB)
+        except BlockingIOError:
+            return False  # held: its holder lives
+        except OSError as err:
+            if err.errno != errno.ENOSYS:
+                raise  # (Windows: no locks to respect)
+        else:
+            # Still the file at the path? A PidFileLock may have taken it over between the
+            # open and the lock (renaming its own over it): that one is not to be touched.
             info = os.fstat(fd)
             try:
                 now = os.lstat(path)
@@ -120,10 +129,11 @@ def remove_record(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> 
         os.close(fd)  # lets go of the lock
 
 
-def _remove_aside(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> bool:
+def _remove_aside(path: str | bytes, expected: Found) -> bool:
     directory = os.path.dirname(os.fsencode(path)) or b"."
-    aside = os.path.join(directory, b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(),
-                                                  next(_aside_counter)))
+    aside = os.path.join(
+        directory, b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
+    )
     try:
         os.rename(path, aside)
     except FileNotFoundError:
@@ -145,18 +155,18 @@ def _remove_aside(path: str | bytes, expected: tuple[bytes, os.stat_result]) -> 
     return False
 
 
-def _same(a: tuple[bytes, os.stat_result], b: tuple[bytes, os.stat_result]) -> bool:
+def _same(a: Found, b: Found) -> bool:
     return a[0] == b[0] and (a[1].st_ino, a[1].st_dev) == (b[1].st_ino, b[1].st_dev)
 
 
-def why_absent(record: object, extras: Extras) -> str:
+def why_absent(record: PidRecord | StorageError, extras: Extras) -> str:
     """Why a record (or the StorageError in its place) reads Absent, in words for an operator:
     a best effort, the system may have changed since the verdict."""
     if isinstance(record, StorageError):
         return "no pid file" if record.errno == errno.ENOENT else f"no record ({record})"
     if _common.from_another_boot(extras):
         return f"recorded in another boot ({extras.boot_id})"
-    pid = record.pid  # type: ignore[attr-defined]
+    pid = record.pid
     if not _common.names_a_process(pid):
         return f"pid {pid} names no single process"
     try:
@@ -198,8 +208,9 @@ class Removal(tuple):  # type: ignore[type-arg]
         return "Removal(path={!r}, why={!r}, removed={!r})".format(*self)
 
 
-def scan(directory: str | os.PathLike, *,
-         pattern: str = "*.pid") -> Iterator[tuple[str, ProcessIdentity | OSError]]:
+def scan(
+    directory: str | os.PathLike[str], *, pattern: str = "*.pid"
+) -> Iterator[tuple[str, ProcessIdentity | OSError]]:
     """``(path, verdict)`` for each pid file in ``directory`` (not below), in one pass over it.
 
     Pid files are the regular files whose names match ``pattern``; symlinks are never followed,
@@ -223,8 +234,9 @@ def scan(directory: str | os.PathLike, *,
         os.close(directory_fd)
 
 
-def _scan_names(directory_fd: int, pattern: str,
-                prefix: str) -> Iterator[tuple[str, ProcessIdentity | OSError]]:
+def _scan_names(
+    directory_fd: int, pattern: str, prefix: str
+) -> Iterator[tuple[str, ProcessIdentity | OSError]]:
     """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>")."""
     matches = _matcher(pattern)
     identity_at = _backend._identity_at
@@ -237,8 +249,9 @@ def _scan_names(directory_fd: int, pattern: str,
                 continue  # a writer's temporary file
             path = prefix + name
             try:
-                verdict: ProcessIdentity | OSError = identity_at(directory_fd, os.fsencode(name),
-                                                                 path)
+                verdict: ProcessIdentity | OSError = identity_at(
+                    directory_fd, os.fsencode(name), path
+                )
             except OSError as err:
                 verdict = err
             yield path, verdict
@@ -256,7 +269,7 @@ def _matcher(pattern: str) -> Callable[[str], bool]:
     anything else by fnmatch."""
     suffix = _suffix_of(pattern)
     if suffix is not None:
-        return operator.methodcaller("endswith", suffix)  # type: ignore[return-value]
+        return operator.methodcaller("endswith", suffix)
     import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
 
     return re_match(fnmatch.translate(pattern))
@@ -268,8 +281,9 @@ def re_match(expression: str) -> Callable[[str], bool]:
     return re.compile(expression).match  # type: ignore[return-value]
 
 
-def clean(directory: str | os.PathLike, *, pattern: str = "*.pid",
-          dry_run: bool = False) -> list[Removal]:
+def clean(
+    directory: str | os.PathLike[str], *, pattern: str = "*.pid", dry_run: bool = False
+) -> list[Removal]:
     """Remove what dead writers and dead processes left in ``directory`` (not recursively).
 
     - pid files (regular files whose name matches ``pattern``) that read ``Absent``: no record,
@@ -319,13 +333,18 @@ def temp_file(name: str) -> tuple[str | None, int] | None:
     """``(pid file name, writer's pid)`` of a writer's temporary name
     (``.<name>.<pid>.<counter>.tmp``), ``(None, pid)`` of a removal's aside name, or None."""
     if name.startswith(ASIDE_PREFIX):
-        parts = name[len(ASIDE_PREFIX):].split(".")
+        parts = name[len(ASIDE_PREFIX) :].split(".")
         if len(parts) == 2 and all(map(_is_number, parts)):
             return None, int(parts[0])
         return None
     parts = name.split(".")
-    if (len(parts) < 5 or parts[0] or not parts[1] or parts[-1] != "tmp"
-            or not (_is_number(parts[-3]) and _is_number(parts[-2]))):
+    if (
+        len(parts) < 5
+        or parts[0]
+        or not parts[1]
+        or parts[-1] != "tmp"
+        or not (_is_number(parts[-3]) and _is_number(parts[-2]))
+    ):
         return None
     return ".".join(parts[1:-3]), int(parts[-3])
 

@@ -13,7 +13,6 @@ and no record of a process nobody tracks.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Sequence
 
@@ -24,30 +23,32 @@ if TYPE_CHECKING:  # typing and asyncio cost a program that never uses them 40 m
     import asyncio
     from typing import Any
 
-__all__ = ["spawn", "create_subprocess_exec"]
+    from ._common import PathArg
 
-_PathLike = str | bytes | os.PathLike
+__all__ = ["create_subprocess_exec", "spawn"]
 
 
-def _writer(pidfile: _PathLike | PidFileWriter, atomic: bool,
-            capability: str | None) -> PidFileWriter:
+def _writer(
+    pidfile: PathArg | PidFileWriter, atomic: bool, capability: str | None
+) -> PidFileWriter:
     # Made, and the path checked, before anything is started.
     if isinstance(pidfile, PidFileWriter):
         if capability is not None:
-            raise ValueError("a prepared writer has its own capability: give it to "
-                             "PidFileWriter.at()")
+            raise ValueError(
+                "a prepared writer has its own capability: give it to PidFileWriter.at()"
+            )
         return pidfile
     return PidFileWriter.at(pidfile, atomic=atomic, capability=capability)
 
 
 def spawn(
-    args: str | bytes | os.PathLike | Sequence[str | bytes | os.PathLike],
-    pidfile: _PathLike | PidFileWriter,
+    args: PathArg | Sequence[PathArg],
+    pidfile: PathArg | PidFileWriter,
     *,
     atomic: bool = True,
     capability: str | None = None,
     **popen_kwargs: Any,
-) -> subprocess.Popen:
+) -> subprocess.Popen[Any]:
     """``subprocess.Popen(args, **popen_kwargs)``, with the child's record written to ``pidfile``.
 
     ``pidfile`` is a path or a prepared ``PidFileWriter`` (whose own ``atomic`` and
@@ -64,7 +65,7 @@ def spawn(
     return child
 
 
-def kill_and_reap(child: subprocess.Popen) -> None:
+def kill_and_reap(child: subprocess.Popen[Any]) -> None:
     try:
         child.kill()
     except OSError:
@@ -76,9 +77,9 @@ def kill_and_reap(child: subprocess.Popen) -> None:
 
 
 async def create_subprocess_exec(
-    program: str | bytes | os.PathLike,
-    *args: str | bytes | os.PathLike,
-    pidfile: _PathLike | PidFileWriter,
+    program: PathArg,
+    *args: PathArg,
+    pidfile: PathArg | PidFileWriter,
     atomic: bool = True,
     capability: str | None = None,
     stdin: Any = None,
@@ -95,5 +96,12 @@ async def create_subprocess_exec(
     from . import _aio
 
     return await _aio.create_subprocess_exec(
-        program, *args, pidfile=_writer(pidfile, atomic, capability), stdin=stdin, stdout=stdout,
-        stderr=stderr, limit=limit, **kwargs)
+        program,
+        *args,
+        pidfile=_writer(pidfile, atomic, capability),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        limit=limit,
+        **kwargs,
+    )

@@ -17,7 +17,7 @@ from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELO
                          ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
-from libc.string cimport memchr, memcmp, memcpy, memset, strlen
+from libc.string cimport memcmp, memcpy, memset, strlen
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, lstat, struct_stat
@@ -26,7 +26,7 @@ from posix.types cimport mode_t, pid_t
 import os
 
 from . import _common
-from ._common import ABSENT, CURRENT_BOOT_ID, Extras, Legacy, StorageError, Verified
+from ._common import ABSENT, CURRENT_BOOT_ID, Legacy, StorageError, Verified
 
 cdef extern from "_speedups_compat.h":
     enum: O_NOFOLLOW
@@ -320,7 +320,7 @@ cdef Py_ssize_t record_encode(const pid_record_t *record, char *buf) noexcept no
 
 
 cdef bint record_decode_canonical(const unsigned char *data, Py_ssize_t size,
-                                 pid_record_t *out) noexcept nogil:
+                                  pid_record_t *out) noexcept nogil:
     """What writers write (see decode_canonical), with only ASCII after it: the record is then
     exactly the general rules' (_common.decode_record)."""
     cdef Py_ssize_t end
@@ -579,7 +579,7 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
 
 
 cdef int _identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has_pidfs,
-                     uint64_t *pidfs_id) noexcept nogil:
+                      uint64_t *pidfs_id) noexcept nogil:
     """The start time (and pidfs inode) of process record.pid, for a record of it: FOUND, GONE
     (nobody holds the pid, or it is a thread's) or -errno (-EXDEV: another namespace's /proc).
 
@@ -609,7 +609,7 @@ cdef int _identity_of(const pid_writer_t *writer, pid_record_t *record, bint *ha
         proc = _proc_state()
         if proc != PROC_NONE:
             rc = _stat_of_pinned(record.pid, fd, &state, &record.start_time,
-                                &record.has_start_time)
+                                 &record.has_start_time)
     unistd.close(fd)
     return rc
 
@@ -677,7 +677,7 @@ cdef int _write_all(int fd, const char *data, Py_ssize_t size) noexcept nogil:
 
 
 cdef int _write_in_place(const char *path, const char *data, Py_ssize_t size,
-                        mode_t mode) noexcept nogil:
+                         mode_t mode) noexcept nogil:
     """Open without O_TRUNC and check the file first (see _pure._write_in_place)."""
     cdef struct_stat info
     cdef int fd, rc = _check_target(path)  # before opening: a FIFO's or a device's open has effects
@@ -723,7 +723,7 @@ cdef int _check_target(const char *path) noexcept nogil:
 
 
 cdef int _write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t size,
-                      char *temp_out) noexcept nogil:
+                       char *temp_out) noexcept nogil:
     """The temporary sibling, renamed over the path. temp_out (room for TEMP_PATH_MAX, or NULL)
     receives the last temporary name tried when every one is taken (-EEXIST)."""
     cdef char temp[TEMP_PATH_MAX]
@@ -731,7 +731,7 @@ cdef int _write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t 
     if regular < 0:
         return regular
     fd = _write_temp(writer.temp_prefix, writer.temp_prefix_len, CREATE_TEMP, writer.mode, data,
-                    size, temp, temp_out)
+                     size, temp, temp_out)
     if fd < 0:
         return fd
     rc = 0
@@ -745,17 +745,17 @@ cdef int _write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t 
 
 
 cdef int _write_temp(const char *temp_prefix, Py_ssize_t prefix, int flags, mode_t mode,
-                    const char *data, Py_ssize_t size, char *temp, char *temp_out) noexcept nogil:
+                     const char *data, Py_ssize_t size, char *temp, char *temp_out) noexcept nogil:
     """A new temporary file ``<temp_prefix><pid>.<n>.tmp`` holding data (see _pure._write_temp):
     its descriptor, its name in temp (room for TEMP_PATH_MAX), or -errno. temp_out (or NULL)
     receives the last name tried when every one is taken (-EEXIST)."""
     cdef uint64_t pid = <uint64_t>unistd.getpid()
     cdef Py_ssize_t end
-    cdef int fd = -1, attempt, rc
+    cdef int fd = -1, rc
     if prefix + TEMP_SUFFIX_MAX + 1 > TEMP_PATH_MAX:
         return -ENAMETOOLONG  # writer_paths() refuses these; never overrun the stack
     memcpy(temp, temp_prefix, prefix)
-    for attempt in range(TEMP_ATTEMPTS):
+    for _ in range(TEMP_ATTEMPTS):
         end = prefix + format_u64(pid, temp + prefix)
         temp[end] = c'.'
         end += 1
@@ -1234,7 +1234,7 @@ cdef int _extras_from(object extras, extras_t *out) except -1:
 
 
 cdef Py_ssize_t _read_pid_file(int directory_fd, const char *path, unsigned char *buf,
-                              int *failure) noexcept nogil:
+                               int *failure) noexcept nogil:
     """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*.
     path is relative to directory_fd (AT_FDCWD: the usual open())."""
     cdef struct_stat info
@@ -1310,7 +1310,7 @@ cdef int classify(const pid_record_t *record, const extras_t *extras, int level,
 
 
 cdef int _classify_pinned(const pid_record_t *record, const extras_t *extras, int fd,
-                         int level) noexcept nogil:
+                          int level) noexcept nogil:
     cdef struct_stat info
     cdef char state = 0
     cdef uint64_t live = 0
@@ -1500,7 +1500,7 @@ cdef int _has_exited(int pidfd) noexcept nogil:
 
 
 cdef int _stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
-                        bint *has_start) noexcept nogil:
+                         bint *has_start) noexcept nogil:
     """The state and start time of the process a pidfd pins: FOUND or -errno."""
     cdef int rc = _proc_info(pid, state, start, has_start)
     if rc != GONE:
@@ -1516,7 +1516,7 @@ cdef int _stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
 
 
 cdef int _unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
-                       bint *has_start) noexcept nogil:
+                        bint *has_start) noexcept nogil:
     """Without pidfds (as _pure._unpinned_info): FOUND (alive, and the start time, which is
     missing without /proc), GONE (nobody holds pid, or a thread does) or -errno."""
     cdef uint32_t tgid = 0, threads = 0
@@ -1562,7 +1562,7 @@ cdef int _unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
 
 
 cdef int _status_of(uint32_t pid, char *state, uint32_t *tgid,
-                   uint32_t *threads) noexcept nogil:
+                    uint32_t *threads) noexcept nogil:
     """State, Tgid and Threads of /proc/<pid>/status: FOUND, GONE or -errno."""
     cdef char path[32]
     cdef char buf[STATUS_READ_BYTES + 8]  # zeros after what was read: memcmp never reads past
@@ -1621,7 +1621,7 @@ cdef void record_current(pid_record_t *out) noexcept nogil:
 
 
 cdef int _proc_info(uint32_t pid, char *state, uint64_t *start_time,
-                   bint *has_start) noexcept nogil:
+                    bint *has_start) noexcept nogil:
     """FOUND (state: field 3, 0 if unknown; the start time if it parses), GONE or -errno.
 
     pid 0: this process. Another process's entry is read only from this namespace's /proc:

@@ -32,6 +32,16 @@ def require_or_skip(reason: str) -> None:
     pytest.skip(reason)
 
 
+def stop(child: subprocess.Popen) -> None:
+    """Kill (if it still runs), reap and close a child the test started: nothing left open."""
+    if child.poll() is None:
+        child.kill()
+    child.wait()
+    for stream in (child.stdin, child.stdout, child.stderr):
+        if stream is not None:
+            stream.close()
+
+
 def proc_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat", "rb") as f:
         return f.read().rpartition(b")")[2].split()[0].decode()
@@ -91,8 +101,9 @@ def script_prelude(impl, level: int | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_in_pid_namespace(script: str, *, mount_proc: bool = True,
-                         timeout: float = 120) -> subprocess.CompletedProcess:
+def run_in_pid_namespace(
+    script: str, *, mount_proc: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run ``python -c script`` as pid 1 of a new pid namespace, killed with everything it
     started when it ends: a test that could signal the wrong process harms only its own.
 
@@ -108,8 +119,9 @@ def run_in_pid_namespace(script: str, *, mount_proc: bool = True,
     probe = subprocess.run([*args, "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         require_or_skip(f"cannot make a pid namespace here: {probe.stderr.strip()}")
-    return subprocess.run([*args, sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*args, sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def require_pidfd_level(impl, level: int, what: str = "pidfs (Linux 6.9+)") -> None:
@@ -131,6 +143,7 @@ def build_probe(name: str, directory, *flags: str) -> str:
     if cc is None:
         pytest.fail("no C compiler (cc) to build the test probes")
     out = os.path.join(str(directory), name)
-    subprocess.run([cc, "-O2", "-o", out, os.path.join(HERE, "probe", f"{name}.c"), *flags],
-                   check=True)
+    subprocess.run(
+        [cc, "-O2", "-o", out, os.path.join(HERE, "probe", f"{name}.c"), *flags], check=True
+    )
     return out

@@ -22,15 +22,17 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import shimpid
-from shimpid import _cli, _lock, _rundir
 from _helpers import PURE_ONLY, THOROUGH, proc_state, require_or_skip
+from shimpid import _cli, _lock, _rundir
 
 # Property tests: a few hundred examples at a desk, thousands in CI (SHIMPID_THOROUGH=1, which
 # also lengthens the race tests: see _helpers.rounds). No deadline: these machines are noisy.
-settings.register_profile("quick", max_examples=100, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", max_examples=2000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "quick", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile("thorough" if THOROUGH else "quick")
 
 
@@ -38,8 +40,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     where = os.path.dirname(shimpid.__file__)
     mode = "pure backend only (SHIMPID_PURE_PYTHON)" if PURE_ONLY else "both backends"
     depth = "thorough (SHIMPID_THOROUGH)" if THOROUGH else "quick"
-    return [f"shimpid {shimpid.__version__} from {where}: BACKEND={shimpid.BACKEND}, {mode}, "
-            f"{depth}"]
+    return [
+        f"shimpid {shimpid.__version__} from {where}: BACKEND={shimpid.BACKEND}, {mode}, {depth}"
+    ]
 
 
 @pytest.fixture(params=["pure", "cython"], scope="session")
@@ -97,7 +100,9 @@ def reaped_pid() -> int:
 @pytest.fixture
 def shared_dir():
     """A directory that processes of other users can read (tmp_path is private to root)."""
-    path = tempfile.mkdtemp(prefix="shimpid-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    path = tempfile.mkdtemp(
+        prefix="shimpid-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -126,6 +131,7 @@ def oracle(tmp_path_factory):
     yield ask
     proc.stdin.close()
     proc.wait()
+    proc.stdout.close()
 
 
 class Ran(tuple):
@@ -152,16 +158,26 @@ def cli(impl, monkeypatch):
     """The command line with ``impl``'s backend: ``cli(*args, fresh=False, **run_options)``
     gives a ``Ran``. ``fresh=True`` (or any ``subprocess.run`` option) takes a new interpreter:
     for what the command itself is (its pid, its parent, its signals)."""
-    env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
-               PYTHONPATH=os.pathsep.join(sys.path))
+    env = dict(
+        os.environ,
+        SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0",
+        PYTHONPATH=os.pathsep.join(sys.path),
+    )
 
     def run(*args, fresh=False, timeout=60, **options):
-        argv = [os.fsdecode(arg) if isinstance(arg, (bytes, os.PathLike)) else str(arg)
-                for arg in args]
+        argv = [
+            os.fsdecode(arg) if isinstance(arg, (bytes, os.PathLike)) else str(arg) for arg in args
+        ]
         if argv and argv[0] in IN_PROCESS and not fresh and not options:
             return _in_process(impl, argv, monkeypatch)
-        done = subprocess.run([sys.executable, "-m", "shimpid", *argv], env=env,
-                              capture_output=True, text=True, timeout=timeout, **options)
+        done = subprocess.run(
+            [sys.executable, "-m", "shimpid", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **options,
+        )
         return Ran(done.returncode, done.stdout, done.stderr)
 
     run.env = env

@@ -35,8 +35,12 @@ def mutated_records(draw):
     start = draw(st.one_of(st.none(), st.integers(0, U64_MAX)))
     data = bytearray(b"%d\n" % pid if start is None else b"%d\n%d\n" % (pid, start))
     if draw(st.booleans()):
-        data += (b"" if start is not None else b"\n") + draw(st.sampled_from(
-            [b"", b"services-mux-v1"])) + b"\nshimpid boot=" + _common.CURRENT_BOOT_ID.encode()
+        data += (
+            (b"" if start is not None else b"\n")
+            + draw(st.sampled_from([b"", b"services-mux-v1"]))
+            + b"\nshimpid boot="
+            + _common.CURRENT_BOOT_ID.encode()
+        )
         if draw(st.booleans()):
             data += b" pidfs=%d" % draw(st.integers(0, U64_MAX + 1))
         data += b"\n"
@@ -46,8 +50,11 @@ def mutated_records(draw):
         if how == "flip" and where < len(data):
             data[where] ^= 1 << draw(st.integers(0, 7))
         elif how == "insert":
-            data[where:where] = draw(st.sampled_from(
-                [b"\x00", b"\n", b"\r", b" ", b"+", b"-", b"9", b"\xff", b"\xc2\xa0", b"\xe2"]))
+            data[where:where] = draw(
+                st.sampled_from(
+                    [b"\x00", b"\n", b"\r", b" ", b"+", b"-", b"9", b"\xff", b"\xc2\xa0", b"\xe2"]
+                )
+            )
         elif how == "delete" and where < len(data):
             del data[where]
         elif how == "duplicate":
@@ -91,17 +98,18 @@ def test_fuzzed_files_through_the_reader(impl, tmp_path_factory, data):
     assert verdict == Absent() or 0 < record.pid <= _common.PID_MAX
 
 
-# ---- a writer rewriting the file while a reader reads it ------------------------------------------
+# ---- a writer rewriting the file while a reader reads it -----------------------------------------
 
 RECORDS = [(4294967295, 18446744073709551615), (7, None), (123456, 42)]
 
 
-def storm(impl, directory, *, atomic, reads=rounds(5000, 30000), min_changes=rounds(100, 300)):
+def storm(impl, directory, *, atomic):
     """Another process rewrites the pid file as fast as it can while this one reads it.
 
     Returns how the reads came out: "whole" (one of the written records), "empty" (the file
     held nothing), "torn" (any other StorageError), "wrong" (a record nobody wrote).
     """
+    reads, min_changes = rounds(5000, 30000), rounds(100, 300)
     path = os.path.join(directory, "shim.pid")
     writer = impl.PidFileWriter.at(path, atomic=atomic)
     records = [impl.PidRecord(*r) for r in RECORDS]
@@ -157,7 +165,7 @@ def test_atomic_writes_never_show_a_torn_file(impl, tmp_path, shared_dir, place)
     assert counts["empty"] == counts["torn"] == counts["wrong"] == 0, counts
 
 
-# ---- writes that fail keep the old file ------------------------------------------------------------
+# ---- writes that fail keep the old file ----------------------------------------------------------
 
 
 def test_a_write_over_the_size_limit_keeps_the_old_file(impl, pid_path):
@@ -186,6 +194,7 @@ def test_a_write_into_a_read_only_directory_keeps_the_old_file(impl, shared_dir)
         before = f.read()
     os.chmod(shared_dir, 0o555)
     try:
+
         def child(out):
             if os.geteuid() == 0:  # root writes anywhere: be somebody else
                 os.setuid(pwd.getpwnam("nobody").pw_uid)
@@ -202,7 +211,7 @@ def test_a_write_into_a_read_only_directory_keeps_the_old_file(impl, shared_dir)
     assert os.listdir(shared_dir) == ["shim.pid"]
 
 
-# ---- things planted at the pid path ----------------------------------------------------------------
+# ---- things planted at the pid path --------------------------------------------------------------
 
 
 def test_a_fifo_at_the_path_never_blocks(impl, tmp_path):
@@ -225,12 +234,15 @@ for atomic in (False, True):
     except OSError as err:
         print("atomic:" if atomic else "in place:", err.strerror)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     refused = "PID file path holds a FIFO, socket or device, not a regular file"
-    assert result.stdout == ("read: PID file is not a regular file\nidentity: Absent()\n"
-                             f"in place: {refused}\natomic: {refused}\n")
+    assert result.stdout == (
+        "read: PID file is not a regular file\nidentity: Absent()\n"
+        f"in place: {refused}\natomic: {refused}\n"
+    )
     assert stat.S_ISFIFO(os.lstat(path).st_mode)
     assert os.listdir(tmp_path) == ["shim.pid"]
 
@@ -248,8 +260,10 @@ def test_a_file_of_a_gibibyte_is_refused_without_reading_it(impl, pid_path):
     assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("data", [b"\x00", b"\x00\x00\x00\x00", b"12\x0034\n", b"12\n\x00\n",
-                                  b"\x0012\n", b"12\n34\x00\n"])
+@pytest.mark.parametrize(
+    "data",
+    [b"\x00", b"\x00\x00\x00\x00", b"12\x0034\n", b"12\n\x00\n", b"\x0012\n", b"12\n34\x00\n"],
+)
 def test_nul_bytes_in_the_file(impl, pid_path, data):
     pid_path.write_bytes(data)
     reader = impl.PidFileReader.at(pid_path)

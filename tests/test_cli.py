@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from _helpers import proc_state, require_or_skip
+from _helpers import proc_state, require_or_skip, stop
 from shimpid import _common
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
@@ -47,7 +47,9 @@ def test_status_codes(impl, cli, pid_path, sleeper, reaped_pid):
     assert cli("status", pid_path)[:2] == (1, f"absent {os.getpid()}\n")
     pid_path.write_bytes(b"garbage\n")
     code, out, _ = cli("status", pid_path)
-    assert code == 4 and out.startswith(f"unknown: PID file {str(pid_path)!r}: invalid PID 'garbage'")
+    assert code == 4 and out.startswith(
+        f"unknown: PID file {str(pid_path)!r}: invalid PID 'garbage'"
+    )
     pid_path.unlink()
     assert cli("status", pid_path)[:2] == (3, "absent\n")
 
@@ -67,10 +69,18 @@ def test_show(impl, cli, pid_path, sleeper):
     code, out, _ = cli("show", "--json", pid_path)
     report = json.loads(out)
     assert code == 0 and report == {
-        "backend": cli.backend, "file": str(pid_path), "pid": sleeper.pid, "start_time": start,
-        "live_start_time": start, "state": "verified", "pidfs_id": pidfs, "capability": None,
-        "boot_id": _common.CURRENT_BOOT_ID, "this_boot_id": _common.CURRENT_BOOT_ID,
-        "locked": False, "locked_by": None,
+        "backend": cli.backend,
+        "file": str(pid_path),
+        "pid": sleeper.pid,
+        "start_time": start,
+        "live_start_time": start,
+        "state": "verified",
+        "pidfs_id": pidfs,
+        "capability": None,
+        "boot_id": _common.CURRENT_BOOT_ID,
+        "this_boot_id": _common.CURRENT_BOOT_ID,
+        "locked": False,
+        "locked_by": None,
     }
     pid_path.write_bytes(b"%d\n\n%s\n" % (sleeper.pid, OTHER_BOOT))
     code, out, _ = cli("show", pid_path)
@@ -106,13 +116,17 @@ def test_spawn_in_the_foreground_returns_the_exit_status(cli, pid_path):
     assert code == 3
     lines = out.splitlines()  # the command's output and shimpid's, in either order
     assert "hi" in lines and len(lines) == 2
-    assert [line for line in lines if line != "hi"][0].endswith(f", recorded in {pid_path}")
+    assert next(line for line in lines if line != "hi").endswith(f", recorded in {pid_path}")
     assert not pid_path.exists(), "removed once the command exited"
 
 
 def test_spawn_in_the_foreground_passes_signals_on(cli, pid_path):
-    shim = subprocess.Popen([sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path),
-                             "--", "sleep", "60"], env=cli.env, stdout=subprocess.PIPE, text=True)
+    shim = subprocess.Popen(
+        [sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path), "--", "sleep", "60"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = shim.stdout.readline()
         pid = int(line.split()[1].rstrip(","))
@@ -121,15 +135,17 @@ def test_spawn_in_the_foreground_passes_signals_on(cli, pid_path):
         wait_for(lambda: not alive(pid))
         assert not pid_path.exists()
     finally:
-        shim.kill()
-        shim.wait()
+        stop(shim)
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["--", "/nonexistent/program"], 127, "command not found: /nonexistent/program"),
-    (["--"], 2, "no command given"),
-    ([], 2, "no command given"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--", "/nonexistent/program"], 127, "command not found: /nonexistent/program"),
+        (["--"], 2, "no command given"),
+        ([], 2, "no command given"),
+    ],
+)
 def test_spawn_errors(cli, pid_path, args, code, message):
     result = cli("spawn", "--pidfile", pid_path, *args)
     assert result[0] == code and message in result[2]
@@ -139,8 +155,9 @@ def test_spawn_errors(cli, pid_path, args, code, message):
 def test_spawn_with_an_unwritable_pid_file_starts_nothing(cli, tmp_path):
     marker = tmp_path / "ran"
     for _ in range(5):
-        code, _, err = cli("spawn", "--pidfile", tmp_path / "missing" / "x.pid", "--",
-                           "touch", marker)
+        code, _, err = cli(
+            "spawn", "--pidfile", tmp_path / "missing" / "x.pid", "--", "touch", marker
+        )
         assert code == 1 and "cannot write the pid file" in err
     assert not marker.exists(), "found before the command was started"
 
@@ -157,54 +174,81 @@ def test_spawn_with_a_pid_file_it_cannot_replace_kills_the_command(cli, pid_path
 
 
 def test_stop_escalates_to_sigkill(impl, cli, pid_path):
-    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"])
+    stubborn = subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
+        stdout=subprocess.PIPE,
+    )
     try:
+        assert stubborn.stdout.readline() == b"ready\n"  # TERM is ignored from here on
         impl.PidFileWriter.at(pid_path).write_for(stubborn.pid)
         code, out, _ = cli("stop", "--timeout", "0.3", pid_path)
         assert code == 0
-        assert "sending SIGKILL" in out and out.endswith(f"stopped {stubborn.pid}, removed {pid_path}\n")
+        assert "sending SIGKILL" in out and out.endswith(
+            f"stopped {stubborn.pid}, removed {pid_path}\n"
+        )
         assert stubborn.wait(10) == -signal.SIGKILL
     finally:
-        stubborn.kill()
-        stubborn.wait()
+        stop(stubborn)
 
 
 def test_stop_with_another_signal(impl, cli, pid_path):
     # SIGINT's default action, whatever this suite was launched with: `cmd &` ignores SIGINT
     # and SIGQUIT, nohup SIGHUP, and an ignored signal stays ignored across exec().
-    child = subprocess.Popen([sys.executable, "-c", DEFAULT_ACTION + "time.sleep(60)"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", DEFAULT_ACTION + "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+    )
     try:
+        # Not before: until DEFAULT_ACTION has run, an inherited SIG_IGN would drop the signal.
+        assert child.stdout.readline() == b"ready\n"
         impl.PidFileWriter.at(pid_path).write_for(child.pid)
         assert cli("stop", "--signal", "INT", pid_path)[0] == 0
         assert child.wait(10) == -signal.SIGINT
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
 # For a Python child: restore the default action of the signals launchers often ignore.
-DEFAULT_ACTION = ("import signal, time\n"
-                  "for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):\n"
-                  "    signal.signal(s, signal.SIG_DFL)\n")
+DEFAULT_ACTION = (
+    "import signal, time\n"
+    "for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):\n"
+    "    signal.signal(s, signal.SIG_DFL)\n"
+)
 
 
-@pytest.mark.skipif(sys.implementation.name != "cpython",
-                    reason="PyPy reports a signal ignored at start-up as SIG_DFL (see the README)")
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython",
+    reason="PyPy reports a signal ignored at start-up as SIG_DFL (see the README)",
+)
 def test_spawn_keeps_ignored_signals_ignored(cli, pid_path, tmp_path):
     """Under nohup, a hangup must not reach the command through shimpid's forwarding."""
     marker = tmp_path / "survived"
     shim = subprocess.Popen(
-        ["nohup", sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path), "--",
-         "sh", "-c", f"sleep 0.3; touch {marker}"],
-        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            "nohup",
+            sys.executable,
+            "-m",
+            "shimpid",
+            "spawn",
+            "--pidfile",
+            str(pid_path),
+            "--",
+            "sh",
+            "-c",
+            f"sleep 0.3; touch {marker}",
+        ],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         shim.stdout.readline()  # started
         shim.send_signal(signal.SIGHUP)
         assert shim.wait(30) == 0
         assert marker.exists(), "the command was not hung up"
     finally:
-        shim.kill()
-        shim.wait()
+        stop(shim)
 
 
 def test_stop_never_signals_an_unverified_process(impl, cli, pid_path, sleeper):
@@ -213,7 +257,8 @@ def test_stop_never_signals_an_unverified_process(impl, cli, pid_path, sleeper):
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid, 1))
     code, out, _ = cli("stop", pid_path)
     assert code == 0 and out.startswith(
-        f"not running: pid {sleeper.pid} now belongs to another process (it was reused)")
+        f"not running: pid {sleeper.pid} now belongs to another process (it was reused)"
+    )
     assert not pid_path.exists(), "the stale pid file is removed"
     assert sleeper.poll() is None, "and the stranger lives on"
     # legacy: refused unless asked
@@ -236,17 +281,20 @@ def test_stop_without_a_pid_file_or_with_garbage(cli, pid_path):
 # ---- arguments and help --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ([], "required: COMMAND"),
-    (["frobnicate"], "invalid choice"),
-    (["status"], "required: FILE"),
-    (["spawn", "--", "true"], "required: --pidfile"),
-    (["stop", "--signal", "FOO", "x"], "not a signal: 'FOO'"),
-    (["stop", "--signal", "999", "x"], "not a signal: '999'"),
-    (["stop", "--timeout", "-1", "x"], "not a number of seconds: '-1'"),
-    (["stop", "--timeout", "soon", "x"], "not a number of seconds: 'soon'"),
-    (["stop", "--timeout", "nan", "x"], "not a number of seconds: 'nan'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "required: COMMAND"),
+        (["frobnicate"], "invalid choice"),
+        (["status"], "required: FILE"),
+        (["spawn", "--", "true"], "required: --pidfile"),
+        (["stop", "--signal", "FOO", "x"], "not a signal: 'FOO'"),
+        (["stop", "--signal", "999", "x"], "not a signal: '999'"),
+        (["stop", "--timeout", "-1", "x"], "not a number of seconds: '-1'"),
+        (["stop", "--timeout", "soon", "x"], "not a number of seconds: 'soon'"),
+        (["stop", "--timeout", "nan", "x"], "not a number of seconds: 'nan'"),
+    ],
+)
 def test_bad_arguments(cli, args, message):
     code, _, err = cli(*args)
     assert code == 2 and message in err

@@ -22,7 +22,7 @@ NOBODY = pwd.getpwnam("nobody").pw_uid
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to be somebody else)")
 
 
-# ---- 8. stop trusts only files nobody else could have written -----------------------------------
+# ---- 8. stop trusts only files nobody else could have written ------------------------------------
 
 PLANTED = """
 import pwd, stat
@@ -85,7 +85,8 @@ print(json.dumps(out))
 @needs_root
 def test_stop_refuses_what_it_must_not_trust_or_signal(impl, shared_dir):
     script = script_prelude(impl) + PLANTED.format(
-        directory=shared_dir, pure="1" if impl is shimpid._pure else "0")
+        directory=shared_dir, pure="1" if impl is shimpid._pure else "0"
+    )
     result = run_in_pid_namespace(script)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -104,7 +105,7 @@ def test_stop_refuses_what_it_must_not_trust_or_signal(impl, shared_dir):
     assert out["ancestor"] == [4, 0], "the shell running stop was not signalled"
 
 
-# ---- 9. stop removes only the record it stopped ---------------------------------------------------
+# ---- 9. stop removes only the record it stopped --------------------------------------------------
 
 
 def test_stop_keeps_a_record_written_while_it_stopped(impl, pid_path, monkeypatch, capsys):
@@ -137,7 +138,7 @@ def test_stop_keeps_a_record_written_while_it_stopped(impl, pid_path, monkeypatc
             child.wait()
 
 
-# ---- 10. exit codes, odd paths, huge timeouts, messages -----------------------------------------
+# ---- 10. exit codes, odd paths, huge timeouts, messages ------------------------------------------
 
 
 @needs_root
@@ -202,11 +203,14 @@ def test_stop_and_show_say_why_a_record_is_absent(cli, impl, pid_path, zombie):
     assert code == 1
     assert f"why:              process {zombie.pid} has exited (a zombie, not yet reaped)\n" in out
     assert json.loads(cli("show", "--json", pid_path)[1])["why"].startswith(
-        f"process {zombie.pid} has exited")
+        f"process {zombie.pid} has exited"
+    )
     zombie.wait()
     code, out, _ = cli("stop", pid_path)
-    assert (code, out) == (0, f"not running: process {zombie.pid} has exited; removed stale "
-                              f"{pid_path}\n")
+    assert (code, out) == (
+        0,
+        f"not running: process {zombie.pid} has exited; removed stale {pid_path}\n",
+    )
 
 
 def test_clean_from_the_command_line(cli, impl, tmp_path, reaped_pid, sleeper):
@@ -223,7 +227,6 @@ def test_clean_from_the_command_line(cli, impl, tmp_path, reaped_pid, sleeper):
     assert cli("clean", tmp_path)[1].startswith("removed ")
     assert sorted(os.listdir(tmp_path)) == ["live.pid"]
     assert cli("clean", tmp_path / "missing")[0] == 1
-
 
 
 # ---- found by review -----------------------------------------------------------------------------
@@ -270,10 +273,12 @@ def test_stop_under_another_namespaces_proc_refuses(impl, shared_dir):
     """With the host's /proc, stop cannot see its own ancestors: it refuses to signal."""
     require_pidfd_level(impl, shimpid._common.PIDFS)  # else the record needs /proc: refused
     path = os.path.join(shared_dir, "a.pid")
-    ancestor = ANCESTOR.format(sys_path=sys.path, module=impl.__name__, path=path,
-                               python=sys.executable)
+    ancestor = ANCESTOR.format(
+        sys_path=sys.path, module=impl.__name__, path=path, python=sys.executable
+    )
     script = script_prelude(impl) + FOREIGN_STOP.format(
-        pure="1" if impl is shimpid._pure else "0", ancestor=ancestor)
+        pure="1" if impl is shimpid._pure else "0", ancestor=ancestor
+    )
     result = run_in_pid_namespace(script, mount_proc=False)
     assert result.returncode == 0, result.stderr
     code, out, err = json.loads(result.stdout)

@@ -17,7 +17,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _helpers import build_probe, require_or_skip, require_pidfd_level, run_in_child, run_in_pid_namespace, script_prelude
+from _helpers import (
+    build_probe,
+    require_or_skip,
+    require_pidfd_level,
+    run_in_child,
+    run_in_pid_namespace,
+    script_prelude,
+    stop,
+)
 from shimpid import Absent, Legacy, StorageError, Verified, _common, _pure
 
 LEVELS = {"pidfs": _common.PIDFS, "pidfd": _common.PIDFD, "no pidfd": _common.NO_PIDFD}
@@ -38,7 +46,7 @@ def start_time_from_proc(pid: int) -> int:
         return int(f.read().rpartition(b")")[2].split()[19])
 
 
-# ---- 1. a pid reused within one clock tick -----------------------------------------------------
+# ---- 1. a pid reused within one clock tick -------------------------------------------------------
 
 REUSE = """
 ns_last_pid = "/proc/sys/kernel/ns_last_pid"
@@ -74,7 +82,8 @@ print(json.dumps(trials))
 
 def reuse_trials(impl, level: int, trials: int = 20) -> list:
     env = "PYTHONPATH=os.pathsep.join(sys.path), SHIMPID_PURE_PYTHON=" + (
-        "'1'" if impl is _pure else "'0'")
+        "'1'" if impl is _pure else "'0'"
+    )
     script = script_prelude(impl, level) + REUSE.format(trials=trials, env=env)
     result = run_in_pid_namespace(script)
     assert result.returncode == 0, result.stderr
@@ -89,8 +98,10 @@ def test_same_tick_reuse_is_never_verified_with_pidfs(impl):
     require_pidfd_level(impl, _common.PIDFS)
     trials = reuse_trials(impl, _common.PIDFS)
     same_tick = sum(1 for _, same, _, _ in trials if same)
-    print(f"\nsame-tick reuse, {impl.__name__}: {same_tick} of {len(trials)} trials had the "
-          f"recorded start time; verdicts: {[v for _, _, v, _ in trials]}")
+    print(
+        f"\nsame-tick reuse, {impl.__name__}: {same_tick} of {len(trials)} trials had the "
+        f"recorded start time; verdicts: {[v for _, _, v, _ in trials]}"
+    )
     assert same_tick >= 3, "too few same-tick reuses for the test to mean anything"
     assert [v for _, _, v, _ in trials] == ["Absent"] * len(trials)
     code, stranger_lives = trials[0][3]
@@ -104,15 +115,16 @@ def test_start_times_alone_tell_processes_apart_only_across_ticks(impl):
         assert verdict == ("Verified" if same_tick else "Absent")
 
 
-# ---- 2. a failure to look is not an answer -----------------------------------------------------
+# ---- 2. a failure to look is not an answer -------------------------------------------------------
 
 
 def exhaust_descriptors() -> None:
     """From now on every open() fails with EMFILE: the limit is the lowest free descriptor."""
     lowest = os.dup(0)
     os.close(lowest)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, resource.getrlimit(
-        resource.RLIMIT_NOFILE)[1]))
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (lowest, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    )
 
 
 def test_no_descriptors_left_raises_instead_of_absent(impl, level, pid_path, sleeper):
@@ -146,15 +158,20 @@ def test_no_descriptors_left_raises_instead_of_absent(impl, level, pid_path, sle
     assert code == 0, said
     results = json.loads(said)
     expected = {
-        "process_identity": "EMFILE", "open_process": "EMFILE", "classify": "EMFILE",
-        "is_process_alive": "EMFILE", "process_start_time": "EMFILE", "write_for": "EMFILE",
-        "status": 4, "stop": 4,
+        "process_identity": "EMFILE",
+        "open_process": "EMFILE",
+        "classify": "EMFILE",
+        "is_process_alive": "EMFILE",
+        "process_start_time": "EMFILE",
+        "write_for": "EMFILE",
+        "status": 4,
+        "stop": 4,
     }
     assert results == expected, results
     assert sleeper.poll() is None and reader.process_identity() == Verified(sleeper.pid)
 
 
-# ---- 3. another pid namespace's /proc ----------------------------------------------------------
+# ---- 3. another pid namespace's /proc ------------------------------------------------------------
 
 FOREIGN = """
 from shimpid import ForeignProcError
@@ -223,8 +240,7 @@ time.sleep(60)
 
 
 def test_another_namespaces_proc_is_refused(impl, level, shared_dir):
-    self_write = SELF_WRITE.format(path=sys.path, module=impl.__name__, level=level,
-                                   dir=shared_dir)
+    self_write = SELF_WRITE.format(path=sys.path, module=impl.__name__, level=level, dir=shared_dir)
     script = script_prelude(impl, level) + FOREIGN.format(dir=shared_dir, self_write=self_write)
     result = run_in_pid_namespace(script, mount_proc=False)
     assert result.returncode == 0, result.stderr
@@ -247,10 +263,11 @@ def test_another_namespaces_proc_is_refused(impl, level, shared_dir):
         assert out["self-written"] == "ForeignProcError"
     assert out["host_thread"], "the namespace's pid matched a thread id in the host's /proc"
     assert out["alive(host thread)"] == (
-        "True" if level != _common.NO_PIDFD else "ForeignProcError")
+        "True" if level != _common.NO_PIDFD else "ForeignProcError"
+    )
 
 
-# ---- 4. a thread id is not a process -----------------------------------------------------------
+# ---- 4. a thread id is not a process -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -311,11 +328,10 @@ def test_a_process_whose_main_thread_exited_is_alive(impl, level, pid_path, lead
             impl.PidFileWriter.at(pid_path, identity_line=identity_line).write_for(child.pid)
             assert impl.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
-# ---- 5. the fallbacks where the kernel offers less ---------------------------------------------
+# ---- 5. the fallbacks where the kernel offers less -----------------------------------------------
 
 
 def test_each_level_verifies_and_refuses(impl, level, pid_path, sleeper, zombie, reaped_pid):
@@ -342,8 +358,9 @@ def test_a_file_from_an_older_kernel_is_verified_by_its_start_time(impl, pid_pat
     record = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid))
     impl.PidFileWriter.at(pid_path, identity_line=False).write(record)
     assert impl.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
-    pid_path.write_bytes(record.encode() + b"\nshimpid boot=" + _common.CURRENT_BOOT_ID.encode()
-                         + b"\n")
+    pid_path.write_bytes(
+        record.encode() + b"\nshimpid boot=" + _common.CURRENT_BOOT_ID.encode() + b"\n"
+    )
     assert impl.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
 
 
@@ -375,13 +392,20 @@ def test_open_process_pins_before_it_checks(impl, pid_path, sleeper):
         require_or_skip("strace not found")
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
     script = script_prelude(impl, _common.PIDFD) + (
-        f"h = impl.PidFileReader.at({str(pid_path)!r}).open_process()\n"
-        "assert h is not None\n")
-    result = subprocess.run([strace, "-f", "-e", "trace=pidfd_open,openat", sys.executable,
-                             "-c", script], capture_output=True, text=True, timeout=60)
+        f"h = impl.PidFileReader.at({str(pid_path)!r}).open_process()\nassert h is not None\n"
+    )
+    result = subprocess.run(
+        [strace, "-f", "-e", "trace=pidfd_open,openat", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    calls = [line for line in result.stderr.splitlines()
-             if f"pidfd_open({sleeper.pid}" in line or f"/proc/{sleeper.pid}/stat" in line]
+    calls = [
+        line
+        for line in result.stderr.splitlines()
+        if f"pidfd_open({sleeper.pid}" in line or f"/proc/{sleeper.pid}/stat" in line
+    ]
     assert len(calls) == 2 and "pidfd_open" in calls[0] and "/stat" in calls[1], calls
 
 
@@ -391,27 +415,30 @@ BOOT = _common.CURRENT_BOOT_ID
 OTHER = "0000abcd-1111-2222-3333-4444444444ef"
 
 
-@pytest.mark.parametrize(("tail", "expected"), [
-    (b"", (None, None, None)),
-    (b"\n", (None, None, None)),
-    (b"services-mux-v1\n", ("services-mux-v1", None, None)),
-    (b" services-mux-v1 \r\n", ("services-mux-v1", None, None)),
-    (OTHER.encode() + b"\n", (None, OTHER, None)),  # shimpid 0.1's boot line
-    (b"\nshimpid boot=" + OTHER.encode() + b" pidfs=42\n", (None, OTHER, 42)),
-    (b"x\nshimpid pidfs=42 boot=" + OTHER.encode() + b"\n", ("x", OTHER, 42)),
-    (b"\nshimpid pidfs=42 future=1 boot=" + OTHER.encode() + b"\n", (None, OTHER, 42)),
-    (b"\nshimpid pidfs=42 pidfs=43\n", (None, None, 42)),  # the first counts
-    (b"\nshimpid pidfs=0\n", (None, None, None)),
-    (b"\nshimpid pidfs=18446744073709551615\n", (None, None, 2**64 - 1)),
-    (b"\nshimpid pidfs=18446744073709551616\n", (None, None, None)),
-    (b"\nshimpid pidfs=+5\n", (None, None, None)),
-    (b"\nshimpid pidfs=005\n", (None, None, 5)),
-    (b"\nshimpid boot=" + OTHER.upper().encode() + b"\n", (None, None, None)),
-    (b"\nboot=" + OTHER.encode() + b" pidfs=42\n", (None, None, None)),  # no tag
-    (b"\nshimpid: pidfs=42\n", (None, None, None)),
-    (b"\n\nshimpid pidfs=42\n", (None, None, None)),  # line 5
-    ("\n \u3000shimpid pidfs=42\u2028\n".encode(), (None, None, 42)),  # Unicode trim
-])
+@pytest.mark.parametrize(
+    ("tail", "expected"),
+    [
+        (b"", (None, None, None)),
+        (b"\n", (None, None, None)),
+        (b"services-mux-v1\n", ("services-mux-v1", None, None)),
+        (b" services-mux-v1 \r\n", ("services-mux-v1", None, None)),
+        (OTHER.encode() + b"\n", (None, OTHER, None)),  # shimpid 0.1's boot line
+        (b"\nshimpid boot=" + OTHER.encode() + b" pidfs=42\n", (None, OTHER, 42)),
+        (b"x\nshimpid pidfs=42 boot=" + OTHER.encode() + b"\n", ("x", OTHER, 42)),
+        (b"\nshimpid pidfs=42 future=1 boot=" + OTHER.encode() + b"\n", (None, OTHER, 42)),
+        (b"\nshimpid pidfs=42 pidfs=43\n", (None, None, 42)),  # the first counts
+        (b"\nshimpid pidfs=0\n", (None, None, None)),
+        (b"\nshimpid pidfs=18446744073709551615\n", (None, None, 2**64 - 1)),
+        (b"\nshimpid pidfs=18446744073709551616\n", (None, None, None)),
+        (b"\nshimpid pidfs=+5\n", (None, None, None)),
+        (b"\nshimpid pidfs=005\n", (None, None, 5)),
+        (b"\nshimpid boot=" + OTHER.upper().encode() + b"\n", (None, None, None)),
+        (b"\nboot=" + OTHER.encode() + b" pidfs=42\n", (None, None, None)),  # no tag
+        (b"\nshimpid: pidfs=42\n", (None, None, None)),
+        (b"\n\nshimpid pidfs=42\n", (None, None, None)),  # line 5
+        ("\n \u3000shimpid pidfs=42\u2028\n".encode(), (None, None, 42)),  # Unicode trim
+    ],
+)
 def test_lines_3_and_4(impl, pid_path, tail, expected):
     pid_path.write_bytes(b"5\n6\n" + tail)
     reader = impl.PidFileReader.at(pid_path)
@@ -428,19 +455,38 @@ def own_files(draw):
     inode = os.fstat(fd).st_ino
     os.close(fd)
     start = draw(st.sampled_from([own.start_time, own.start_time + 1, None]))
-    line3 = draw(st.sampled_from([b"", b"services-mux-v1", BOOT.encode(), OTHER.encode(),
-                                  b"\xc2\xa0", b"a b"]))
-    fields = draw(st.lists(st.sampled_from([
-        b"boot=" + BOOT.encode(), b"boot=" + OTHER.encode(), b"pidfs=%d" % inode,
-        b"pidfs=%d" % (inode + 1), b"pidfs=0%d" % inode, b"x=y", b"", b"pidfs="]), max_size=4))
+    line3 = draw(
+        st.sampled_from(
+            [b"", b"services-mux-v1", BOOT.encode(), OTHER.encode(), b"\xc2\xa0", b"a b"]
+        )
+    )
+    fields = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    b"boot=" + BOOT.encode(),
+                    b"boot=" + OTHER.encode(),
+                    b"pidfs=%d" % inode,
+                    b"pidfs=%d" % (inode + 1),
+                    b"pidfs=0%d" % inode,
+                    b"x=y",
+                    b"",
+                    b"pidfs=",
+                ]
+            ),
+            max_size=4,
+        )
+    )
     tag = draw(st.sampled_from([b"shimpid", b"shimpid", b"shimpi", b" shimpid"]))
-    data = bytearray(b"%d\n%s\n%s\n%s\n" % (own.pid, b"" if start is None else b"%d" % start,
-                                            line3, b" ".join([tag, *fields])))
+    data = bytearray(
+        b"%d\n%s\n%s\n%s\n"
+        % (own.pid, b"" if start is None else b"%d" % start, line3, b" ".join([tag, *fields]))
+    )
     for _ in range(draw(st.integers(0, 2))):
         where = draw(st.integers(0, len(data)))
         data[where:where] = draw(st.sampled_from([b"\n", b" ", b"\r", b"\xff", b"9"]))
     if draw(st.booleans()):
-        del data[draw(st.integers(0, len(data))):]
+        del data[draw(st.integers(0, len(data))) :]
     return bytes(data)
 
 

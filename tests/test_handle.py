@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from _helpers import proc_state, require_pidfd_level
+from _helpers import proc_state, require_pidfd_level, stop
 from shimpid import Absent, Legacy, ProcessHandle, Verified, _common
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
@@ -80,8 +80,9 @@ def test_fileno_is_a_pidfd_or_unsupported(impl, pidfds, pid_path, sleeper):
 
 
 def test_wait_works_for_a_process_that_is_not_our_child(impl, pidfds, pid_path):
-    shell = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE,
-                             text=True)
+    shell = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    )
     try:
         grandchild = int(shell.stdout.readline())
         impl.PidFileWriter.at(pid_path).write_for(grandchild)
@@ -93,12 +94,26 @@ def test_wait_works_for_a_process_that_is_not_our_child(impl, pidfds, pid_path):
             assert handle.wait(10) is True
             assert time.monotonic() - started < 10
     finally:
-        shell.wait()
+        stop(shell)
 
 
-@pytest.mark.parametrize("case", ["missing", "garbage", "reaped", "zombie", "other start time",
-                                  "pid 0", "pid 2**31", "pid 2**32-1", "legacy", "other boot",
-                                  "other boot, line 4", "other pidfs inode"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "garbage",
+        "reaped",
+        "zombie",
+        "other start time",
+        "pid 0",
+        "pid 2**31",
+        "pid 2**32-1",
+        "legacy",
+        "other boot",
+        "other boot, line 4",
+        "other pidfs inode",
+    ],
+)
 def test_no_handle_unless_verified(impl, pidfds, pid_path, case, reaped_pid, zombie):
     own = impl.PidRecord.current()
     writer = impl.PidFileWriter.at(pid_path, identity_line=False)
@@ -190,11 +205,18 @@ def test_a_record_from_this_boot_is_judged_as_before(impl, pid_path):
     assert reader.process_identity() == Verified(own.pid)
 
 
-@pytest.mark.parametrize("line3", [
-    b"services-mux-v1",  # what later boxlite versions put on line 3
-    b"", b"garbage", OTHER_BOOT.upper(), OTHER_BOOT[:-1], OTHER_BOOT + b"0",
-    OTHER_BOOT.replace(b"-", b"_"),
-])
+@pytest.mark.parametrize(
+    "line3",
+    [
+        b"services-mux-v1",  # what later boxlite versions put on line 3
+        b"",
+        b"garbage",
+        OTHER_BOOT.upper(),
+        OTHER_BOOT[:-1],
+        OTHER_BOOT + b"0",
+        OTHER_BOOT.replace(b"-", b"_"),
+    ],
+)
 def test_a_third_line_that_is_not_a_boot_id_is_ignored(impl, pid_path, line3):
     own = impl.PidRecord.current()
     pid_path.write_bytes(own.encode() + line3 + b"\n")

@@ -27,7 +27,7 @@ def identity_of(impl, path, record):
     return impl.PidFileReader.at(path).process_identity()
 
 
-# ---- read() --------------------------------------------------------------------------------
+# ---- read() --------------------------------------------------------------------------------------
 
 
 def test_missing_file_is_a_storage_error_with_errno(impl, pid_path):
@@ -46,7 +46,10 @@ def test_garbage_is_a_storage_error_naming_the_file(impl, pid_path):
         impl.PidFileReader.at(pid_path).read()
     err = info.value
     assert err.errno is None and err.filename == os.fspath(pid_path)
-    assert str(err) == f"PID file {str(pid_path)!r}: invalid PID 'garbage': invalid digit found in string"
+    assert (
+        str(err)
+        == f"PID file {str(pid_path)!r}: invalid PID 'garbage': invalid digit found in string"
+    )
     assert isinstance(err.__cause__, StorageError)
 
 
@@ -79,8 +82,11 @@ def test_directory_fifo_and_symlink_are_refused(impl, tmp_path):
     real = tmp_path / "real"
     real.write_bytes(f"{os.getpid()}\n".encode())
     (tmp_path / "link").symlink_to(real)
-    for name, expected in [("dir", "not a regular file"), ("fifo", "not a regular file"),
-                           ("link", "Too many levels of symbolic links")]:
+    for name, expected in [
+        ("dir", "not a regular file"),
+        ("fifo", "not a regular file"),
+        ("link", "Too many levels of symbolic links"),
+    ]:
         reader = impl.PidFileReader.at(tmp_path / name)
         with pytest.raises(StorageError, match=expected):
             reader.read()
@@ -109,7 +115,7 @@ def test_unreadable_file(impl, pid_path):
         assert info.value.errno == errno.EACCES
 
 
-# ---- process_identity() ----------------------------------------------------------------------
+# ---- process_identity() --------------------------------------------------------------------------
 
 
 def test_this_process_is_verified(impl, pid_path):
@@ -185,7 +191,7 @@ def test_files_written_by_the_reference_format_read_the_same(impl, pid_path):
     assert impl.PidFileReader.at(pid_path).process_identity() == Legacy(own.pid)
 
 
-# ---- is_process_alive / process_start_time ---------------------------------------------------
+# ---- is_process_alive / process_start_time -------------------------------------------------------
 
 
 def test_liveness(impl, sleeper, zombie, reaped_pid):
@@ -243,14 +249,17 @@ def test_another_users_process_is_alive(impl, shared_dir):
         assert code == 0, said
         assert said.decode() == repr((True, Verified(own.pid)))
     else:
-        others = [int(p) for p in os.listdir("/proc") if p.isdigit()
-                  and os.stat(f"/proc/{p}").st_uid != os.geteuid()]
+        others = [
+            int(p)
+            for p in os.listdir("/proc")
+            if p.isdigit() and os.stat(f"/proc/{p}").st_uid != os.geteuid()
+        ]
         if not others:
             pytest.skip("no process of another user to test against")
         assert impl.is_process_alive(others[0])
 
 
-# ---- the verdict types -----------------------------------------------------------------------
+# ---- the verdict types ---------------------------------------------------------------------------
 
 
 def test_verdicts_are_shared_frozen_values():
@@ -274,7 +283,9 @@ def test_verdicts_in_match(impl, pid_path, sleeper):
                 return ("clean up", None)
 
     reader = impl.PidFileReader.at(pid_path)
-    impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)))
+    impl.PidFileWriter.at(pid_path).write(
+        impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid))
+    )
     assert act(reader.process_identity()) == ("adopt", sleeper.pid)
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid))
     assert act(reader.process_identity()) == ("adopt with a warning", sleeper.pid)

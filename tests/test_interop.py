@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import shimpid
-from _helpers import require_or_skip, run_in_child
+from _helpers import require_or_skip, run_in_child, stop
 from shimpid import Verified, _cli, _common, _rundir
 
 TOKEN = "services-mux-v1"
@@ -32,14 +32,15 @@ def boxlite_newest(oracle, data: bytes):
     return int(answer[1]), None if answer[2] == "-" else int(answer[2]), answer[3] == "1"
 
 
-# ---- what shimpid writes, both boxlites read as the same record ---------------------------------
+# ---- what shimpid writes, both boxlites read as the same record ----------------------------------
 
 
 @pytest.mark.parametrize("capability", [None, TOKEN, "other-token.v2"])
 @pytest.mark.parametrize("identity_line", [True, False])
 @pytest.mark.parametrize("start_time", [123456, None])
-def test_shimpid_files_read_the_same_in_both_boxlites(impl, oracle, pid_path, capability,
-                                                     identity_line, start_time):
+def test_shimpid_files_read_the_same_in_both_boxlites(
+    impl, oracle, pid_path, capability, identity_line, start_time
+):
     writer = impl.PidFileWriter.at(pid_path, capability=capability, identity_line=identity_line)
     writer.write(impl.PidRecord(4242, start_time))
     data = pid_path.read_bytes()
@@ -65,13 +66,14 @@ def test_records_of_live_processes_read_the_same(impl, oracle, pid_path, sleeper
         assert boxlite_newest(oracle, data) == (record.pid, record.start_time, True)
 
 
-# ---- what the newest boxlite writes, shimpid reads the same -------------------------------------
+# ---- what the newest boxlite writes, shimpid reads the same --------------------------------------
 
 
 @pytest.mark.parametrize("control", [True, False])
 @pytest.mark.parametrize("with_start", [True, False])
-def test_newest_boxlite_files_read_the_same_in_shimpid(impl, oracle, pid_path, sleeper,
-                                                       control, with_start):
+def test_newest_boxlite_files_read_the_same_in_shimpid(
+    impl, oracle, pid_path, sleeper, control, with_start
+):
     start = impl.process_start_time(sleeper.pid)
     # ShimPidRecord::encode: the record, then (with runtime port control) an empty line 2 if
     # there is no start time, and the token
@@ -82,19 +84,25 @@ def test_newest_boxlite_files_read_the_same_in_shimpid(impl, oracle, pid_path, s
     assert boxlite_newest(oracle, data) == (sleeper.pid, start if with_start else None, control)
     reader = impl.PidFileReader.at(pid_path)
     assert reader.read_capability() == (TOKEN if control else None)
-    assert reader.process_identity() == (Verified(sleeper.pid) if with_start
-                                         else shimpid.Legacy(sleeper.pid))
+    assert reader.process_identity() == (
+        Verified(sleeper.pid) if with_start else shimpid.Legacy(sleeper.pid)
+    )
 
 
 line3 = st.one_of(
-    st.just(TOKEN), st.just(""), st.just(f" {TOKEN}\t\r"), st.just(TOKEN.upper()),
-    st.just("\u3000services-mux-v1\u2028"), st.just("\x1cservices-mux-v1"),
-    st.just(_common.CURRENT_BOOT_ID), st.text(max_size=20).filter(lambda t: "\n" not in t))
+    st.just(TOKEN),
+    st.just(""),
+    st.just(f" {TOKEN}\t\r"),
+    st.just(TOKEN.upper()),
+    st.just("\u3000services-mux-v1\u2028"),
+    st.just("\x1cservices-mux-v1"),
+    st.just(_common.CURRENT_BOOT_ID),
+    st.text(max_size=20).filter(lambda t: "\n" not in t),
+)
 
 
 @given(line3, st.sampled_from([b"", b"\n", b"\nshimpid pidfs=5\n", b"\nline 4\nline 5"]))
-def test_the_capability_is_boxlites_reading_of_line_3(impl, oracle, tmp_path_factory, third,
-                                                      rest):
+def test_the_capability_is_boxlites_reading_of_line_3(impl, oracle, tmp_path_factory, third, rest):
     """shimpid reports the token exactly when the newest boxlite sees runtime port control."""
     data = b"5\n6\n" + third.encode() + rest
     path = tmp_path_factory.mktemp("cap") / "shim.pid"
@@ -105,14 +113,24 @@ def test_the_capability_is_boxlites_reading_of_line_3(impl, oracle, tmp_path_fac
     assert (impl.PidFileReader.at(path).read_capability() == TOKEN) == answer.endswith(" 1")
 
 
-# ---- a capability is checked when the writer is made --------------------------------------------
+# ---- a capability is checked when the writer is made ---------------------------------------------
 
 
-@pytest.mark.parametrize(("capability", "error"), [
-    ("", ValueError), ("x" * 65, ValueError), ("caf\u00e9", ValueError), ("a\nb", ValueError),
-    (" padded", ValueError), ("padded ", ValueError), ("tab\there", ValueError),
-    (_common.CURRENT_BOOT_ID, ValueError), (b"bytes", TypeError), (15, TypeError),
-])
+@pytest.mark.parametrize(
+    ("capability", "error"),
+    [
+        ("", ValueError),
+        ("x" * 65, ValueError),
+        ("caf\u00e9", ValueError),
+        ("a\nb", ValueError),
+        (" padded", ValueError),
+        ("padded ", ValueError),
+        ("tab\there", ValueError),
+        (_common.CURRENT_BOOT_ID, ValueError),
+        (b"bytes", TypeError),
+        (15, TypeError),
+    ],
+)
 def test_bad_capabilities_fail_when_the_writer_is_made(impl, pid_path, capability, error):
     with pytest.raises(error):
         impl.PidFileWriter.at(pid_path, capability=capability)
@@ -130,11 +148,16 @@ def test_spawn_writes_the_capability(pid_path):
 
 def test_the_command_line_writes_and_shows_the_capability(pid_path):
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "shimpid", *map(str, args)],
-                              capture_output=True, text=True, cwd=os.path.dirname(__file__))
+        return subprocess.run(
+            [sys.executable, "-m", "shimpid", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(__file__),
+        )
 
-    result = cli("spawn", "--detach", "--pidfile", pid_path, "--capability", TOKEN, "--",
-                 "sleep", "60")
+    result = cli(
+        "spawn", "--detach", "--pidfile", pid_path, "--capability", TOKEN, "--", "sleep", "60"
+    )
     assert result.returncode == 0, result.stderr
     try:
         assert f"capability:       {TOKEN}\n" in cli("show", pid_path).stdout
@@ -144,7 +167,7 @@ def test_the_command_line_writes_and_shows_the_capability(pid_path):
     assert bad.returncode == 2 and "bad capability" in bad.stderr
 
 
-# ---- the operators' tools, run for real ---------------------------------------------------------
+# ---- the operators' tools, run for real ----------------------------------------------------------
 # Each test is a row of the README's compatibility table: what the tool reads of a shimpid file,
 # and whether that protects against pid reuse (none of these tools looks at line 2).
 
@@ -170,16 +193,19 @@ def test_start_stop_daemon_reads_the_first_line(recorded):
     ssd = tool("start-stop-daemon", "/sbin/start-stop-daemon")
     status = subprocess.run([ssd, "--status", "--pidfile", str(path)])
     assert status.returncode == 0, "running"
-    test = subprocess.run([ssd, "--stop", "--test", "--pidfile", str(path)],
-                          capture_output=True, text=True)
+    test = subprocess.run(
+        [ssd, "--stop", "--test", "--pidfile", str(path)], capture_output=True, text=True
+    )
     assert test.returncode == 0 and str(pid) in test.stdout
 
 
 def test_pgrep_and_pkill_read_the_first_line(recorded):
     path, pid = recorded
     pgrep = tool("pgrep")
-    assert subprocess.run([pgrep, "-F", str(path)], capture_output=True,
-                          text=True).stdout == f"{pid}\n"
+    assert (
+        subprocess.run([pgrep, "-F", str(path)], capture_output=True, text=True).stdout
+        == f"{pid}\n"
+    )
     assert subprocess.run([tool("pkill"), "-0", "-F", str(path)]).returncode == 0
     # -L: only a pid file its owner holds locked (shimpid.PidFileLock's files)
     assert subprocess.run([pgrep, "-L", "-F", str(path)], capture_output=True).returncode != 0
@@ -190,8 +216,11 @@ def test_lsb_pidofproc_reads_the_first_line(recorded):
     functions = "/lib/lsb/init-functions"
     if not os.path.exists(functions):
         require_or_skip("the LSB init functions are not installed (sysvinit-utils)")
-    out = subprocess.run(["sh", "-c", f'. {functions}; pidofproc -p "$1" sleep', "sh", str(path)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["sh", "-c", f'. {functions}; pidofproc -p "$1" sleep', "sh", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert (out.returncode, out.stdout) == (0, f"{pid}\n")
 
 
@@ -220,12 +249,13 @@ def test_kill_cat_takes_line_2_for_a_pid(recorded):
     """Why the README says never ``kill $(cat F)``: every line is an argument to kill (only
     signal 0 here, which sends nothing)."""
     path, _ = recorded
-    said = subprocess.run(["sh", "-c", 'kill -0 $(cat "$1")', "sh", str(path)],
-                          capture_output=True, text=True)
+    said = subprocess.run(
+        ["sh", "-c", 'kill -0 $(cat "$1")', "sh", str(path)], capture_output=True, text=True
+    )
     assert said.returncode != 0
 
 
-# ---- shimpid pid and shimpid signal: the safe ways from a shell -------------------------------
+# ---- shimpid pid and shimpid signal: the safe ways from a shell ----------------------------------
 
 
 def test_pid_prints_only_a_verified_pid(impl, cli, pid_path, sleeper, reaped_pid):
@@ -244,10 +274,17 @@ def test_pid_prints_only_a_verified_pid(impl, cli, pid_path, sleeper, reaped_pid
 
 
 def test_signal_reaches_the_verified_process_only(impl, cli, pid_path):
-    child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
-                              "signal.signal(signal.SIGHUP, lambda *a: print('reload', "
-                              "flush=True))\nprint('ready', flush=True)\ntime.sleep(60)"],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGHUP, lambda *a: print('reload', "
+            "flush=True))\nprint('ready', flush=True)\ntime.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "ready\n"
         impl.PidFileWriter.at(pid_path).write_for(child.pid)
@@ -259,8 +296,7 @@ def test_signal_reaches_the_verified_process_only(impl, cli, pid_path):
         assert child.poll() is None, "never signalled"
         assert cli("signal", pid_path, "FOO")[0] == 2
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
 def test_pid_and_signal_exit_4_when_they_cannot_tell(impl, shared_dir, sleeper, monkeypatch):

@@ -18,7 +18,16 @@ import time
 import pytest
 
 import shimpid
-from _helpers import (PURE_ONLY, proc_state, require_or_skip, rounds, run_in_child, run_in_pid_namespace, script_prelude)
+from _helpers import (
+    PURE_ONLY,
+    proc_state,
+    require_or_skip,
+    rounds,
+    run_in_child,
+    run_in_pid_namespace,
+    script_prelude,
+    stop,
+)
 from shimpid import Absent, AlreadyLocked, PidFileLock, Verified, _common, _lock, _rundir
 
 TOKEN = "services-mux-v1"
@@ -30,6 +39,11 @@ def locking(impl, monkeypatch):
     monkeypatch.setattr(_lock, "_backend", impl)
     monkeypatch.setattr(_rundir, "_backend", impl)
     return PidFileLock
+
+
+def read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def holder_script(impl, path, *, then: str = "time.sleep(60)") -> str:
@@ -55,19 +69,21 @@ def hold(impl):
     children = []
 
     def start(path, **kwargs):
-        child = subprocess.Popen([sys.executable, "-c", holder_script(impl, path, **kwargs)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", holder_script(impl, path, **kwargs)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         children.append(child)
         assert child.stdout.readline() == "locked\n"
         return child
 
     yield start
     for child in children:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
-# ---- one process -------------------------------------------------------------------------------
+# ---- one process ---------------------------------------------------------------------------------
 
 
 def test_acquire_writes_this_process_record_and_release_removes_it(impl, locking, pid_path):
@@ -104,16 +120,19 @@ def test_a_lock_is_never_taken_twice(locking, pid_path):
 
 
 def test_already_locked_is_an_oserror_with_the_holder(locking, pid_path):
-    with locking(pid_path):
-        with pytest.raises(OSError) as info:
-            locking(pid_path).acquire(timeout=0)
+    with locking(pid_path), pytest.raises(OSError) as info:
+        locking(pid_path).acquire(timeout=0)
     err = info.value
     assert type(err) is AlreadyLocked and err.errno == errno.EWOULDBLOCK
     assert err.pid == os.getpid() and err.filename == str(pid_path)
     assert f"locked by process {os.getpid()}" in str(err)
     copy = pickle.loads(pickle.dumps(err))
-    assert (type(copy), copy.errno, copy.pid, copy.filename) == (AlreadyLocked, err.errno,
-                                                                 err.pid, err.filename)
+    assert (type(copy), copy.errno, copy.pid, copy.filename) == (
+        AlreadyLocked,
+        err.errno,
+        err.pid,
+        err.filename,
+    )
 
 
 @pytest.mark.parametrize("timeout", [-1, float("nan")])
@@ -127,6 +146,7 @@ def test_a_bad_timeout_is_refused(locking, pid_path, timeout):
 
 def test_a_lock_cannot_be_pickled_and_copies_as_itself(locking, pid_path):
     import copy
+
     lock = locking(pid_path)
     with pytest.raises(TypeError, match="pickle"):
         pickle.dumps(lock)
@@ -138,8 +158,11 @@ def test_what_is_at_the_path_is_never_damaged(locking, tmp_path):
     os.mkfifo(tmp_path / "fifo.pid")
     (tmp_path / "target").write_text("precious\n")
     (tmp_path / "link.pid").symlink_to(tmp_path / "target")
-    for name, code in [("dir.pid", errno.EISDIR), ("fifo.pid", errno.ENXIO),
-                       ("link.pid", errno.ELOOP)]:
+    for name, code in [
+        ("dir.pid", errno.EISDIR),
+        ("fifo.pid", errno.ENXIO),
+        ("link.pid", errno.ELOOP),
+    ]:
         with pytest.raises(OSError) as info:
             locking(tmp_path / name).acquire(timeout=0)
         assert info.value.errno == code and info.value.filename == str(tmp_path / name)
@@ -162,7 +185,7 @@ def test_release_leaves_a_file_that_is_no_longer_ours(impl, locking, pid_path, s
     assert impl.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
 
 
-# ---- other processes ---------------------------------------------------------------------------
+# ---- other processes -----------------------------------------------------------------------------
 
 
 def test_contention_names_the_holder(locking, pid_path, hold):
@@ -182,8 +205,7 @@ def test_contention_names_the_holder(locking, pid_path, hold):
 
 
 @pytest.mark.parametrize("timeout", [None, 10])
-def test_a_waiting_acquire_gets_the_lock_when_the_holder_lets_go(locking, pid_path, hold,
-                                                                 timeout):
+def test_a_waiting_acquire_gets_the_lock_when_the_holder_lets_go(locking, pid_path, hold, timeout):
     holder = hold(pid_path, then="time.sleep(0.1); lock.release(); time.sleep(60)")
     lock = locking(pid_path)
     start = time.monotonic()
@@ -221,8 +243,9 @@ def stale_records(impl, sleeper, zombie, reaped_pid):
     }
 
 
-def test_stale_files_are_taken_over_whatever_they_name(impl, locking, tmp_path, sleeper, zombie,
-                                                      reaped_pid):
+def test_stale_files_are_taken_over_whatever_they_name(
+    impl, locking, tmp_path, sleeper, zombie, reaped_pid
+):
     for name, data in stale_records(impl, sleeper, zombie, reaped_pid).items():
         path = tmp_path / f"{name}.pid"
         path.write_bytes(data)
@@ -256,10 +279,15 @@ def test_racers_for_a_stale_file_have_exactly_one_winner(impl, pid_path, reaped_
     racers = 8
     for _ in range(rounds(2, 10)):
         pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
-        children = [subprocess.Popen([sys.executable, "-c", script_prelude(impl) + RACER,
-                                      str(pid_path)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-                    for _ in range(racers)]
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", script_prelude(impl) + RACER, str(pid_path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(racers)
+        ]
         assert [child.stdout.readline() for child in children] == ["ready\n"] * racers
         for child in children:
             child.stdin.write("g")
@@ -296,13 +324,23 @@ def test_no_two_processes_ever_hold_the_lock_at_once(impl, pid_path, tmp_path):
     other = shimpid._pure if impl is not shimpid._pure or PURE_ONLY else shimpid._speedups
     log = tmp_path / "log"
     log.write_bytes(b"")
-    children = [subprocess.Popen([sys.executable, "-c", script_prelude((impl, other)[n % 2])
-                                  + MUTEX, str(pid_path), str(log), str(cycles)])
-                for n in range(processes)]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                script_prelude((impl, other)[n % 2]) + MUTEX,
+                str(pid_path),
+                str(log),
+                str(cycles),
+            ]
+        )
+        for n in range(processes)
+    ]
     assert [child.wait(timeout=300) for child in children] == [0] * processes
     lines = log.read_text().splitlines()
     assert len(lines) == 2 * processes * cycles
-    for entered, left in zip(lines[::2], lines[1::2]):  # strictly in, out, in, out...
+    for entered, left in zip(lines[::2], lines[1::2], strict=True):  # strictly in, out, in, out...
         assert entered.startswith("in ") and left == "out" + entered[2:], (entered, left)
     assert {line.split()[1] for line in lines} == {str(c.pid) for c in children}
     assert not pid_path.exists()
@@ -325,11 +363,19 @@ def test_a_file_locked_by_a_process_it_does_not_name(impl, locking, pid_path, re
     """flock(1), or a PidFileLock between locking and writing: held, so never taken, and a try
     waits briefly for the holder's record before it gives up."""
     pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
-    child = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
-                              "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-                              "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
-                              "time.sleep(60)", str(pid_path)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
+            "time.sleep(60)",
+            str(pid_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "locked\n"
         lock = locking(pid_path)
@@ -343,11 +389,10 @@ def test_a_file_locked_by_a_process_it_does_not_name(impl, locking, pid_path, re
         assert shimpid.clean(pid_path.parent) == []
         assert pid_path.read_bytes() == impl.PidRecord(reaped_pid, 1).encode()
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
-# ---- fork and exec -----------------------------------------------------------------------------
+# ---- fork and exec -------------------------------------------------------------------------------
 
 
 def test_a_forked_child_does_not_hold_its_parents_lock(locking, pid_path):
@@ -356,8 +401,11 @@ def test_a_forked_child_does_not_hold_its_parents_lock(locking, pid_path):
     fd = lock._slot[0]
 
     def child(out):
-        report = {"i_am_locking": lock.i_am_locking(), "fd_open": os.path.exists(
-            f"/proc/self/fd/{fd}"), "is_locked": lock.is_locked()}
+        report = {
+            "i_am_locking": lock.i_am_locking(),
+            "fd_open": os.path.exists(f"/proc/self/fd/{fd}"),
+            "is_locked": lock.is_locked(),
+        }
         lock.release()  # nothing: the parent's
         report["after_release"] = lock.is_locked() and pid_path.exists()
         try:
@@ -368,15 +416,19 @@ def test_a_forked_child_does_not_hold_its_parents_lock(locking, pid_path):
 
     code, said = run_in_child(child)
     assert code == 0, said
-    assert json.loads(said) == {"i_am_locking": False, "fd_open": False, "is_locked": True,
-                                "after_release": True, "holder": os.getpid()}
+    assert json.loads(said) == {
+        "i_am_locking": False,
+        "fd_open": False,
+        "is_locked": True,
+        "after_release": True,
+        "holder": os.getpid(),
+    }
     assert lock.i_am_locking() and lock.is_locked()
     lock.release()
     assert not lock.is_locked()
 
 
-def test_a_forked_child_that_outlives_its_parent_does_not_keep_the_lock(impl, locking,
-                                                                       pid_path):
+def test_a_forked_child_that_outlives_its_parent_does_not_keep_the_lock(impl, locking, pid_path):
     script = script_prelude(impl) + textwrap.dedent(f"""
         from shimpid import _lock
         _lock._backend = impl
@@ -392,8 +444,7 @@ def test_a_forked_child_that_outlives_its_parent_does_not_keep_the_lock(impl, lo
         print(child, flush=True)
         os._exit(0)  # killed, as it were: no release()
         """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     orphan = int(out.stdout)
     assert proc_state(orphan) in "SR"  # alive (for 5 s), not holding the lock
     with locking(pid_path) as lock:
@@ -413,14 +464,18 @@ def test_an_exec_child_does_not_inherit_the_lock(locking, pid_path):
         child.wait()
 
 
-# ---- the command line --------------------------------------------------------------------------
+# ---- the command line ----------------------------------------------------------------------------
 
 
 def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
     run, env = cli, cli.env
-    command = ("echo fd=$SHIMPID_LOCK_FD; exec sleep 60")
-    holder = subprocess.Popen([sys.executable, "-m", "shimpid", "lock", str(pid_path), "--",
-                               "sh", "-c", command], env=env, stdout=subprocess.PIPE, text=True)
+    command = "echo fd=$SHIMPID_LOCK_FD; exec sleep 60"
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "shimpid", "lock", str(pid_path), "--", "sh", "-c", command],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().startswith("fd=")
         # the record names the command itself: shimpid exec'd it
@@ -437,8 +492,7 @@ def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
         waited = run("lock", "--timeout", "0.5", pid_path, "--", "true")
         assert waited.returncode == 1
     finally:
-        holder.kill()
-        holder.wait()
+        stop(holder)
     # killed: the file stays, naming a dead process, and takes the next lock at once
     assert run("status", pid_path).stdout.startswith("absent ")
     assert run("lock", pid_path, "--", "true").returncode == 0
@@ -461,7 +515,7 @@ def test_shimpid_lock_exit_codes(cli, pid_path, tmp_path):
     assert run("lock", "--capability", "a\tb", pid_path, "--", "true").returncode == 2
 
 
-# ---- python-daemon -----------------------------------------------------------------------------
+# ---- python-daemon -------------------------------------------------------------------------------
 
 
 DAEMON = """
@@ -522,14 +576,17 @@ def test_python_daemon_takes_the_lock_in_the_daemon(impl, tmp_path):
     assert report["first"] == 0 and report["second"] == 0  # each detached at once
     assert report["holder"] == report["daemon"], report
     assert report["log"].count("running") == 1, report["log"]
-    assert f"AlreadyLocked: [Errno {errno.EWOULDBLOCK}] pid file is locked by process " \
-           f"{report['daemon']}" in report["log"]
+    assert (
+        f"AlreadyLocked: [Errno {errno.EWOULDBLOCK}] pid file is locked by process "
+        f"{report['daemon']}" in report["log"]
+    )
     assert report["stop"][0] == 0 and report["stop"][1].startswith(f"stopped {report['daemon']}")
     assert not report["left"] and not report["locked"]
 
 
 def test_a_dropped_lock_object_keeps_the_lock_for_the_life_of_the_process(locking, pid_path):
     import gc
+
     locking(pid_path).acquire()  # the daemon idiom: held until the process ends
     gc.collect()
 
@@ -544,14 +601,16 @@ def test_a_dropped_lock_object_keeps_the_lock_for_the_life_of_the_process(lockin
     # this test's process cannot give it back: free it as its exit would, by closing the file
     for fd in list(_lock._held_fds):
         if os.path.exists(f"/proc/self/fd/{fd}") and os.path.samefile(
-                f"/proc/self/fd/{fd}", pid_path):
+            f"/proc/self/fd/{fd}", pid_path
+        ):
             _lock._held_fds.discard(fd)
             os.close(fd)
     assert not locking(pid_path).is_locked()
 
 
-def test_a_stale_file_blocks_the_peers_and_not_shimpid(impl, locking, tmp_path, sleeper,
-                                                       reaped_pid):
+def test_a_stale_file_blocks_the_peers_and_not_shimpid(
+    impl, locking, tmp_path, sleeper, reaped_pid
+):
     """The README's comparison, kept true: lockfile (python-daemon) is blocked by any file left
     behind; the pid package by one whose pid is in use again; PidFileLock by neither."""
     try:
@@ -576,11 +635,12 @@ def test_a_stale_file_blocks_the_peers_and_not_shimpid(impl, locking, tmp_path, 
     assert sleeper.poll() is None
 
 
-# ---- found by a hostile review -----------------------------------------------------------------
+# ---- found by a hostile review -------------------------------------------------------------------
 
 
-def test_clean_racing_a_takeover_never_makes_two_holders(impl, locking, pid_path, reaped_pid,
-                                                         monkeypatch):
+def test_clean_racing_a_takeover_never_makes_two_holders(
+    impl, locking, pid_path, reaped_pid, monkeypatch
+):
     """clean() reads a stale file; before it locks that file, a PidFileLock takes it over (its
     own file renamed over the stale one). clean() must leave the path alone: were it to move
     the taker's file aside, even for an instant, a third process could lock the empty path."""
@@ -615,11 +675,19 @@ def test_clean_racing_a_takeover_never_makes_two_holders(impl, locking, pid_path
 def test_a_record_is_not_taken_for_the_lock_holder(impl, locking, pid_path, sleeper, cli):
     """A file naming a live process, locked by another: nobody is named as holding it."""
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)  # verified, not a lock's file
-    child = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
-                              "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-                              "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
-                              "time.sleep(60)", str(pid_path)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
+            "time.sleep(60)",
+            str(pid_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert child.stdout.readline() == "locked\n"
         lock = locking(pid_path)
@@ -628,10 +696,10 @@ def test_a_record_is_not_taken_for_the_lock_holder(impl, locking, pid_path, slee
             assert _lock.flock_holders(pid_path) == {child.pid}
             run = cli
             assert run("status", pid_path).stdout == (
-                f"verified {sleeper.pid} (locked by a process the file does not name)\n")
+                f"verified {sleeper.pid} (locked by a process the file does not name)\n"
+            )
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
 def test_a_blocking_acquire_of_a_lock_this_process_holds_fails(locking, pid_path):
@@ -645,9 +713,18 @@ def test_a_blocking_acquire_of_a_lock_this_process_holds_fails(locking, pid_path
 def test_the_lock_never_takes_a_closed_standard_streams_number(impl, cli, pid_path):
     env = cli.env
     said = subprocess.run(
-        ["sh", "-c", '"$0" -m shimpid lock "$1" -- sh -c \'echo "fd=$SHIMPID_LOCK_FD" >&2; '
-         'echo GARBAGE\' >&-', sys.executable, str(pid_path)],
-        env=env, capture_output=True, text=True)
+        [
+            "sh",
+            "-c",
+            '"$0" -m shimpid lock "$1" -- sh -c \'echo "fd=$SHIMPID_LOCK_FD" >&2; '
+            "echo GARBAGE' >&-",
+            sys.executable,
+            str(pid_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     fd = int(said.stderr.split("fd=")[1].split()[0])
     assert fd > 2 and b"GARBAGE" not in pid_path.read_bytes()
 
@@ -655,11 +732,12 @@ def test_the_lock_never_takes_a_closed_standard_streams_number(impl, cli, pid_pa
 def test_a_waiter_killed_while_waiting_leaves_nothing_behind(impl, cli, pid_path, hold):
     env = cli.env
     hold(pid_path)
-    waiter = subprocess.Popen([sys.executable, "-m", "shimpid", "lock", "--wait", str(pid_path),
-                               "--", "true"], env=env)
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "shimpid", "lock", "--wait", str(pid_path), "--", "true"], env=env
+    )
     deadline = time.monotonic() + 10
     waiting = b"-> FLOCK  ADVISORY  WRITE %d " % waiter.pid
-    while waiting not in open("/proc/locks", "rb").read():  # it waits for the lock
+    while waiting not in read_bytes("/proc/locks"):  # it waits for the lock
         assert time.monotonic() < deadline and waiter.poll() is None, "it never waited"
         time.sleep(0.01)
     waiter.terminate()  # our child: the default action, no cleanup

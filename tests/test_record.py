@@ -8,9 +8,11 @@ import os
 import pickle
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from _helpers import proc_state
-from shimpid import PID_RECORD_MAX_BYTES
+from shimpid import PID_RECORD_MAX_BYTES, _pure
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -65,7 +67,7 @@ def test_immutable(impl):
 
 def test_equality_and_hash(impl):
     a, b = impl.PidRecord(5, 6), impl.PidRecord(5, 6)
-    assert a == b and not (a != b)
+    assert a == b and not (a != b)  # noqa: SIM202 - __ne__ is what is tested
     assert hash(a) == hash(b)
     assert a != impl.PidRecord(5, None)
     assert a != impl.PidRecord(5, 7)
@@ -75,9 +77,10 @@ def test_equality_and_hash(impl):
     assert len({a, b, impl.PidRecord(5, None)}) == 2
 
 
-def test_hash_matches_pure(impl):
-    assert hash(impl.PidRecord(5, 6)) == hash((5, 6))
-    assert hash(impl.PidRecord(5)) == hash((5, None))
+@given(st.integers(0, 2**32 - 1), st.one_of(st.none(), st.integers(0, 2**64 - 1)))
+def test_hash_is_the_same_in_both_backends(extension, pid, start_time):
+    """A record from either backend can be looked up in a set or dict made by the other."""
+    assert hash(extension.PidRecord(pid, start_time)) == hash(_pure.PidRecord(pid, start_time))
 
 
 def test_repr(impl):
@@ -166,8 +169,6 @@ def test_current_is_this_process_and_matches_proc(impl):
     assert proc_state(os.getpid()) in "RS"
 
 
-def test_current_agrees_with_pure(impl):
-    from shimpid import _pure
-
-    ours, pure = impl.PidRecord.current(), _pure.PidRecord.current()
+def test_the_extensions_current_is_the_pure_backends(extension):
+    ours, pure = extension.PidRecord.current(), _pure.PidRecord.current()
     assert (ours.pid, ours.start_time) == (pure.pid, pure.start_time)

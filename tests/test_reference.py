@@ -8,7 +8,7 @@ import pytest
 
 from shimpid import PID_RECORD_MAX_BYTES, StorageError
 
-# ---- PidRecord codec ----------------------------------------------------------------------
+# ---- PidRecord codec -----------------------------------------------------------------------------
 
 
 def test_decode_two_line_format(impl):
@@ -87,7 +87,7 @@ def test_current_captures_self(impl):
     assert r.start_time is not None, "start_time must be captured on Linux"
 
 
-# ---- PidFileReader ------------------------------------------------------------------------
+# ---- PidFileReader -------------------------------------------------------------------------------
 
 
 def test_reader_read_round_trips(impl, pid_path):
@@ -102,7 +102,7 @@ def test_reader_missing_file_is_storage_error(impl):
         impl.PidFileReader.at("/nonexistent/shim.pid").read()
 
 
-# ---- PidFileWriter ------------------------------------------------------------------------
+# ---- PidFileWriter -------------------------------------------------------------------------------
 
 
 def test_writer_writes_record_readable_by_reader(impl, pid_path):

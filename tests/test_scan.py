@@ -52,9 +52,11 @@ def test_scan_gives_each_pid_file_its_verdict(scanning, run_dir, sleeper):
         str(run_dir / "big.pid"): Absent(),
     }
     assert dict(scanning(run_dir, pattern="*.txt")) == {
-        str(run_dir / "notes.txt"): Legacy(sleeper.pid)}
+        str(run_dir / "notes.txt"): Legacy(sleeper.pid)
+    }
     assert set(dict(scanning(run_dir, pattern="[ld]*.pid"))) == {
-        str(run_dir / name) for name in ("live.pid", "legacy.pid", "dead.pid")}
+        str(run_dir / name) for name in ("live.pid", "legacy.pid", "dead.pid")
+    }
 
 
 def test_scan_agrees_with_each_reader(impl, scanning, run_dir):
@@ -66,13 +68,19 @@ def test_scan_reports_what_it_cannot_read_and_goes_on(impl, scanning, shared_dir
     if os.geteuid() != 0:
         pytest.skip("needs root to be somebody else")
     impl.PidFileWriter.at(os.path.join(shared_dir, "a.pid")).write_for(sleeper.pid)
-    impl.PidFileWriter.at(os.path.join(shared_dir, "secret.pid"), mode=0o600).write_for(
-        sleeper.pid)
+    impl.PidFileWriter.at(os.path.join(shared_dir, "secret.pid"), mode=0o600).write_for(sleeper.pid)
 
     def child(out):
         os.setuid(65534)
-        os.write(out, json.dumps({os.path.basename(p): [repr(v), getattr(v, "filename", p)]
-                                  for p, v in scanning(shared_dir)}).encode())
+        os.write(
+            out,
+            json.dumps(
+                {
+                    os.path.basename(p): [repr(v), getattr(v, "filename", p)]
+                    for p, v in scanning(shared_dir)
+                }
+            ).encode(),
+        )
 
     code, said = run_in_child(child)
     assert code == 0, said
@@ -89,12 +97,25 @@ def test_scan_of_a_missing_directory_raises(scanning, tmp_path):
 
 def test_ls(impl, run_dir, sleeper, reaped_pid):
     env = dict(os.environ, SHIMPID_PURE_PYTHON="1" if impl is shimpid._pure else "0")
-    out = subprocess.run([sys.executable, "-m", "shimpid", "ls", str(run_dir)], env=env,
-                         capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    out = subprocess.run(
+        [sys.executable, "-m", "shimpid", "ls", str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(__file__),
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["PATH", "PID", "STATE", "LOCKED", "BY", "STARTED", "AGE",
-                                "CAPABILITY"]
+    assert lines[0].split() == [
+        "PATH",
+        "PID",
+        "STATE",
+        "LOCKED",
+        "BY",
+        "STARTED",
+        "AGE",
+        "CAPABILITY",
+    ]
     rows = {line.split()[0]: line.split() for line in lines[1:-1]}
     assert list(rows) == sorted(rows), "sorted by path"
     live = rows[str(run_dir / "live.pid")]
@@ -102,13 +123,23 @@ def test_ls(impl, run_dir, sleeper, reaped_pid):
     assert rows[str(run_dir / "legacy.pid")][1:4] == [str(sleeper.pid), "legacy", "-"]
     assert rows[str(run_dir / "garbage.pid")][1:4] == ["-", "absent", "-"]
     assert lines[-1] == "6 pid files: 1 verified, 1 legacy, 4 absent"
-    report = json.loads(subprocess.run(
-        [sys.executable, "-m", "shimpid", "ls", "--json", str(run_dir)], env=env,
-        capture_output=True, text=True, cwd=os.path.dirname(__file__)).stdout)
+    report = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "shimpid", "ls", "--json", str(run_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(__file__),
+        ).stdout
+    )
     assert report["summary"] == {"verified": 1, "legacy": 1, "absent": 4, "unknown": 0}
     live = next(row for row in report["files"] if row["path"].endswith("/live.pid"))
     assert live["pid"] == sleeper.pid and live["capability"] == TOKEN
     assert 0 <= live["age"] < 600 and live["started"].count(":") == 2
-    missing = subprocess.run([sys.executable, "-m", "shimpid", "ls", str(run_dir / "nope")],
-                             capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    missing = subprocess.run(
+        [sys.executable, "-m", "shimpid", "ls", str(run_dir / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(__file__),
+    )
     assert missing.returncode == 1 and "No such file" in missing.stderr

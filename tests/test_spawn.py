@@ -50,14 +50,15 @@ def record_of(impl, path):
     return impl.PidFileReader.at(path).read()
 
 
-# ---- shimpid.spawn -----------------------------------------------------------------------------
+# ---- shimpid.spawn -------------------------------------------------------------------------------
 
 
 def test_spawn_records_a_live_child(backend, pid_path, no_stray_children):
     child = shimpid.spawn(["sleep", "60"], pid_path)
     try:
         assert record_of(backend, pid_path) == backend.PidRecord(
-            child.pid, backend.process_start_time(child.pid))
+            child.pid, backend.process_start_time(child.pid)
+        )
         assert backend.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
     finally:
         child.kill()
@@ -76,9 +77,15 @@ def test_spawn_records_a_child_that_already_exited(backend, pid_path, no_stray_c
 
 
 def test_spawn_passes_popen_arguments(backend, tmp_path, pid_path, no_stray_children):
-    child = shimpid.spawn(["sh", "-c", "pwd; echo $SHIMPID_X; cat"], pid_path, cwd=tmp_path,
-                          env={"SHIMPID_X": "x", "PATH": os.environ["PATH"]},
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = shimpid.spawn(
+        ["sh", "-c", "pwd; echo $SHIMPID_X; cat"],
+        pid_path,
+        cwd=tmp_path,
+        env={"SHIMPID_X": "x", "PATH": os.environ["PATH"]},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     out, _ = child.communicate("in\n")
     assert out == f"{tmp_path}\nx\nin\n"
     assert isinstance(child, subprocess.Popen)
@@ -138,12 +145,13 @@ def test_many_threads_spawn_at_once(backend, tmp_path, no_stray_children):
     assert len(spawned) == 80
     for child, path in spawned:  # every child still unreaped: its identity is still readable
         assert record_of(backend, path) == backend.PidRecord(
-            child.pid, backend.process_start_time(child.pid))
+            child.pid, backend.process_start_time(child.pid)
+        )
     for child, _ in spawned:
         child.wait()
 
 
-# ---- writer.write_for --------------------------------------------------------------------------
+# ---- writer.write_for ----------------------------------------------------------------------------
 
 
 def test_write_for_a_posix_spawned_child(backend, pid_path, no_stray_children):
@@ -161,7 +169,8 @@ def test_write_for_a_posix_spawned_child(backend, pid_path, no_stray_children):
 def test_write_for_a_zombie_records_it(backend, pid_path, zombie):
     backend.PidFileWriter.at(pid_path).write_for(zombie.pid)
     assert record_of(backend, pid_path) == backend.PidRecord(
-        zombie.pid, backend.process_start_time(zombie.pid))
+        zombie.pid, backend.process_start_time(zombie.pid)
+    )
     assert proc_state(zombie.pid) == "Z"
 
 
@@ -193,7 +202,7 @@ def test_write_for_a_write_error_names_the_file(backend, tmp_path):
     assert info.value.filename == os.fspath(path)
 
 
-# ---- asyncio -----------------------------------------------------------------------------------
+# ---- asyncio -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -227,8 +236,8 @@ def test_asyncio_records_a_live_child(backend, run, pid_path, no_stray_children)
 def test_asyncio_passes_arguments(backend, run, pid_path, no_stray_children):
     async def main():
         process = await shimpid.create_subprocess_exec(
-            "cat", pidfile=pid_path, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE)
+            "cat", pidfile=pid_path, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
         out, _ = await process.communicate(b"hello")
         return process, out
 
@@ -242,8 +251,9 @@ def test_asyncio_failed_record_kills_and_reaps(backend, run, pid_path, no_stray_
 
     async def main():
         with pytest.raises(IsADirectoryError):
-            await shimpid.create_subprocess_exec("sleep", "60", pidfile=pid_path,
-                                                 stdout=asyncio.subprocess.PIPE)
+            await shimpid.create_subprocess_exec(
+                "sleep", "60", pidfile=pid_path, stdout=asyncio.subprocess.PIPE
+            )
 
     run(main())
 
@@ -302,8 +312,16 @@ def test_asyncio_bad_path_fails_before_anything_starts(backend, run, tmp_path, n
     run(main())
 
 
-@pytest.mark.parametrize("bad", [{"text": True}, {"shell": True}, {"bufsize": 1},
-                                 {"universal_newlines": True}, {"encoding": "utf-8"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"text": True},
+        {"shell": True},
+        {"bufsize": 1},
+        {"universal_newlines": True},
+        {"encoding": "utf-8"},
+    ],
+)
 def test_asyncio_refuses_what_asyncio_refuses(backend, run, pid_path, bad, no_stray_children):
     async def main():
         with pytest.raises(ValueError):
@@ -320,8 +338,7 @@ def test_spawn_module_sees_the_selected_backend():
     assert sys.modules["shimpid._spawn"] is shimpid._spawn
 
 
-def test_asyncio_hundreds_at_once_and_a_cancelled_waiter(backend, run, tmp_path,
-                                                         no_stray_children):
+def test_asyncio_hundreds_at_once_and_a_cancelled_waiter(backend, run, tmp_path, no_stray_children):
     """300 concurrent spawns, each recorded; a waiter cancelled midway; nothing left behind."""
 
     async def one(n):

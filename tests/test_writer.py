@@ -72,8 +72,9 @@ def test_write_current_and_write_for_record_the_pidfs_inode(impl, pid_path, atom
 
 
 @pytest.mark.parametrize("record", [(1, None), (4294967295, 18446744073709551615)])
-def test_the_reference_reads_files_with_an_identity_line_as_the_same_record(impl, oracle,
-                                                                           pid_path, record):
+def test_the_reference_reads_files_with_an_identity_line_as_the_same_record(
+    impl, oracle, pid_path, record
+):
     """Rust's decode (what boxlite runs) ignores lines 3 and 4: checked against the Rust oracle."""
     r = impl.PidRecord(*record)
     impl.PidFileWriter.at(pid_path).write(r)
@@ -91,10 +92,16 @@ def test_a_shorter_record_replaces_a_longer_one(impl, pid_path, atomic):
 
 
 @both_modes
-@pytest.mark.parametrize(("mode", "umask", "expected"), [
-    (0o644, 0o022, 0o644), (0o600, 0o022, 0o600), (0o666, 0o022, 0o644), (0o666, 0o077, 0o600),
-    (0o640, 0o000, 0o640),
-])
+@pytest.mark.parametrize(
+    ("mode", "umask", "expected"),
+    [
+        (0o644, 0o022, 0o644),
+        (0o600, 0o022, 0o600),
+        (0o666, 0o022, 0o644),
+        (0o666, 0o077, 0o600),
+        (0o640, 0o000, 0o640),
+    ],
+)
 def test_file_mode_is_mode_filtered_by_umask(impl, pid_path, atomic, mode, umask, expected):
     old = os.umask(umask)
     try:
@@ -160,7 +167,10 @@ def test_path_types_and_path_back(impl, tmp_path):
     assert repr(writer) == f"PidFileWriter({os.fspath(given)!r}, atomic=True, mode=0o644)"
 
 
-@pytest.mark.parametrize(("mode", "error"), [(-1, ValueError), (0o10000, ValueError), ("644", TypeError), (6.0, TypeError)])
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [(-1, ValueError), (0o10000, ValueError), ("644", TypeError), (6.0, TypeError)],
+)
 def test_bad_mode(impl, pid_path, mode, error):
     with pytest.raises(error):
         impl.PidFileWriter.at(pid_path, mode=mode)
@@ -369,5 +379,6 @@ def test_atomic_writes_on_disk_replace_by_exchange(impl, tmp_path):
     if impl.__name__.endswith("_pure"):
         pytest.skip("the pure backend keeps plain rename()")
     assert impl.PidFileWriter.at(tmp_path / "x.pid")._replace_by_exchange is (
-        os.statvfs(tmp_path).f_fsid != os.statvfs("/dev/shm").f_fsid)
+        os.statvfs(tmp_path).f_fsid != os.statvfs("/dev/shm").f_fsid
+    )
     assert impl.PidFileWriter.at("/dev/shm/x.pid")._replace_by_exchange is False
