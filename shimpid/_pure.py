@@ -1,7 +1,8 @@
 """Pure-Python backend: the readable specification of shimpid, and the fallback.
 
-``_speedups.pyx`` mirrors this module function for function; read them side by side. Used where
-the extension cannot be built (Windows, PyPy) or when ``SHIMPID_PURE_PYTHON=1`` is set.
+``_speedups.pyx`` does the same with the work in C, under the same names where a function has
+the same role (its docstring lists what only it has); read them side by side. Used where the
+extension cannot be built (Windows, PyPy) or when ``SHIMPID_PURE_PYTHON=1`` is set.
 
 System calls go through ``os.open``/``os.read``/``os.write`` rather than ``open()``: the buffered
 file objects cost more than the calls themselves on these paths.

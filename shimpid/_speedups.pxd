@@ -77,4 +77,4 @@ cdef class PidFileReader:
     cdef readonly object path
     cdef bytes _target  # None until __init__: see _check()
     cdef int _check(self) except -1
-    cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size)
+    cdef PidRecord _read_record(self, unsigned char *buf, Py_ssize_t *size)

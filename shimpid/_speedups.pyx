@@ -7,6 +7,22 @@ So ``PidFileWriter.write_current()`` can run in a child after ``fork()``: anothe
 parent may have held the malloc lock at the fork, and the child may only make async-signal-safe
 calls until it execs. Python objects are made only for results and errors, with the GIL held.
 The rules are ``_pure.py``'s; read the two side by side.
+
+Names: a function or method with the same role has ``_pure.py``'s name (``_byte_view``,
+``_read_record``, ``_classify``, ...). The ``nogil`` body of a ``def _x`` is ``x``
+(``classify``, ``identity_at``, ``parse_stat``, ``pidfd_level``); those of
+``is_process_alive`` and ``process_start_time`` are ``process_alive`` and ``start_time_of``.
+``_common``'s rules written in C keep ``_common``'s names (``names_a_process``, ``is_boot_id``,
+``from_another_boot``; ``not_a_process`` is ``NOT_A_PROCESS_ERRNOS``). The C-level API declared
+in ``_speedups.pxd`` is ``record_*`` and ``writer_*``. Only here, with no pure counterpart:
+
+- what ``os`` does for the pure backend: ``open_retry``, ``read_retry``, ``ftruncate_retry``
+  (EINTR, as PEP 475), ``lstat``, ``format_u64``, ``status_number``, ``write_entry``;
+- the fast paths: ``decode_canonical``, ``extras_canonical`` and ``ascii_prefix`` for the bytes
+  writers write (anything else goes to ``_common.decode_record``), ``_scan_suffix`` for
+  ``scan()``, and ``replace`` choosing ``_replace_by_exchange`` (README: Benchmarks);
+- turning C results into the pure backend's objects: ``_verdict``, ``_process_error``,
+  ``_read_failure``, ``_extras_from``, and ``_check`` (an object made by ``__new__`` alone).
 """
 
 cimport cython
@@ -231,7 +247,7 @@ A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time
         if type(data) is bytes:
             return _decode(<const unsigned char *>PyBytes_AS_STRING(data),
                            PyBytes_GET_SIZE(data), data)
-        _get_buffer(data, &view)
+        _byte_view(data, &view)
         try:
             return _decode(<const unsigned char *>view.buf, view.len, None)
         finally:
@@ -245,7 +261,7 @@ A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time
     def encode_into(self, buffer):
         """Write ``encode()`` into a writable buffer of at least 48 bytes; return its length."""
         cdef Py_buffer view
-        _get_buffer(buffer, &view)
+        _byte_view(buffer, &view)
         try:
             if view.readonly:
                 raise TypeError(_common.BUFFER_READONLY)
@@ -256,7 +272,7 @@ A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time
             PyBuffer_Release(&view)
 
 
-cdef int _get_buffer(object obj, Py_buffer *view) except -1:
+cdef int _byte_view(object obj, Py_buffer *view) except -1:
     """A contiguous buffer of obj's bytes, with the pure backend's errors (the exporter words its
     own: "memoryview: underlying buffer is not C-contiguous", "ndarray is not ...")."""
     try:
@@ -1008,7 +1024,7 @@ Reads one pid file and classifies its record against the live system.
         """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
         cdef unsigned char buf[FILE_MAX_BYTES + 1]
         cdef Py_ssize_t size
-        return self._read_into(buf, &size)
+        return self._read_record(buf, &size)
 
     def read_boot_id(self):
         """The boot identity the file carries, or ``None``; ``StorageError`` as read()."""
@@ -1035,10 +1051,10 @@ Reads one pid file and classifies its record against the live system.
         """The record and what lines 3 and 4 say, from one read of the file."""
         cdef unsigned char buf[FILE_MAX_BYTES + 1]
         cdef Py_ssize_t size
-        record = self._read_into(buf, &size)
+        record = self._read_record(buf, &size)
         return record, _common.parse_extras(PyBytes_FromStringAndSize(<char *>buf, size))
 
-    cdef PidRecord _read_into(self, unsigned char *buf, Py_ssize_t *size):
+    cdef PidRecord _read_record(self, unsigned char *buf, Py_ssize_t *size):
         """read(), leaving the file's bytes in buf (FILE_MAX_BYTES + 1) and their number."""
         cdef const char *target
         cdef int failure = 0
