@@ -587,14 +587,6 @@ def flock(fd: int, operation: int) -> None:
     fcntl.flock(fd, operation)
 
 
-def dup_above_stdio(fd: int) -> int:
-    """A duplicate of fd numbered 3 or more (close-on-exec), for one that took the number of a
-    closed standard stream (0, 1, 2), where a program would write into it."""
-    import fcntl  # only after a flock(), which has loaded it
-
-    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-
-
 def check_mode(mode: int) -> int:
     mode = operator.index(mode)
     if not 0 <= mode <= 0o7777:

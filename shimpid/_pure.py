@@ -43,7 +43,8 @@ from ._common import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
     from ._common import PathArg
     from ._handle import ProcessHandle
@@ -349,14 +350,13 @@ class PidFileWriter(_Final):
         record = PidRecord.current()
         pidfs_id = None
         if self._pidfs:
+            pidfd = _kept(os.pidfd_open, record._pid)
             try:
-                fd = os.pidfd_open(record._pid)
-                try:
-                    pidfs_id = os.fstat(fd).st_ino
-                finally:
-                    os.close(fd)
+                pidfs_id = os.fstat(pidfd[0]).st_ino
             except OSError as err:
                 raise self._error(err) from None
+            finally:
+                pidfd.close()
         self._write(record, pidfs_id)
 
     def write_for(self, pid: int) -> None:
@@ -422,21 +422,36 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[written:]
 
 
-def _kept_open(path: bytes, flags: int, mode: int) -> collections.defaultdict[int, int]:
-    """Where ``os.open(path, flags, mode)``'s descriptor is kept from the moment it exists.
+class _Kept(collections.defaultdict[int, int]):
+    """A descriptor, kept from the moment a system call makes it until it is closed once.
 
     CPython runs a pending signal handler as soon as a C call returns, before its result is
     stored: ``fd = os.open(...)`` loses the descriptor when that handler raises
-    (KeyboardInterrupt). Indexing the returned dict opens the file through its C-level factory,
-    and the dict holds the descriptor before control is back in Python. Whether it holds one
-    also tells whether the file was opened (created), which a cleanup must know.
+    (KeyboardInterrupt). ``kept[0]`` makes the call through the dict's C-level factory (see
+    ``_kept``), which stores the descriptor before control is back in Python; whether it holds
+    one tells whether the call succeeded (a file was created). ``close()`` closes it, and so
+    does dropping it: a frame unwound by an exception raised between two statements. ``kept[1]``
+    marks it closed, or handed over to another owner; storing it runs no handler.
     """
-    return collections.defaultdict(functools.partial(os.open, path, flags, mode))
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        if len(self) == 1:
+            self[1] = 0  # first: no handler can run between this and the close
+            os.close(self[0])  # an error from close() (NFS) is raised
+
+    __del__ = close
+
+
+def _kept(call: Callable[..., int], *args: Any, **kwargs: Any) -> _Kept:
+    """A ``_Kept`` whose first ``[0]`` makes ``call(*args, **kwargs)``."""
+    return _Kept(functools.partial(call, *args, **kwargs))
 
 
 def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
     _check_target(target)  # before opening: opening a FIFO or a device has effects of its own
-    kept = _kept_open(target, _OPEN_IN_PLACE, mode)
+    kept = _kept(os.open, target, _OPEN_IN_PLACE, mode)
     try:
         fd = kept[0]
         info = os.fstat(fd)
@@ -449,8 +464,7 @@ def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
         os.ftruncate(fd, 0)
         _write_all(fd, data)
     finally:
-        if kept:
-            os.close(kept[0])  # an error from close() (NFS) fails the write
+        kept.close()  # an error from close() (NFS) fails the write
 
 
 def _check_target(target: bytes) -> bool:
@@ -474,37 +488,50 @@ def _check_target(target: bytes) -> bool:
 
 def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> None:
     _check_target(target)
-    temp, kept = _write_temp(temp_prefix, data, mode)
+    made: list[tuple[bytes, _Kept]] = []
     try:
-        os.close(kept[0])
+        _write_temp(made, temp_prefix, data, mode)
+        temp, kept = made[0]
+        kept.close()
         os.replace(temp, target)  # never over a directory: EISDIR
     except BaseException:
-        _unlink_temp(temp)
+        _discard_temp(made)
         raise
 
 
 def _write_temp(
-    temp_prefix: bytes, data: bytes, mode: int, flags: int = _CREATE_TEMP
-) -> tuple[bytes, collections.defaultdict[int, int]]:
-    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data: its name, and its
-    descriptor, still open, kept as ``_kept_open`` keeps it (the caller closes it)."""
+    made: list[tuple[bytes, _Kept]],
+    temp_prefix: bytes,
+    data: bytes,
+    mode: int,
+    flags: int = _CREATE_TEMP,
+) -> None:
+    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data, its name and its
+    descriptor (still open) in ``made[0]``, put there before the file is created: whatever
+    interrupts, the caller can release it (``_discard_temp``)."""
     pid = os.getpid()
     for _ in range(_common.TEMP_ATTEMPTS):
         temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
-        kept = _kept_open(temp, flags, mode)
+        kept = _kept(os.open, temp, flags, mode)
+        made[:] = [(temp, kept)]
         try:
-            try:
-                fd = kept[0]
-            except FileExistsError:
-                continue  # left by a killed writer that had our pid: never touch it
-            _write_all(fd, data)
-            return temp, kept
-        except BaseException:
-            if kept:  # created by us: nobody else may have a file by this name
-                os.close(kept[0])
-                _unlink_temp(temp)
-            raise
+            fd = kept[0]
+        except FileExistsError:
+            continue  # left by a killed writer that had our pid: never touch it
+        _write_all(fd, data)
+        return
     raise _TempNamesTaken(temp)
+
+
+def _discard_temp(made: list[tuple[bytes, _Kept]]) -> None:
+    """Release what ``_write_temp`` made: the descriptor, and the file if it created one (a
+    name another process holds is never touched)."""
+    if made and made[0][1]:
+        temp, kept = made[0]
+        try:
+            kept.close()
+        finally:
+            _unlink_temp(temp)
 
 
 def _unlink_temp(temp: bytes) -> None:
@@ -543,13 +570,19 @@ def _lock_try(
 def _lock_try_once(
     target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int]
 ) -> bool:
-    temp, kept = _write_temp(temp_prefix, data, mode, _CREATE_LOCKED)
+    made: list[tuple[bytes, _Kept]] = []
     try:
+        _write_temp(made, temp_prefix, data, mode, _CREATE_LOCKED)
+        temp, kept = made[0]
         if kept[0] <= 2:  # a closed standard stream's number: a program would write into it
-            low = kept[0]
-            kept[0] = _common.dup_above_stdio(low)
-            os.close(low)
-        slot[0] = kept[0]  # the caller's to give back from here on, whatever happens
+            import fcntl  # loaded already, by flock()
+
+            high = _kept(fcntl.fcntl, kept[0], fcntl.F_DUPFD_CLOEXEC, 3)
+            high[0]  # the duplicate, kept from the moment it exists
+            kept.close()
+            kept = high
+        slot[0] = kept[0]  # the caller's to give back from here on, whatever happens:
+        kept[1] = 0  # handed over (no handler can run between these two)
         _common.flock(slot[0], LOCK_EX | LOCK_NB)  # a new inode: nobody has it
         for _ in range(_common.SETTLE_ATTEMPTS):
             try:
@@ -565,7 +598,7 @@ def _lock_try_once(
             return True
         raise OSError(errno.EAGAIN, "the pid file kept changing while being locked")
     finally:
-        _unlink_temp(temp)  # the record is at the path by now, or not to be
+        _discard_temp(made)  # the record is at the path by now, or not to be
 
 
 def _take_over(target: bytes, temp: bytes) -> bool | None:
@@ -574,7 +607,7 @@ def _take_over(target: bytes, temp: bytes) -> bool | None:
     # Looked at before it is opened, as by a writer: opening a device has effects of its own.
     if not _check_target(target) and not os.path.islink(target):
         return None  # gone meanwhile; a symlink fails to open (ELOOP) below
-    old = _kept_open(target, _OPEN_READ, 0)
+    old = _kept(os.open, target, _OPEN_READ)
     try:
         try:
             fd = old[0]
@@ -592,14 +625,13 @@ def _take_over(target: bytes, temp: bytes) -> bool | None:
         os.rename(temp, target)  # over the stale file, whose lock we hold
         return True
     finally:
-        if old:
-            os.close(old[0])
+        old.close()
 
 
 def _lock_wait(target: bytes, path: str | bytes) -> None:
     """Wait until no process holds the pid file at target locked (or there is none). No
     temporary file exists meanwhile: a waiter killed leaves nothing behind."""
-    kept = _kept_open(target, _OPEN_READ, 0)
+    kept = _kept(os.open, target, _OPEN_READ)
     try:
         kept[0]
     except FileNotFoundError:
@@ -609,7 +641,7 @@ def _lock_wait(target: bytes, path: str | bytes) -> None:
     try:
         _common.flock(kept[0], LOCK_EX)  # let go at once: the next try takes it properly
     finally:
-        os.close(kept[0])
+        kept.close()
 
 
 def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
@@ -798,11 +830,13 @@ def _pin_and_classify(
     if pidfd is None:
         return ABSENT, None
     try:
-        identity = _classify_pinned(pid, start_time, pidfs_id, pidfd, level)
+        identity = _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
     except BaseException:
-        os.close(pidfd)
+        pidfd.close()
         raise
-    return identity, pidfd
+    fd = pidfd[0]
+    pidfd[1] = 0  # handed over to the caller
+    return identity, fd
 
 
 def _classify_pinned(
@@ -857,9 +891,9 @@ def is_process_alive(pid: int) -> bool:
     if pidfd is None:
         return False
     try:
-        return not _has_exited(pidfd)
+        return not _has_exited(pidfd[0])
     finally:
-        os.close(pidfd)
+        pidfd.close()
 
 
 def process_start_time(pid: int) -> int | None:
@@ -882,9 +916,9 @@ def process_start_time(pid: int) -> int | None:
     if pidfd is None:
         return None
     try:
-        return _stat_of_pinned(pid, pidfd)[1]
+        return _stat_of_pinned(pid, pidfd[0])[1]
     finally:
-        os.close(pidfd)
+        pidfd.close()
 
 
 def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
@@ -908,22 +942,25 @@ def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
     if pidfd is None:
         raise _common.no_such_process(pid)
     try:
-        pidfs_id = os.fstat(pidfd).st_ino if with_pidfs else None
+        pidfs_id = os.fstat(pidfd[0]).st_ino if with_pidfs else None
         if _proc_state() == _PROC_NONE:
             return None, pidfs_id
-        return _stat_of_pinned(pid, pidfd)[1], pidfs_id
+        return _stat_of_pinned(pid, pidfd[0])[1], pidfs_id
     finally:
-        os.close(pidfd)
+        pidfd.close()
 
 
-def _open_pidfd(pid: int) -> int | None:
-    """A pidfd on the process holding pid; None if none does (or pid is a thread's)."""
+def _open_pidfd(pid: int) -> _Kept | None:
+    """A pidfd on the process holding pid, in ``[0]``; None if none does (or pid is a
+    thread's)."""
+    pidfd = _kept(os.pidfd_open, pid)
     try:
-        return os.pidfd_open(pid)
+        pidfd[0]
     except OSError as err:
         if err.errno in _common.NOT_A_PROCESS_ERRNOS:
             return None
         raise
+    return pidfd
 
 
 def _has_exited(pidfd: int) -> bool:
