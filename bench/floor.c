@@ -113,8 +113,11 @@ static void write_all(int fd) {
 }
 
 /* In place: opened without O_TRUNC, checked (a regular file, ours), truncated, written. */
+static void check_target(void);
+
 static void op_write_in_place(void) {
     struct stat st;
+    check_target(); /* as the writers: a FIFO or a device at the path is never opened */
     int fd = open(pid_path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0644);
     if (fd < 0) die("open");
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) die("fstat");

@@ -297,12 +297,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+# Each line in one write(): a command shimpid runs shares the stream, and with
+# PYTHONUNBUFFERED print() writes the newline apart, so the command's output could land between.
 def _say(message: str) -> None:
-    print(message, flush=True)
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
 
 
 def _complain(message: str) -> None:
-    print(f"shimpid: {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"shimpid: {message}\n")
+    sys.stderr.flush()
 
 
 # ---- status and show -------------------------------------------------------------------------

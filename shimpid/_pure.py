@@ -432,6 +432,11 @@ class _Kept(collections.defaultdict[int, int]):
     one tells whether the call succeeded (a file was created). ``close()`` closes it, and so
     does dropping it: a frame unwound by an exception raised between two statements. ``kept[1]``
     marks it closed, or handed over to another owner; storing it runs no handler.
+
+    Writes, the lock and pidfds use it: there a lost descriptor could leave a file behind, a
+    lock held or a process pinned. Reads of files keep plain descriptors: a handler striking as
+    ``os.open()`` returns loses one descriptor and nothing else, and ``_Kept`` would add a tenth
+    to a read.
     """
 
     __slots__ = ()

@@ -120,6 +120,28 @@ def test_spawn_in_the_foreground_returns_the_exit_status(cli, pid_path):
     assert not pid_path.exists(), "removed once the command exited"
 
 
+def test_each_line_is_one_write_even_unbuffered(cli, pid_path, tmp_path):
+    """The command shares shimpid's stdout: with PYTHONUNBUFFERED (CI runners set it) a line
+    written in two pieces could have the command's output in between."""
+    strace = shutil.which("strace")
+    if strace is None:
+        require_or_skip("strace not found")
+    trace = tmp_path / "trace"
+    argv = [sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path), "--", "true"]
+    env = dict(cli.env, PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [strace, "-o", str(trace), "-e", "trace=write", "-s", "4096", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    writes = [line for line in trace.read_text().splitlines() if line.startswith("write(1,")]
+    assert len(writes) == 1 and writes[0].startswith('write(1, "started '), writes
+    assert f'recorded in {pid_path}\\n"' in writes[0], writes
+
+
 def test_spawn_in_the_foreground_passes_signals_on(cli, pid_path):
     shim = subprocess.Popen(
         [sys.executable, "-m", "shimpid", "spawn", "--pidfile", str(pid_path), "--", "sleep", "60"],
