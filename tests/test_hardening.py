@@ -115,7 +115,7 @@ def test_a_directory_at_the_path_is_never_moved_even_for_an_instant(impl, tmp_pa
     target = tmp_path / "shim.pid"
     make("directory", str(target))
     inode = target.stat().st_ino
-    seconds = rounds(0.3, 1.5)
+    seconds = rounds(0.2, 1.5)
     script = script_prelude(impl) + WRITER_LOOP.format(path=str(target), seconds=seconds)
     writers = [
         subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -316,7 +316,7 @@ print(json.dumps([done, interrupted, len(os.listdir("/proc/self/fd")) - fds]))
 @both_modes
 def test_a_raising_signal_handler_leaks_no_descriptor_and_no_file(impl, tmp_path, atomic):
     path = str(tmp_path / "shim.pid")
-    script = script_prelude(impl) + STORM.format(path=path, atomic=atomic, seconds=rounds(0.4, 3))
+    script = script_prelude(impl) + STORM.format(path=path, atomic=atomic, seconds=rounds(0.25, 3))
     # Not measured by coverage (tox -e coverage): a handler raising inside its tracer would
     # disable the Cython plugin there, and the records of the .pyx would not combine.
     env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE")}
@@ -547,7 +547,7 @@ def test_clean_never_removes_a_full_record_of_a_live_process(impl, tmp_path, mon
     monkeypatch.setattr(_rundir, "remove_record", remove_record)
     try:
         assert writer.stdout.readline() == b"ready\n"
-        deadline = time.monotonic() + rounds(0.3, 2)
+        deadline = time.monotonic() + rounds(0.2, 2)
         while time.monotonic() < deadline:
             shimpid.clean(tmp_path)
     finally:

@@ -489,7 +489,7 @@ def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
         assert (shown["locked"], shown["locked_by"]) == (True, holder.pid)
         listed = json.loads(run("ls", "--json", pid_path.parent).stdout)["files"]
         assert [(row["locked"], row["locked_by"]) for row in listed] == [(True, holder.pid)]
-        waited = run("lock", "--timeout", "0.5", pid_path, "--", "true")
+        waited = run("lock", "--timeout", "0.1", pid_path, "--", "true")
         assert waited.returncode == 1
     finally:
         stop(holder)
