@@ -278,9 +278,11 @@ def test_signal_reaches_the_verified_process_only(impl, cli, pid_path):
         [
             sys.executable,
             "-c",
-            "import signal, sys, time\n"
-            "signal.signal(signal.SIGHUP, lambda *a: print('reload', "
-            "flush=True))\nprint('ready', flush=True)\ntime.sleep(60)",
+            # os.write in the handler: print() there could re-enter the buffered stdout that
+            # print('ready') has not let go of yet (RuntimeError: reentrant call)
+            "import os, signal, time\n"
+            "signal.signal(signal.SIGHUP, lambda *a: os.write(1, b'reload\\n'))\n"
+            "os.write(1, b'ready\\n')\ntime.sleep(60)",
         ],
         stdout=subprocess.PIPE,
         text=True,
