@@ -6,14 +6,17 @@ same words and return the same verdict objects; tests compare the two backends o
 
 from __future__ import annotations
 
+import collections
 import errno
+import functools
 import operator
 import os
 import stat
 
 TYPE_CHECKING = False  # typing costs an importer of shimpid 7 ms
 if TYPE_CHECKING:
-    from typing import TypeAlias
+    from collections.abc import Callable
+    from typing import Any, TypeAlias
 
     #: A path, as os.open() takes one.
     PathArg: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
@@ -585,6 +588,23 @@ def flock(fd: int, operation: int) -> None:
     except ImportError:
         raise OSError(errno.ENOSYS, "no flock() on this platform") from None
     fcntl.flock(fd, operation)
+
+
+# Descriptors and signal handlers. CPython runs a pending signal handler after a C call returns
+# and when a Python function is entered; a handler that raises (KeyboardInterrupt) there loses
+# what was not stored yet: ``fd = os.open(...)`` can lose the descriptor, and a cleanup that
+# calls a function first may never run. So a descriptor is made by ``kept[0]`` on a ``keep()``
+# dict, whose C-level factory stores it before control is back in Python (whether it holds one
+# also tells whether the call succeeded), and closed inline, with no call before ``os.close``:
+# ``if kept: os.close(kept[0])`` where one place closes it, or, where another may too,
+# ``kept[1] = 0`` first (closed, or handed over), which runs no handler. A cleanup that runs
+# only after an exception may call a function: one raise is what is guarded against.
+Kept = collections.defaultdict[int, int]
+
+
+def keep(call: Callable[..., int], *args: Any, **kwargs: Any) -> Kept:
+    """A dict whose first ``[0]`` makes ``call(*args, **kwargs)`` and keeps the descriptor."""
+    return collections.defaultdict(functools.partial(call, *args, **kwargs))
 
 
 def check_mode(mode: int) -> int:

@@ -221,8 +221,9 @@ class PidFileLock(_pure._Final):
 def is_locked(path: str | bytes) -> bool:
     """Whether a process holds a lock on the pid file at path (a shared lock, tried and let
     go, as ``pgrep -L`` tries it). A missing file, or anything but a regular file, is not."""
+    kept = _common.keep(os.open, path, _OPEN)
     try:
-        fd = os.open(path, _OPEN)
+        fd = kept[0]
     except OSError as err:
         if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
             return False
@@ -239,7 +240,7 @@ def is_locked(path: str | bytes) -> bool:
                 raise
         return False  # (and on Windows, where nothing can lock it)
     finally:
-        os.close(fd)
+        os.close(kept[0])  # inline: see _common.keep
 
 
 def holder_pid(target: bytes) -> int | None:
@@ -299,11 +300,12 @@ def _own_record(capability: bytes) -> bytes:
     level = _backend._pidfd_level()
     pidfs_id = None
     if level == _common.PIDFS:
-        fd = os.pidfd_open(_pid)
+        pidfd = _common.keep(os.pidfd_open, _pid)
         try:
-            pidfs_id = os.fstat(fd).st_ino
+            pidfs_id = os.fstat(pidfd[0]).st_ino
         finally:
-            os.close(fd)
+            if pidfd:
+                os.close(pidfd[0])
     data = _own[capability, level] = _pure._file_bytes(
         _pure.PidRecord.current(), capability, _common.identity_prefix(True), pidfs_id
     )

@@ -10,9 +10,7 @@ file objects cost more than the calls themselves on these paths.
 
 from __future__ import annotations
 
-import collections
 import errno
-import functools
 import itertools
 import operator
 import os
@@ -35,16 +33,17 @@ from ._common import (
     U32_MAX,
     U64_MAX,
     Extras,
+    Kept,
     Legacy,
     ProcessIdentity,
     StorageError,
     Verified,
+    keep,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any, NoReturn
+    from typing import NoReturn
 
     from ._common import PathArg
     from ._handle import ProcessHandle
@@ -350,13 +349,14 @@ class PidFileWriter(_Final):
         record = PidRecord.current()
         pidfs_id = None
         if self._pidfs:
-            pidfd = _kept(os.pidfd_open, record._pid)
+            pidfd = keep(os.pidfd_open, record._pid)
             try:
                 pidfs_id = os.fstat(pidfd[0]).st_ino
             except OSError as err:
                 raise self._error(err) from None
             finally:
-                pidfd.close()
+                if pidfd:
+                    os.close(pidfd[0])
         self._write(record, pidfs_id)
 
     def write_for(self, pid: int) -> None:
@@ -422,41 +422,9 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[written:]
 
 
-class _Kept(collections.defaultdict[int, int]):
-    """A descriptor, kept from the moment a system call makes it until it is closed once.
-
-    CPython runs a pending signal handler as soon as a C call returns, before its result is
-    stored: ``fd = os.open(...)`` loses the descriptor when that handler raises
-    (KeyboardInterrupt). ``kept[0]`` makes the call through the dict's C-level factory (see
-    ``_kept``), which stores the descriptor before control is back in Python; whether it holds
-    one tells whether the call succeeded (a file was created). ``close()`` closes it, and so
-    does dropping it: a frame unwound by an exception raised between two statements. ``kept[1]``
-    marks it closed, or handed over to another owner; storing it runs no handler.
-
-    Writes, the lock and pidfds use it: there a lost descriptor could leave a file behind, a
-    lock held or a process pinned. Reads of files keep plain descriptors: a handler striking as
-    ``os.open()`` returns loses one descriptor and nothing else, and ``_Kept`` would add a tenth
-    to a read.
-    """
-
-    __slots__ = ()
-
-    def close(self) -> None:
-        if len(self) == 1:
-            self[1] = 0  # first: no handler can run between this and the close
-            os.close(self[0])  # an error from close() (NFS) is raised
-
-    __del__ = close
-
-
-def _kept(call: Callable[..., int], *args: Any, **kwargs: Any) -> _Kept:
-    """A ``_Kept`` whose first ``[0]`` makes ``call(*args, **kwargs)``."""
-    return _Kept(functools.partial(call, *args, **kwargs))
-
-
 def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
     _check_target(target)  # before opening: opening a FIFO or a device has effects of its own
-    kept = _kept(os.open, target, _OPEN_IN_PLACE, mode)
+    kept = keep(os.open, target, _OPEN_IN_PLACE, mode)
     try:
         fd = kept[0]
         info = os.fstat(fd)
@@ -469,7 +437,8 @@ def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
         os.ftruncate(fd, 0)
         _write_all(fd, data)
     finally:
-        kept.close()  # an error from close() (NFS) fails the write
+        if kept:
+            os.close(kept[0])  # an error from close() (NFS) fails the write
 
 
 def _check_target(target: bytes) -> bool:
@@ -493,11 +462,12 @@ def _check_target(target: bytes) -> bool:
 
 def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> None:
     _check_target(target)
-    made: list[tuple[bytes, _Kept]] = []
+    made: list[tuple[bytes, Kept]] = []
     try:
         _write_temp(made, temp_prefix, data, mode)
         temp, kept = made[0]
-        kept.close()
+        kept[1] = 0  # closed: not again by _discard_temp
+        os.close(kept[0])
         os.replace(temp, target)  # never over a directory: EISDIR
     except BaseException:
         _discard_temp(made)
@@ -505,7 +475,7 @@ def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> 
 
 
 def _write_temp(
-    made: list[tuple[bytes, _Kept]],
+    made: list[tuple[bytes, Kept]],
     temp_prefix: bytes,
     data: bytes,
     mode: int,
@@ -517,7 +487,7 @@ def _write_temp(
     pid = os.getpid()
     for _ in range(_common.TEMP_ATTEMPTS):
         temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
-        kept = _kept(os.open, temp, flags, mode)
+        kept = keep(os.open, temp, flags, mode)
         made[:] = [(temp, kept)]
         try:
             fd = kept[0]
@@ -528,13 +498,16 @@ def _write_temp(
     raise _TempNamesTaken(temp)
 
 
-def _discard_temp(made: list[tuple[bytes, _Kept]]) -> None:
-    """Release what ``_write_temp`` made: the descriptor, and the file if it created one (a
-    name another process holds is never touched)."""
-    if made and made[0][1]:
+def _discard_temp(made: list[tuple[bytes, Kept]]) -> None:
+    """After an exception, release what ``_write_temp`` made: the descriptor unless closed or
+    handed over, and the file if it created one (a name another process holds is never
+    touched)."""
+    if made and 0 in made[0][1]:
         temp, kept = made[0]
         try:
-            kept.close()
+            if 1 not in kept:
+                kept[1] = 0
+                os.close(kept[0])
         finally:
             _unlink_temp(temp)
 
@@ -575,16 +548,18 @@ def _lock_try(
 def _lock_try_once(
     target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int]
 ) -> bool:
-    made: list[tuple[bytes, _Kept]] = []
+    made: list[tuple[bytes, Kept]] = []
     try:
         _write_temp(made, temp_prefix, data, mode, _CREATE_LOCKED)
         temp, kept = made[0]
         if kept[0] <= 2:  # a closed standard stream's number: a program would write into it
             import fcntl  # loaded already, by flock()
 
-            high = _kept(fcntl.fcntl, kept[0], fcntl.F_DUPFD_CLOEXEC, 3)
-            high[0]  # the duplicate, kept from the moment it exists
-            kept.close()
+            high = keep(fcntl.fcntl, kept[0], fcntl.F_DUPFD_CLOEXEC, 3)
+            high[0]  # the duplicate, kept from the moment it exists, and made's at once:
+            made[:] = [(temp, high)]
+            kept[1] = 0
+            os.close(kept[0])
             kept = high
         slot[0] = kept[0]  # the caller's to give back from here on, whatever happens:
         kept[1] = 0  # handed over (no handler can run between these two)
@@ -602,8 +577,17 @@ def _lock_try_once(
                     return False
             return True
         raise OSError(errno.EAGAIN, "the pid file kept changing while being locked")
+    except BaseException:
+        _discard_temp(made)
+        raise
     finally:
-        _discard_temp(made)  # the record is at the path by now, or not to be
+        # The record is at the path by now, or not to be. Inline: this runs without an
+        # exception too, when a handler may strike at a function's entry.
+        if made:
+            try:
+                os.unlink(made[0][0])
+            except OSError:
+                pass
 
 
 def _take_over(target: bytes, temp: bytes) -> bool | None:
@@ -612,7 +596,7 @@ def _take_over(target: bytes, temp: bytes) -> bool | None:
     # Looked at before it is opened, as by a writer: opening a device has effects of its own.
     if not _check_target(target) and not os.path.islink(target):
         return None  # gone meanwhile; a symlink fails to open (ELOOP) below
-    old = _kept(os.open, target, _OPEN_READ)
+    old = keep(os.open, target, _OPEN_READ)
     try:
         try:
             fd = old[0]
@@ -630,13 +614,14 @@ def _take_over(target: bytes, temp: bytes) -> bool | None:
         os.rename(temp, target)  # over the stale file, whose lock we hold
         return True
     finally:
-        old.close()
+        if old:
+            os.close(old[0])
 
 
 def _lock_wait(target: bytes, path: str | bytes) -> None:
     """Wait until no process holds the pid file at target locked (or there is none). No
     temporary file exists meanwhile: a waiter killed leaves nothing behind."""
-    kept = _kept(os.open, target, _OPEN_READ)
+    kept = keep(os.open, target, _OPEN_READ)
     try:
         kept[0]
     except FileNotFoundError:
@@ -646,7 +631,7 @@ def _lock_wait(target: bytes, path: str | bytes) -> None:
     try:
         _common.flock(kept[0], LOCK_EX)  # let go at once: the next try takes it properly
     finally:
-        kept.close()
+        os.close(kept[0])
 
 
 def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
@@ -768,8 +753,9 @@ def _identity_at(
 
 
 def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = None) -> bytes:
+    kept = keep(os.open, target, _OPEN_READ, dir_fd=directory_fd)
     try:
-        fd = os.open(target, _OPEN_READ, dir_fd=directory_fd)
+        fd = kept[0]
     except OSError as err:
         raise _common.read_error(err.errno or errno.EIO, path)  # noqa: B904 - it sets its cause
     try:
@@ -792,7 +778,7 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
         except OSError as err:
             raise _common.read_error(err.errno or errno.EIO, path)  # noqa: B904 - as above
     finally:
-        os.close(fd)
+        os.close(kept[0])
     if len(data) > PID_FILE_MAX_BYTES:
         raise _common.content_error(_common.TOO_LARGE, path)
     return data
@@ -812,16 +798,26 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
 
 def _classify(pid: int, start_time: int | None, pidfs_id: int | None) -> ProcessIdentity:
     """The verdict for a record; ``OSError`` when the system cannot tell."""
-    identity, pidfd = _pin_and_classify(pid, start_time, pidfs_id)
-    if pidfd is not None:
-        os.close(pidfd)
-    return identity
+    if not _common.names_a_process(pid):
+        return ABSENT
+    level = _pidfd_level()
+    if level == NO_PIDFD:
+        return _classify_without_pidfd(pid, start_time)
+    pidfd = keep(os.pidfd_open, pid)
+    try:
+        if not _pinned(pidfd):
+            return ABSENT
+        return _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
+    finally:
+        if pidfd:
+            os.close(pidfd[0])
 
 
 def _pin_and_classify(
     pid: int, start_time: int | None, pidfs_id: int | None
 ) -> tuple[ProcessIdentity, int | None]:
-    """The verdict, and the pidfd it was reached through (the caller closes it), if any.
+    """``_classify``'s verdict, and the pidfd it was reached through (the caller closes it), if
+    any.
 
     The pidfd is opened first and the identity checked after: a match then proves the pidfd
     refers to the recorded process (see ``shimpid._handle``).
@@ -831,17 +827,16 @@ def _pin_and_classify(
     level = _pidfd_level()
     if level == NO_PIDFD:
         return _classify_without_pidfd(pid, start_time), None
-    pidfd = _open_pidfd(pid)
-    if pidfd is None:
-        return ABSENT, None
+    pidfd = keep(os.pidfd_open, pid)
     try:
+        if not _pinned(pidfd):
+            return ABSENT, None
         identity = _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
     except BaseException:
-        pidfd.close()
+        if pidfd:
+            os.close(pidfd[0])
         raise
-    fd = pidfd[0]
-    pidfd[1] = 0  # handed over to the caller
-    return identity, fd
+    return identity, pidfd[0]  # the caller's (a window on 3.10, as it returns)
 
 
 def _classify_pinned(
@@ -892,13 +887,12 @@ def is_process_alive(pid: int) -> bool:
             return _windows_alive(pid)
         info = _unpinned_info(pid)
         return info is not None and info[0]
-    pidfd = _open_pidfd(pid)
-    if pidfd is None:
-        return False
+    pidfd = keep(os.pidfd_open, pid)
     try:
-        return not _has_exited(pidfd[0])
+        return _pinned(pidfd) and not _has_exited(pidfd[0])
     finally:
-        pidfd.close()
+        if pidfd:
+            os.close(pidfd[0])
 
 
 def process_start_time(pid: int) -> int | None:
@@ -917,13 +911,12 @@ def process_start_time(pid: int) -> int | None:
         if info is not None and info[1] is None:
             raise _common.no_proc_error()
         return None if info is None else info[1]
-    pidfd = _open_pidfd(pid)
-    if pidfd is None:
-        return None
+    pidfd = keep(os.pidfd_open, pid)
     try:
-        return _stat_of_pinned(pid, pidfd[0])[1]
+        return _stat_of_pinned(pid, pidfd[0])[1] if _pinned(pidfd) else None
     finally:
-        pidfd.close()
+        if pidfd:
+            os.close(pidfd[0])
 
 
 def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
@@ -943,29 +936,29 @@ def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
         if info is None:
             raise _common.no_such_process(pid)
         return info[1], None
-    pidfd = _open_pidfd(pid)
-    if pidfd is None:
-        raise _common.no_such_process(pid)
+    pidfd = keep(os.pidfd_open, pid)
     try:
+        if not _pinned(pidfd):
+            raise _common.no_such_process(pid)
         pidfs_id = os.fstat(pidfd[0]).st_ino if with_pidfs else None
         if _proc_state() == _PROC_NONE:
             return None, pidfs_id
         return _stat_of_pinned(pid, pidfd[0])[1], pidfs_id
     finally:
-        pidfd.close()
+        if pidfd:
+            os.close(pidfd[0])
 
 
-def _open_pidfd(pid: int) -> _Kept | None:
-    """A pidfd on the process holding pid, in ``[0]``; None if none does (or pid is a
-    thread's)."""
-    pidfd = _kept(os.pidfd_open, pid)
+def _pinned(pidfd: Kept) -> bool:
+    """Open ``pidfd = keep(os.pidfd_open, pid)``: False if no process holds pid (or it is a
+    thread's). The caller owns the dict, so the pidfd is its to close whatever happens here."""
     try:
         pidfd[0]
     except OSError as err:
         if err.errno in _common.NOT_A_PROCESS_ERRNOS:
-            return None
+            return False
         raise
-    return pidfd
+    return True
 
 
 def _has_exited(pidfd: int) -> bool:
@@ -1033,16 +1026,14 @@ def _exists(pid: int) -> bool:
 
 def _status_of(pid: int) -> tuple[int, int, int] | None:
     """``State`` (a byte), ``Tgid`` and ``Threads`` of /proc/<pid>/status, or None if it is gone."""
+    kept = keep(os.open, b"/proc/%d/status" % pid, os.O_RDONLY | _O_CLOEXEC)
     try:
-        fd = os.open(b"/proc/%d/status" % pid, os.O_RDONLY | _O_CLOEXEC)
+        data = os.read(kept[0], _common.STATUS_READ_BYTES)
     except (FileNotFoundError, ProcessLookupError):
-        return None
-    try:
-        data = os.read(fd, _common.STATUS_READ_BYTES)
-    except ProcessLookupError:
-        return None
+        return None  # gone, before open() or between open() and read()
     finally:
-        os.close(fd)
+        if kept:
+            os.close(kept[0])
     fields = {}
     for line in data.split(b"\n"):
         key, _, value = line.partition(b":")
@@ -1070,16 +1061,14 @@ def _proc_info(pid: int) -> tuple[int, int | None] | None:
             if state == _PROC_NONE:
                 raise _common.no_proc_error()
             path = b"/proc/%d/stat" % pid
+        kept = keep(os.open, path, os.O_RDONLY | _O_CLOEXEC)
         try:
-            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+            data = os.read(kept[0], _common.STAT_READ_BYTES)
         except (FileNotFoundError, ProcessLookupError):
-            return None
-        try:
-            data = os.read(fd, _common.STAT_READ_BYTES)
-        except ProcessLookupError:
-            return None  # it went between open() and read()
+            return None  # gone, before open() or between open() and read()
         finally:
-            os.close(fd)
+            if kept:
+                os.close(kept[0])
         return _parse_stat(data)
     if _DARWIN:
         try:
@@ -1143,15 +1132,15 @@ def _set_pidfd_level(level: int) -> int:
 def _find_pidfd_level() -> int:
     if not _LINUX or not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
         return NO_PIDFD
-    try:
-        pidfd = os.pidfd_open(os.getpid())
-    except OSError:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
-        return NO_PIDFD
+    pidfd = keep(os.pidfd_open, os.getpid())
     try:
         # Before 6.9 every pidfd shares one anonymous inode: its number names nothing.
-        return PIDFS if _filesystem_type(pidfd) == _common.PIDFS_MAGIC else PIDFD
+        return PIDFS if _filesystem_type(pidfd[0]) == _common.PIDFS_MAGIC else PIDFD
+    except OSError:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
+        return NO_PIDFD
     finally:
-        os.close(pidfd)
+        if pidfd:
+            os.close(pidfd[0])
 
 
 def _filesystem_type(fd: int) -> int:
