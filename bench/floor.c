@@ -32,7 +32,8 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-static char pid_path[4096], temp_path[4096], lock_path[4096], lock_temp_prefix[4096];
+static char pid_path[4096], temp_path[4200], temp_prefix[4096], lock_path[4096];
+static char lock_temp_prefix[4096];
 static char stat_path[64];
 static char record[160];
 static size_t record_len;
@@ -127,8 +128,10 @@ static void op_write_in_place(void) {
 }
 
 static void write_temp(void) {
-    /* the temporary name carries the writer's pid, read anew: it changes across fork() */
-    sink += (uint64_t)getpid();
+    /* a new temporary name each time, as shimpid makes them: <pid>.<counter>; the pid read
+       anew, since it changes across fork(). (On tmpfs a new name costs more than reusing one.) */
+    static unsigned long long counter;
+    snprintf(temp_path, sizeof temp_path, "%s%d.%llu.tmp", temp_prefix, (int)getpid(), counter++);
     int fd = open(temp_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) die("open temp");
     write_all(fd);
@@ -299,7 +302,7 @@ static const struct {
 int floor_prepare(const char *dir, int pid) {
     target = (pid_t)pid;
     snprintf(pid_path, sizeof pid_path, "%s/floor-%d.pid", dir, pid);
-    snprintf(temp_path, sizeof temp_path, "%s/.floor-%d.pid.%d.0.tmp", dir, pid, pid);
+    snprintf(temp_prefix, sizeof temp_prefix, "%s/.floor-%d.pid.", dir, pid);
     snprintf(lock_path, sizeof lock_path, "%s/floor-%d.lock", dir, pid);
     snprintf(lock_temp_prefix, sizeof lock_temp_prefix, "%s/.floor-%d.lock.", dir, pid);
     snprintf(stat_path, sizeof stat_path, "/proc/%d/stat", pid);
