@@ -359,10 +359,8 @@ def test_pgrep_and_pkill_minus_l_accept_a_held_lock_only(locking, pid_path, hold
     assert subprocess.run([pgrep, "-L", "-F", str(pid_path)], capture_output=True).returncode != 0
 
 
-def test_a_file_locked_by_a_process_it_does_not_name(impl, locking, pid_path, reaped_pid):
-    """flock(1), or a PidFileLock between locking and writing: held, so never taken, and a try
-    waits briefly for the holder's record before it gives up."""
-    pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+def flock_holder(path) -> subprocess.Popen:
+    """A process holding an exclusive flock() on path, as flock(1) does, and nothing else."""
     child = subprocess.Popen(
         [
             sys.executable,
@@ -371,13 +369,23 @@ def test_a_file_locked_by_a_process_it_does_not_name(impl, locking, pid_path, re
             "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
             "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
             "time.sleep(60)",
-            str(pid_path),
+            str(path),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
+    if child.stdout.readline() != "locked\n":
+        stop(child)
+        pytest.fail("the flock() holder did not start")
+    return child
+
+
+def test_a_file_locked_by_a_process_it_does_not_name(impl, locking, pid_path, reaped_pid):
+    """flock(1), or a PidFileLock between locking and writing: held, so never taken, and a try
+    waits briefly for the holder's record before it gives up."""
+    pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    child = flock_holder(pid_path)
     try:
-        assert child.stdout.readline() == "locked\n"
         lock = locking(pid_path)
         assert lock.is_locked() and lock.holder() == Absent() and lock.read_pid() is None
         start = time.monotonic()
@@ -675,21 +683,8 @@ def test_clean_racing_a_takeover_never_makes_two_holders(
 def test_a_record_is_not_taken_for_the_lock_holder(impl, locking, pid_path, sleeper, cli):
     """A file naming a live process, locked by another: nobody is named as holding it."""
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)  # verified, not a lock's file
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
-            "time.sleep(60)",
-            str(pid_path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    child = flock_holder(pid_path)
     try:
-        assert child.stdout.readline() == "locked\n"
         lock = locking(pid_path)
         assert lock.is_locked() and lock.holder() == Absent() and lock.read_pid() is None
         if _lock.flock_holders(pid_path) is not None:  # /proc/locks tells who holds it
