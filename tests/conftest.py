@@ -130,7 +130,11 @@ def oracle(tmp_path_factory):
 
     yield ask
     proc.stdin.close()
-    proc.wait()
+    try:
+        proc.wait(10)  # EOF ends it, unless a forked child that outlived its test holds the pipe
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     proc.stdout.close()
 
 

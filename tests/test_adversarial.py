@@ -121,7 +121,8 @@ def storm(impl, directory, *, atomic):
             os.close(stop_w)
             os.set_blocking(stop_r, False)
             n = 0
-            while True:
+            give_up = time.monotonic() + 120  # never outlive a test that failed to stop it
+            while time.monotonic() < give_up:
                 writer.write(records[n % len(records)])
                 n += 1
                 try:
