@@ -304,6 +304,18 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
+def _cannot_prepare(command: str, err: Exception) -> int:
+    """The message and exit code when ``command``'s writer or lock cannot be made."""
+    if not isinstance(err, StorageError):  # TypeError, ValueError: the capability
+        _complain(f"{command}: bad capability: {err}")
+        return USAGE
+    if err.errno is None:  # the path itself: NUL, names no file
+        _complain(f"{command}: bad pid file path: {err}")
+        return USAGE
+    _complain(f"{command}: cannot write the pid file: {err}")  # its directory
+    return FAILED
+
+
 def _complain(message: str) -> None:
     sys.stderr.write(f"shimpid: {message}\n")
     sys.stderr.flush()
@@ -427,15 +439,8 @@ def _spawn(args: argparse.Namespace) -> int:
         return USAGE
     try:
         writer = _backend.PidFileWriter.at(args.pidfile, capability=args.capability)
-    except (TypeError, ValueError) as err:
-        _complain(f"spawn: bad capability: {err}")
-        return USAGE
-    except StorageError as err:
-        if err.errno is None:  # the path itself: NUL, names no file
-            _complain(f"spawn: bad pid file path: {err}")
-            return USAGE
-        _complain(f"spawn: cannot write the pid file: {err}")  # its directory
-        return FAILED
+    except (TypeError, ValueError, StorageError) as err:
+        return _cannot_prepare("spawn", err)
     options: dict[str, Any] = {}
     if args.detach:
         options.update(
@@ -528,15 +533,8 @@ def _lock(args: argparse.Namespace) -> int:
         return USAGE
     try:
         lock = PidFileLock(args.file, capability=args.capability)
-    except (TypeError, ValueError) as err:
-        _complain(f"lock: bad capability: {err}")
-        return USAGE
-    except StorageError as err:
-        if err.errno is None:  # the path itself: NUL, names no file
-            _complain(f"lock: bad pid file path: {err}")
-            return USAGE
-        _complain(f"lock: cannot write the pid file: {err}")  # its directory
-        return FAILED
+    except (TypeError, ValueError, StorageError) as err:
+        return _cannot_prepare("lock", err)
     try:
         lock.acquire(timeout=None if args.wait else args.timeout)
     except AlreadyLocked as err:
