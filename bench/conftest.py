@@ -66,86 +66,69 @@ FLOOR_NS: dict[str, float] = {}
 BASELINES: dict[str, float] = {}
 
 # (description, measure() -> value, passes(value))
-TARGETS: list[tuple[str, Callable[[], float], Callable[[float], bool]]] = [
+Target = tuple[str, Callable[[], float], Callable[[float], bool]]
+
+
+def floor_target(label: str, operation: str, backend: str, limit: float) -> Target:
+    """``backend`` runs ``operation`` in at most ``limit`` times its floor's time."""
+    who = "Cython" if backend == "cython" else backend
+    return (
+        f"{label}: {who} <= {limit:.2f}x floor",
+        lambda: RATIOS[operation][backend],
+        lambda v: v <= limit,
+    )
+
+
+def baseline_target(description: str, name: str, limit: float) -> Target:
+    """The alternated ratio ``BASELINES[name]`` is at most ``limit``."""
+    return (description, lambda: BASELINES[name], lambda v: v <= limit)
+
+
+TARGETS: list[Target] = [
     (
         "decode: Cython >= 12x faster than pure",
         lambda: BASELINES["decode() two-line: pure / cython"],
         lambda v: v >= 12,
     ),
-    (
+    baseline_target(
         "decode: Cython <= 2x constructing the same PidRecord",
-        lambda: BASELINES["decode() two-line / PidRecord(pid, start_time) [cython]"],
-        lambda v: v <= 2,
+        "decode() two-line / PidRecord(pid, start_time) [cython]",
+        2,
     ),
     # The ">= 4x pure" encode target was ill-posed once the pure backend got fast: encode is held
     # against the interpreter's own floor, a builtin method returning new bytes of its size.
-    (
+    baseline_target(
         "encode: Cython <= 1.3x a builtin returning 20 new bytes (bytes.upper())",
-        lambda: BASELINES["encode() / bytes.upper() [cython]"],
-        lambda v: v <= 1.3,
+        "encode() / bytes.upper() [cython]",
+        1.3,
     ),
-    (
-        "current(): Cython <= 1.10x floor",
-        lambda: RATIOS["current()"]["cython"],
-        lambda v: v <= 1.10,
-    ),
-    (
-        "write() in place [tmpfs]: Cython <= 1.10x floor",
-        lambda: RATIOS["write() in place [tmpfs]"]["cython"],
-        lambda v: v <= 1.10,
-    ),
-    (
-        "write() in place [disk]: Cython <= 1.10x floor",
-        lambda: RATIOS["write() in place [disk]"]["cython"],
-        lambda v: v <= 1.10,
-    ),
-    (
-        "process_identity(), pidfs: Cython <= 1.20x floor",
-        lambda: RATIOS["process_identity() Verified"]["cython"],
-        lambda v: v <= 1.20,
-    ),
+    floor_target("current()", "current()", "cython", 1.10),
+    floor_target("write() in place [tmpfs]", "write() in place [tmpfs]", "cython", 1.10),
+    floor_target("write() in place [disk]", "write() in place [disk]", "cython", 1.10),
+    floor_target("process_identity(), pidfs", "process_identity() Verified", "cython", 1.20),
     (
         "process_identity(), pidfs: Cython / shimpid 0.1's /proc-based floor < 1",
         lambda: BASELINES["process_identity() Verified / process_identity_proc [cython]"],
         lambda v: v < 1,
     ),
-    (
-        "write_current(): Cython <= 1.10x floor",
-        lambda: RATIOS["write_current() [tmpfs]"]["cython"],
-        lambda v: v <= 1.10,
-    ),
-    (
-        "write_for(): Cython <= 1.10x floor",
-        lambda: RATIOS["write_for(pid) [tmpfs]"]["cython"],
-        lambda v: v <= 1.10,
+    floor_target("write_current()", "write_current() [tmpfs]", "cython", 1.10),
+    floor_target("write_for()", "write_for(pid) [tmpfs]", "cython", 1.10),
+    floor_target(
+        "PidFileLock acquire() + release(), uncontended",
+        "PidFileLock acquire() + release() [tmpfs]",
+        "cython",
+        1.20,
     ),
 ]
-TARGETS.append(
-    (
-        "PidFileLock acquire() + release(), uncontended: Cython <= 1.20x floor",
-        lambda: RATIOS["PidFileLock acquire() + release() [tmpfs]"]["cython"],
-        lambda v: v <= 1.20,
-    )
-)
 for _how in ("shimpid.spawn", "shimpid.spawn, prepared writer"):
     TARGETS.append(
-        (
-            f"{_how} at 1 GiB: <= 1.10x plain Popen",
-            (lambda how: lambda: BASELINES[f"{how} / Popen [1 GiB]"])(_how),
-            lambda v: v <= 1.10,
-        )
+        baseline_target(f"{_how} at 1 GiB: <= 1.10x plain Popen", f"{_how} / Popen [1 GiB]", 1.10)
     )
 for _operation in FLOOR_OF:
     # The pure backend keeps rename() (see the README); a lock cycle is a dozen system calls,
     # each of which costs the pure backend its Python call: reported, not a target.
     if "atomic" not in _operation and "PidFileLock" not in _operation:
-        TARGETS.append(
-            (
-                f"{_operation}: pure <= 1.5x floor",
-                (lambda op: lambda: RATIOS[op]["pure"])(_operation),
-                lambda v: v <= 1.5,
-            )
-        )
+        TARGETS.append(floor_target(_operation, _operation, "pure", 1.5))
 
 
 def pytest_addoption(parser):

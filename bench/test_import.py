@@ -15,13 +15,11 @@ import subprocess
 import sys
 
 import shimpid
-from conftest import BASELINES, TARGETS, rounds
+from conftest import BASELINES, TARGETS, baseline_target, rounds
 
 TARGETS.append(
-    (
-        "import shimpid: <= 1.3x import subprocess",
-        lambda: BASELINES["import shimpid / import subprocess"],
-        lambda v: v <= 1.3,
+    baseline_target(
+        "import shimpid: <= 1.3x import subprocess", "import shimpid / import subprocess", 1.3
     )
 )
 

@@ -17,14 +17,23 @@ import pytest
 
 import conftest
 import shimpid
-from conftest import BASELINES, PLACES, TARGETS, alternate, backend_of, rounds, timed
+from conftest import (
+    BASELINES,
+    PLACES,
+    TARGETS,
+    alternate,
+    backend_of,
+    baseline_target,
+    rounds,
+    timed,
+)
 from shimpid import _rundir
 
 TARGETS.append(
-    (
+    baseline_target(
         "scan, 10,000 files: Cython <= 1.3x floor per file",
-        lambda: BASELINES["scan 10000 files / floor [cython]"],
-        lambda v: v <= 1.3,
+        "scan 10000 files / floor [cython]",
+        1.3,
     )
 )
 SIZES = [100, 1000, 10_000, 100_000]
