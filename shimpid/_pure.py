@@ -798,9 +798,16 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
 
 def _classify(pid: int, start_time: int | None, pidfs_id: int | None) -> ProcessIdentity:
     """The verdict for a record; ``OSError`` when the system cannot tell."""
+    if not _common.names_a_process(pid):
+        return ABSENT
+    level = _pidfd_level()
+    if level == NO_PIDFD:
+        return _classify_without_pidfd(pid, start_time)
     pidfd = keep(os.pidfd_open, pid)
     try:
-        return _classify_through(pidfd, pid, start_time, pidfs_id)
+        if not _pinned(pidfd):
+            return ABSENT
+        return _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
     finally:
         if pidfd:
             os.close(pidfd[0])
@@ -815,29 +822,21 @@ def _pin_and_classify(
     The pidfd is opened first and the identity checked after: a match then proves the pidfd
     refers to the recorded process (see ``shimpid._handle``).
     """
+    if not _common.names_a_process(pid):
+        return ABSENT, None
+    level = _pidfd_level()
+    if level == NO_PIDFD:
+        return _classify_without_pidfd(pid, start_time), None
     pidfd = keep(os.pidfd_open, pid)
     try:
-        identity = _classify_through(pidfd, pid, start_time, pidfs_id)
+        if not _pinned(pidfd):
+            return ABSENT, None
+        identity = _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
     except BaseException:
         if pidfd:
             os.close(pidfd[0])
         raise
-    return identity, pidfd[0] if pidfd else None  # the caller's (a window on 3.10, as it returns)
-
-
-def _classify_through(
-    pidfd: Kept, pid: int, start_time: int | None, pidfs_id: int | None
-) -> ProcessIdentity:
-    """The verdict, through ``pidfd = keep(os.pidfd_open, pid)`` where the kernel has pidfds:
-    opened here if at all, and left in the dict for the caller to close."""
-    if not _common.names_a_process(pid):
-        return ABSENT
-    level = _pidfd_level()
-    if level == NO_PIDFD:
-        return _classify_without_pidfd(pid, start_time)
-    if not _pinned(pidfd):
-        return ABSENT
-    return _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
+    return identity, pidfd[0]  # the caller's (a window on 3.10, as it returns)
 
 
 def _classify_pinned(
