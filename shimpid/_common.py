@@ -234,7 +234,7 @@ def resolve_path(path: PathArg) -> tuple[str | bytes, bytes]:
     A relative path is anchored to the current directory now, not when the file is written: a
     writer made in a parent may run in a child that has changed directory (``Popen(cwd=...)``).
     """
-    given = os.fspath(path)
+    given = exact_text(os.fspath(path))
     try:
         raw = os.fsencode(given)
     except UnicodeEncodeError as err:
@@ -247,6 +247,24 @@ def resolve_path(path: PathArg) -> tuple[str | bytes, bytes]:
     if not os.path.isabs(raw):
         raw = os.path.join(os.getcwdb(), raw)
     return given, raw
+
+
+def exact_text(text: str | bytes) -> str | bytes:
+    """``text`` as an exact ``str`` or ``bytes``, copied without calling any of its methods.
+
+    ``os.fspath()`` returns a ``str`` or ``bytes`` subclass as it is, and a subclass's methods
+    (``__eq__``, ``__contains__``, ``encode``) are the caller's Python code: run in the middle
+    of a backend's ``__init__``, they could call back into the object (see _speedups.pyx: where
+    Python code can run inside a method). The base type's own slice copies a subclass.
+    """
+    kind = type(text)
+    if kind is str or kind is bytes:
+        return text
+    # issubclass, not isinstance: isinstance() of a bytes subclass against str would look up
+    # its __class__, which may be a property.
+    if issubclass(kind, str):
+        return str.__getitem__(text, slice(None))  # type: ignore[index]
+    return bytes.__getitem__(text, slice(None))  # type: ignore[index]
 
 
 def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes]:
@@ -311,6 +329,8 @@ def write_strerror(code: int) -> str:
 RECORD_IMMUTABLE = "PidRecord is immutable: it cannot be initialised again"
 NOT_INITIALISED = "{0} is not initialised: make one with {0}.at(path)"
 ALREADY_INITIALISED = "{0} is already initialised"
+# Hashing a record while its __init__ converts its arguments: it has no value yet.
+RECORD_INITIALISING = "PidRecord is being initialised: it has no value yet"
 NOT_PICKLABLE = "cannot pickle {0!r} object: make one with {0}.at(path) where it is used"
 
 
@@ -497,6 +517,7 @@ def check_capability(capability: str | None) -> bytes:
         return b""
     if not isinstance(capability, str):
         raise TypeError(f"capability must be a str or None, got {type(capability).__name__}")
+    capability = str.__getitem__(capability, slice(None))  # exact: see exact_text
     if not capability or len(capability) > CAPABILITY_MAX:
         raise ValueError(f"capability must be 1 to {CAPABILITY_MAX} characters")
     if not (capability.isascii() and capability.isprintable()) or capability != capability.strip():

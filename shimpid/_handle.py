@@ -16,6 +16,7 @@ Shared by both backends: each passes its own ``_pin_and_classify`` (the identity
 from __future__ import annotations
 
 import io
+import operator
 import os
 import select
 import signal
@@ -53,6 +54,9 @@ def open_entry(
     record: Any, extras: Extras, pin_and_classify: PinAndClassify, allow_legacy: bool
 ) -> ProcessHandle | None:
     """A handle on the process a record (already read) names, or None if it is not there."""
+    # Converted before a pidfd is opened: the caller's __bool__ could otherwise close it, or
+    # put another process's pidfd at its number, before the handle takes it.
+    allow_legacy = bool(allow_legacy)
     if from_another_boot(extras):
         return None
     identity, pidfd = pin_and_classify(record.pid, record.start_time, extras.pidfs_id)
@@ -109,6 +113,9 @@ class ProcessHandle:
 
     def send_signal(self, sig: int) -> None:
         """Signal the process; ``ProcessLookupError`` once it has exited (never another process)."""
+        # Converted before the pidfd is looked at: sig's __index__ could close it, or put
+        # another process's pidfd at its number, in the middle of pidfd_send_signal().
+        sig = operator.index(sig)
         self._check_open()
         if self._pidfd is not None:
             signal.pidfd_send_signal(self._pidfd, sig)
@@ -130,8 +137,12 @@ class ProcessHandle:
         has exited stays a zombie until the caller waits for it. Any timeout works, however
         large (poll() takes at most 2**31 - 1 ms: longer waits are made of several).
         """
+        # A float before the pidfd is looked at: the caller's arithmetic never runs between
+        # polls (it could close the pidfd, and poll() then answers "exited").
+        if timeout is not None:
+            timeout = float(timeout) if timeout >= 0 else 0.0  # a non-number: TypeError
         self._check_open()
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
+        deadline = None if timeout is None else time.monotonic() + timeout
         if self._pidfd is not None:
             poller = select.poll()
             poller.register(self._pidfd, select.POLLIN)

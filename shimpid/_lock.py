@@ -88,17 +88,22 @@ class PidFileLock(_pure._Final):
     )
 
     def __init__(self, path: PathArg, *, mode: int = 0o644, capability: str | None = None) -> None:
-        self._initialise_once("_target")
-        mode = _common.check_mode(mode)
-        capability_line = _common.check_capability(capability)
-        self._path, self._target, self._temp_prefix = _common.writer_paths(path, True)
-        self._mode = mode
-        self._capability = capability_line
-        # The lock's descriptor while held, in a list the backend fills: a signal handler that
-        # raises as acquire() returns cannot lose it.
-        self._slot = [-1]
-        self._owner = 0  # the pid that acquired it
-        self._data = b""  # the record it wrote
+        self._begin_init("_target")  # as the writer's: see _pure._mark_initialising
+        try:
+            mode = _common.check_mode(mode)
+            capability_line = _common.check_capability(capability)
+            given, target, temp_prefix = _common.writer_paths(path, True)
+            self._path, self._temp_prefix = given, temp_prefix
+            self._mode = mode
+            self._capability = capability_line
+            # The lock's descriptor while held, in a list the backend fills: a signal handler
+            # that raises as acquire() returns cannot lose it.
+            self._slot = [-1]
+            self._owner = 0  # the pid that acquired it
+            self._data = b""  # the record it wrote
+            self._target = target
+        finally:
+            _pure._end_init(self)
 
     @classmethod
     def at(cls, path: PathArg, *, mode: int = 0o644, capability: str | None = None) -> PidFileLock:
@@ -138,8 +143,12 @@ class PidFileLock(_pure._Final):
         failures raise ``OSError`` with the errno; one where the filesystem has no locks
         (``ENOLCK``, ``EOPNOTSUPP``) is raised, never taken for success.
         """
-        if timeout is not None and not timeout >= 0:  # a non-number raises TypeError here
-            raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
+        if timeout is not None:
+            if not timeout >= 0:  # a non-number raises TypeError here
+                raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
+            # A float from here on: no code of the caller's runs between the tries, while a
+            # temporary file or a descriptor is held.
+            timeout = float(timeout)
         pid = _pid
         if self._slot[0] >= 0 and self._owner == pid:
             raise AlreadyLocked(self._path, pid)

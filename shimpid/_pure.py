@@ -83,6 +83,25 @@ _temp_counter = itertools.count()
 _IDENTITY_TAG = _common.IDENTITY_TAG.encode()
 
 
+# The objects whose __init__ is under way, by id. An __init__ marks its object here before it
+# converts its arguments, and sets its slots before it lets go: a conversion may run the
+# caller's code (__fspath__, __index__, __bool__), and a signal handler or another thread may
+# run between any two lines, so an __init__ re-entered from any of them is refused as a second
+# one is, and never sees the object half set (the extension's rule: see _speedups.pyx).
+_initialising: dict[int, object] = {}
+
+
+def _mark_initialising(obj: object, message: str) -> None:
+    token = object()
+    # setdefault() tests and marks in one step: no code of anyone's runs in between.
+    if _initialising.setdefault(id(obj), token) is not token:
+        raise TypeError(message)
+
+
+def _end_init(obj: object) -> None:
+    del _initialising[id(obj)]
+
+
 class _Final:
     """Base of this backend's reader, writer and lock: like the extension's types, they cannot
     be subclassed, and one made by ``__new__`` alone (an unset slot) says so instead of failing
@@ -104,13 +123,19 @@ class _Final:
             raise TypeError(_common.NOT_INITIALISED.format(type(self).__name__))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def _initialise_once(self, slot: str) -> None:
-        """Refuse a second __init__: a C struct (in the extension) points into what it set."""
+    def _begin_init(self, slot: str) -> None:
+        """Mark this object as being initialised, or refuse (``TypeError``) a second __init__
+        and one re-entered from the first's conversions (see ``_mark_initialising``). The
+        caller sets every slot, ``slot`` (the one that says "initialised") last, then calls
+        ``_end_init(self)``, whatever happened."""
+        message = _common.ALREADY_INITIALISED.format(type(self).__name__)
+        _mark_initialising(self, message)
         try:
             type(self).__dict__[slot].__get__(self, type(self))
         except AttributeError:
             return
-        raise TypeError(_common.ALREADY_INITIALISED.format(type(self).__name__))
+        _end_init(self)
+        raise TypeError(message)
 
     def __reduce__(self) -> NoReturn:
         raise TypeError(_common.NOT_PICKLABLE.format(type(self).__name__))
@@ -135,21 +160,25 @@ class PidRecord:
     _start_time: int | None
 
     def __init__(self, pid: int, start_time: int | None = None) -> None:
+        _mark_initialising(self, _common.RECORD_IMMUTABLE)  # __index__ may call back
         try:
-            _get_pid(self)
-        except AttributeError:
-            pass
-        else:  # a record is a value: it never changes (its hash would)
-            raise TypeError(_common.RECORD_IMMUTABLE)
-        pid = operator.index(pid)
-        if not 0 <= pid <= U32_MAX:
-            raise OverflowError(_common.PID_RANGE)
-        if start_time is not None:
-            start_time = operator.index(start_time)
-            if not 0 <= start_time <= U64_MAX:
-                raise OverflowError(_common.START_TIME_RANGE)
-        _set_pid(self, pid)
-        _set_start_time(self, start_time)
+            try:
+                _get_pid(self)
+            except AttributeError:
+                pass
+            else:  # a record is a value: it never changes (its hash would)
+                raise TypeError(_common.RECORD_IMMUTABLE)
+            pid = operator.index(pid)
+            if not 0 <= pid <= U32_MAX:
+                raise OverflowError(_common.PID_RANGE)
+            if start_time is not None:
+                start_time = operator.index(start_time)
+                if not 0 <= start_time <= U64_MAX:
+                    raise OverflowError(_common.START_TIME_RANGE)
+            _set_start_time(self, start_time)
+            _set_pid(self, pid)  # last: a set pid is what says "made" (see __hash__)
+        finally:
+            _end_init(self)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         raise TypeError(f"type '{__name__}.PidRecord' is not an acceptable base type")
@@ -182,7 +211,11 @@ class PidRecord:
         return self._pid == other._pid and self._start_time == other._start_time
 
     def __hash__(self) -> int:
-        return hash((self._pid, self._start_time))
+        try:
+            pid = _get_pid(self)
+        except AttributeError:
+            pid = _made_by_hash(self)
+        return hash((pid, self._start_time))
 
     def __repr__(self) -> str:
         return f"PidRecord(pid={self._pid}, start_time={self._start_time!r})"
@@ -228,6 +261,17 @@ class PidRecord:
 _get_pid = PidRecord.__dict__["_pid"].__get__
 _set_pid = PidRecord.__dict__["_pid"].__set__
 _set_start_time = PidRecord.__dict__["_start_time"].__set__
+
+
+def _made_by_hash(record: PidRecord) -> int:
+    """A record made by ``__new__`` alone is PidRecord(0); hashed, it stays that for good (a
+    set or dict holds it by that hash), so a later __init__ is refused. One whose __init__ is
+    under way has no value yet: ``TypeError``."""
+    if id(record) in _initialising:
+        raise TypeError(_common.RECORD_INITIALISING)
+    _set_start_time(record, None)
+    _set_pid(record, 0)
+    return 0
 
 
 def _new_record(pid: int, start_time: int | None) -> PidRecord:
@@ -284,16 +328,24 @@ class PidFileWriter(_Final):
         identity_line: bool = True,
         capability: str | None = None,
     ) -> None:
-        self._initialise_once("_target")
-        mode = _common.check_mode(mode)
-        line3 = _common.check_capability(capability)
-        self._path, self._target, self._temp_prefix = _common.writer_paths(path, atomic)
-        self._atomic = bool(atomic)
-        self._mode = mode
-        self._identity = _common.identity_prefix(identity_line)
-        self._capability = line3
-        # Decided here, in the parent: write_current() may run after fork().
-        self._pidfs = bool(identity_line) and _pidfd_level() == PIDFS
+        self._begin_init("_target")
+        try:
+            # Each argument converted once, before any slot is set (see _mark_initialising).
+            mode = _common.check_mode(mode)
+            line3 = _common.check_capability(capability)
+            atomic = bool(atomic)
+            identity_line = bool(identity_line)
+            given, target, temp_prefix = _common.writer_paths(path, atomic)
+            self._path, self._temp_prefix = given, temp_prefix
+            self._atomic = atomic
+            self._mode = mode
+            self._identity = _common.identity_prefix(identity_line)
+            self._capability = line3
+            # Decided here, in the parent: write_current() may run after fork().
+            self._pidfs = identity_line and _pidfd_level() == PIDFS
+            self._target = target
+        finally:
+            _end_init(self)
 
     @classmethod
     def at(
@@ -673,8 +725,13 @@ class PidFileReader(_Final):
     __slots__ = ("_path", "_target")
 
     def __init__(self, path: PathArg) -> None:
-        self._initialise_once("_target")
-        self._path, self._target = _common.resolve_path(path)
+        self._begin_init("_target")
+        try:
+            given, target = _common.resolve_path(path)
+            self._path = given
+            self._target = target
+        finally:
+            _end_init(self)
 
     @classmethod
     def at(cls, path: PathArg) -> PidFileReader:

@@ -60,7 +60,8 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
 
 cdef class PidRecord:
     cdef pid_record_t rec
-    cdef bint _ready  # set once: by __init__, or when a record is made in C
+    cdef bint _ready  # set once: by __init__, when a record is made in C, or by a first hash
+    cdef bint _initialising  # while __init__ converts its arguments
 
 
 cdef class PidFileWriter:
@@ -70,11 +71,13 @@ cdef class PidFileWriter:
     cdef bytes _temp_prefix
     cdef bytes _identity
     cdef bytes _capability
+    cdef bint _initialising  # while __init__ converts its arguments
     cdef int _check(self) except -1
 
 
 cdef class PidFileReader:
     cdef readonly object path
     cdef bytes _target  # None until __init__: see _check()
+    cdef bint _initialising  # while __init__ converts its arguments
     cdef int _check(self) except -1
     cdef PidRecord _read_record(self, unsigned char *buf, Py_ssize_t *size)

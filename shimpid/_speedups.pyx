@@ -23,6 +23,38 @@ in ``_speedups.pxd`` is ``record_*`` and ``writer_*``. Only here, with no pure c
   ``scan()``, and ``replace`` choosing ``_replace_by_exchange`` (README: Benchmarks);
 - turning C results into the pure backend's objects: ``_verdict``, ``_process_error``,
   ``_read_failure``, ``_extras_from``, and ``_check`` (an object made by ``__new__`` alone).
+
+Where Python code can run inside a method (the caller's, through a conversion; or a signal
+handler, a finaliser or another thread at any step that runs bytecode or allocates), and why
+it is safe. The rule: convert every argument into locals first, then check and commit in one
+step with no Python code between; an object being initialised is marked, so an ``__init__``
+re-entered from a conversion raises ``TypeError`` and leaves it as it was (issue 17).
+
+- ``PidRecord.__init__``: ``__index__`` of pid and start_time. Marked first (re-entry
+  raises, ``__hash__`` raises: no value yet); the struct is set after. A record hashed once
+  (even one made by ``__new__`` alone, PidRecord(0)) never changes.
+- ``PidFileWriter.__init__``: ``__index__`` (mode), ``__bool__`` (atomic, identity_line, each
+  once), ``__fspath__`` (path); a ``str``/``bytes`` subclass (path, capability) is copied to
+  the exact type before anything looks at it (``_common.exact_text``): its methods never run.
+  Marked first; methods find no path meanwhile (``_check``); the bytes and the C struct that
+  points into them are set together afterwards, once for good.
+- ``PidFileReader.__init__``: ``__fspath__``, the same way.
+- ``PidFileWriter.write_for``: ``__index__`` of pid; a writer never changes once made, so its
+  struct's pointers stay valid, and the record is built on the stack afterwards.
+- ``PidRecord.decode``, ``PidRecord.encode_into``: a buffer export and its release
+  (``__buffer__``, ``__release_buffer__``). Nothing runs between the export and the use of
+  its bytes; the general decode path copies them first.
+- ``PidFileReader.open_process``: ``allow_legacy`` is converted before a pidfd is opened
+  (``_handle.open_entry``), as ``ProcessHandle`` converts before it uses its pidfd.
+- ``_pin_and_classify``, ``_classify``, ``is_process_alive``, ``process_start_time`` and
+  typed parameters (``int mode``, ``int directory_fd``): converted on entry, into locals.
+- The reads (``_read_record``, ``identity_at``): the general rules (``_common``) run after
+  the read; the path pointer is used only by the read, the bytes are on this call's stack.
+- ``_scan_suffix``: ``_rundir.temp_file`` and the consumer at each ``yield``. ``d_name`` is
+  used before the ``yield``, and only this generator, which cannot be re-entered while it
+  runs, calls ``readdir()`` on its stream.
+- ``_lock_wait``: signal handlers between ``flock()`` tries; the call holds only its own
+  descriptor. ``_lock_try`` and ``_lock_release`` take an exact list and exact bytes.
 """
 
 cimport cython
@@ -190,21 +222,27 @@ A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time
 
     def __init__(self, pid, start_time=None):
         cdef pid_record_t rec
-        if self._ready:  # a record is a value: it never changes (its hash would)
+        # A record is a value: it never changes (its hash would). __index__ may call back:
+        # an __init__ re-entered from it is refused as a second one is (see the module's doc).
+        if self._ready or self._initialising:
             raise TypeError(_common.RECORD_IMMUTABLE)
-        # PyNumber_Index: a C conversion alone would also take floats, through __int__.
+        self._initialising = True
         try:
-            rec.pid = PyNumber_Index(pid)
-        except OverflowError:
-            raise OverflowError(_common.PID_RANGE) from None
-        rec.has_start_time = start_time is not None
-        rec.start_time = 0
-        if rec.has_start_time:
+            # PyNumber_Index: a C conversion alone would also take floats, through __int__.
             try:
-                rec.start_time = PyNumber_Index(start_time)
+                rec.pid = PyNumber_Index(pid)
             except OverflowError:
-                raise OverflowError(_common.START_TIME_RANGE) from None
-        self.rec = rec  # all or nothing: a failed __init__ leaves no half-set record
+                raise OverflowError(_common.PID_RANGE) from None
+            rec.has_start_time = start_time is not None
+            rec.start_time = 0
+            if rec.has_start_time:
+                try:
+                    rec.start_time = PyNumber_Index(start_time)
+                except OverflowError:
+                    raise OverflowError(_common.START_TIME_RANGE) from None
+        finally:
+            self._initialising = False
+        self.rec = rec  # all or nothing, and no Python code since the conversions
         self._ready = True
 
     @property
@@ -224,6 +262,12 @@ A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time
                 and self.rec.start_time == theirs.start_time)
 
     def __hash__(self):
+        if not self._ready:
+            # Made by __new__ alone: PidRecord(0), for good once hashed (a set or dict holds
+            # it by that hash). Being initialised: it has no value yet.
+            if self._initialising:
+                raise TypeError(_common.RECORD_INITIALISING)
+            self._ready = True
         return hash((self.rec.pid, self.start_time))
 
     def __repr__(self):
@@ -414,32 +458,47 @@ cdef class PidFileWriter:
     """
 
     def __init__(self, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
-        if self.writer.path != NULL:
-            # The C struct points into these bytes, maybe from a write in another thread.
+        cdef bytes target, temp_prefix, identity, line3
+        cdef mode_t c_mode
+        cdef bint c_atomic, with_identity, exchange
+        cdef int level
+        # The C struct points into the bytes set below, maybe from a write in another thread:
+        # they are set once. A conversion may call back (see the module's doc): an __init__
+        # re-entered from it is refused, any other method finds no path (_check).
+        if self.writer.path != NULL or self._initialising:
             raise TypeError(_common.ALREADY_INITIALISED.format("PidFileWriter"))
-        checked_mode = _common.check_mode(mode)
-        line3 = _common.check_capability(capability)
-        given, target, temp_prefix = _common.writer_paths(path, atomic)
-        directory = os.path.dirname(target)
-        exchange = (SHIMPID_LINUX and not _common.others_can_write(directory)
-                    and shimpid_fs_type(directory) not in (TMPFS_MAGIC, RAMFS_MAGIC))
+        self._initialising = True
+        try:
+            c_mode = _common.check_mode(mode)
+            line3 = _common.check_capability(capability)
+            c_atomic = atomic
+            with_identity = identity_line
+            given, target, temp_prefix = _common.writer_paths(path, c_atomic)
+            directory = os.path.dirname(target)
+            # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
+            exchange = (SHIMPID_LINUX and not _common.others_can_write(directory)
+                        and shimpid_fs_type(directory) not in (TMPFS_MAGIC, RAMFS_MAGIC))
+            identity = _common.identity_prefix(with_identity)
+            # Decided here, in the parent: write_current() may run after fork().
+            level = pidfd_level()
+        finally:
+            self._initialising = False
+        # Every argument converted: set it all in one step, with no Python code (nothing
+        # allocates, and the old values are None) between the check above and the last line.
         self.path, self._target, self._temp_prefix = given, target, temp_prefix
-        self._identity = _common.identity_prefix(identity_line)
-        self._capability = line3
-        self.writer.capability = PyBytes_AS_STRING(self._capability)
-        self.writer.capability_len = PyBytes_GET_SIZE(self._capability)
-        self.writer.temp_prefix = PyBytes_AS_STRING(self._temp_prefix)
-        self.writer.temp_prefix_len = PyBytes_GET_SIZE(self._temp_prefix)
-        self.writer.atomic = bool(atomic)
-        self.writer.mode = checked_mode
-        # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
+        self._identity, self._capability = identity, line3
+        self.writer.capability = PyBytes_AS_STRING(line3)
+        self.writer.capability_len = PyBytes_GET_SIZE(line3)
+        self.writer.temp_prefix = PyBytes_AS_STRING(temp_prefix)
+        self.writer.temp_prefix_len = PyBytes_GET_SIZE(temp_prefix)
+        self.writer.atomic = c_atomic
+        self.writer.mode = c_mode
         self.writer.exchange = exchange
-        self.writer.identity = PyBytes_AS_STRING(self._identity)
-        self.writer.identity_len = PyBytes_GET_SIZE(self._identity)
-        # Decided here, in the parent: write_current() may run after fork().
-        self.writer.pidfd_level = pidfd_level()
-        self.writer.pidfs = bool(identity_line) and self.writer.pidfd_level == PIDFS
-        self.writer.path = PyBytes_AS_STRING(self._target)
+        self.writer.identity = PyBytes_AS_STRING(identity)
+        self.writer.identity_len = PyBytes_GET_SIZE(identity)
+        self.writer.pidfd_level = level
+        self.writer.pidfs = with_identity and level == PIDFS
+        self.writer.path = PyBytes_AS_STRING(target)
 
     @classmethod
     def at(cls, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
@@ -993,9 +1052,16 @@ Reads one pid file and classifies its record against the live system.
 """
 
     def __init__(self, path):
-        if self._target is not None:
+        cdef bytes target
+        # As the writer's: __fspath__ may call back; read() holds a pointer into _target.
+        if self._target is not None or self._initialising:
             raise TypeError(_common.ALREADY_INITIALISED.format("PidFileReader"))
-        self.path, self._target = _common.resolve_path(path)
+        self._initialising = True
+        try:
+            given, target = _common.resolve_path(path)
+        finally:
+            self._initialising = False
+        self.path, self._target = given, target  # no Python code since the check above
 
     @classmethod
     def at(cls, path):
