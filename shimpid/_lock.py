@@ -181,11 +181,18 @@ class PidFileLock(_pure._Final):
             self._data = data
             self._owner = pid
             _held_fds.add(slot[0])
-        except BaseException:
-            if slot[0] >= 0:  # taken (or half taken) as the exception came: give it back
-                _held_fds.discard(slot[0])
-                _backend._lock_release(slot, self._target, data)
-            raise
+        except BaseException as error:
+            # Taken (or half taken) as the exception came: give it back. A handler that raises
+            # again (at _lock_release's entry, before it took the descriptor) leaves it to do
+            # again; the last exception is the one raised, the others its context.
+            raised = error
+            while slot[0] >= 0:
+                try:
+                    _held_fds.discard(slot[0])
+                    _backend._lock_release(slot, self._target, data)
+                except BaseException as again:
+                    raised = again
+            raise raised  # noqa: B904 (a later one has the first as its context already)
 
     def release(self) -> None:
         """Remove the file, if it still holds this lock's record, and let go of the lock.

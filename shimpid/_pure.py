@@ -88,13 +88,16 @@ _IDENTITY_TAG = _common.IDENTITY_TAG.encode()
 # caller's code (__fspath__, __index__, __bool__), and a signal handler or another thread may
 # run between any two lines, so an __init__ re-entered from any of them is refused as a second
 # one is, and never sees the object half set (the extension's rule: see _speedups.pyx).
-_initialising: dict[int, object] = {}
+# Each mark holds its object: a handler that raises between the mark and its removal leaves
+# that object marked (and alive), never a later object that would reuse its id; and a token of
+# the call that made it, which is what tells a re-entered __init__ from the first.
+_initialising: dict[int, tuple[object, object]] = {}
 
 
 def _mark_initialising(obj: object, message: str) -> None:
-    token = object()
+    mark = (obj, object())
     # setdefault() tests and marks in one step: no code of anyone's runs in between.
-    if _initialising.setdefault(id(obj), token) is not token:
+    if _initialising.setdefault(id(obj), mark) is not mark:
         raise TypeError(message)
 
 

@@ -227,7 +227,7 @@ def scan(
         suffix = _suffix_of(pattern)
         fast = getattr(_backend, "_scan_suffix", None)
         if fast is not None and suffix is not None:
-            yield from fast(directory_fd, os.fsencode(suffix), prefix)
+            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp)
         else:
             yield from _scan_names(directory_fd, pattern, prefix)
     finally:
@@ -245,8 +245,8 @@ def _scan_names(
             name = entry.name
             if not matches(name) or not entry.is_file(follow_symlinks=False):
                 continue
-            if name.startswith(".") and temp_file(name) is not None:
-                continue  # a writer's temporary file
+            if name.startswith(".") and is_temp(name):
+                continue
             path = prefix + name
             try:
                 verdict: ProcessIdentity | OSError = identity_at(
@@ -347,6 +347,11 @@ def temp_file(name: str) -> tuple[str | None, int] | None:
     ):
         return None
     return ".".join(parts[1:-3]), int(parts[-3])
+
+
+def is_temp(name: str) -> bool:
+    """Whether name is a writer's temporary file or a removal's aside file (scan skips them)."""
+    return temp_file(name) is not None
 
 
 def _is_number(text: str) -> bool:

@@ -50,9 +50,9 @@ re-entered from a conversion raises ``TypeError`` and leaves it as it was (issue
   typed parameters (``int mode``, ``int directory_fd``): converted on entry, into locals.
 - The reads (``_read_record``, ``identity_at``): the general rules (``_common``) run after
   the read; the path pointer is used only by the read, the bytes are on this call's stack.
-- ``_scan_suffix``: ``_rundir.temp_file`` and the consumer at each ``yield``. ``d_name`` is
-  used before the ``yield``, and only this generator, which cannot be re-entered while it
-  runs, calls ``readdir()`` on its stream.
+- ``_scan_suffix``: its ``skip`` and the consumer between items. ``d_name`` is used before
+  ``__next__`` returns, and only its iterator, which refuses to be re-entered (``close()``
+  too) while it runs, calls ``readdir()`` on its stream.
 - ``_lock_wait``: signal handlers between ``flock()`` tries; the call holds only its own
   descriptor. ``_lock_try`` and ``_lock_release`` take an exact list and exact bytes.
 """
@@ -1150,54 +1150,104 @@ def _identity_at(int directory_fd, bytes name not None, path=None):
     return identity_at(directory_fd, PyBytes_AS_STRING(name), name if path is None else path)
 
 
-def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None):
+def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None):
     """``(prefix + name, verdict or OSError)`` for each regular file of the open directory whose
-    name ends with suffix: shimpid.scan()'s fast path for "*.pid"-like patterns (its rules are
-    _rundir.scan's: readdir() in C spares the Python loop per file)."""
-    cdef const char *c_suffix = PyBytes_AS_STRING(suffix)
-    cdef Py_ssize_t suffix_len = PyBytes_GET_SIZE(suffix), length
-    cdef struct_stat info
-    cdef dirent *entry
-    cdef DIR *stream
+    name ends with suffix, but those starting with "." for which ``skip(name)`` is true (a
+    writer's temporary files: _rundir's rules, passed in so that this module needs no _rundir):
+    shimpid.scan()'s fast path for "*.pid"-like patterns (readdir() in C spares the Python loop
+    per file)."""
+    cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
     cdef int fd = unistd.dup(directory_fd)  # fdopendir() takes the descriptor over
     if fd < 0:
         raise OSError(errno, os.strerror(errno))
-    stream = fdopendir(fd)
-    if stream == NULL:
+    scan.stream = fdopendir(fd)
+    if scan.stream == NULL:
         unistd.close(fd)
         raise OSError(errno, os.strerror(errno))
-    rewinddir(stream)
-    from . import _rundir
-    try:
+    rewinddir(scan.stream)  # the duplicate shares the caller's offset
+    scan.directory_fd = directory_fd
+    scan.suffix = suffix
+    scan.prefix = prefix
+    scan.skip = skip
+    return scan
+
+
+@cython.final
+cdef class _SuffixScan:
+    """_scan_suffix's iterator. A class, not a generator: each generator of Cython 3.3's leaks
+    a reference to their shared type (CYTHON_USE_TYPE_SPECS off), as a debug CPython shows."""
+    cdef DIR *stream  # NULL once exhausted, failed or closed
+    cdef int directory_fd
+    cdef bint running
+    cdef bytes suffix
+    cdef str prefix
+    cdef object skip
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        # skip() and the verdict's Python code may re-enter: like a generator, refuse (the
+        # d_name in use would be overwritten by another readdir(), or freed by closedir()).
+        if self.running:
+            raise ValueError("_scan_suffix iterator already executing")
+        if self.stream == NULL:
+            raise StopIteration
+        self.running = True
+        try:
+            return self._next()
+        except BaseException:
+            self._close()  # finished, as a generator is by an exception
+            raise
+        finally:
+            self.running = False
+
+    cdef tuple _next(self):
+        cdef const char *c_suffix = PyBytes_AS_STRING(self.suffix)
+        cdef Py_ssize_t suffix_len = PyBytes_GET_SIZE(self.suffix), length
+        cdef struct_stat info
+        cdef dirent *entry
         while True:
             shimpid_clear_errno()
-            entry = readdir(stream)
+            entry = readdir(self.stream)
             if entry == NULL:
                 if errno:
                     raise OSError(errno, os.strerror(errno))
-                return
+                raise StopIteration
             length = strlen(entry.d_name)
             if (length < suffix_len
                     or memcmp(entry.d_name + length - suffix_len, c_suffix, suffix_len) != 0):
                 continue
             if entry.d_type == DT_UNKNOWN:  # some filesystems do not say: ask, never following
-                if (fstatat(directory_fd, entry.d_name, &info, AT_SYMLINK_NOFOLLOW) != 0
+                if (fstatat(self.directory_fd, entry.d_name, &info, AT_SYMLINK_NOFOLLOW) != 0
                         or not S_ISREG(info.st_mode)):
                     continue
             elif entry.d_type != DT_REG:
                 continue
             text = PyUnicode_DecodeFSDefaultAndSize(entry.d_name, length)  # os.fsdecode()
-            if entry.d_name[0] == c'.' and _rundir.temp_file(text) is not None:
-                continue  # a writer's temporary file
-            path = prefix + text
+            if entry.d_name[0] == c'.' and self.skip(text):
+                continue
+            path = self.prefix + text
             try:
-                # d_name stays valid until the next readdir(): this generator's next step.
-                verdict = identity_at(directory_fd, entry.d_name, path)
+                # d_name stays valid until the next readdir(): not before this returns.
+                verdict = identity_at(self.directory_fd, entry.d_name, path)
             except OSError as err:
                 verdict = err
-            yield path, verdict
-    finally:
-        closedir(stream)
+            return path, verdict
+
+    def close(self):
+        """Let go of the directory stream (``yield from`` calls it when its generator closes)."""
+        if self.running:
+            raise ValueError("_scan_suffix iterator already executing")
+        self._close()
+
+    cdef void _close(self) noexcept:
+        if self.stream != NULL:
+            closedir(self.stream)
+            self.stream = NULL
+
+    def __dealloc__(self):
+        self._close()
 
 
 cdef object identity_at(int directory_fd, const char *c_target, object path):
