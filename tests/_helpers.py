@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +34,33 @@ def require_or_skip(reason: str) -> None:
     if env_flag("SHIMPID_REQUIRE_ALL"):
         pytest.fail(f"{reason} (SHIMPID_REQUIRE_ALL=1)")
     pytest.skip(reason)
+
+
+def cached_build(name: str, inputs: list[bytes], build: Callable[[Path], None]) -> Path:
+    """The directory ``build(directory)`` filled, reused while ``inputs`` stay the same: the
+    Rust oracle and the C-API extension cost seconds to compile, at every run otherwise.
+
+    Kept in tests/.cache (the checkout's, never a shared /tmp path a local user could plant);
+    a build is renamed into place whole, so a run that is killed or races another leaves none
+    half made.
+    """
+    digest = hashlib.sha256()
+    for part in inputs:
+        digest.update(len(part).to_bytes(8, "little") + part)
+    root = Path(__file__).parent / ".cache"
+    final = root / f"{name}-{digest.hexdigest()[:20]}"
+    if final.is_dir():
+        return final
+    root.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        build(work)
+        os.rename(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        if not final.is_dir():  # (another run's rename won the race: take that one)
+            raise
+    return final
 
 
 def stop(child: subprocess.Popen) -> None:

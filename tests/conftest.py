@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import shimpid
-from _helpers import PURE_ONLY, THOROUGH, proc_state, require_or_skip
+from _helpers import PURE_ONLY, THOROUGH, cached_build, proc_state, require_or_skip
 from shimpid import _cli, _lock, _rundir
 
 # Property tests: a few hundred examples at a desk, thousands in CI (SHIMPID_THOROUGH=1, which
@@ -109,7 +109,7 @@ def shared_dir():
 
 
 @pytest.fixture(scope="session")
-def oracle(tmp_path_factory):
+def oracle():
     """The reference's decode and stat parse, compiled with rustc, answering over a pipe.
 
     Skipped where rustc is missing, unless SHIMPID_REQUIRE_ALL=1 (set by CI) makes that a
@@ -119,9 +119,20 @@ def oracle(tmp_path_factory):
     if rustc is None:
         require_or_skip("rustc not found: the Rust oracle cannot be built")
     source = os.path.join(os.path.dirname(__file__), "oracle", "reference_decode.rs")
-    binary = tmp_path_factory.mktemp("oracle") / "reference_decode"
-    subprocess.run([rustc, "--edition", "2021", "-O", source, "-o", str(binary)], check=True)
-    proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    version = subprocess.run([rustc, "-vV"], capture_output=True, check=True).stdout
+    with open(source, "rb") as f:
+        inputs = [f.read(), version]
+    built = cached_build(
+        "oracle",
+        inputs,
+        lambda out: subprocess.run(
+            [rustc, "--edition", "2021", "-O", source, "-o", str(out / "reference_decode")],
+            check=True,
+        ),
+    )
+    proc = subprocess.Popen(
+        [built / "reference_decode"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
 
     def ask(kind: str, data: bytes) -> str:
         proc.stdin.write(f"{kind}{data.hex()}\n".encode())
@@ -172,8 +183,8 @@ def cli(impl, monkeypatch):
         argv = [
             os.fsdecode(arg) if isinstance(arg, (bytes, os.PathLike)) else str(arg) for arg in args
         ]
-        if argv and argv[0] in IN_PROCESS and not fresh and not options:
-            return _in_process(impl, argv, monkeypatch)
+        if argv and argv[0] in IN_PROCESS and not fresh and set(options) <= {"cwd"}:
+            return _in_process(impl, argv, monkeypatch, options.get("cwd"))
         done = subprocess.run(
             [sys.executable, "-m", "shimpid", *argv],
             env=env,
@@ -189,9 +200,11 @@ def cli(impl, monkeypatch):
     return run
 
 
-def _in_process(impl, argv, monkeypatch) -> Ran:
+def _in_process(impl, argv, monkeypatch, cwd=None) -> Ran:
     out, err = io.StringIO(), io.StringIO()
     with monkeypatch.context() as patch:
+        if cwd is not None:
+            patch.chdir(cwd)
         for module in (_cli, _rundir, _lock):
             patch.setattr(module, "_backend", impl)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

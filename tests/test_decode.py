@@ -283,7 +283,9 @@ kernel_stat = st.builds(
     st.integers(1, 2**22),
     st.binary(max_size=16),
     st.sampled_from(b"RSDZTtXIKWP"),
-    st.lists(st.integers(-100, 2**64), min_size=48, max_size=48),
+    # 48 numbers, from a few drawn (drawing 48 big integers made this the suite's slowest test):
+    # the parse cares about their lengths and signs, not their variety
+    st.lists(st.integers(-100, 2**64), min_size=1, max_size=4).map(lambda ns: (ns * 48)[:48]),
     st.one_of(st.integers(0, 2**32), st.integers(2**64 - 2, 2**64 + 2)),
 )
 
