@@ -198,7 +198,8 @@ class PidFileLock(_pure._Final):
         """Remove the file, if it still holds this lock's record, and let go of the lock.
 
         Raises ``RuntimeError`` if this process does not hold it. In a child forked while the
-        parent held it, it does nothing: the lock is the parent's.
+        parent held it, it does nothing: the lock is the parent's. If a signal handler raises
+        before the file is removed (the pure backend), the lock is still held: call it again.
         """
         slot = self._slot
         if slot[0] < 0 or self._owner != _pid:

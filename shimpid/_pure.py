@@ -691,15 +691,24 @@ def _lock_wait(target: bytes, path: str | bytes) -> None:
 
 def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
     """Let go of the lock whose descriptor is in ``slot[0]``, removing the file first if it
-    still is ours: our inode at the path, with our record in it."""
-    fd, slot[0] = slot[0], -1
+    still is ours: our inode at the path, with our record in it.
+
+    A signal handler that raises before the file is removed leaves the lock held and
+    ``slot[0]`` set: the caller may call again (letting go first would leave our record behind
+    unlocked, which no retry could remove). A failure to look or remove lets go and raises.
+    """
+    fd = slot[0]
     try:
         if _is_at(fd, target) and os.pread(fd, _common.WRITE_MAX_BYTES + 1, 0) == data:
             os.unlink(target)
     except FileNotFoundError:
         pass
-    finally:
-        os.close(fd)  # the lock goes with the last descriptor
+    except OSError:
+        fd, slot[0] = slot[0], -1  # inline, no call between: see _common.keep
+        os.close(fd)
+        raise
+    fd, slot[0] = slot[0], -1
+    os.close(fd)  # the lock goes with the last descriptor
 
 
 def _is_at(fd: int, target: bytes) -> bool:
