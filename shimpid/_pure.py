@@ -270,11 +270,20 @@ def _made_by_hash(record: PidRecord) -> int:
     """A record made by ``__new__`` alone is PidRecord(0); hashed, it stays that for good (a
     set or dict holds it by that hash), so a later __init__ is refused. One whose __init__ is
     under way has no value yet: ``TypeError``."""
-    if id(record) in _initialising:
-        raise TypeError(_common.RECORD_INITIALISING)
-    _set_start_time(record, None)
-    _set_pid(record, 0)
-    return 0
+    # Marked as an __init__ marks it: one under way (or another thread's) cannot finish between
+    # this look and these sets, nor this overwrite one that has.
+    _mark_initialising(record, _common.RECORD_INITIALISING)
+    try:
+        try:
+            made: int = _get_pid(record)  # made meanwhile
+            return made
+        except AttributeError:
+            pass
+        _set_start_time(record, None)
+        _set_pid(record, 0)
+        return 0
+    finally:
+        _end_init(record)
 
 
 def _new_record(pid: int, start_time: int | None) -> PidRecord:

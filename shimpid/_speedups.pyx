@@ -102,6 +102,7 @@ cdef extern from "<dirent.h>" nogil:
     enum: DT_REG
     enum: DT_UNKNOWN
     DIR *fdopendir(int fd)
+    int dirfd(DIR *stream)
     dirent *readdir(DIR *d)
     void rewinddir(DIR *d)
     int closedir(DIR *d)
@@ -1165,7 +1166,9 @@ def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, s
         unistd.close(fd)
         raise OSError(errno, os.strerror(errno))
     rewinddir(scan.stream)  # the duplicate shares the caller's offset
-    scan.directory_fd = directory_fd
+    # Its own descriptor, not the caller's number: closed by the caller, that number may be
+    # another directory's by the next item.
+    scan.directory_fd = dirfd(scan.stream)
     scan.suffix = suffix
     scan.prefix = prefix
     scan.skip = skip
@@ -1177,7 +1180,7 @@ cdef class _SuffixScan:
     """_scan_suffix's iterator. A class, not a generator: each generator of Cython 3.3's leaks
     a reference to their shared type (CYTHON_USE_TYPE_SPECS off), as a debug CPython shows."""
     cdef DIR *stream  # NULL once exhausted, failed or closed
-    cdef int directory_fd
+    cdef int directory_fd  # the stream's own (dirfd): never the caller's number
     cdef bint running
     cdef bytes suffix
     cdef str prefix

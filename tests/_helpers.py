@@ -37,7 +37,8 @@ def require_or_skip(reason: str) -> None:
 
 
 def cached_build(name: str, inputs: list[bytes], build: Callable[[Path], None]) -> Path:
-    """The directory ``build(directory)`` filled, reused while ``inputs`` stay the same: the
+    """The directory ``build(directory)`` filled, reused while ``inputs`` (sources, tools, the
+    recipe: everything that changes the result) stay the same: the
     Rust oracle and the C-API extension cost seconds to compile, at every run otherwise.
 
     Kept in tests/.cache (the checkout's, never a shared /tmp path a local user could plant);
@@ -56,9 +57,10 @@ def cached_build(name: str, inputs: list[bytes], build: Callable[[Path], None]) 
     try:
         build(work)
         os.rename(work, final)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(work, ignore_errors=True)
-        if not final.is_dir():  # (another run's rename won the race: take that one)
+        # Another run's rename won the race: take that one (but never swallow an interrupt).
+        if not final.is_dir() or not isinstance(error, Exception):
             raise
     return final
 

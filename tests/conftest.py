@@ -120,15 +120,13 @@ def oracle():
         require_or_skip("rustc not found: the Rust oracle cannot be built")
     source = os.path.join(os.path.dirname(__file__), "oracle", "reference_decode.rs")
     version = subprocess.run([rustc, "-vV"], capture_output=True, check=True).stdout
+    command = [rustc, "--edition", "2021", "-O", source, "-o"]
     with open(source, "rb") as f:
-        inputs = [f.read(), version]
+        inputs = [f.read(), version, "\0".join(command).encode()]
     built = cached_build(
         "oracle",
         inputs,
-        lambda out: subprocess.run(
-            [rustc, "--edition", "2021", "-O", source, "-o", str(out / "reference_decode")],
-            check=True,
-        ),
+        lambda out: subprocess.run([*command, str(out / "reference_decode")], check=True),
     )
     proc = subprocess.Popen(
         [built / "reference_decode"], stdin=subprocess.PIPE, stdout=subprocess.PIPE

@@ -136,7 +136,7 @@ def fork_write():
         pytest.skip("SHIMPID_PURE_PYTHON is set: there is no extension to cimport")
     try:
         import Cython
-        import setuptools  # noqa: F401
+        import setuptools
     except ImportError:
         require_or_skip("Cython and setuptools are needed to build the C-API test extension")
     import shimpid._speedups
@@ -144,7 +144,9 @@ def fork_write():
     # Cython finds _speedups.pxd where shimpid is imported from (site-packages, under tox).
     root = os.path.dirname(os.path.dirname(shimpid._speedups.__file__))
     source = os.path.join(HERE, "capi", "fork_write.pyx")
-    inputs = [sys.version.encode(), Cython.__version__.encode()]
+    flags = "\0".join(os.environ.get(name, "") for name in ("CC", "CFLAGS", "LDFLAGS", "LDSHARED"))
+    inputs = [sys.version.encode(), Cython.__version__.encode(), setuptools.__version__.encode()]
+    inputs += [EXTENSION_SETUP.encode(), flags.encode()]
     for name in (
         source,
         os.path.join(root, "shimpid", "_speedups.pxd"),

@@ -106,3 +106,24 @@ def test_closing_lets_go_of_the_directory(extension, directory_fd):
     assert len(os.listdir("/proc/self/fd")) == fds
     assert list(it) == []
     it.close()  # again: nothing to do
+
+
+def test_it_reads_through_its_own_descriptor(extension, tmp_path):
+    # The caller's descriptor closed mid-scan, and its number given to another directory: the
+    # files still come from the directory that was opened (its stream's own descriptor).
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory, record in ((first, b"1\n"), (second, b"garbage\n")):
+        directory.mkdir()
+        for name in ("a.pid", "b.pid"):
+            (directory / name).write_bytes(record)
+    fd = os.open(first, os.O_RDONLY | os.O_DIRECTORY)
+    it = scan(extension, fd)
+    verdicts = [next(it)[1]]
+    os.close(fd)
+    other = os.open(second, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert other == fd  # the number is reused, as the lowest free one
+        verdicts += [verdict for _, verdict in it]
+    finally:
+        os.close(other)
+    assert verdicts == [extension.Legacy(1)] * 2

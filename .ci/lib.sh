@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Shared by the memory-safety legs (.ci/asan, .ci/debug-python, .ci/valgrind-postfork): sourced,
-# never run. Each leg installs what it needs itself, because CI runs on a fresh Debian 12
-# machine where only .ci/run's own installs have happened.
+# Shared by CI's legs (.ci/wheels, .ci/sdist, .ci/no-compiler, .ci/asan, .ci/debug-python):
+# sourced, never run. Each leg installs what it needs itself, because CI runs on a fresh Debian
+# 12 machine where only .ci/run's own installs have happened.
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -49,7 +49,8 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyth
 
 # The work tree's sources, without anything built in it (build/, *.so, the generated .c): a
 # build in the copy must compile everything from the .pyx with this leg's flags, and nothing
-# it builds may land in the work tree, where others import shimpid/ in place. Untracked files
+# it builds may land in the work tree, where others import shimpid/ in place and CI's other
+# lane builds at the same time (setup.py writes shimpid/_speedups.c wherever it runs). Untracked files
 # come too (a module someone has not committed yet is part of what is tested); a tracked file
 # deleted in the work tree is skipped (--ignore-failed-read).
 copy_source() {  # copy_source DEST
