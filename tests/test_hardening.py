@@ -356,7 +356,9 @@ def settle():
 
 
 def storm(impl, tmp_path, setup: str) -> tuple[int, int, int]:
-    enough = rounds(100, 3000)
+    # A desk run checks that the storm works; CI's thousands hunt the rare windows (the one
+    # found on 3.10 lost 4 descriptors in 5,273 interrupted writes).
+    enough = rounds(50, 3000)
     script = script_prelude(impl) + STORM.format(
         path=str(tmp_path / "shim.pid"), setup=setup, enough=enough
     )
