@@ -14,31 +14,34 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import math
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
-from . import __version__, _backend, _common, _pure
-from ._common import Absent, Legacy, StorageError, Verified
-from ._handle import open_entry
-from ._lock import AlreadyLocked, PidFileLock, holder_pid, is_locked
-from ._rundir import clean, judge, read_record_file, remove_record, scan, why_absent
+from . import __version__, _backend, _common
+from ._common import ABSENT, Legacy, StorageError, Verified
+from ._lock import AlreadyLocked, PidFileLock
+from ._operate import Inspection, Refused, inspect, send_signal, stop
+from ._rundir import (
+    Read,
+    UntrustedPath,
+    clean,
+    lock_holder,
+    read_record_file,
+    remove_at,
+    scan,
+    split_file_path,
+)
 from ._spawn import kill_and_reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-    from ._common import Extras, ProcessIdentity
-    from ._pure import PidRecord
-    from ._rundir import Found
 
 # LSB init-script status codes (`status` and `show`)
 RUNNING, DEAD_WITH_PIDFILE, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
@@ -50,6 +53,11 @@ NOT_EXECUTABLE, NOT_FOUND = 126, 127
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Whatever the locale: a character it cannot encode is escaped, never an error after acting.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
@@ -64,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"backend: {_backend.BACKEND}",
     )
     parser.add_argument(
-        "--version", action="version", version=f"shimpid {__version__} ({_backend.BACKEND} backend)"
+        "-V",
+        "--version",
+        action="version",
+        version=f"shimpid {__version__} ({_backend.BACKEND} backend)",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
@@ -72,10 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         "status",
         help="print whether the recorded process runs",
         description="Print the state (verified, legacy, absent) and pid. Exit 0 if it runs "
-        "(verified or legacy), 1 if not but the pid file exists, 3 if there is no "
-        "pid file, 4 if the pid file cannot be read or the system cannot tell.",
+        "(verified or legacy), 1 if not but the pid file exists (whatever it holds), 3 if "
+        "there is no pid file, 4 if the pid file cannot be read, its path is not trusted "
+        "(as root), or the system cannot tell.",
     )
     status.add_argument("file", metavar="FILE", help="the pid file")
+    _insecure(status)
     status.set_defaults(run=_status)
 
     show = commands.add_parser(
@@ -87,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("file", metavar="FILE", help="the pid file")
     show.add_argument("--json", action="store_true", help="one JSON object")
+    _insecure(show)
     show.set_defaults(run=_show)
 
     start = commands.add_parser(
@@ -243,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
         description="One row per pid file in DIR (not below it), sorted: the path, pid, state "
         "(verified, legacy, absent, unknown), when the process started (wall clock, "
         "from its start time and this boot's), its age and the capability; then a "
-        "summary. Exit 0, or 1 if DIR cannot be read.",
+        "summary. Exit 0, 1 if DIR cannot be read, 4 if its path is not trusted (as root).",
     )
     listing.add_argument("directory", metavar="DIR", help="the directory to list")
     listing.add_argument(
@@ -255,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--json", action="store_true", help="one JSON object: the rows and the summary"
     )
+    _insecure(listing)
     listing.set_defaults(run=_ls)
 
     tidy = commands.add_parser(
@@ -262,8 +277,9 @@ def _parser() -> argparse.ArgumentParser:
         help="remove stale pid files and temporary files of dead writers",
         description="In DIR (not below it), remove the temporary files of writers that are no "
         "longer running, and the pid files that read absent (each only if unchanged "
-        "since it was read), printing each. Exit 0, or 1 if some file could not be "
-        "judged (it is kept and printed).",
+        "since it was read, and no process holds it locked), printing each. Exit 0, 1 if "
+        "some file could not be judged (it is kept and printed) or DIR cannot be read, 4 if "
+        "its path is not trusted (as root).",
     )
     tidy.add_argument("directory", metavar="DIR", help="the directory to clean")
     tidy.add_argument(
@@ -273,8 +289,18 @@ def _parser() -> argparse.ArgumentParser:
         help="which files are pid files (default: *.pid)",
     )
     tidy.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    _insecure(tidy)
     tidy.set_defaults(run=_clean)
     return parser
+
+
+def _insecure(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--insecure",
+        action="store_true",
+        help="as root, follow a path that another user could have steered (a directory or "
+        "symlink on the way that is not root's, or that others can replace)",
+    )
 
 
 def _signal(text: str) -> signal.Signals:
@@ -304,100 +330,181 @@ def _say(message: str) -> None:
     sys.stdout.flush()
 
 
-def _cannot_prepare(command: str, err: Exception) -> int:
-    """The message and exit code when ``command``'s writer or lock cannot be made."""
-    if not isinstance(err, StorageError):  # TypeError, ValueError: the capability
-        _complain(f"{command}: bad capability: {err}")
-        return USAGE
-    if err.errno is None:  # the path itself: NUL, names no file
-        _complain(f"{command}: bad pid file path: {err}")
-        return USAGE
-    _complain(f"{command}: cannot write the pid file: {err}")  # its directory
-    return FAILED
-
-
 def _complain(message: str) -> None:
     sys.stderr.write(f"shimpid: {message}\n")
     sys.stderr.flush()
 
 
+def shown(text: object) -> str:
+    """Text from a file or a file name, safe to print: control characters, backslashes and
+    bytes that are not UTF-8 (surrogate escapes) as backslash escapes, never interpreted by the
+    terminal and never an encoding error, whatever the locale."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else _escape(ord(c)) for c in text)
+
+
+def _escape(code: int) -> str:
+    if code == 0x5C:
+        return "\\\\"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )
+
+
+def _cannot_prepare(command: str, err: Exception) -> int:
+    """The message and exit code when ``command``'s writer or lock cannot be made."""
+    if not isinstance(err, StorageError):  # TypeError, ValueError: the capability
+        _complain(f"{command}: bad capability: {shown(err)}")
+        return USAGE
+    if err.errno is None:  # the path itself: NUL, names no file
+        _complain(f"{command}: bad pid file path: {shown(err)}")
+        return USAGE
+    _complain(f"{command}: cannot write the pid file: {shown(err)}")  # its directory
+    return FAILED
+
+
+def _secure(args: argparse.Namespace, signalling: bool) -> bool | None:
+    """The trust rules: off with --insecure; else always for the commands that signal, and as
+    root (the library's default) for the others."""
+    if args.insecure:
+        return False
+    return True if signalling else None
+
+
+def _failed(command: str, err: OSError, path: str) -> int:
+    """Say why ``command`` could not act on ``path``: exit 1 for a refused legacy record, 4
+    (LSB's "insufficient privilege", and status's "unknown") for the rest."""
+    if isinstance(err, UntrustedPath):
+        _complain(f"{command}: {shown(err.strerror)} (--insecure to act anyway)")
+        return NOT_PERMITTED
+    if isinstance(err, Refused):
+        if err.reason == "legacy":
+            _complain(
+                f"{command}: refusing {err.pid}: the pid file records no start time, so its "
+                "identity cannot be proven (--allow-legacy to act anyway)"
+            )
+            return NOT_RUNNING if command == "pid" else FAILED  # pid: no verified pid
+        _complain(f"{command}: {shown(err.strerror)}")
+        return NOT_PERMITTED
+    if isinstance(err, StorageError) and err.errno is None:
+        _complain(f"{command}: {shown(path)}: {shown(err.strerror)}")  # not a regular file
+    elif isinstance(err, StorageError) or err.filename is not None:  # the file
+        _complain(f"{command}: cannot read {shown(path)}: [Errno {err.errno}] {err.strerror}")
+    else:
+        _complain(f"{command}: cannot tell whether the recorded process runs: {shown(err)}")
+    return NOT_PERMITTED
+
+
+def _usable(command: str, path: str) -> bool:
+    try:
+        split_file_path(path)
+    except StorageError as err:
+        _complain(f"{command}: {shown(err)}")
+        return False
+    return True
+
+
 # ---- status and show -------------------------------------------------------------------------
 
 
-def _inspect(path: str) -> dict[str, Any]:
-    """Everything status and show report, with the LSB code."""
-    report: dict[str, Any] = {"file": path, "backend": _backend.BACKEND}
-    try:
-        reader = _backend.PidFileReader.at(path)
-        record, extras = reader._read_entry()
-        verdict = reader.process_identity()
-    except OSError as err:  # StorageError, or the system could not tell
-        missing = isinstance(err, StorageError) and err.errno == errno.ENOENT
-        report.update(
-            state="absent" if missing else "unknown",
-            error=str(err),
-            code=NOT_RUNNING if missing else UNKNOWN,
-        )
+def _state(verdict: object) -> str:
+    return (
+        "verified"
+        if type(verdict) is Verified
+        else "legacy"
+        if type(verdict) is Legacy
+        else "absent"
+    )
+
+
+def _code(found: Inspection) -> int:
+    """LSB status: 0 running, 1 dead but its pid file exists, 3 no pid file."""
+    if found.verdict != ABSENT:
+        return RUNNING
+    return NOT_RUNNING if found.read is None else DEAD_WITH_PIDFILE
+
+
+def _report(found: Inspection) -> dict[str, Any]:
+    """Everything status and show say, from the one read."""
+    report: dict[str, Any] = {
+        "file": found.path,
+        "backend": _backend.BACKEND,
+        "state": _state(found.verdict),
+        "locked": found.locked,
+        "locked_by": found.holder,
+    }
+    if found.read is None:
         return report
-    state = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
-    try:
-        live_start_time: int | str | None = _backend.process_start_time(record.pid)
-    except OSError as err:
-        live_start_time = f"unknown: {err}"
+    record, extras = found.record, found.extras
+    if isinstance(record, StorageError):
+        report.update(pid=None, start_time=None, error=str(record))
+    else:
+        try:
+            live: int | str | None = _backend.process_start_time(record.pid)
+        except OSError as err:
+            live = f"unknown: {err}"
+        report.update(pid=record.pid, start_time=record.start_time, live_start_time=live)
     report.update(
-        state=state,
-        pid=record.pid,
-        start_time=record.start_time,
-        live_start_time=live_start_time,
         pidfs_id=extras.pidfs_id,
         capability=extras.capability,
         boot_id=extras.boot_id,
         this_boot_id=_common.CURRENT_BOOT_ID,
-        code=RUNNING if state != "absent" else DEAD_WITH_PIDFILE,
     )
-    if state == "absent":
-        report["why"] = why_absent(record, extras)
-    report.update(_lock_state(path))
+    if found.verdict == ABSENT:
+        report["why"] = found.why_absent
     return report
 
 
-def _lock_state(path: str) -> dict[str, Any]:
-    """Whether a process holds the pid file locked (a PidFileLock's, flock(1)'s...) and, if
-    the file verifiably names it, which: ``locked`` is None where that cannot be seen."""
+def _inspected(command: str, args: argparse.Namespace) -> Inspection | int:
+    if not _usable(command, args.file):
+        return UNKNOWN  # LSB status has no usage code (its 2 means "dead, lock file exists")
     try:
-        locked: bool | None = is_locked(path)
-    except OSError:
-        locked = None
-    held_by = holder_pid(os.fsencode(path)) if locked else None
-    return {"locked": locked, "locked_by": held_by}
+        return inspect(args.file, secure=_secure(args, False))
+    except OSError as err:  # untrusted, unreadable, or the system cannot tell
+        return _failed(command, err, args.file)
 
 
-def _holder(report: dict[str, Any]) -> str:
-    """Who holds the lock, in words, for a report whose file is locked."""
-    if report["locked_by"] is not None:
-        return f"locked by {report['locked_by']}"
-    return "locked by a process the file does not name"
+def _holder(found: Inspection | dict[str, Any]) -> str:
+    holder = found.holder if isinstance(found, Inspection) else found["locked_by"]
+    if holder is None:
+        return "locked by a process the file does not name"
+    return f"locked by {holder}"
 
 
 def _status(args: argparse.Namespace) -> int:
-    report = _inspect(args.file)
-    if "pid" in report:
-        held = f" ({_holder(report)})" if report["locked"] else ""
-        _say(f"{report['state']} {report['pid']}{held}")
+    found = _inspected("status", args)
+    if isinstance(found, int):
+        return found
+    if found.read is None:
+        _say("absent")
+    elif found.pid is None:
+        _say(f"absent: {shown(found.why_absent)}")
     else:
-        _say(report["state"] if report["code"] == NOT_RUNNING else f"unknown: {report['error']}")
-    return int(report["code"])
+        held = f" ({_holder(found)})" if found.locked else ""
+        _say(f"{_state(found.verdict)} {found.pid}{held}")
+    return _code(found)
 
 
 def _show(args: argparse.Namespace) -> int:
-    report = _inspect(args.file)
+    found = _inspected("show", args)
+    if isinstance(found, int):
+        return found
+    report = _report(found)
     if args.json:
-        _say(json.dumps({k: v for k, v in report.items() if k != "code"}, sort_keys=True))
-        return int(report["code"])
-    _say(f"file:             {report['file']}")
-    if "pid" not in report:
-        _say(f"state:            {report['state']} ({report['error']})")
-        return int(report["code"])
+        _say(json.dumps(report, sort_keys=True))
+        return _code(found)
+    _say(f"file:             {shown(report['file'])}")
+    if found.read is None:
+        _say("state:            absent (no pid file)")
+        return _code(found)
     boot = report["boot_id"]
     if boot is None:
         boot = "not recorded"
@@ -405,24 +512,21 @@ def _show(args: argparse.Namespace) -> int:
         boot += " (this boot)"
     else:
         boot += f" (another boot: this one is {report['this_boot_id']})"
-    _say(f"pid:              {report['pid']}")
-    _say(f"start time:       {_or_none(report['start_time'])} (recorded)")
-    _say(f"live start time:  {_or_none(report['live_start_time'])}")
+    if "error" in report:
+        _say(f"record:           none ({shown(report['error'])})")
+    else:
+        _say(f"pid:              {report['pid']}")
+        _say(f"start time:       {_or_none(report['start_time'])} (recorded)")
+        _say(f"live start time:  {_or_none(report['live_start_time'])}")
     _say(f"pidfs inode:      {_or_none(report['pidfs_id'])} (recorded)")
-    _say(f"capability:       {_or_none(report['capability'])}")
-    _say(f"boot:             {boot}")
+    _say(f"capability:       {shown(_or_none(report['capability']))}")
+    _say(f"boot:             {shown(boot)}")
     _say(f"state:            {report['state']}")
-    lock = (
-        "cannot tell"
-        if report["locked"] is None
-        else _holder(report)
-        if report["locked"]
-        else "not held"
-    )
+    lock = "cannot tell" if found.locked is None else _holder(found) if found.locked else "not held"
     _say(f"lock:             {lock}")
     if "why" in report:
-        _say(f"why:              {report['why']}")
-    return int(report["code"])
+        _say(f"why:              {shown(report['why'])}")
+    return _code(found)
 
 
 def _or_none(value: object) -> str:
@@ -455,13 +559,13 @@ def _spawn(args: argparse.Namespace) -> int:
     try:
         child = subprocess.Popen(command, **options)
     except FileNotFoundError:
-        _complain(f"spawn: command not found: {command[0]}")
+        _complain(f"spawn: command not found: {shown(command[0])}")
         return NOT_FOUND
     except PermissionError as err:
-        _complain(f"spawn: cannot run {command[0]}: {err.strerror}")
+        _complain(f"spawn: cannot run {shown(command[0])}: {err.strerror}")
         return NOT_EXECUTABLE
     except OSError as err:
-        _complain(f"spawn: cannot run {command[0]}: {err}")
+        _complain(f"spawn: cannot run {shown(command[0])}: {shown(err)}")
         return FAILED
     try:
         writer.write_for(child.pid)
@@ -469,28 +573,38 @@ def _spawn(args: argparse.Namespace) -> int:
         kill_and_reap(child)
         if not isinstance(err, OSError):
             raise
-        _complain(f"spawn: cannot write the pid file (the command was killed): {err}")
+        _complain(f"spawn: cannot write the pid file (the command was killed): {shown(err)}")
         return FAILED
-    _say(f"started {child.pid}, recorded in {args.pidfile}")
+    _say(f"started {child.pid}, recorded in {shown(args.pidfile)}")
     if args.detach:
         return 0
     written = _our_record(args.pidfile, child.pid)
     forward.to(child)
     code = child.wait()
     if written is not None:
-        _remove(args.pidfile, written)  # unless another has been written since
+        directory, read = written
+        try:
+            remove_at(directory, read.name, read)  # unless another has been written since
+        except OSError as err:
+            _complain(f"spawn: could not remove {shown(args.pidfile)}: {shown(err)}")
+        finally:
+            os.close(directory)
     return 128 - code if code < 0 else code
 
 
-def _our_record(path: str, pid: int) -> Found | None:
-    """The pid file's bytes and inode if it holds the record of pid (not another's, written in
-    the instant since), for removing it later only if unchanged."""
+def _our_record(path: str, pid: int) -> tuple[int, Read] | None:
+    """The pid file's directory and read if it holds the record of pid (not another's, written
+    in the instant since), for removing it later only if unchanged."""
     try:
-        found = read_record_file(path)
-        if found is not None and _backend.PidRecord.decode(found[0]).pid == pid:
-            return found
+        directory, read = read_record_file(path)
+    except OSError:
+        return None
+    try:
+        if read is not None and _backend.PidRecord.decode(read.data).pid == pid:
+            return directory, read
     except OSError:
         pass
+    os.close(directory)
     return None
 
 
@@ -539,10 +653,10 @@ def _lock(args: argparse.Namespace) -> int:
         lock.acquire(timeout=None if args.wait else args.timeout)
     except AlreadyLocked as err:
         holder = err.pid if err.pid is not None else "a process the file does not name"
-        _complain(f"lock: {args.file} is locked by {holder}")
+        _complain(f"lock: {shown(args.file)} is locked by {holder}")
         return FAILED
     except OSError as err:
-        _complain(f"lock: cannot lock the pid file: {err}")
+        _complain(f"lock: cannot lock the pid file: {shown(err)}")
         return FAILED
     fd = lock._slot[0]
     os.set_inheritable(fd, True)
@@ -557,234 +671,86 @@ def _lock(args: argparse.Namespace) -> int:
     except OSError as err:  # not run: give the lock back, and say why as a shell would
         lock.release()
         if isinstance(err, FileNotFoundError):
-            _complain(f"lock: command not found: {command[0]}")
+            _complain(f"lock: command not found: {shown(command[0])}")
             return NOT_FOUND
-        _complain(f"lock: cannot run {command[0]}: {err.strerror}")
+        _complain(f"lock: cannot run {shown(command[0])}: {err.strerror}")
         return NOT_EXECUTABLE
     return FAILED  # not reached: execvpe() returns only by raising
 
 
-# ---- stop ----------------------------------------------------------------------------------
-
-
-def untrusted(path: str) -> str | None:
-    """Why a pid file cannot be trusted to name a process to signal, or None.
-
-    start-stop-daemon's rule for root, applied to everyone: the file must be this user's or
-    root's, writable by nobody else, and no directory on its way (as given, or resolved) may let
-    another user replace what is in it. Otherwise any user could point this command at any
-    process (its correct start time is in /proc).
-    """
-    info = os.lstat(path)
-    if not stat.S_ISREG(info.st_mode):
-        return "it is not a regular file"
-    if info.st_uid not in (0, os.geteuid()):
-        return f"it is owned by uid {info.st_uid}, not by this user or root"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return "it is writable by group or others"
-    for directory in _directories_of(path):
-        if _common.others_can_replace(directory):
-            return f"directory {directory} lets other users replace what is in it"
-    return None
-
-
-def _directories_of(path: str) -> list[str]:
-    """Every directory from / to the file, along the path as given and as resolved."""
-    found: list[str] = []
-    for full in (os.path.abspath(path), os.path.realpath(path)):
-        directory = os.path.dirname(full)
-        while directory not in found:
-            found.append(directory)
-            directory = os.path.dirname(directory)
-    return found
-
-
-def never_signalled(pid: int) -> str | None:
-    """Why pid must never be signalled, whatever a pid file says, or None."""
-    if pid == 1:
-        return "pid 1 is init"
-    if pid == os.getpid():
-        return "it is this command"
-    if _pure._proc_state() != _pure._PROC_OURS:
-        return "this command's ancestors cannot be told: /proc is not this pid namespace's"
-    ancestor = os.getppid()
-    while ancestor > 1:
-        if ancestor == pid:
-            return "it is an ancestor of this command"
-        ancestor = _parent_of(ancestor)
-    return None
-
-
-def _parent_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rpartition(b")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _remove(path: str, found: Found) -> bool:
-    """remove_record(), reporting (not raising) what keeps it from removing the file."""
-    try:
-        return remove_record(path, found)
-    except OSError as err:
-        _complain(f"could not remove {path}: {err}")
-        return False
-
-
-class _Target:
-    """What stop, signal and pid act on: the pid file's bytes, their record and verdict."""
-
-    def __init__(
-        self, found: Found, record: PidRecord, extras: Extras, verdict: ProcessIdentity
-    ) -> None:
-        self.found, self.record, self.extras, self.verdict = found, record, extras, verdict
-
-
-def _target(args: argparse.Namespace, command: str) -> _Target | int:
-    """Read, trust and judge the pid file for ``command``; an exit code where there is nothing
-    to act on (said), or the _Target. ``stop`` says "not running" for a missing file (exit 0);
-    the others exit 3 (LSB's "not running")."""
-    missing = STOPPED if command == "stop" else NOT_RUNNING
-    try:
-        _backend.PidFileReader.at(args.file)  # the path's checks: a usage error if it names no file
-        found = read_record_file(args.file)
-    except StorageError as err:
-        _complain(f"{command}: {err}")
-        return USAGE
-    except OSError as err:
-        _complain(f"{command}: cannot read {args.file}: {err}")
-        return NOT_PERMITTED
-    if found is None:
-        if not os.path.lexists(args.file):
-            if command != "pid":
-                _say(f"not running: no pid file {args.file}")
-            return missing
-        _complain(f"{command}: {args.file} is not a regular file")
-        return FAILED
-    if not args.insecure:
-        problem = untrusted(args.file)
-        if problem:
-            _complain(f"{command}: not trusting {args.file}: {problem} (--insecure to act anyway)")
-            return NOT_PERMITTED
-    # The verdict and any removal are of the same bytes: a record written since is never removed.
-    try:
-        record, extras, verdict = judge(found)
-    except OSError as err:
-        _complain(f"{command}: cannot tell whether the recorded process runs: {err}")
-        return NOT_PERMITTED
-    if isinstance(record, StorageError):
-        _complain(f"{command}: {args.file}: {record}")
-        return FAILED
-    if verdict != Absent():
-        if verdict == Legacy(record.pid) and not args.allow_legacy:
-            _complain(
-                f"{command}: refusing {record.pid}: the pid file records no start time, "
-                "so its identity cannot be proven (--allow-legacy to act anyway)"
-            )
-            return NOT_RUNNING if command == "pid" else FAILED  # pid: no verified pid, as absent
-        refused = never_signalled(record.pid)
-        if refused:
-            _complain(f"{command}: refusing to signal {record.pid}: {refused}")
-            return NOT_PERMITTED
-    return _Target(found, record, extras, verdict)
-
-
-def _handle_on(target: _Target, args: argparse.Namespace, command: str) -> Any:
-    """A ProcessHandle on the target (None: it has exited since), or an exit code (said)."""
-    try:
-        return open_entry(
-            target.record, target.extras, _backend._pin_and_classify, args.allow_legacy
-        )
-    except OSError as err:
-        _complain(
-            f"{command}: cannot tell whether {target.record.pid} is the recorded process: {err}"
-        )
-        return NOT_PERMITTED
-
-
-def _stop(args: argparse.Namespace) -> int:
-    target = _target(args, "stop")
-    if isinstance(target, int):
-        return target
-    if target.verdict == Absent():
-        why = why_absent(target.record, target.extras)
-        removed = _remove(args.file, target.found)
-        _say(f"not running: {why}" + (f"; removed stale {args.file}" if removed else ""))
-        return STOPPED
-    handle = _handle_on(target, args, "stop")
-    if isinstance(handle, int):
-        return handle
-    if handle is not None:  # None: it exited between the two checks
-        with handle:
-            try:
-                handle.send_signal(args.signal)
-                if not handle.wait(args.timeout):
-                    _say(f"{handle.pid} still running after {args.timeout:g} s: sending SIGKILL")
-                    handle.send_signal(signal.SIGKILL)
-                    if not handle.wait(args.timeout):
-                        _complain(f"stop: {handle.pid} still running after SIGKILL")
-                        return FAILED
-            except ProcessLookupError:
-                pass  # it exited on its own meanwhile
-            except PermissionError as err:
-                _complain(f"stop: cannot signal {handle.pid}: {err.strerror}")
-                return NOT_PERMITTED
-            except OSError as err:
-                _complain(
-                    f"stop: cannot tell whether {handle.pid} is still the recorded process: {err}"
-                )
-                return NOT_PERMITTED
-    pid = target.record.pid
-    removed = _remove(args.file, target.found)
-    if removed:
-        _say(f"stopped {pid}, removed {args.file}")
-    elif _lock_state(args.file)["locked"]:
-        # A lock held on: by a process that inherited the lock's descriptor from it.
-        _say(f"stopped {pid}; kept {args.file}: still locked by a process it does not name")
-    else:
-        _say(f"stopped {pid}")
-    return STOPPED
-
-
-def _signal_command(args: argparse.Namespace) -> int:
-    target = _target(args, "signal")
-    if isinstance(target, int):
-        return target
-    pid = target.record.pid
-    if target.verdict == Absent():
-        _say(f"not running: {why_absent(target.record, target.extras)}")
-        return NOT_RUNNING
-    handle = _handle_on(target, args, "signal")
-    if isinstance(handle, int):
-        return handle
-    if handle is None:
-        _say(f"not running: process {pid} has exited")
-        return NOT_RUNNING
-    with handle:
-        try:
-            handle.send_signal(args.signal)
-        except ProcessLookupError:
-            _say(f"not running: process {pid} has exited")
-            return NOT_RUNNING
-        except PermissionError as err:
-            _complain(f"signal: cannot signal {pid}: {err.strerror}")
-            return NOT_PERMITTED
-        except OSError as err:
-            _complain(f"signal: cannot tell whether {pid} is still the recorded process: {err}")
-            return NOT_PERMITTED
-    _say(f"sent {args.signal.name} to {pid}")
-    return 0
+# ---- pid, signal, stop -----------------------------------------------------------------------
 
 
 def _pid(args: argparse.Namespace) -> int:
-    target = _target(args, "pid")
-    if isinstance(target, int):
-        return target
-    if target.verdict == Absent():
+    if not _usable("pid", args.file):
+        return USAGE
+    try:  # signal 0, through the same handle: whether it runs, by the rules of signal
+        found = send_signal(args.file, 0, allow_legacy=args.allow_legacy, secure=not args.insecure)
+    except OSError as err:
+        return _failed("pid", err, args.file)
+    if found.outcome != "sent":
         return NOT_RUNNING  # nothing on stdout: $(shimpid pid F) is empty
-    _say(str(target.record.pid))
+    _say(str(found.pid))
     return 0
+
+
+def _signal_command(args: argparse.Namespace) -> int:
+    if not _usable("signal", args.file):
+        return USAGE
+    try:
+        found = send_signal(
+            args.file, args.signal, allow_legacy=args.allow_legacy, secure=not args.insecure
+        )
+    except OSError as err:
+        return _failed("signal", err, args.file)
+    if found.outcome == "sent":
+        _say(f"sent {args.signal.name} to {found.pid}")
+        return 0
+    _say(f"not running: {_not_running(found)}")
+    return NOT_RUNNING
+
+
+def _not_running(found: Inspection) -> str:
+    if found.read is None:
+        return f"no pid file {shown(found.path)}"
+    if found.verdict == ABSENT:
+        return shown(found.why_absent)
+    return f"process {found.pid} has exited"
+
+
+def _stop(args: argparse.Namespace) -> int:
+    if not _usable("stop", args.file):
+        return USAGE
+
+    def escalating(pid: int) -> None:
+        _say(f"{pid} still running after {args.timeout:g} s: sending SIGKILL")
+
+    try:
+        found = stop(
+            args.file,
+            sig=args.signal,
+            timeout=args.timeout,
+            allow_legacy=args.allow_legacy,
+            secure=not args.insecure,
+            escalating=escalating,
+        )
+    except OSError as err:
+        return _failed("stop", err, args.file)
+    if found.outcome == "still running":
+        _complain(f"stop: {found.pid} still running after SIGKILL")
+        return FAILED
+    path = shown(found.path)
+    if found.outcome == "not running":
+        gone = f"; removed stale {path}" if found.removed else ""
+        _say(f"not running: {_not_running(found)}{gone}")
+        return STOPPED
+    if found.removed:
+        _say(f"stopped {found.pid}, removed {path}")
+    elif found.kept:
+        _say(f"stopped {found.pid}; kept {path}: {found.kept}")
+    else:
+        _say(f"stopped {found.pid}")
+    return STOPPED
 
 
 # ---- ls --------------------------------------------------------------------------------------
@@ -792,11 +758,16 @@ def _pid(args: argparse.Namespace) -> int:
 
 def _ls(args: argparse.Namespace) -> int:
     try:
-        found = sorted(scan(args.directory, pattern=args.pattern))
+        entries = sorted(
+            scan(args.directory, pattern=args.pattern, locks=True, secure=_secure(args, False))
+        )
     except OSError as err:
-        _complain(f"ls: {err}")
+        if isinstance(err, UntrustedPath):
+            return _failed("ls", err, args.directory)
+        _complain(f"ls: {shown(err)}")
         return FAILED
-    rows = [_row(path, verdict) for path, verdict in found]
+    boot = _boot_time()
+    rows = [_row(entry, boot) for entry in entries]
     counts = {
         state: sum(row["state"] == state for row in rows)
         for state in ("verified", "legacy", "absent", "unknown")
@@ -808,62 +779,64 @@ def _ls(args: argparse.Namespace) -> int:
         _say(json.dumps({"files": rows, "summary": counts}, sort_keys=True))
         return 0
     if rows:
-        width = max(len(row["path"]) for row in rows)
-        _say(
+        paths = [shown(row["path"]) for row in rows]
+        width = max(map(len, paths))
+        lines = [
             f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'LOCKED BY':>9}  {'STARTED':19}  "
             f"{'AGE':>12}  CAPABILITY"
-        )
-        for row in rows:
-            held = (
-                "-"
-                if not row["locked"]
-                else "?"
-                if row["locked_by"] is None
-                else str(row["locked_by"])
-            )
-            _say(
-                f"{row['path']:{width}}  {_or_dash(row['pid']):>7}  {row['state']:8}  "
+        ]
+        for path, row in zip(paths, rows, strict=True):
+            held = "-" if not row["locked"] else _or_dash(row["locked_by"], "?")
+            lines.append(
+                f"{path:{width}}  {_or_dash(row['pid']):>7}  {row['state']:8}  "
                 f"{held:>9}  {_or_dash(row['started']):19}  {_age(row['age']):>12}  "
-                f"{_or_dash(row['capability'])}"
+                f"{shown(_or_dash(row['capability']))}"
             )
+        sys.stdout.write("\n".join(lines) + "\n")
     _say(summary if rows else "no pid files")
     return 0
 
 
-def _row(path: str, verdict: object) -> dict[str, Any]:
+def _row(entry: Any, boot: float | None) -> dict[str, Any]:
+    """One row of ls, from the entry's one read."""
+    verdict, read = entry.verdict, entry.read
     row: dict[str, Any] = {
-        "path": path,
+        "path": entry.path,
         "pid": None,
         "state": "unknown",
         "start_time": None,
         "started": None,
         "age": None,
         "capability": None,
+        "locked": None if read is None else read.locked,
+        "locked_by": None,
     }
-    row.update(_lock_state(path))
     if isinstance(verdict, OSError):
         row["error"] = str(verdict)
         return row
-    row["state"] = {Verified: "verified", Legacy: "legacy", Absent: "absent"}[type(verdict)]
-    try:
-        record, extras = _backend.PidFileReader.at(path)._read_entry()
-    except OSError:
-        return row  # no record (or it went): the verdict says absent
+    row["state"] = _state(verdict)
+    record = entry.record
+    if record is None:
+        return row
+    extras = entry.extras
     row.update(pid=record.pid, start_time=record.start_time, capability=extras.capability)
-    if record.start_time is not None and not _common.from_another_boot(extras):
-        started = _started(record.start_time)
-        if started is not None:
-            row["started"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-            row["age"] = round(time.time() - started, 2)
+    if read is not None and read.locked:
+        row["locked_by"] = lock_holder(read, verdict)
+    if record.start_time is not None and boot is not None and not _common.from_another_boot(extras):
+        started = boot + record.start_time / _TICKS
+        row["started"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        row["age"] = round(time.time() - started, 2)
     return row
 
 
-def _started(ticks: int) -> float | None:
-    """The wall-clock time of a start time of this boot (clock ticks since boot), or None."""
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _boot_time() -> float | None:
+    """The wall-clock time of this boot (start times count clock ticks from it), or None."""
     try:
         with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
+            return next(int(line.split()[1]) for line in f if line.startswith("btime "))
     except (OSError, StopIteration, ValueError):
         return None
 
@@ -877,8 +850,8 @@ def _age(seconds: float | None) -> str:
     return f"{days}d {clock}" if days else clock
 
 
-def _or_dash(value: object) -> str:
-    return "-" if value is None else str(value)
+def _or_dash(value: object, dash: str = "-") -> str:
+    return dash if value is None else str(value)
 
 
 # ---- clean -----------------------------------------------------------------------------------
@@ -886,15 +859,21 @@ def _or_dash(value: object) -> str:
 
 def _clean(args: argparse.Namespace) -> int:
     try:
-        results = clean(args.directory, pattern=args.pattern, dry_run=args.dry_run)
+        results = clean(
+            args.directory,
+            pattern=args.pattern,
+            dry_run=args.dry_run,
+            secure=_secure(args, False),
+        )
     except OSError as err:
-        _complain(f"clean: {err}")
+        if isinstance(err, UntrustedPath):
+            return _failed("clean", err, args.directory)
+        _complain(f"clean: {shown(err)}")
         return FAILED
     code = 0
-    for path, why, removed in results:
-        if removed:
-            _say(f"{'would remove' if args.dry_run else 'removed'} {path}: {why}")
-        else:
-            _say(f"kept {path}: {why}")
-            code = FAILED
+    for result in results:
+        why = result.why
+        if result.action == "kept":
+            code, why = FAILED, why[len("kept: ") :]
+        _say(f"{result.action} {shown(result.path)}: {shown(why)}")
     return code

@@ -12,6 +12,8 @@ import functools
 import operator
 import os
 import stat
+import struct
+import sys
 
 TYPE_CHECKING = False  # typing costs an importer of shimpid 7 ms
 if TYPE_CHECKING:
@@ -599,6 +601,42 @@ PIDFS_MAGIC = 0x50494446
 
 # flock(2), the lock of PidFileLock (see shimpid._lock). Values as on Linux, macOS and the BSDs.
 LOCK_SH, LOCK_EX, LOCK_NB = 1, 2, 4
+
+
+# struct flock for F_OFD_GETLK (Linux) and F_GETLK (macOS, the BSDs): the lock probe.
+if sys.platform.startswith("linux"):
+    _FLOCK, _GETLK = "@hhqqi4x", "F_OFD_GETLK"
+elif sys.platform == "darwin":
+    _FLOCK, _GETLK = "@qqihh", "F_GETLK"
+elif sys.platform.startswith("freebsd"):
+    _FLOCK, _GETLK = "@qqihhi", "F_GETLK"
+else:
+    _FLOCK, _GETLK = "", ""
+
+
+def record_locked(fd: int) -> tuple[bool, int | None]:
+    """Whether a POSIX or OFD record lock is held on the open file (by any process, this one
+    included), and the pid a POSIX one names; (False, None) where this cannot be asked."""
+    if not _FLOCK:
+        return False, None
+    import fcntl
+
+    request = struct.pack(_FLOCK, *_flock_fields(fcntl.F_WRLCK))
+    try:
+        answer = struct.unpack(_FLOCK, fcntl.fcntl(fd, getattr(fcntl, _GETLK), request))
+    except (OSError, AttributeError):  # EINVAL: a kernel before 3.15, a filesystem without
+        return False, None
+    kind, pid = (answer[0], answer[4]) if _GETLK == "F_OFD_GETLK" else (answer[3], answer[2])
+    if kind == fcntl.F_UNLCK:
+        return False, None
+    return True, pid if pid > 0 else None
+
+
+def _flock_fields(kind: int) -> tuple[int, ...]:
+    # type, whence, start, len (0: to the end), pid (0, as F_OFD_GETLK requires) / BSD order
+    if _GETLK == "F_OFD_GETLK":
+        return (kind, 0, 0, 0, 0)
+    return (0, 0, 0, kind, 0) + ((0,) if _FLOCK.endswith("i") else ())
 
 
 def flock(fd: int, operation: int) -> None:

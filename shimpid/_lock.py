@@ -28,6 +28,8 @@ import time
 
 from . import _backend, _common, _pure
 from ._common import ABSENT, ProcessIdentity, Verified
+from ._rundir import Read, judge, lock_holder, open_directory, read_at, split_file_path
+from ._rundir import flock_holders as _rundir_flock_holders
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AlreadyLocked", "PidFileLock"]
 
-_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # A try-once acquire() that finds the file locked by a process the file does not (yet) name
 # waits this long for it to: a reader's probe (is_locked(), pgrep -L) holds a shared lock for
 # microseconds, and a process taking the file over holds it before its record is in place.
@@ -236,61 +237,42 @@ class PidFileLock(_pure._Final):
 
 
 def is_locked(path: str | bytes) -> bool:
-    """Whether a process holds a lock on the pid file at path (a shared lock, tried and let
-    go, as ``pgrep -L`` tries it). A missing file, or anything but a regular file, is not."""
-    kept = _common.keep(os.open, path, _OPEN)
+    """Whether a process holds a lock of any kind (``flock``, POSIX, OFD) on the pid file at
+    path. A missing file, or anything but a regular file, is not."""
+    return _look(path)[0] is not None
+
+
+def holder_pid(target: str | bytes) -> int | None:
+    """The pid of the process holding the file locked, if the file verifiably names it and,
+    where the kernel tells, that process holds a lock there: a record alone proves what it names,
+    not who holds the lock. One read: the pid shown is the one judged."""
+    return _look(target)[1]
+
+
+def _look(path: str | bytes) -> tuple[Read | None, int | None]:
+    """``(the read if locked else None, holder)`` from one read of the file, lock included."""
+    directory, name = split_file_path(path)
+    fd = open_directory(directory, secure=False)
     try:
-        fd = kept[0]
-    except OSError as err:
-        if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
-            return False
-        raise
-    try:
-        if not _is_regular(fd):
-            return False
-        try:
-            _common.flock(fd, _common.LOCK_SH | _common.LOCK_NB)
-        except BlockingIOError:
-            return True
-        except OSError as err:
-            if err.errno != errno.ENOSYS:
-                raise
-        return False  # (and on Windows, where nothing can lock it)
+        read = read_at(fd, name, lock=True)
     finally:
-        os.close(kept[0])  # inline: see _common.keep
-
-
-def holder_pid(target: bytes) -> int | None:
-    """The pid the file names, if that process is verified and, where /proc/locks tells (Linux),
-    holds a lock on the file: a record alone proves what it names, not who holds the lock."""
+        os.close(fd)
+    if read is None or not read.locked:
+        return None, None
     try:
-        identity = _backend.PidFileReader.at(target).process_identity()
+        verdict = judge(read)[2]
     except OSError:
-        return None
-    if not isinstance(identity, Verified):
-        return None
-    holders = flock_holders(target)
-    return identity.pid if holders is None or identity.pid in holders else None
+        return read, None
+    return read, lock_holder(read, verdict)
 
 
 def flock_holders(path: str | bytes) -> set[int] | None:
-    """The pids /proc/locks names as holding a ``flock()`` on the file at path (the process
-    that took it: one that inherited the descriptor is not named), or None where that cannot be
-    read (not Linux)."""
+    """The pids /proc/locks names as holding a lock on the file at path, or None where that
+    cannot be read (not Linux)."""
     try:
-        info = os.stat(path)
-        with open("/proc/locks", "rb") as f:
-            data = f.read()
+        return _rundir_flock_holders(os.stat(path))
     except OSError:
         return None
-    key = b"%02x:%02x:%d" % (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
-    holders = set()
-    for line in data.splitlines():
-        # "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; a waiter's line has "->" in [1]
-        fields = line.split()
-        if len(fields) > 5 and fields[1] == b"FLOCK" and fields[5] == key:
-            holders.add(int(fields[4]))
-    return holders
 
 
 def _held_here(target: bytes) -> bool:
@@ -306,10 +288,6 @@ def _held_here(target: bytes) -> bool:
         if (mine.st_ino, mine.st_dev) == (info.st_ino, info.st_dev):
             return True
     return False
-
-
-def _is_regular(fd: int) -> bool:
-    return os.fstat(fd).st_mode & 0o170000 == 0o100000
 
 
 def _own_record(capability: bytes) -> bytes:

@@ -672,6 +672,8 @@ def _take_over(target: bytes, temp: bytes) -> bool | None:
             _common.flock(fd, LOCK_EX | LOCK_NB)
         except BlockingIOError:
             return False
+        if _common.record_locked(fd)[0]:  # a POSIX or OFD lock counts (lockf, fasteners)
+            return False
         # Locked: is it still the file at the path? (Its holder may have removed it.)
         if not _is_at(fd, target):
             return None

@@ -1,13 +1,21 @@
-"""A run directory: scanning it, cleaning it, and removing a pid file without losing a newer one.
+"""A run directory, through one open descriptor: reaching it, reading, scanning, cleaning it, and
+removing a pid file without ever losing a record written meanwhile.
 
-A pid file is removed after its process is found gone, or has been stopped; meanwhile the
-process's service may have been restarted and written a new record. So a record is judged from
-one read of the file, and removed only if the file still holds exactly those bytes, in the same
-inode: it is compared first, then renamed aside (which takes exactly what is at the path at that
-instant) and compared again; only in the rare case that it was replaced in between is anything
-put back. Readers never see the path empty, except in that case, for microseconds.
+Every operation opens its directory once (``open_directory``) and then opens, reads, locks,
+renames and removes relative to that descriptor: a directory renamed or replaced by a symlink
+meanwhile changes nothing. As root, or when asked (``secure=True``), the directory is reached
+only through components no other user could have placed or replaced (``UntrustedPath``
+otherwise). A file is judged from one read (``Read``), and everything said or done about it
+comes from those bytes.
 
-Both backends share this module; it makes only path-level system calls.
+Removal, which must never lose a record written meanwhile (in place, as boxlite writes, or
+atomically): the file is locked, checked to hold the bytes it was judged from, and renamed
+aside (which takes exactly what is at the path at that instant); then, once no other process
+has it open (a write lease says so; where leases are unavailable, once a grace period has
+passed), it is read again and removed only if it still holds those bytes, else put back
+(``link()``, which never replaces a newer file). Any error or exception on the way puts it back.
+
+Both backends share this module: it is policy over the backend's decode and classification.
 """
 
 from __future__ import annotations
@@ -16,23 +24,33 @@ import errno
 import itertools
 import operator
 import os
+import signal
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 from . import _backend, _common
 from ._common import ABSENT, Extras, ProcessIdentity, StorageError
-from ._lock import is_locked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._common import PathArg
+    from ._handle import ProcessHandle
     from ._pure import PidRecord
 
-#: A pid file as read_record_file() read it: its bytes, and the identity of the file they came
-#: from (what remove_record() compares before it removes anything).
-Found = tuple[bytes, os.stat_result]
-
-__all__ = ["Removal", "clean", "judge", "read_record_file", "remove_record", "scan", "why_absent"]
+__all__ = [
+    "Entry",
+    "Read",
+    "Removal",
+    "UntrustedPath",
+    "clean",
+    "judge",
+    "open_directory",
+    "read_at",
+    "scan",
+    "why_absent",
+]
 
 _aside_counter = itertools.count()
 # A file renamed aside for removal: ".shimpid-removing.<remover's pid>.<counter>", short
@@ -41,27 +59,215 @@ ASIDE_PREFIX = ".shimpid-removing."
 # clean() leaves younger temporary files alone: a write takes microseconds, and a writer in
 # another pid namespace, whose pid means nothing here, may be at work.
 STALE_AFTER = 2.0
+# Where no write lease can be taken (another filesystem, another user's file without
+# CAP_LEASE), a file set aside is judged again only after this long: an in-place writer that
+# opened it before it was moved has written by then. Paid once per batch, not per file.
+GRACE = 0.05
+# How long a file set aside may stay open by another process (an in-place writer at work)
+# before it is put back unjudged.
+OPEN_LIMIT = 1.0
+LOCKED = "still locked by a process the file does not name"
+CHANGED = "it was written again since it was read"
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# Each step of a secure walk: O_PATH opens a directory we may not list, and is no open of it.
+_STEP = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_SYMLINKS_MAX = 40  # as the kernel's
 
 
-def read_record_file(path: str | bytes) -> Found | None:
-    """The bytes and identity of the regular file at path, or None where there is none.
+class UntrustedPath(PermissionError):
+    """A path that another user could have steered: a directory or symlink on the way that is
+    not root's or this user's, or that sits where others can replace it; or (for the commands
+    that signal) a pid file another user could have written. ``filename`` is the component."""
 
-    Reads at most one byte more than a pid file may hold. A symlink, FIFO, socket or directory
-    is no record file (None); any other failure (EACCES, EMFILE...) is raised.
+    def __init__(self, component: str, why: str) -> None:
+        super().__init__(errno.EPERM, f"not trusting {component}: {why}", component)
+        self.why = why
+
+
+# ---- reaching a directory -------------------------------------------------------------------
+
+
+def fs_bytes(path: PathArg) -> bytes:
+    """A path (str, bytes, a subclass of either, any os.PathLike) as exact bytes."""
+    raw = os.fsencode(_common.exact_text(os.fspath(path)))
+    if b"\0" in raw:
+        raise ValueError(f"path contains a NUL byte: {raw!r}")
+    return bytes(raw)
+
+
+def is_secure_default() -> bool:
+    """Whether paths are walked with the trust rules when not told: as root."""
+    return os.geteuid() == 0
+
+
+def open_directory(path: PathArg, *, secure: bool | None = None) -> int:
+    """A descriptor of the directory at ``path``, for acting relative to it (the caller closes).
+
+    ``secure`` (default: as root) reaches it only through components no other user could have
+    placed or replaced: each directory and symlink on the way is root's or this user's, and sits
+    in a directory others cannot write to, or that is sticky. Else ``UntrustedPath`` names the
+    first component that fails.
     """
-    fd = _open_record(path)
-    if fd is None:
-        return None
+    raw = fs_bytes(path)
+    if secure is None:
+        secure = is_secure_default()
+    if not secure:
+        return os.open(raw, _DIRECTORY)
+    fd = _walk(raw)
     try:
-        return _read_open(fd)
+        return os.open(".", _DIRECTORY, dir_fd=fd)
     finally:
         os.close(fd)
 
 
-def _open_record(path: str | bytes) -> int | None:
-    """A descriptor of the regular file at path, or None (see read_record_file)."""
+def _walk(raw: bytes) -> int:
+    """An O_PATH descriptor of the directory at raw, reached one component at a time: each
+    looked at (never following it), checked, then opened relative to its parent, so nothing is
+    looked up twice. Symlinks that pass are followed by hand, by the same rules."""
+    euid = os.geteuid()
+    trail = b"/" if raw.startswith(b"/") else b"."
+    fd = os.open(trail, _STEP)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        here = os.fstat(fd)
+        why = _not_ours(here, euid)
+        if why:
+            raise UntrustedPath(os.fsdecode(trail), why)
+        parts = raw.split(b"/")
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part in (b"", b"."):
+                continue
+            trail = os.path.join(trail, part)
+            shown = os.fsdecode(trail)
+            entry = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            why = _not_ours(entry, euid) or (None if part == b".." else _open_to_others(here))
+            if why:
+                raise UntrustedPath(shown, why)
+            if stat.S_ISLNK(entry.st_mode):
+                hops += 1
+                if hops > _SYMLINKS_MAX:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), shown)
+                # Only root or this user can change it: it and its directory passed.
+                target = os.readlink(part, dir_fd=fd)
+                parts[:0] = target.split(b"/")
+                if target.startswith(b"/"):
+                    os.close(fd)
+                    fd = -1
+                    fd = os.open(b"/", _STEP)
+                    here = os.fstat(fd)
+                    trail = b"/"
+                else:
+                    trail = os.path.dirname(trail)
+                continue
+            if not stat.S_ISDIR(entry.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), shown)
+            step = os.open(part, _STEP, dir_fd=fd)
+            opened = os.fstat(step)
+            if (opened.st_ino, opened.st_dev) != (entry.st_ino, entry.st_dev):
+                os.close(step)  # changed between the look and the open: by root or us, but no
+                raise UntrustedPath(shown, "it changed while it was checked")
+            os.close(fd)
+            fd, here = step, opened
+        return fd
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+
+
+def _not_ours(info: os.stat_result, euid: int) -> str | None:
+    if info.st_uid in (0, euid):
+        return None
+    kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "a directory"
+    return f"{kind} owned by uid {info.st_uid}, not by this user or root"
+
+
+def _open_to_others(directory: os.stat_result) -> str | None:
+    """Why other users could replace an entry of directory (whose owner passed), or None: it is
+    writable by group or others, and not sticky (where only an entry's owner can)."""
+    if directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not directory.st_mode & stat.S_ISVTX:
+        return "it is in a directory that other users can write to"
+    return None
+
+
+def untrusted_file(directory: int, read: Read) -> str | None:
+    """Why a pid file (as read, in the open directory) is no instruction to signal a process:
+    another user's, writable by others, or in a directory where others could replace it.
+    start-stop-daemon's rule for root; the commands that signal apply it for everyone."""
+    info, euid = read.info, os.geteuid()
+    if info.st_uid not in (0, euid):
+        return f"it is owned by uid {info.st_uid}, not by this user or root"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "it is writable by group or others"
+    return _not_ours(os.fstat(directory), euid) or _open_to_others(os.fstat(directory))
+
+
+def split_file_path(path: PathArg) -> tuple[bytes, bytes]:
+    """``(directory, name)`` of a pid file's path; ``StorageError`` if it names no file."""
+    try:
+        raw = fs_bytes(path)
+    except ValueError as err:
+        raise StorageError(f"PID file path contains a NUL byte: {path!r}") from err
+    directory, name = os.path.split(raw)
+    if name in (b"", b".", b".."):
+        raise StorageError(f"PID file path does not name a file: {os.fsdecode(raw)!r}")
+    return directory or b".", name
+
+
+# ---- one read ------------------------------------------------------------------------------
+
+
+class Read:
+    """One read of a pid file: its name in its directory, its bytes (at most one more than a
+    pid file may hold), its ``fstat`` and, when asked, whether a process holds it locked."""
+
+    __slots__ = ("data", "info", "lock_pid", "locked", "name")
+
+    def __init__(
+        self,
+        name: bytes,
+        data: bytes,
+        info: os.stat_result,
+        locked: bool | None = None,
+        lock_pid: int | None = None,
+    ) -> None:
+        self.name, self.data, self.info = name, data, info
+        #: True, False, or None where it was not (or could not be) looked at
+        self.locked = locked
+        #: the pid a POSIX record lock names as its holder (0: none, or an OFD/flock lock)
+        self.lock_pid = lock_pid
+
+    def same(self, other: Read) -> bool:
+        """Whether other holds the same bytes in the same file."""
+        return self.data == other.data and (self.info.st_ino, self.info.st_dev) == (
+            other.info.st_ino,
+            other.info.st_dev,
+        )
+
+
+def read_at(directory: int, name: bytes, *, lock: bool = False) -> Read | None:
+    """The regular file ``name`` in the open directory, read once; None where there is none (a
+    symlink, FIFO, socket or directory is no pid file, and is never followed or waited on). Other
+    failures (EACCES, EMFILE...) are raised. ``lock``: look whether it is locked, on the same
+    descriptor."""
+    fd = _open_regular(directory, name)
+    if fd is None:
+        return None
+    try:
+        read = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
+        if lock:
+            read.locked, read.lock_pid = probe_lock(fd)
+        return read
+    finally:
+        os.close(fd)
+
+
+def _open_regular(directory: int, name: bytes | str) -> int | None:
+    try:
+        fd = os.open(name, _READ, dir_fd=directory)
     except OSError as err:
         if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
             return None
@@ -76,15 +282,12 @@ def _open_record(path: str | bytes) -> int | None:
     return None
 
 
-def _read_open(fd: int) -> Found:
-    return os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd)
-
-
-def judge(found: Found) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity]:
-    """``(record or the StorageError, extras, verdict)`` of what ``read_record_file`` read: the
-    verdict of these very bytes, as ``process_identity()`` would give it for them."""
-    data, info = found
-    if info.st_size > _common.PID_FILE_MAX_BYTES or len(data) > _common.PID_FILE_MAX_BYTES:
+def judge(read: Read) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity]:
+    """``(record or the StorageError in its place, extras, verdict)`` of a read: the verdict of
+    these very bytes, as ``process_identity()`` gives it. Raises OSError if the system cannot
+    tell."""
+    data = read.data
+    if read.info.st_size > _common.PID_FILE_MAX_BYTES or len(data) > _common.PID_FILE_MAX_BYTES:
         return _common.content_error(_common.TOO_LARGE, None), _common.NO_EXTRAS, ABSENT
     try:
         record = _backend.PidRecord.decode(data)
@@ -96,67 +299,254 @@ def judge(found: Found) -> tuple[PidRecord | StorageError, Extras, ProcessIdenti
     return record, extras, _backend._classify(record.pid, record.start_time, extras.pidfs_id)
 
 
-def remove_record(path: str | bytes, expected: Found) -> bool:
-    """Remove the pid file at path if it still is ``expected`` (its bytes and inode, as
-    ``read_record_file`` gave them); True if it was. A record written since stays, and so does
-    a file a process holds locked (a PidFileLock's): this takes its lock while removing it,
-    so a PidFileLock taking the stale file over at the same instant waits, then looks again."""
-    fd = _open_record(path)
-    if fd is None:
-        return False
+# ---- locks of every kind -------------------------------------------------------------------
+
+
+def probe_lock(fd: int) -> tuple[bool | None, int | None]:
+    """``(locked, pid)``: whether any process holds a lock on the open file, of any kind:
+    ``flock()`` (a shared lock tried: ``pgrep -L``'s probe), POSIX record locks (``lockf``,
+    ``fcntl(F_SETLK)``) and OFD locks (asked with ``F_OFD_GETLK``, which takes nothing). ``pid``
+    is what a POSIX lock names as its holder, else None. ``(None, None)`` if it cannot be told."""
     try:
-        if not _same(_read_open(fd), expected):
-            return False
+        _common.flock(fd, _common.LOCK_SH | _common.LOCK_NB)
+    except BlockingIOError:
+        return True, None
+    except OSError as err:
+        if err.errno != errno.ENOSYS:
+            return None, None
+    return _common.record_locked(fd)
+
+
+def flock_holders(info: os.stat_result) -> set[int] | None:
+    """The pids /proc/locks names as holding a lock on the file (the process that took it; one
+    that inherited the descriptor is not named), or None where that cannot be read."""
+    try:
+        with open("/proc/locks", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    key = b"%02x:%02x:%d" % (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    holders = set()
+    for line in data.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; a waiter's line has "->" in [1]
+        fields = line.split()
+        if len(fields) > 5 and fields[1] != b"->" and fields[5] == key:
+            holders.add(int(fields[4]))
+    return holders
+
+
+def lock_holder(read: Read, verdict: ProcessIdentity) -> int | None:
+    """The pid of the process holding the file locked, if these bytes name it, it is verified,
+    and the kernel says it holds a lock there; else None."""
+    if not read.locked or not isinstance(verdict, _common.Verified):
+        return None
+    if read.lock_pid is not None:
+        return verdict.pid if read.lock_pid == verdict.pid else None
+    holders = flock_holders(read.info)
+    return verdict.pid if holders is None or verdict.pid in holders else None
+
+
+# ---- removing without losing -----------------------------------------------------------------
+
+
+class _Aside:
+    """Files set aside for removal and not yet settled. A file is listed before it is moved,
+    so whatever interrupts, ``restore_all`` puts back every one that was."""
+
+    def __init__(self, directory: int) -> None:
+        self.directory = directory
+        # aside name -> (name, the read it must still match, when it was moved)
+        self.pending: dict[bytes, tuple[bytes, Read, float]] = {}
+
+    def claim(self, name: bytes, expected: Read) -> str | None:
+        """Lock the file ``name`` and, if it still is ``expected`` (its bytes, in the same file),
+        move it aside; None if moved, else why not."""
+        fd = _open_regular(self.directory, name)
+        if fd is None:
+            return "it is gone"
         try:
-            _common.flock(fd, _common.LOCK_EX | _common.LOCK_NB)
-        except BlockingIOError:
-            return False  # held: its holder lives
-        except OSError as err:
-            if err.errno != errno.ENOSYS:
-                raise  # (Windows: no locks to respect)
-        else:
-            # Still the file at the path? A PidFileLock may have taken it over between the
-            # open and the lock (renaming its own over it): that one is not to be touched.
-            info = os.fstat(fd)
+            # Ours while moving it: a PidFileLock taking it over at this instant waits.
             try:
-                now = os.lstat(path)
+                _common.flock(fd, _common.LOCK_EX | _common.LOCK_NB)
+            except BlockingIOError:
+                return LOCKED  # its holder lives
+            except OSError as err:
+                if err.errno != errno.ENOSYS:
+                    raise
+            if _common.record_locked(fd)[0]:
+                return LOCKED
+            now = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
+            if not now.same(expected):
+                return CHANGED
+            # Still the file at the name? A PidFileLock may have renamed its own over it.
+            try:
+                there = os.stat(name, dir_fd=self.directory, follow_symlinks=False)
             except FileNotFoundError:
-                return False
-            if (info.st_ino, info.st_dev) != (now.st_ino, now.st_dev):
-                return False
-        return _remove_aside(path, expected)
+                return "it is gone"
+            if (there.st_ino, there.st_dev) != (now.info.st_ino, now.info.st_dev):
+                return CHANGED
+            aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
+            self.pending[aside] = (name, now, time.monotonic())
+            try:
+                os.rename(name, aside, src_dir_fd=self.directory, dst_dir_fd=self.directory)
+            except FileNotFoundError:
+                del self.pending[aside]
+                return "it is gone"
+            return None
+        finally:
+            os.close(fd)  # lets go of the lock
+
+    def settle(self, wait: bool = False) -> Iterator[tuple[bytes, bool, str | None]]:
+        """``(name, removed, why kept)`` for each file set aside that can be settled now (with
+        ``wait``, all of them, sleeping as long as needed)."""
+        while self.pending:
+            waiting = False
+            for aside in list(self.pending):
+                outcome = self._settle_one(aside)
+                if outcome is None:
+                    waiting = True
+                    continue
+                yield outcome
+            if not (wait and waiting):
+                return
+            time.sleep(0.001)
+
+    def _settle_one(self, aside: bytes) -> tuple[bytes, bool, str | None] | None:
+        name, expected, moved = self.pending[aside]
+        age = time.monotonic() - moved
+        try:
+            fd = _open_regular(self.directory, aside)
+        except OSError as err:  # EMFILE...: put it back, unjudged
+            self._restore(aside)
+            return name, False, f"put back: {err.strerror}"
+        if fd is None:  # not ours any more (a directory put there by another remover?)
+            del self.pending[aside]
+            return name, False, "gone while set aside"
+        try:
+            leased = _lease(fd)
+            if leased is None:  # another process has it open: an in-place writer at work
+                if age < OPEN_LIMIT:
+                    return None
+                why = "another process keeps it open"
+            elif not leased and age < GRACE:
+                return None
+            else:
+                now = Read(aside, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
+                if now.same(expected):
+                    os.unlink(aside, dir_fd=self.directory)  # under the lease: nobody has it
+                    del self.pending[aside]
+                    return name, True, None
+                why = CHANGED
+        except OSError as err:
+            why = f"put back: {err.strerror}"
+        finally:
+            os.close(fd)  # and with it the lease, before it is put back: a writer opening it
+            # without blocking (O_NONBLOCK) would find it leased
+        self._restore(aside)
+        return name, False, why
+
+    def _restore(self, aside: bytes) -> None:
+        """Put a file set aside back at its name, unless a newer one is there already."""
+        name = self.pending[aside][0]
+        directory = self.directory
+        try:
+            os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+        except FileExistsError:
+            pass  # a newer file is at the name: this one is older
+        except FileNotFoundError:
+            del self.pending[aside]  # never moved (interrupted before the rename)
+            return
+        except OSError:  # no hard links here: rename, if the name is still free
+            try:
+                os.stat(name, dir_fd=directory, follow_symlinks=False)
+            except FileNotFoundError:
+                os.rename(aside, name, src_dir_fd=directory, dst_dir_fd=directory)
+                del self.pending[aside]
+                return
+        os.unlink(aside, dir_fd=directory)
+        del self.pending[aside]
+
+    def restore_all(self) -> None:
+        """Put back every file still set aside (on an error or an interrupt), with signals held
+        off so that a second interrupt cannot leave one behind."""
+        if not self.pending:
+            return
+        with _signals_held():
+            for aside in list(self.pending):
+                try:
+                    self._restore(aside)
+                except OSError:
+                    self.pending.pop(aside, None)  # nothing more can be done for it
+
+
+def _lease(fd: int) -> bool | None:
+    """Take a write lease on the open file: True if taken (no other process has the file open,
+    and none can open it without our say), None if another process has it open, False where
+    leases cannot be had (not Linux, another user's file without CAP_LEASE, some filesystems)."""
+    try:
+        import fcntl
+
+        setlease, setsig = fcntl.F_SETLEASE, fcntl.F_SETSIG
+    except (ImportError, AttributeError):
+        return False
+    try:
+        # Whoever opens it meanwhile makes the kernel signal us: SIGURG, ignored by default,
+        # not SIGIO, whose default would end this process.
+        fcntl.fcntl(fd, setsig, signal.SIGURG)
+        fcntl.fcntl(fd, setlease, fcntl.F_WRLCK)
+    except OSError as err:
+        return None if err.errno in (errno.EAGAIN, errno.EBUSY) else False
+    return True
+
+
+class _signals_held:
+    """Hold off every signal for the block (the main thread's, where Python runs handlers);
+    those that come run after it. A handler already due runs on entry, before the block."""
+
+    def __enter__(self) -> None:
+        self.old = None
+        if threading.current_thread() is threading.main_thread() and hasattr(
+            signal, "pthread_sigmask"
+        ):
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+            self.old = old
+            try:
+                signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            except BaseException:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+
+
+def remove_at(directory: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
+    """Remove the file ``name`` of the open directory if it still is ``expected`` (its bytes, in
+    the same file) and nobody holds it locked: ``(removed, why kept)``. A record written
+    meanwhile, in place or atomically, stays (see the module's docstring)."""
+    aside = _Aside(directory)
+    try:
+        why = aside.claim(name, expected)
+        if why is not None:
+            return False, why
+        for _, removed, why in aside.settle(wait=True):
+            return removed, why
+        return False, CHANGED  # not reached
     finally:
-        os.close(fd)  # lets go of the lock
+        aside.restore_all()
 
 
-def _remove_aside(path: str | bytes, expected: Found) -> bool:
-    directory = os.path.dirname(os.fsencode(path)) or b"."
-    aside = os.path.join(
-        directory, b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
-    )
+def read_record_file(path: PathArg) -> tuple[int, Read | None]:
+    """``(directory descriptor, read or None)`` of the pid file at path (the caller closes the
+    descriptor): for ``remove_record`` later."""
+    directory, name = split_file_path(path)
+    fd = open_directory(directory, secure=False)
     try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return False
-    taken = read_record_file(aside)
-    if taken is not None and _same(taken, expected):
-        os.unlink(aside)
-        return True
-    # Replaced in the instant between the two: put back what was taken, unless something newer
-    # is there already (link() never replaces; rename() would).
-    if os.path.isdir(aside):
-        os.rename(aside, path)
-        return False
-    try:
-        os.link(aside, path, follow_symlinks=False)
-    except FileExistsError:
-        pass
-    os.unlink(aside)
-    return False
-
-
-def _same(a: Found, b: Found) -> bool:
-    return a[0] == b[0] and (a[1].st_ino, a[1].st_dev) == (b[1].st_ino, b[1].st_dev)
+        return fd, read_at(fd, name)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def why_absent(record: PidRecord | StorageError, extras: Extras) -> str:
@@ -183,9 +573,150 @@ def why_absent(record: PidRecord | StorageError, extras: Extras) -> str:
     return f"pid {pid} is a thread's, not a process"
 
 
+# ---- scanning --------------------------------------------------------------------------------
+
+
+class Entry(tuple):  # type: ignore[type-arg]
+    """A pid file found by ``scan()``: ``(path, verdict)``, and the bytes that verdict was
+    judged from. ``verdict`` is an ``OSError`` where the system could not tell. The record,
+    capability and the rest come from the same bytes, never from reading the file again."""
+
+    path: str
+    verdict: ProcessIdentity | OSError
+    data: bytes | None  # None where the file could not be read
+    read: Read | None  # with scan(locks=True): the read, lock state included
+
+    def __new__(
+        cls,
+        path: str,
+        verdict: ProcessIdentity | OSError,
+        data: bytes | None,
+        read: Read | None = None,
+    ) -> Entry:
+        self = tuple.__new__(cls, (path, verdict))
+        self.path, self.verdict, self.data, self.read = path, verdict, data, read
+        return self
+
+    @property
+    def locked(self) -> bool | None:
+        """Whether a process held the file locked when it was read (``scan(locks=True)``;
+        else None)."""
+        return None if self.read is None else self.read.locked
+
+    @property
+    def record(self) -> PidRecord | None:
+        """The record, or None where the file holds none."""
+        if self.data is None:
+            return None
+        try:
+            return _backend.PidRecord.decode(self.data)
+        except StorageError:
+            return None
+
+    @property
+    def extras(self) -> Extras:
+        """Lines 3 and 4: boot id, pidfs inode, capability."""
+        return _common.NO_EXTRAS if self.record is None else _common.parse_extras(self.data or b"")
+
+    def open_process(self, *, allow_legacy: bool = False) -> ProcessHandle | None:
+        """A handle on the recorded process, pinned now from the bytes this entry was judged
+        from (no second read), or None if it is not running."""
+        record = self.record
+        if record is None:
+            return None
+        from ._handle import open_entry
+
+        return open_entry(record, self.extras, _backend._pin_and_classify, allow_legacy)
+
+    def __repr__(self) -> str:
+        return f"Entry({self.path!r}, {self.verdict!r})"
+
+    def __reduce__(self) -> tuple[type, tuple[str, ProcessIdentity | OSError, bytes | None]]:
+        return type(self), (self.path, self.verdict, self.data)
+
+
+def scan(
+    directory: PathArg,
+    *,
+    pattern: str = "*.pid",
+    locks: bool = False,
+    secure: bool | None = None,
+) -> Iterator[Entry]:
+    """An ``Entry`` ``(path, verdict)`` for each pid file in ``directory`` (not below), in one
+    pass over it.
+
+    Pid files are the regular files whose names match ``pattern``; symlinks are never followed,
+    and shimpid's temporary files are skipped. The verdict is ``process_identity()``'s: a file
+    without a record is ``Absent()``; where the system cannot tell (an unreadable file, out of
+    descriptors) the ``OSError`` comes instead of a verdict. Only a failure of the directory
+    itself (opening or listing it, ``UntrustedPath``) is raised. Each file is read once, relative
+    to the directory opened once. ``locks``: also look, on the same descriptor, whether a process
+    holds each file locked (``Entry.locked``). ``secure``: as ``open_directory``'s.
+    """
+    directory_fd = open_directory(directory, secure=secure)
+    prefix = os.path.join(os.fsdecode(fs_bytes(directory)), "")
+    try:
+        suffix = _suffix_of(pattern)
+        fast = getattr(_backend, "_scan_suffix", None)
+        if fast is not None and suffix is not None and not locks:
+            for path, verdict, data in fast(directory_fd, os.fsencode(suffix), prefix, is_temp):
+                yield Entry(path, verdict, data)
+        else:
+            yield from _scan_names(directory_fd, pattern, prefix, locks)
+    finally:
+        os.close(directory_fd)
+
+
+def _scan_names(directory_fd: int, pattern: str, prefix: str, locks: bool) -> Iterator[Entry]:
+    """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>")."""
+    matches = _matcher(pattern)
+    with os.scandir(directory_fd) as entries:
+        for entry in entries:
+            name = entry.name
+            if not matches(name) or not entry.is_file(follow_symlinks=False):
+                continue
+            if name.startswith(".") and is_temp(name):
+                continue
+            path = prefix + name
+            read = None
+            verdict: ProcessIdentity | OSError
+            try:
+                read = read_at(directory_fd, os.fsencode(name), lock=locks)
+            except OSError as err:  # as a reader says it: a StorageError naming the path
+                verdict = _common.read_error(err.errno, path)
+            else:
+                try:
+                    verdict = ABSENT if read is None else judge(read)[2]
+                except OSError as err:  # the system cannot tell
+                    verdict = err
+            yield Entry(path, verdict, None if read is None else read.data, read)
+
+
+def _suffix_of(pattern: str) -> str | None:
+    """The literal of a "*<literal>" pattern ("*.pid": ".pid"), or None."""
+    if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?[\\"):
+        return pattern[1:]
+    return None
+
+
+def _matcher(pattern: str) -> Callable[[str], bool]:
+    """A test for names matching a shell pattern: "*.pid" (and any "*<literal>") by its end,
+    anything else by fnmatch."""
+    suffix = _suffix_of(pattern)
+    if suffix is not None:
+        return operator.methodcaller("endswith", suffix)
+    import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
+    import re
+
+    return re.compile(fnmatch.translate(pattern)).match  # type: ignore[return-value]
+
+
+# ---- cleaning --------------------------------------------------------------------------------
+
+
 class Removal(tuple):  # type: ignore[type-arg]
-    """What ``clean`` removed (or would remove), or kept for want of an answer:
-    ``(path, why, removed)``."""
+    """What ``clean`` removed, would remove (``dry_run``), or kept for want of an answer:
+    ``(path, why, removed)``; ``action`` is ``"removed"``, ``"would remove"`` or ``"kept"``."""
 
     __slots__ = ()
 
@@ -204,129 +735,87 @@ class Removal(tuple):  # type: ignore[type-arg]
     def removed(self) -> bool:
         return self[2]  # type: ignore[no-any-return]
 
+    @property
+    def action(self) -> str:
+        if self[2]:
+            return "removed"
+        return "kept" if self[1].startswith("kept") else "would remove"
+
     def __repr__(self) -> str:
         return "Removal(path={!r}, why={!r}, removed={!r})".format(*self)
 
 
-def scan(
-    directory: str | os.PathLike[str], *, pattern: str = "*.pid"
-) -> Iterator[tuple[str, ProcessIdentity | OSError]]:
-    """``(path, verdict)`` for each pid file in ``directory`` (not below), in one pass over it.
-
-    Pid files are the regular files whose names match ``pattern``; symlinks are never followed,
-    and shimpid's temporary files are skipped. The verdict is ``process_identity()``'s: a file
-    without a record is ``Absent()``; where the system cannot tell (an unreadable file, out of
-    descriptors) the ``OSError`` comes instead of a verdict. Only a failure of the directory
-    itself (opening or listing it) is raised. Each file is read relative to the directory
-    opened once, so a directory renamed meanwhile is still the one scanned.
-    """
-    directory = os.fspath(directory)
-    prefix = os.path.join(directory, "")
-    directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        suffix = _suffix_of(pattern)
-        fast = getattr(_backend, "_scan_suffix", None)
-        if fast is not None and suffix is not None:
-            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp)
-        else:
-            yield from _scan_names(directory_fd, pattern, prefix)
-    finally:
-        os.close(directory_fd)
-
-
-def _scan_names(
-    directory_fd: int, pattern: str, prefix: str
-) -> Iterator[tuple[str, ProcessIdentity | OSError]]:
-    """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>")."""
-    matches = _matcher(pattern)
-    identity_at = _backend._identity_at
-    with os.scandir(directory_fd) as entries:
-        for entry in entries:
-            name = entry.name
-            if not matches(name) or not entry.is_file(follow_symlinks=False):
-                continue
-            if name.startswith(".") and is_temp(name):
-                continue
-            path = prefix + name
-            try:
-                verdict: ProcessIdentity | OSError = identity_at(
-                    directory_fd, os.fsencode(name), path
-                )
-            except OSError as err:
-                verdict = err
-            yield path, verdict
-
-
-def _suffix_of(pattern: str) -> str | None:
-    """The literal of a "*<literal>" pattern ("*.pid": ".pid"), or None."""
-    if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?[\\"):
-        return pattern[1:]
-    return None
-
-
-def _matcher(pattern: str) -> Callable[[str], bool]:
-    """A test for names matching a shell pattern: "*.pid" (and any "*<literal>") by its end,
-    anything else by fnmatch."""
-    suffix = _suffix_of(pattern)
-    if suffix is not None:
-        return operator.methodcaller("endswith", suffix)
-    import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
-
-    return re_match(fnmatch.translate(pattern))
-
-
-def re_match(expression: str) -> Callable[[str], bool]:
-    import re
-
-    return re.compile(expression).match  # type: ignore[return-value]
-
-
 def clean(
-    directory: str | os.PathLike[str], *, pattern: str = "*.pid", dry_run: bool = False
+    directory: PathArg,
+    *,
+    pattern: str = "*.pid",
+    dry_run: bool = False,
+    secure: bool | None = None,
 ) -> list[Removal]:
     """Remove what dead writers and dead processes left in ``directory`` (not recursively).
 
-    - pid files (regular files whose name matches ``pattern``) that read ``Absent``: no record,
-      another boot's, or a process that is gone. Each is judged from one read and removed only
-      if it still holds those bytes (see ``remove_record``);
+    - pid files (regular files whose name matches ``pattern``) that read ``Absent`` (no record,
+      another boot's, a process that is gone) and that no process holds locked (``flock``,
+      POSIX or OFD lock). Each is judged from one read and removed only if it still holds those
+      bytes, without ever losing a record written meanwhile (see the module's docstring);
     - the atomic writer's temporary files of those pid files (``.<name>.<pid>.<n>.tmp``, with
       ``<name>`` matching ``pattern``), and files left aside by a removal, whose writer is no
       longer running (a live process with that pid, whoever it is, keeps them) and which are at
       least two seconds old (a writer in another pid namespace may be at work).
 
-    Symlinks and anything but regular files are never touched. A file that cannot be judged
-    (``OSError``: unreadable, or the system cannot tell) is kept, with ``removed=False``.
-    ``dry_run`` lists what would be removed. Returns the list, sorted by path.
+    Everything is done relative to the directory, opened once (``secure``: as
+    ``open_directory``'s). Symlinks and anything but regular files are never touched or opened.
+    A file that cannot be judged (``OSError``: unreadable, or the system cannot tell) is kept,
+    with ``removed=False`` and a ``why`` starting with "kept". ``dry_run`` removes nothing and
+    returns what it would remove, with ``removed=False``. Returns the list, sorted by path.
     """
     import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
 
-    directory = os.fspath(directory)
-    results = []
-    with os.scandir(directory) as entries:
-        names = sorted(entry.name for entry in entries if entry.is_file(follow_symlinks=False))
-    for name in names:
-        path = os.path.join(directory, name)
-        temp = temp_file(name)
-        try:
-            if temp is not None:
-                target, writer = temp
-                if target is not None and not fnmatch.fnmatchcase(target, pattern):
+    shown = os.path.join(os.fsdecode(fs_bytes(directory)), "")
+    directory_fd = open_directory(directory, secure=secure)
+    results: dict[bytes, Removal] = {}
+    aside = _Aside(directory_fd)
+    try:
+        with os.scandir(directory_fd) as entries:
+            names = sorted(
+                os.fsencode(entry.name) for entry in entries if entry.is_file(follow_symlinks=False)
+            )
+
+        def settled(outcomes: Iterator[tuple[bytes, bool, str | None]]) -> None:
+            for name, removed, why in outcomes:
+                if not removed:
+                    results[name] = Removal(shown + os.fsdecode(name), f"kept: {why}", False)
+
+        for name in names:
+            text = os.fsdecode(name)
+            try:
+                temp = temp_file(text)
+                if temp is not None:
+                    target, writer = temp
+                    if target is not None and not fnmatch.fnmatchcase(target, pattern):
+                        continue
+                    why = _stale_temp(directory_fd, name, writer)
+                    if why and not dry_run:
+                        os.unlink(name, dir_fd=directory_fd)
+                elif fnmatch.fnmatchcase(text, pattern):
+                    why = _stale_record(aside, name, dry_run)
+                else:
                     continue
-                why = _stale_temp(path, writer)
-                if why and not dry_run:
-                    os.unlink(path)
-            elif fnmatch.fnmatchcase(name, pattern):
-                why = _stale_record(path, dry_run)
-            else:
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            except OSError as err:
+                results[name] = Removal(shown + text, f"kept: cannot tell ({err})", False)
                 continue
-        except FileNotFoundError:
-            continue  # gone meanwhile
-        except OSError as err:
-            results.append(Removal(path, f"kept: cannot tell ({err})", False))
-            continue
-        if why:
-            results.append(Removal(path, why, True))
-    return results
+            if why:
+                results[name] = Removal(shown + text, why, not dry_run)
+            settled(aside.settle())
+        settled(aside.settle(wait=True))
+    finally:
+        try:
+            aside.restore_all()
+        finally:
+            os.close(directory_fd)
+    return [results[name] for name in sorted(results)]
 
 
 def temp_file(name: str) -> tuple[str | None, int] | None:
@@ -358,22 +847,24 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()  # str.isdigit() alone takes other scripts' digits
 
 
-def _stale_temp(path: str, pid: int) -> str | None:
-    if time.time() - os.lstat(path).st_mtime < STALE_AFTER:
+def _stale_temp(directory: int, name: bytes, pid: int) -> str | None:
+    if time.time() - os.stat(name, dir_fd=directory, follow_symlinks=False).st_mtime < STALE_AFTER:
         return None  # a write may be under way
-    if _common.names_a_process(pid) and _backend.is_process_alive(pid):
+    if pid == os.getpid() or (_common.names_a_process(pid) and _backend.is_process_alive(pid)):
         return None  # its writer may still be at work
     return f"temporary file of writer {pid}, which is not running"
 
 
-def _stale_record(path: str, dry_run: bool) -> str | None:
-    found = read_record_file(path)
-    if found is None:
+def _stale_record(aside: _Aside, name: bytes, dry_run: bool) -> str | None:
+    """Why the pid file is stale, once set aside for removal (unless ``dry_run``); None if it
+    is not, is locked, or changed."""
+    read = read_at(aside.directory, name, lock=True)
+    if read is None or read.locked is not False:  # locked (or cannot tell): its holder lives
         return None
-    record, extras, verdict = judge(found)
-    if verdict != ABSENT or is_locked(path):  # a lock held: its holder lives
+    record, extras, verdict = judge(read)
+    if verdict != ABSENT:
         return None
     why = f"pid file: {why_absent(record, extras)}"
-    if dry_run or remove_record(path, found):
+    if dry_run or aside.claim(name, read) is None:
         return why
-    return None  # replaced since it was read
+    return None  # replaced or locked since it was read

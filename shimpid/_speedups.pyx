@@ -88,6 +88,7 @@ cdef extern from "_speedups_compat.h":
     long shimpid_fd_fs_type(int fd) noexcept nogil
     int shimpid_pidfd_open(pid_t pid) noexcept nogil
     int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) noexcept nogil
+    int shimpid_record_locked(int fd) noexcept nogil
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
@@ -970,6 +971,8 @@ cdef int _take_over(const char *target, const char *temp) noexcept nogil:
         rc = CHANGED  # replaced since it was looked at
     elif flock(old, LOCK_EX | LOCK_NB) != 0:
         rc = HELD if errno == EAGAIN else -errno  # EWOULDBLOCK is EAGAIN on Linux and BSDs
+    elif shimpid_record_locked(old):
+        rc = HELD  # a POSIX or OFD lock counts as one (lockf, fasteners, many daemons)
     elif not _is_at(old, target):  # its holder removed it as it let go
         rc = CHANGED
     elif rename(temp, target) != 0:  # over the stale file, whose lock we hold
@@ -1152,11 +1155,11 @@ def _identity_at(int directory_fd, bytes name not None, path=None):
 
 
 def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None):
-    """``(prefix + name, verdict or OSError)`` for each regular file of the open directory whose
-    name ends with suffix, but those starting with "." for which ``skip(name)`` is true (a
-    writer's temporary files: _rundir's rules, passed in so that this module needs no _rundir):
-    shimpid.scan()'s fast path for "*.pid"-like patterns (readdir() in C spares the Python loop
-    per file)."""
+    """``(prefix + name, verdict or OSError, the bytes judged)`` for each regular file of the
+    open directory whose name ends with suffix, but those starting with "." for which
+    ``skip(name)`` is true (a writer's temporary files: _rundir's rules, passed in so that this
+    module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like patterns (readdir()
+    in C spares the Python loop per file)."""
     cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
     cdef int fd = unistd.dup(directory_fd)  # fdopendir() takes the descriptor over
     if fd < 0:
@@ -1231,12 +1234,13 @@ cdef class _SuffixScan:
             if entry.d_name[0] == c'.' and self.skip(text):
                 continue
             path = self.prefix + text
+            read = []
             try:
                 # d_name stays valid until the next readdir(): not before this returns.
-                verdict = identity_at(self.directory_fd, entry.d_name, path)
+                verdict = identity_at(self.directory_fd, entry.d_name, path, read)
             except OSError as err:
                 verdict = err
-            return path, verdict
+            return path, verdict, read[0] if read else None
 
     def close(self):
         """Let go of the directory stream (``yield from`` calls it when its generator closes)."""
@@ -1253,9 +1257,9 @@ cdef class _SuffixScan:
         self._close()
 
 
-cdef object identity_at(int directory_fd, const char *c_target, object path):
+cdef object identity_at(int directory_fd, const char *c_target, object path, list read=None):
     """The verdict for the pid file at c_target (relative to directory_fd: openat); errors
-    name path."""
+    name path. With ``read``, the bytes it was judged from are appended to it (None: none)."""
     cdef unsigned char buf[FILE_MAX_BYTES + 1]
     cdef pid_record_t record
     cdef extras_t extras
@@ -1271,6 +1275,8 @@ cdef object identity_at(int directory_fd, const char *c_target, object path):
             if canonical:
                 verdict = (IDENTITY_ABSENT if from_another_boot(&extras)
                            else classify(&record, &extras, level, NULL))
+    if read is not None:
+        read.append(PyBytes_FromStringAndSize(<char *>buf, size) if size >= 0 else None)
     if size < 0:
         err = _read_failure(failure, path)
         if _common.is_answer(err):

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -33,6 +34,24 @@
 #else
 #define SHIMPID_DARWIN 0
 #endif
+
+/* Whether a POSIX or OFD record lock (lockf, fcntl F_SETLK) is held on the open file, by any
+   process, this one included: 1, 0, or 0 where this cannot be asked (the caller's flock() is
+   the lock it relies on). F_OFD_GETLK (Linux 3.15) takes nothing; F_GETLK elsewhere. */
+static int shimpid_record_locked(int fd) {
+    struct flock probe;
+    memset(&probe, 0, sizeof(probe));
+    probe.l_type = F_WRLCK;
+    probe.l_whence = SEEK_SET;
+#if defined(F_OFD_GETLK)
+    if (fcntl(fd, F_OFD_GETLK, &probe) != 0)
+        return 0;
+#else
+    if (fcntl(fd, F_GETLK, &probe) != 0)
+        return 0;
+#endif
+    return probe.l_type != F_UNLCK;
+}
 
 /* readdir() tells the end of the directory from an error only by errno, set to 0 before. */
 static void shimpid_clear_errno(void) { errno = 0; }

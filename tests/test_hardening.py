@@ -21,7 +21,7 @@ import pytest
 
 import shimpid
 from _helpers import rounds, script_prelude, stop
-from shimpid import Absent, StorageError, _common, _pure, _rundir
+from shimpid import Absent, StorageError, _common, _operate, _pure, _rundir
 
 both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
 NOT_REGULAR = _common.NOT_REGULAR_TARGET
@@ -502,24 +502,37 @@ def test_clean_removes_what_is_stale_and_nothing_else(
     assert listing(tmp_path) == sorted(set(before) - expected)
 
 
+def read_record_file(path):
+    """``(directory descriptor, read)``: what a remover keeps between reading and removing."""
+    return _rundir.read_record_file(path)
+
+
+def remove_record(found):
+    directory, read = found
+    try:
+        return _rundir.remove_at(directory, read.name, read)[0]
+    finally:
+        os.close(directory)
+
+
 def test_remove_record_never_removes_a_record_written_since(impl, tmp_path):
     path = str(tmp_path / "shim.pid")
     writer = impl.PidFileWriter.at(path)
     writer.write(impl.PidRecord(1, 2))
-    first = _rundir.read_record_file(path)
-    assert _rundir.remove_record(path, first) and listing(tmp_path) == []
+    first = read_record_file(path)
+    assert remove_record(first) and listing(tmp_path) == []
     writer.write(impl.PidRecord(1, 2))
-    first = _rundir.read_record_file(path)
+    first = read_record_file(path)
     writer.write(impl.PidRecord(3, 4))  # a restarted service's record: same size, new file
-    assert not _rundir.remove_record(path, first)
+    assert not remove_record(first)
     assert impl.PidFileReader.at(path).read() == impl.PidRecord(3, 4)
     assert listing(tmp_path) == ["shim.pid"]
     writer.write(impl.PidRecord(1, 2))
-    first = _rundir.read_record_file(path)
+    first = read_record_file(path)
     pid_file = os.open(path, os.O_WRONLY)  # the same inode, other bytes (an in-place write)
     os.write(pid_file, b"9")
     os.close(pid_file)
-    assert not _rundir.remove_record(path, first) and os.path.exists(path)
+    assert not remove_record(first) and os.path.exists(path)
 
 
 def test_remove_record_under_a_storm_of_restarts(impl, tmp_path):
@@ -541,10 +554,11 @@ def test_remove_record_under_a_storm_of_restarts(impl, tmp_path):
     try:
         removed = 0
         for _ in range(rounds(1000, 3000)):
-            found = _rundir.read_record_file(path)
-            if found is None:
+            found = read_record_file(path)
+            if found[1] is None:
+                os.close(found[0])
                 continue
-            if _rundir.remove_record(path, found):
+            if remove_record(found):
                 removed += 1
             else:  # a newer record came in between: it was put back
                 assert os.path.exists(path), "a record written since vanished"
@@ -597,7 +611,7 @@ def test_a_removal_that_finds_a_newer_record_never_hides_it(impl, pid_path, slee
     missing while a stale one is being removed (as stop and clean do after a restart)."""
     writer = impl.PidFileWriter.at(pid_path)
     writer.write(impl.PidRecord(1, 2))
-    stale = _rundir.read_record_file(pid_path)
+    directory, stale = read_record_file(pid_path)
     writer.write_for(sleeper.pid)  # the restarted service's record
     reader = impl.PidFileReader.at(pid_path)
     verdicts, stop = set(), threading.Event()
@@ -610,10 +624,11 @@ def test_a_removal_that_finds_a_newer_record_never_hides_it(impl, pid_path, slee
     thread.start()
     try:
         for _ in range(rounds(1000, 3000)):
-            assert not _rundir.remove_record(pid_path, stale)
+            assert not _rundir.remove_at(directory, stale.name, stale)[0]
     finally:
         stop.set()
         thread.join()
+        os.close(directory)
     assert verdicts == {shimpid.Verified(sleeper.pid)}
 
 
@@ -629,19 +644,21 @@ def test_clean_never_removes_a_full_record_of_a_live_process(impl, tmp_path, mon
     """An in-place writer rewrites its record while clean() runs: clean judges the very bytes it
     would remove, so a complete record of the live writer is never removed."""
     monkeypatch.setattr(_rundir, "_backend", impl)
+    monkeypatch.setattr(_operate, "_backend", impl)
     path = tmp_path / "shim.pid"
     script = script_prelude(impl) + IN_PLACE_WRITER.format(path=str(path))
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     removed = []
-    real = _rundir.remove_record
+    real = _rundir._Aside._settle_one
 
-    def remove_record(where, found):
-        done = real(where, found)
-        if done:
-            removed.append(found[0])
-        return done
+    def settle_one(self, aside):
+        data = self.pending[aside][1].data
+        outcome = real(self, aside)
+        if outcome is not None and outcome[1]:
+            removed.append(data)
+        return outcome
 
-    monkeypatch.setattr(_rundir, "remove_record", remove_record)
+    monkeypatch.setattr(_rundir._Aside, "_settle_one", settle_one)
     try:
         assert writer.stdout.readline() == b"ready\n"
         deadline = time.monotonic() + rounds(0.2, 2)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import shimpid
 from _helpers import require_or_skip, run_in_child, stop
-from shimpid import Verified, _cli, _common, _rundir
+from shimpid import Verified, _cli, _common, _operate, _rundir
 
 TOKEN = "services-mux-v1"
 
@@ -308,6 +308,7 @@ def test_pid_and_signal_exit_4_when_they_cannot_tell(impl, shared_dir, sleeper, 
     impl.PidFileWriter.at(path, mode=0o600).write_for(sleeper.pid)
     monkeypatch.setattr(_cli, "_backend", impl)
     monkeypatch.setattr(_rundir, "_backend", impl)
+    monkeypatch.setattr(_operate, "_backend", impl)
 
     def child(out):
         sys.stdout = sys.stderr = open(out, "w", closefd=False)
@@ -318,5 +319,5 @@ def test_pid_and_signal_exit_4_when_they_cannot_tell(impl, shared_dir, sleeper, 
     code, said = run_in_child(child)
     assert code == 0 and said.endswith(b"exit [4, 4]\n"), said
     for command in (b"pid", b"signal"):
-        assert b"shimpid: %s: cannot read %s: [Errno 13]" % (command, path.encode()) in said
+        assert b"shimpid: %s: cannot read %s: [Errno 13]" % (command, path.encode()) in said, said
     assert sleeper.poll() is None

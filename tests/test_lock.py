@@ -28,7 +28,7 @@ from _helpers import (
     script_prelude,
     stop,
 )
-from shimpid import Absent, AlreadyLocked, PidFileLock, Verified, _common, _lock, _rundir
+from shimpid import Absent, AlreadyLocked, PidFileLock, Verified, _common, _lock, _operate, _rundir
 
 TOKEN = "services-mux-v1"
 
@@ -38,6 +38,7 @@ def locking(impl, monkeypatch):
     """PidFileLock with ``impl``'s system calls and verdicts."""
     monkeypatch.setattr(_lock, "_backend", impl)
     monkeypatch.setattr(_rundir, "_backend", impl)
+    monkeypatch.setattr(_operate, "_backend", impl)
     return PidFileLock
 
 
@@ -654,25 +655,25 @@ def test_clean_racing_a_takeover_never_makes_two_holders(
     the taker's file aside, even for an instant, a third process could lock the empty path."""
     pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
     taker, third = locking(pid_path), locking(pid_path)
-    read_open, read_record_file = _rundir._read_open, _rundir.read_record_file
+    open_regular, rename = _rundir._open_regular, os.rename
 
     reads = []
 
-    def read_then_taken_over(fd):
-        found = read_open(fd)
+    def opened_then_taken_over(directory, name):
+        fd = open_regular(directory, name)
         reads.append(fd)
-        if len(reads) == 2:  # remove_record's read, after clean() judged the file stale
+        if len(reads) == 2:  # the removal's open, after clean() judged the file stale
             taker.acquire(timeout=0)  # the stale file is replaced, its descriptor let go
-        return found
+        return fd
 
-    def third_tries_in_the_gap(path):
-        if _rundir.ASIDE_PREFIX in os.fsdecode(path):  # the path's file is aside right now
+    def third_tries_in_the_gap(src, dst, **kwargs):
+        rename(src, dst, **kwargs)
+        if _rundir.ASIDE_PREFIX in os.fsdecode(dst):  # the path's file is aside right now
             with contextlib.suppress(AlreadyLocked):
                 third.acquire(timeout=0)
-        return read_record_file(path)
 
-    monkeypatch.setattr(_rundir, "_read_open", read_then_taken_over)
-    monkeypatch.setattr(_rundir, "read_record_file", third_tries_in_the_gap)
+    monkeypatch.setattr(_rundir, "_open_regular", opened_then_taken_over)
+    monkeypatch.setattr(os, "rename", third_tries_in_the_gap)
     shimpid.clean(pid_path.parent)
     assert len(reads) == 2
     assert taker.i_am_locking() and not third.i_am_locking()

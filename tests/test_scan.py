@@ -11,7 +11,7 @@ import pytest
 
 import shimpid
 from _helpers import run_in_child
-from shimpid import Absent, Legacy, Verified, _rundir
+from shimpid import Absent, Legacy, Verified, _operate, _rundir
 
 TOKEN = "services-mux-v1"
 
@@ -20,6 +20,7 @@ TOKEN = "services-mux-v1"
 def scanning(impl, monkeypatch):
     """shimpid.scan() with ``impl``'s per-file verdict."""
     monkeypatch.setattr(_rundir, "_backend", impl)
+    monkeypatch.setattr(_operate, "_backend", impl)
     return shimpid.scan
 
 

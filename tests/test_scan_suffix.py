@@ -65,7 +65,7 @@ def test_skip_is_asked_about_dot_names_only(extension, directory_fd):
         asked.append(name)
         return True
 
-    assert sorted(path for path, _ in scan(extension, directory_fd, skip)) == ["d/a.pid", "d/b.pid"]
+    assert sorted(item[0] for item in scan(extension, directory_fd, skip)) == ["d/a.pid", "d/b.pid"]
     assert asked == [".c.pid.4242.0.pid"]
     assert len(list(scan(extension, directory_fd, lambda name: False))) == 3
 
@@ -123,7 +123,7 @@ def test_it_reads_through_its_own_descriptor(extension, tmp_path):
     other = os.open(second, os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert other == fd  # the number is reused, as the lowest free one
-        verdicts += [verdict for _, verdict in it]
+        verdicts += [item[1] for item in it]
     finally:
         os.close(other)
     assert verdicts == [extension.Legacy(1)] * 2

@@ -1,0 +1,268 @@
+"""An operator's actions on a recorded process: look at it, signal it, stop it.
+
+The policy of ``shimpid status``, ``show``, ``pid``, ``signal`` and ``stop``, for programs too:
+each reaches the pid file through its directory opened once (as root, or when told, by the
+trust rules of ``open_directory``), decides from one read of it, and says or does only what
+those bytes say. The commands that signal also refuse a pid file another user could have
+written, a record without a start time (unless allowed), and pid 1, this process and its
+ancestors, whatever a file says.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal as _signal
+
+from . import _backend, _common, _pure
+from ._common import ABSENT, Extras, Legacy, ProcessIdentity, StorageError
+from ._handle import ProcessHandle, open_entry
+from ._rundir import (
+    Read,
+    UntrustedPath,
+    judge,
+    lock_holder,
+    open_directory,
+    read_at,
+    remove_at,
+    split_file_path,
+    untrusted_file,
+    why_absent,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._common import PathArg
+    from ._pure import PidRecord
+
+__all__ = ["Inspection", "Refused", "inspect", "send_signal", "stop"]
+
+
+class Refused(PermissionError):
+    """The pid file names a process this will not signal. ``reason``: ``"legacy"`` (no start
+    time recorded: its identity cannot be proven; ``allow_legacy`` to act anyway) or
+    ``"protected"`` (pid 1, this process or one of its ancestors)."""
+
+    def __init__(self, pid: int, reason: str, why: str) -> None:
+        super().__init__(errno.EPERM, f"refusing to signal {pid}: {why}")
+        self.pid, self.reason = pid, reason
+
+
+class Inspection:
+    """A pid file, from one read: ``record`` (or the ``StorageError`` in its place), ``extras``,
+    ``verdict``, and whether a process holds it locked (``locked``: None where that cannot be
+    seen) and which (``holder``: the pid these bytes name, if verified and holding it).
+    ``read`` is None where there is no pid file. ``outcome`` says what an action did."""
+
+    __slots__ = (
+        "extras",
+        "holder",
+        "kept",
+        "locked",
+        "outcome",
+        "path",
+        "read",
+        "record",
+        "removed",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        path: str,
+        read: Read | None,
+        record: PidRecord | StorageError,
+        extras: Extras,
+        verdict: ProcessIdentity,
+    ) -> None:
+        self.path, self.read, self.record, self.extras, self.verdict = (
+            path,
+            read,
+            record,
+            extras,
+            verdict,
+        )
+        self.locked = None if read is None else read.locked
+        self.holder = None if read is None else lock_holder(read, verdict)
+        #: after send_signal or stop: "sent", "stopped", "not running", "still running"
+        self.outcome: str | None = None
+        #: after stop: whether the pid file was removed, and if not, why (None: not tried)
+        self.removed = False
+        self.kept: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if isinstance(self.record, StorageError) else self.record.pid
+
+    @property
+    def why_absent(self) -> str | None:
+        """Why the verdict is Absent, in words, or None."""
+        return why_absent(self.record, self.extras) if self.verdict == ABSENT else None
+
+    def __repr__(self) -> str:
+        return f"<Inspection {self.path!r} {self.verdict!r}>"
+
+
+def inspect(path: PathArg, *, secure: bool | None = None) -> Inspection:
+    """The pid file at ``path``, from one read (lock state included). ``secure``: as
+    ``open_directory``'s (default: as root). Raises ``UntrustedPath``, ``StorageError`` for a
+    path that names no file, and ``OSError`` where the file cannot be read or the system cannot
+    tell."""
+    directory, read, shown = _open(path, secure)
+    os.close(directory)
+    return _judged(shown, read)
+
+
+def _open(path: PathArg, secure: bool | None) -> tuple[int, Read | None, str]:
+    """The pid file's directory, opened once, and one read of the file (the caller closes)."""
+    where, name = split_file_path(path)
+    shown = os.fsdecode(os.fspath(path))
+    directory = open_directory(where, secure=secure)
+    try:
+        read = read_at(directory, name, lock=True)
+        if read is None and _exists(directory, name):  # a FIFO, a directory, a symlink
+            raise _common.content_error(_common.NOT_REGULAR, shown)
+        return directory, read, shown
+    except BaseException:
+        os.close(directory)
+        raise
+
+
+def _exists(directory: int, name: bytes) -> bool:
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _judged(shown: str, read: Read | None) -> Inspection:
+    if read is None:
+        missing = StorageError(errno.ENOENT, "no PID file", shown)
+        return Inspection(shown, None, missing, _common.NO_EXTRAS, ABSENT)
+    record, extras, verdict = judge(read)
+    return Inspection(shown, read, record, extras, verdict)
+
+
+def _target(
+    path: PathArg, secure: bool, allow_legacy: bool
+) -> tuple[int, Inspection, ProcessHandle | None]:
+    """For the commands that signal: the directory, the inspection, and a handle on the process
+    (None where it is not running). Raises as ``inspect``, and ``Refused``."""
+    directory, read, shown = _open(path, secure)
+    try:
+        if secure and read is not None:
+            why = untrusted_file(directory, read)
+            if why:
+                raise UntrustedPath(shown, why)
+        found = _judged(shown, read)
+        if found.verdict == ABSENT:
+            return directory, found, None
+        pid = found.pid
+        assert pid is not None
+        if type(found.verdict) is Legacy and not allow_legacy:
+            raise Refused(
+                pid,
+                "legacy",
+                "the pid file records no start time, so its identity cannot be "
+                "proven (allow it to act anyway)",
+            )
+        protected = never_signalled(pid)
+        if protected:
+            raise Refused(pid, "protected", protected)
+        assert not isinstance(found.record, StorageError)
+        handle = open_entry(found.record, found.extras, _backend._pin_and_classify, allow_legacy)
+        return directory, found, handle
+    except BaseException:
+        os.close(directory)
+        raise
+
+
+def send_signal(
+    path: PathArg, sig: int, *, allow_legacy: bool = False, secure: bool = True
+) -> Inspection:
+    """Send ``sig`` to the process the pid file names, through a handle that cannot reach
+    another (a pidfd), if it is verified; ``outcome`` is "sent" or "not running". Raises
+    ``UntrustedPath`` (``secure``, the default for everyone: the file and its path must be
+    this user's or root's), ``Refused``, and ``OSError`` (not permitted, or cannot tell)."""
+    sig = int(sig)  # before anything is opened: see the module's habits
+    directory, found, handle = _target(path, bool(secure), bool(allow_legacy))
+    os.close(directory)
+    found.outcome = "not running"
+    if handle is not None:
+        with handle:
+            try:
+                handle.send_signal(sig)
+                found.outcome = "sent"
+            except ProcessLookupError:
+                pass  # it exited meanwhile
+    return found
+
+
+def stop(
+    path: PathArg,
+    *,
+    sig: int = _signal.SIGTERM,
+    timeout: float = 10.0,
+    allow_legacy: bool = False,
+    secure: bool = True,
+    escalating: Callable[[int], object] | None = None,
+) -> Inspection:
+    """Stop the process the pid file names: send ``sig``, wait ``timeout`` seconds, send SIGKILL
+    (calling ``escalating(pid)`` first) and wait again; then remove the pid file if it still
+    holds the record that was read (never a record written since, nor a file still locked).
+    A stale pid file (Absent, unlocked) is removed. ``outcome``: "stopped", "not running" or
+    "still running"; ``removed`` whether the file went (``kept``: why not). Raises as
+    ``send_signal``."""
+    sig, timeout = int(sig), float(timeout)
+    directory, found, handle = _target(path, bool(secure), bool(allow_legacy))
+    try:
+        found.outcome = "not running" if found.verdict == ABSENT else "stopped"
+        if handle is not None:
+            with handle:
+                try:
+                    handle.send_signal(sig)
+                    if not handle.wait(timeout):
+                        if escalating is not None:
+                            escalating(handle.pid)
+                        handle.send_signal(_signal.SIGKILL)
+                        if not handle.wait(timeout):
+                            found.outcome = "still running"
+                            return found
+                except ProcessLookupError:
+                    pass  # it exited on its own meanwhile
+        if found.read is None:
+            return found
+        try:
+            found.removed, found.kept = remove_at(directory, found.read.name, found.read)
+        except OSError as err:  # stopped all the same: say why the file stays
+            found.kept = f"cannot remove it: {err.strerror}"
+        return found
+    finally:
+        os.close(directory)
+
+
+def never_signalled(pid: int) -> str | None:
+    """Why pid must never be signalled, whatever a pid file says, or None."""
+    if pid == 1:
+        return "pid 1 is init"
+    if pid == os.getpid():
+        return "it is this process"
+    if _pure._proc_state() != _pure._PROC_OURS:
+        return "this process's ancestors cannot be told: /proc is not this pid namespace's"
+    ancestor = os.getppid()
+    while ancestor > 1:
+        if ancestor == pid:
+            return "it is an ancestor of this process"
+        ancestor = _parent_of(ancestor)
+    return None
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
