@@ -7,11 +7,13 @@ name processes that have exited: what a spawner restarting over its run director
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -27,7 +29,7 @@ from conftest import (
     rounds,
     timed,
 )
-from shimpid import _rundir
+from shimpid import _cli, _rundir
 
 TARGETS.append(
     baseline_target(
@@ -36,6 +38,14 @@ TARGETS.append(
         1.3,
     )
 )
+for _backend in ("cython", "pure"):
+    TARGETS.append(
+        baseline_target(
+            f"shimpid ls, 100,000 files: {_backend} <= 2x scan()",
+            f"ls 100000 files / scan [{_backend}]",
+            2.0,
+        )
+    )
 SIZES = [100, 1000, 10_000, 100_000]
 GROWTH: dict[tuple[str, int], float] = {}  # (backend, files) -> seconds per file
 
@@ -98,3 +108,40 @@ def test_scan_growth_summary():
     """Prints the cost per file at each size (the summary shows the ratios)."""
     for (backend, files), seconds in sorted(GROWTH.items()):
         print(f"\nscan, {backend}: {files} files, {seconds * 1e6:.2f} us per file")
+
+
+def test_ls_against_scan(impl, templates, pytestconfig, monkeypatch):
+    """``shimpid ls DIR`` (each file read once, its lock probed on the same descriptor, a row
+    printed) against ``list(scan(DIR))`` of the same directory, alternated; and ``clean`` of as
+    many stale files, timed once. 100,000 files (a short run: 10,000)."""
+    files = 10_000 if pytestconfig.getoption("short") else 100_000
+    for module in (_rundir, _cli):
+        monkeypatch.setattr(module, "_backend", impl)
+    backend = backend_of(impl)
+    directory = run_dir(templates, files)
+    try:
+        with open(os.devnull, "w") as null:
+
+            def ls() -> None:
+                with contextlib.redirect_stdout(null):
+                    assert _cli.main(["ls", directory]) == 0
+
+            ratio = alternate(
+                timed(ls), timed(lambda: list(shimpid.scan(directory))), rounds(pytestconfig, 7)
+            )
+        BASELINES[f"ls {files} files / scan [{backend}]"] = ratio
+        stale = templates[1][1]
+        for name in os.listdir(directory):
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(stale)
+        start = time.perf_counter()
+        removed = shimpid.clean(directory)
+        seconds = time.perf_counter() - start
+        assert len(removed) == files and os.listdir(directory) == []
+        print(
+            f"\nclean, {backend}: {files} stale files in {seconds:.2f} s "
+            f"({seconds / files * 1e6:.1f} us per file)"
+        )
+        BASELINES[f"clean {files} stale files, seconds [{backend}]"] = seconds
+    finally:
+        shutil.rmtree(directory)

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import math
+import operator
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ from ._rundir import (
     lock_holder,
     read_record_file,
     remove_at,
-    scan,
+    scan_reads,
     split_file_path,
 )
 from ._spawn import kill_and_reap
@@ -756,10 +757,14 @@ def _stop(args: argparse.Namespace) -> int:
 # ---- ls --------------------------------------------------------------------------------------
 
 
+_COLUMNS = ("path", "pid", "state", "start_time", "started", "age", "capability", "locked")
+
+
 def _ls(args: argparse.Namespace) -> int:
     try:
-        entries = sorted(
-            scan(args.directory, pattern=args.pattern, locks=True, secure=_secure(args, False))
+        found = sorted(
+            scan_reads(args.directory, args.pattern, True, _secure(args, False)),
+            key=operator.itemgetter(0),
         )
     except OSError as err:
         if isinstance(err, UntrustedPath):
@@ -767,68 +772,74 @@ def _ls(args: argparse.Namespace) -> int:
         _complain(f"ls: {shown(err)}")
         return FAILED
     boot = _boot_time()
-    rows = [_row(entry, boot) for entry in entries]
-    counts = {
-        state: sum(row["state"] == state for row in rows)
-        for state in ("verified", "legacy", "absent", "unknown")
-    }
+    now = time.time()
+    rows = [_row(*item, boot, now) for item in found]
+    counts = dict.fromkeys(("verified", "legacy", "absent", "unknown"), 0)
+    for row in rows:
+        counts[row[2]] += 1
     summary = f"{len(rows)} pid file{'s' * (len(rows) != 1)}: " + ", ".join(
         f"{n} {state}" for state, n in counts.items() if n
     )
     if args.json:
-        _say(json.dumps({"files": rows, "summary": counts}, sort_keys=True))
+        files = []
+        for row in rows:
+            entry = dict(zip(_COLUMNS, row, strict=False))
+            entry["locked_by"] = row[8]
+            if row[9] is not None:
+                entry["error"] = row[9]
+            files.append(entry)
+        _say(json.dumps({"files": files, "summary": counts}, sort_keys=True))
         return 0
     if rows:
-        paths = [shown(row["path"]) for row in rows]
+        paths = [shown(row[0]) for row in rows]
         width = max(map(len, paths))
         lines = [
             f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'LOCKED BY':>9}  {'STARTED':19}  "
             f"{'AGE':>12}  CAPABILITY"
         ]
         for path, row in zip(paths, rows, strict=True):
-            held = "-" if not row["locked"] else _or_dash(row["locked_by"], "?")
+            held = "-" if not row[7] else _or_dash(row[8], "?")
+            capability = "-" if row[6] is None else shown(row[6])
             lines.append(
-                f"{path:{width}}  {_or_dash(row['pid']):>7}  {row['state']:8}  "
-                f"{held:>9}  {_or_dash(row['started']):19}  {_age(row['age']):>12}  "
-                f"{shown(_or_dash(row['capability']))}"
+                f"{path:{width}}  {_or_dash(row[1]):>7}  {row[2]:8}  {held:>9}  "
+                f"{_or_dash(row[4]):19}  {_age(row[5]):>12}  {capability}"
             )
         sys.stdout.write("\n".join(lines) + "\n")
     _say(summary if rows else "no pid files")
     return 0
 
 
-def _row(entry: Any, boot: float | None) -> dict[str, Any]:
-    """One row of ls, from the entry's one read."""
-    verdict, read = entry.verdict, entry.read
-    row: dict[str, Any] = {
-        "path": entry.path,
-        "pid": None,
-        "state": "unknown",
-        "start_time": None,
-        "started": None,
-        "age": None,
-        "capability": None,
-        "locked": None if read is None else read.locked,
-        "locked_by": None,
-    }
-    if isinstance(verdict, OSError):
-        row["error"] = str(verdict)
-        return row
-    row["state"] = _state(verdict)
-    record = entry.record
-    if record is None:
-        return row
-    extras = entry.extras
-    row.update(pid=record.pid, start_time=record.start_time, capability=extras.capability)
-    if read is not None and read.locked:
-        row["locked_by"] = lock_holder(read, verdict)
-    if record.start_time is not None and boot is not None and not _common.from_another_boot(extras):
-        started = boot + record.start_time / _TICKS
-        row["started"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        row["age"] = round(time.time() - started, 2)
-    return row
+def _row(
+    path: str, verdict: object, data: bytes | None, lock: Any, boot: float | None, now: float
+) -> tuple[Any, ...]:
+    """One row of ls, from the one read: path, pid, state, start time, started, age,
+    capability, locked, locked by, error."""
+    locked = None if lock is None else lock[0]
+    state = _STATES.get(type(verdict))
+    if state is None:  # an OSError: the system could not tell
+        return (path, None, "unknown", None, None, None, None, locked, None, str(verdict))
+    try:
+        record = _backend.PidRecord.decode(data or b"")
+    except StorageError:  # no record
+        return (path, None, state, None, None, None, None, locked, None, None)
+    assert data is not None
+    plain = data.count(b"\n") == 2 and data.endswith(b"\n")  # two lines: nothing more to parse
+    extras = _common.NO_EXTRAS if plain else _common.parse_extras(data)
+    start = record.start_time
+    started = age = None
+    if start is not None and boot is not None and not _common.from_another_boot(extras):
+        when = boot + start / _TICKS
+        second = int(when)
+        started = _DATES.get(second)
+        if started is None:  # children a spawner starts in one second share it
+            started = _DATES[second] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        age = round(now - when, 2)
+    holder = lock_holder(lock, verdict) if locked else None
+    return (path, record.pid, state, start, started, age, extras.capability, locked, holder, None)
 
 
+_STATES = {Verified: "verified", Legacy: "legacy", type(ABSENT): "absent"}
+_DATES: dict[int, str] = {}
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 

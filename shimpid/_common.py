@@ -423,6 +423,18 @@ def parse_extras(data: bytes) -> Extras:
     if len(lines) < 3:
         return NO_EXTRAS
     line3, line4 = lines[2], (lines[3] if len(lines) > 3 else b"")
+    # What this boot's writers write, "\nshimpid boot=<this boot> pidfs=<n>\n", the rule's answer
+    # without its steps (a directory of 100,000 such files is listed in a second).
+    if (
+        len(lines) == 5
+        and not lines[4]
+        and not line3
+        and _OWN_LINE4 is not None
+        and line4.startswith(_OWN_LINE4)
+    ):
+        value = line4[len(_OWN_LINE4) :]
+        if value.isdigit() and len(value) <= 20 and 0 < int(value) <= U64_MAX:
+            return tuple.__new__(Extras, (None, CURRENT_BOOT_ID, int(value)))
     # decode() has checked the whole file is UTF-8. For ASCII, bytes.strip() strips exactly the
     # White_Space characters (U+0009..U+000D, U+0020): the usual case takes no decoding.
     if line3.isascii():
@@ -482,6 +494,8 @@ def read_boot_id() -> str | None:
 #: checkpointed and restored across a reboot, with CRIU say, would carry the old one.)
 CURRENT_BOOT_ID = read_boot_id()
 _CURRENT_BOOT_BYTES = b"" if CURRENT_BOOT_ID is None else CURRENT_BOOT_ID.encode()
+# parse_extras' fast path (never matches where this boot's identity is unknown)
+_OWN_LINE4 = b"shimpid boot=%s pidfs=" % _CURRENT_BOOT_BYTES if CURRENT_BOOT_ID else None
 
 
 def from_another_boot(extras: Extras) -> bool:
@@ -600,7 +614,7 @@ PIDFS_MAGIC = 0x50494446
 
 
 # flock(2), the lock of PidFileLock (see shimpid._lock). Values as on Linux, macOS and the BSDs.
-LOCK_SH, LOCK_EX, LOCK_NB = 1, 2, 4
+LOCK_SH, LOCK_EX, LOCK_NB, LOCK_UN = 1, 2, 4, 8
 
 
 # struct flock for F_OFD_GETLK (Linux) and F_GETLK (macOS, the BSDs): the lock probe.

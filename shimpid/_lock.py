@@ -24,11 +24,12 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 import time
 
 from . import _backend, _common, _pure
 from ._common import ABSENT, ProcessIdentity, Verified
-from ._rundir import Read, judge, lock_holder, open_directory, read_at, split_file_path
+from ._rundir import Read, judge, lock_holder, probe_lock
 from ._rundir import flock_holders as _rundir_flock_holders
 
 TYPE_CHECKING = False
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from ._common import PathArg
 
 __all__ = ["AlreadyLocked", "PidFileLock"]
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 # A try-once acquire() that finds the file locked by a process the file does not (yet) name
 # waits this long for it to: a reader's probe (is_locked(), pgrep -L) holds a shared lock for
@@ -250,27 +253,40 @@ def holder_pid(target: str | bytes) -> int | None:
 
 
 def _look(path: str | bytes) -> tuple[Read | None, int | None]:
-    """``(the read if locked else None, holder)`` from one read of the file, lock included."""
-    directory, name = split_file_path(path)
-    fd = open_directory(directory, secure=False)
+    """``(the read if locked else None, holder)`` from one read of the file, lock included. In
+    acquire()'s loop, where a signal handler may raise at any point: the descriptor is kept as
+    it is made (_common.keep), never lost."""
+    kept = _common.keep(os.open, path, _READ)
     try:
-        read = read_at(fd, name, lock=True)
+        try:
+            fd = kept[0]
+        except OSError as err:
+            if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
+                return None, None
+            raise
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, None
+        read = Read(b"", os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), info)
+        read.locked, read.lock_pid = probe_lock(fd)
     finally:
-        os.close(fd)
-    if read is None or not read.locked:
+        if kept:
+            os.close(kept[0])
+    if not read.locked:
         return None, None
     try:
         verdict = judge(read)[2]
     except OSError:
         return read, None
-    return read, lock_holder(read, verdict)
+    return read, lock_holder(read.lock, verdict)
 
 
 def flock_holders(path: str | bytes) -> set[int] | None:
     """The pids /proc/locks names as holding a lock on the file at path, or None where that
     cannot be read (not Linux)."""
     try:
-        return _rundir_flock_holders(os.stat(path))
+        info = os.stat(path)
+        return _rundir_flock_holders((info.st_dev, info.st_ino))
     except OSError:
         return None
 

@@ -85,7 +85,7 @@ class Inspection:
             verdict,
         )
         self.locked = None if read is None else read.locked
-        self.holder = None if read is None else lock_holder(read, verdict)
+        self.holder = None if read is None else lock_holder(read.lock, verdict)
         #: after send_signal or stop: "sent", "stopped", "not running", "still running"
         self.outcome: str | None = None
         #: after stop: whether the pid file was removed, and if not, why (None: not tried)
@@ -111,15 +111,19 @@ def inspect(path: PathArg, *, secure: bool | None = None) -> Inspection:
     path that names no file, and ``OSError`` where the file cannot be read or the system cannot
     tell."""
     directory, read, shown = _open(path, secure)
-    os.close(directory)
+    _close(directory)
     return _judged(shown, read)
 
 
-def _open(path: PathArg, secure: bool | None) -> tuple[int, Read | None, str]:
-    """The pid file's directory, opened once, and one read of the file (the caller closes)."""
+def _open(path: PathArg, secure: bool | None) -> tuple[int | None, Read | None, str]:
+    """The pid file's directory, opened once (None: there is none, so no file either), and one
+    read of the file (the caller closes the directory)."""
     where, name = split_file_path(path)
     shown = os.fsdecode(os.fspath(path))
-    directory = open_directory(where, secure=secure)
+    try:
+        directory = open_directory(where, secure=secure)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None, shown
     try:
         read = read_at(directory, name, lock=True)
         if read is None and _exists(directory, name):  # a FIFO, a directory, a symlink
@@ -128,6 +132,11 @@ def _open(path: PathArg, secure: bool | None) -> tuple[int, Read | None, str]:
     except BaseException:
         os.close(directory)
         raise
+
+
+def _close(directory: int | None) -> None:
+    if directory is not None:
+        os.close(directory)
 
 
 def _exists(directory: int, name: bytes) -> bool:
@@ -148,12 +157,12 @@ def _judged(shown: str, read: Read | None) -> Inspection:
 
 def _target(
     path: PathArg, secure: bool, allow_legacy: bool
-) -> tuple[int, Inspection, ProcessHandle | None]:
+) -> tuple[int | None, Inspection, ProcessHandle | None]:
     """For the commands that signal: the directory, the inspection, and a handle on the process
     (None where it is not running). Raises as ``inspect``, and ``Refused``."""
     directory, read, shown = _open(path, secure)
     try:
-        if secure and read is not None:
+        if secure and directory is not None and read is not None:
             why = untrusted_file(directory, read)
             if why:
                 raise UntrustedPath(shown, why)
@@ -176,7 +185,7 @@ def _target(
         handle = open_entry(found.record, found.extras, _backend._pin_and_classify, allow_legacy)
         return directory, found, handle
     except BaseException:
-        os.close(directory)
+        _close(directory)
         raise
 
 
@@ -189,7 +198,7 @@ def send_signal(
     this user's or root's), ``Refused``, and ``OSError`` (not permitted, or cannot tell)."""
     sig = int(sig)  # before anything is opened: see the module's habits
     directory, found, handle = _target(path, bool(secure), bool(allow_legacy))
-    os.close(directory)
+    _close(directory)
     found.outcome = "not running"
     if handle is not None:
         with handle:
@@ -233,7 +242,7 @@ def stop(
                             return found
                 except ProcessLookupError:
                     pass  # it exited on its own meanwhile
-        if found.read is None:
+        if found.read is None or directory is None:
             return found
         try:
             found.removed, found.kept = remove_at(directory, found.read.name, found.read)
@@ -241,7 +250,7 @@ def stop(
             found.kept = f"cannot remove it: {err.strerror}"
         return found
     finally:
-        os.close(directory)
+        _close(directory)
 
 
 def never_signalled(pid: int) -> str | None:

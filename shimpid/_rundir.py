@@ -29,6 +29,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import _backend, _common
 from ._common import ABSENT, Extras, ProcessIdentity, StorageError
@@ -66,6 +67,8 @@ GRACE = 0.05
 # How long a file set aside may stay open by another process (an in-place writer at work)
 # before it is put back unjudged.
 OPEN_LIMIT = 1.0
+# How long a remover waits for another, at work in the same directory, to settle its files.
+TURN_LIMIT = 5.0
 LOCKED = "still locked by a process the file does not name"
 CHANGED = "it was written again since it was read"
 
@@ -128,7 +131,7 @@ def _walk(raw: bytes) -> int:
     looked up twice. Symlinks that pass are followed by hand, by the same rules."""
     euid = os.geteuid()
     trail = b"/" if raw.startswith(b"/") else b"."
-    fd = os.open(trail, _STEP)
+    fd, step = os.open(trail, _STEP), -1
     try:
         here = os.fstat(fd)
         why = _not_ours(here, euid)
@@ -142,8 +145,12 @@ def _walk(raw: bytes) -> int:
                 continue
             trail = os.path.join(trail, part)
             shown = os.fsdecode(trail)
+            # Where others may write, whatever is (or is not) there now is theirs to change.
+            why = None if part == b".." else _open_to_others(here)
+            if why:
+                raise UntrustedPath(shown, why)
             entry = os.stat(part, dir_fd=fd, follow_symlinks=False)
-            why = _not_ours(entry, euid) or (None if part == b".." else _open_to_others(here))
+            why = _not_ours(entry, euid)
             if why:
                 raise UntrustedPath(shown, why)
             if stat.S_ISLNK(entry.st_mode):
@@ -154,8 +161,8 @@ def _walk(raw: bytes) -> int:
                 target = os.readlink(part, dir_fd=fd)
                 parts[:0] = target.split(b"/")
                 if target.startswith(b"/"):
-                    os.close(fd)
-                    fd = -1
+                    old, fd = fd, -1  # never closed twice, whatever interrupts
+                    os.close(old)
                     fd = os.open(b"/", _STEP)
                     here = os.fstat(fd)
                     trail = b"/"
@@ -167,14 +174,14 @@ def _walk(raw: bytes) -> int:
             step = os.open(part, _STEP, dir_fd=fd)
             opened = os.fstat(step)
             if (opened.st_ino, opened.st_dev) != (entry.st_ino, entry.st_dev):
-                os.close(step)  # changed between the look and the open: by root or us, but no
+                # changed between the look and the open: by root or us, but no
                 raise UntrustedPath(shown, "it changed while it was checked")
-            os.close(fd)
-            fd, here = step, opened
+            old, fd, step, here = fd, step, -1, opened
+            os.close(old)
         return fd
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
+        for left in {fd, step} - {-1}:
+            os.close(left)
         raise
 
 
@@ -240,6 +247,11 @@ class Read:
         #: the pid a POSIX record lock names as its holder (0: none, or an OFD/flock lock)
         self.lock_pid = lock_pid
 
+    @property
+    def lock(self) -> tuple[bool | None, int | None, tuple[int, int]]:
+        """``(locked, pid a POSIX lock names, (st_dev, st_ino))``: what lock_holder needs."""
+        return self.locked, self.lock_pid, (self.info.st_dev, self.info.st_ino)
+
     def same(self, other: Read) -> bool:
         """Whether other holds the same bytes in the same file."""
         return self.data == other.data and (self.info.st_ino, self.info.st_dev) == (
@@ -253,33 +265,37 @@ def read_at(directory: int, name: bytes, *, lock: bool = False) -> Read | None:
     symlink, FIFO, socket or directory is no pid file, and is never followed or waited on). Other
     failures (EACCES, EMFILE...) are raised. ``lock``: look whether it is locked, on the same
     descriptor."""
-    fd = _open_regular(directory, name)
-    if fd is None:
-        return None
+    kept = _open_regular(directory, name)
     try:
+        fd = _regular(kept)
+        if fd is None:
+            return None
         read = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
         if lock:
             read.locked, read.lock_pid = probe_lock(fd)
         return read
     finally:
-        os.close(fd)
+        if kept:
+            os.close(kept[0])
 
 
-def _open_regular(directory: int, name: bytes | str) -> int | None:
+def _open_regular(directory: int, name: bytes | str) -> _common.Kept:
+    """The file ``name`` of the open directory, opened by ``kept[0]`` (see ``_regular``) and
+    kept as it is made: a signal handler that raises can never lose the descriptor; the caller
+    closes ``kept[0]`` if ``kept``."""
+    return _common.keep(os.open, name, _READ, dir_fd=directory)
+
+
+def _regular(kept: _common.Kept) -> int | None:
+    """Open ``kept``'s file: its descriptor if it is a regular file, None where there is none or
+    it is anything else (never followed, never waited on); other failures are raised."""
     try:
-        fd = os.open(name, _READ, dir_fd=directory)
+        fd = kept[0]
     except OSError as err:
         if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
             return None
         raise
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            return fd
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return None
+    return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
 
 def judge(read: Read) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity]:
@@ -317,32 +333,36 @@ def probe_lock(fd: int) -> tuple[bool | None, int | None]:
     return _common.record_locked(fd)
 
 
-def flock_holders(info: os.stat_result) -> set[int] | None:
-    """The pids /proc/locks names as holding a lock on the file (the process that took it; one
-    that inherited the descriptor is not named), or None where that cannot be read."""
+def flock_holders(key: tuple[int, int]) -> set[int] | None:
+    """The pids /proc/locks names as holding a lock on the file ``(st_dev, st_ino)`` (the
+    process that took it; one that inherited the descriptor is not named), or None where that
+    cannot be read."""
     try:
         with open("/proc/locks", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    key = b"%02x:%02x:%d" % (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    dev, ino = key
+    key_text = b"%02x:%02x:%d" % (os.major(dev), os.minor(dev), ino)
     holders = set()
     for line in data.splitlines():
         # "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; a waiter's line has "->" in [1]
         fields = line.split()
-        if len(fields) > 5 and fields[1] != b"->" and fields[5] == key:
+        if len(fields) > 5 and fields[1] != b"->" and fields[5] == key_text:
             holders.add(int(fields[4]))
     return holders
 
 
-def lock_holder(read: Read, verdict: ProcessIdentity) -> int | None:
-    """The pid of the process holding the file locked, if these bytes name it, it is verified,
-    and the kernel says it holds a lock there; else None."""
-    if not read.locked or not isinstance(verdict, _common.Verified):
+def lock_holder(
+    lock: tuple[bool | None, int | None, tuple[int, int]] | None, verdict: object
+) -> int | None:
+    """The pid of the process holding the file locked, if the bytes read name it, it is
+    verified, and the kernel says it holds a lock there; else None. ``lock``: a read's."""
+    if lock is None or not lock[0] or not isinstance(verdict, _common.Verified):
         return None
-    if read.lock_pid is not None:
-        return verdict.pid if read.lock_pid == verdict.pid else None
-    holders = flock_holders(read.info)
+    if lock[1] is not None:
+        return verdict.pid if lock[1] == verdict.pid else None
+    holders = flock_holders(lock[2])
     return verdict.pid if holders is None or verdict.pid in holders else None
 
 
@@ -350,21 +370,30 @@ def lock_holder(read: Read, verdict: ProcessIdentity) -> int | None:
 
 
 class _Aside:
-    """Files set aside for removal and not yet settled. A file is listed before it is moved,
-    so whatever interrupts, ``restore_all`` puts back every one that was."""
+    """Files set aside for removal and not yet settled, in one open directory.
+
+    While any file is aside, this remover holds the directory's ``flock()`` (removers take
+    turns: one putting back an older file must never find the name taken by a file another has
+    just put back, and drop the newer) and, in the main thread, holds off signals (a handler's
+    exception comes once every file is settled or put back, never in between). A file is listed
+    before it is moved: whatever fails, ``restore_all`` puts back every one that was.
+    """
 
     def __init__(self, directory: int) -> None:
         self.directory = directory
         # aside name -> (name, the read it must still match, when it was moved)
         self.pending: dict[bytes, tuple[bytes, Read, float]] = {}
+        self._mask: set[int] | None = None  # the signal mask to go back to, while held
+        self._turn = False  # whether this holds the directory's lock
 
-    def claim(self, name: bytes, expected: Read) -> str | None:
-        """Lock the file ``name`` and, if it still is ``expected`` (its bytes, in the same file),
+    def claim(self, name: bytes, accept: Callable[[Read], str | None]) -> str | None:
+        """Lock the file ``name``, read it and, if ``accept(read)`` says nothing against it (None),
         move it aside; None if moved, else why not."""
-        fd = _open_regular(self.directory, name)
-        if fd is None:
-            return "it is gone"
+        kept = _open_regular(self.directory, name)
         try:
+            fd = _regular(kept)
+            if fd is None:
+                return "it is gone"
             # Ours while moving it: a PidFileLock taking it over at this instant waits.
             try:
                 _common.flock(fd, _common.LOCK_EX | _common.LOCK_NB)
@@ -376,25 +405,70 @@ class _Aside:
             if _common.record_locked(fd)[0]:
                 return LOCKED
             now = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
-            if not now.same(expected):
-                return CHANGED
-            # Still the file at the name? A PidFileLock may have renamed its own over it.
+            why = accept(now)
+            if why is not None:
+                return why
             try:
+                if not self._begin():
+                    return "another remover is at work in this directory"
+                # Still the file at the name? A PidFileLock may have renamed its own over it,
+                # or a writer replaced it.
                 there = os.stat(name, dir_fd=self.directory, follow_symlinks=False)
+                if (there.st_ino, there.st_dev) != (now.info.st_ino, now.info.st_dev):
+                    return CHANGED
+                aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
+                self.pending[aside] = (name, now, time.monotonic())
+                try:
+                    os.rename(name, aside, src_dir_fd=self.directory, dst_dir_fd=self.directory)
+                except FileNotFoundError:
+                    del self.pending[aside]
+                    return "it is gone"
+                return None
             except FileNotFoundError:
                 return "it is gone"
-            if (there.st_ino, there.st_dev) != (now.info.st_ino, now.info.st_dev):
-                return CHANGED
-            aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
-            self.pending[aside] = (name, now, time.monotonic())
-            try:
-                os.rename(name, aside, src_dir_fd=self.directory, dst_dir_fd=self.directory)
-            except FileNotFoundError:
-                del self.pending[aside]
-                return "it is gone"
-            return None
+            finally:
+                self._end_if_idle()
         finally:
-            os.close(fd)  # lets go of the lock
+            if kept:
+                os.close(kept[0])  # lets go of the lock
+
+    def _begin(self) -> bool:
+        """Take this directory's turn (False if another remover keeps it for too long) and hold
+        off signals, before a file goes aside."""
+        if not self._turn:
+            deadline, pause = time.monotonic() + TURN_LIMIT, 0.0005
+            while True:
+                try:
+                    _common.flock(self.directory, _common.LOCK_EX | _common.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        return False
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.02)
+                except OSError as err:
+                    if err.errno != errno.ENOSYS:
+                        raise
+                    break
+            self._turn = True
+        if self._mask is None and threading.current_thread() is threading.main_thread():
+            self._mask = _hold_signals()
+        return True
+
+    def _end_if_idle(self) -> None:
+        """Once nothing is aside: give the directory's turn back, then let signals in (a handler
+        that raises, raises here)."""
+        if self.pending:
+            return
+        if self._turn:
+            self._turn = False
+            try:
+                _common.flock(self.directory, _common.LOCK_UN)
+            except OSError:
+                pass
+        mask, self._mask = self._mask, None
+        if mask is not None and _SIGMASK is not None:
+            _SIGMASK(signal.SIG_SETMASK, mask)
 
     def settle(self, wait: bool = False) -> Iterator[tuple[bytes, bool, str | None]]:
         """``(name, removed, why kept)`` for each file set aside that can be settled now (with
@@ -406,6 +480,7 @@ class _Aside:
                 if outcome is None:
                     waiting = True
                     continue
+                self._end_if_idle()
                 yield outcome
             if not (wait and waiting):
                 return
@@ -414,15 +489,12 @@ class _Aside:
     def _settle_one(self, aside: bytes) -> tuple[bytes, bool, str | None] | None:
         name, expected, moved = self.pending[aside]
         age = time.monotonic() - moved
+        kept = _open_regular(self.directory, aside)
         try:
-            fd = _open_regular(self.directory, aside)
-        except OSError as err:  # EMFILE...: put it back, unjudged
-            self._restore(aside)
-            return name, False, f"put back: {err.strerror}"
-        if fd is None:  # not ours any more (a directory put there by another remover?)
-            del self.pending[aside]
-            return name, False, "gone while set aside"
-        try:
+            fd = _regular(kept)
+            if fd is None:  # not ours any more (a directory put there by another remover?)
+                del self.pending[aside]
+                return name, False, "gone while set aside"
             leased = _lease(fd)
             if leased is None:  # another process has it open: an in-place writer at work
                 if age < OPEN_LIMIT:
@@ -437,11 +509,11 @@ class _Aside:
                     del self.pending[aside]
                     return name, True, None
                 why = CHANGED
-        except OSError as err:
+        except OSError as err:  # EMFILE...: put it back, unjudged
             why = f"put back: {err.strerror}"
         finally:
-            os.close(fd)  # and with it the lease, before it is put back: a writer opening it
-            # without blocking (O_NONBLOCK) would find it leased
+            if kept:  # and with it the lease, before the file is put back: a writer opening
+                os.close(kept[0])  # it without blocking (O_NONBLOCK) would find it leased
         self._restore(aside)
         return name, False, why
 
@@ -467,16 +539,14 @@ class _Aside:
         del self.pending[aside]
 
     def restore_all(self) -> None:
-        """Put back every file still set aside (on an error or an interrupt), with signals held
-        off so that a second interrupt cannot leave one behind."""
-        if not self.pending:
-            return
-        with _signals_held():
-            for aside in list(self.pending):
-                try:
-                    self._restore(aside)
-                except OSError:
-                    self.pending.pop(aside, None)  # nothing more can be done for it
+        """Put back every file still set aside (on an error or an interrupt; signals are held
+        off meanwhile), then let go of the directory and the signals."""
+        for aside in list(self.pending):
+            try:
+                self._restore(aside)
+            except OSError:
+                self.pending.pop(aside, None)  # nothing more can be done for it
+        self._end_if_idle()
 
 
 def _lease(fd: int) -> bool | None:
@@ -499,26 +569,24 @@ def _lease(fd: int) -> bool | None:
     return True
 
 
-class _signals_held:
-    """Hold off every signal for the block (the main thread's, where Python runs handlers);
-    those that come run after it. A handler already due runs on entry, before the block."""
+# The C functions under signal's wrappers, which make an enum of each of 60 signals per call.
+_C_SIGNAL: Any = getattr(signal, "_signal", signal)
+_SIGMASK: Callable[[int, Any], set[int]] | None = getattr(_C_SIGNAL, "pthread_sigmask", None)
+_ALL_SIGNALS = set(map(int, signal.valid_signals())) if _SIGMASK is not None else set()
 
-    def __enter__(self) -> None:
-        self.old = None
-        if threading.current_thread() is threading.main_thread() and hasattr(
-            signal, "pthread_sigmask"
-        ):
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-            self.old = old
-            try:
-                signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
-            except BaseException:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                raise
 
-    def __exit__(self, *exc_info: object) -> None:
-        if self.old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+def _hold_signals() -> set[int] | None:
+    """Block every signal in this thread and return the mask to go back to (None where signals
+    cannot be held). A handler already due runs here, before anything is held."""
+    if _SIGMASK is None:
+        return None
+    old = _SIGMASK(signal.SIG_BLOCK, ())
+    try:
+        _SIGMASK(signal.SIG_BLOCK, _ALL_SIGNALS)
+    except BaseException:
+        _SIGMASK(signal.SIG_SETMASK, old)
+        raise
+    return old
 
 
 def remove_at(directory: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
@@ -527,7 +595,7 @@ def remove_at(directory: int, name: bytes, expected: Read) -> tuple[bool, str | 
     meanwhile, in place or atomically, stays (see the module's docstring)."""
     aside = _Aside(directory)
     try:
-        why = aside.claim(name, expected)
+        why = aside.claim(name, lambda now: None if now.same(expected) else CHANGED)
         if why is not None:
             return False, why
         for _, removed, why in aside.settle(wait=True):
@@ -584,24 +652,31 @@ class Entry(tuple):  # type: ignore[type-arg]
     path: str
     verdict: ProcessIdentity | OSError
     data: bytes | None  # None where the file could not be read
-    read: Read | None  # with scan(locks=True): the read, lock state included
+    # with scan(locks=True): (locked, pid a POSIX lock names, (st_dev, st_ino)) of the read
+    lock: tuple[bool | None, int | None, tuple[int, int]] | None
 
     def __new__(
         cls,
         path: str,
         verdict: ProcessIdentity | OSError,
         data: bytes | None,
-        read: Read | None = None,
+        lock: tuple[bool | None, int | None, tuple[int, int]] | None = None,
     ) -> Entry:
         self = tuple.__new__(cls, (path, verdict))
-        self.path, self.verdict, self.data, self.read = path, verdict, data, read
+        self.path, self.verdict, self.data, self.lock = path, verdict, data, lock
         return self
 
     @property
     def locked(self) -> bool | None:
         """Whether a process held the file locked when it was read (``scan(locks=True)``;
         else None)."""
-        return None if self.read is None else self.read.locked
+        return None if self.lock is None else self.lock[0]
+
+    @property
+    def holder(self) -> int | None:
+        """The pid of the process holding the file locked, if its record names it and it is
+        verified (see ``locked``)."""
+        return lock_holder(self.lock, self.verdict)
 
     @property
     def record(self) -> PidRecord | None:
@@ -653,21 +728,33 @@ def scan(
     to the directory opened once. ``locks``: also look, on the same descriptor, whether a process
     holds each file locked (``Entry.locked``). ``secure``: as ``open_directory``'s.
     """
-    directory_fd = open_directory(directory, secure=secure)
+    for path, verdict, data, lock in scan_reads(directory, pattern, locks, secure):
+        yield Entry(path, verdict, data, lock)
+
+
+def scan_reads(
+    directory: PathArg, pattern: str, locks: bool, secure: bool | None
+) -> Iterator[tuple[str, ProcessIdentity | OSError, bytes | None, Any]]:
+    """scan() as plain ``(path, verdict, data, lock)`` tuples (``shimpid ls`` of 100,000 files
+    takes them as they come)."""
     prefix = os.path.join(os.fsdecode(fs_bytes(directory)), "")
+    kept = _common.keep(open_directory, directory, secure=secure)
     try:
+        directory_fd = kept[0]
         suffix = _suffix_of(pattern)
         fast = getattr(_backend, "_scan_suffix", None)
-        if fast is not None and suffix is not None and not locks:
-            for path, verdict, data in fast(directory_fd, os.fsencode(suffix), prefix, is_temp):
-                yield Entry(path, verdict, data)
+        if fast is not None and suffix is not None:
+            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks)
         else:
             yield from _scan_names(directory_fd, pattern, prefix, locks)
     finally:
-        os.close(directory_fd)
+        if kept:
+            os.close(kept[0])
 
 
-def _scan_names(directory_fd: int, pattern: str, prefix: str, locks: bool) -> Iterator[Entry]:
+def _scan_names(
+    directory_fd: int, pattern: str, prefix: str, locks: bool
+) -> Iterator[tuple[str, ProcessIdentity | OSError, bytes | None, Any]]:
     """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>")."""
     matches = _matcher(pattern)
     with os.scandir(directory_fd) as entries:
@@ -683,13 +770,16 @@ def _scan_names(directory_fd: int, pattern: str, prefix: str, locks: bool) -> It
             try:
                 read = read_at(directory_fd, os.fsencode(name), lock=locks)
             except OSError as err:  # as a reader says it: a StorageError naming the path
-                verdict = _common.read_error(err.errno, path)
+                verdict = _common.read_error(err.errno or 0, path)
             else:
                 try:
                     verdict = ABSENT if read is None else judge(read)[2]
                 except OSError as err:  # the system cannot tell
                     verdict = err
-            yield Entry(path, verdict, None if read is None else read.data, read)
+            if read is None:
+                yield path, verdict, None, None
+            else:
+                yield path, verdict, read.data, read.lock if locks else None
 
 
 def _suffix_of(pattern: str) -> str | None:
@@ -772,50 +862,54 @@ def clean(
     import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
 
     shown = os.path.join(os.fsdecode(fs_bytes(directory)), "")
-    directory_fd = open_directory(directory, secure=secure)
     results: dict[bytes, Removal] = {}
-    aside = _Aside(directory_fd)
+    kept = _common.keep(open_directory, directory, secure=secure)
     try:
+        directory_fd = kept[0]
         with os.scandir(directory_fd) as entries:
             names = sorted(
                 os.fsencode(entry.name) for entry in entries if entry.is_file(follow_symlinks=False)
             )
-
-        def settled(outcomes: Iterator[tuple[bytes, bool, str | None]]) -> None:
-            for name, removed, why in outcomes:
-                if not removed:
-                    results[name] = Removal(shown + os.fsdecode(name), f"kept: {why}", False)
-
-        for name in names:
-            text = os.fsdecode(name)
-            try:
-                temp = temp_file(text)
-                if temp is not None:
-                    target, writer = temp
-                    if target is not None and not fnmatch.fnmatchcase(target, pattern):
-                        continue
-                    why = _stale_temp(directory_fd, name, writer)
-                    if why and not dry_run:
-                        os.unlink(name, dir_fd=directory_fd)
-                elif fnmatch.fnmatchcase(text, pattern):
-                    why = _stale_record(aside, name, dry_run)
-                else:
-                    continue
-            except FileNotFoundError:
-                continue  # gone meanwhile
-            except OSError as err:
-                results[name] = Removal(shown + text, f"kept: cannot tell ({err})", False)
-                continue
-            if why:
-                results[name] = Removal(shown + text, why, not dry_run)
-            settled(aside.settle())
-        settled(aside.settle(wait=True))
-    finally:
+        aside = _Aside(directory_fd)
         try:
-            aside.restore_all()
+            for name in names:
+                text = os.fsdecode(name)
+                try:
+                    temp = temp_file(text)
+                    if temp is not None:
+                        target, writer = temp
+                        if target is not None and not fnmatch.fnmatchcase(target, pattern):
+                            continue
+                        why = _stale_temp(directory_fd, name, writer)
+                        if why and not dry_run:
+                            os.unlink(name, dir_fd=directory_fd)
+                    elif fnmatch.fnmatchcase(text, pattern):
+                        why = _stale_record(aside, name, dry_run)
+                    else:
+                        continue
+                except FileNotFoundError:
+                    continue  # gone meanwhile
+                except OSError as err:
+                    results[name] = Removal(shown + text, f"kept: cannot tell ({err})", False)
+                    continue
+                if why:
+                    results[name] = Removal(shown + text, why, not dry_run)
+                _settled(aside.settle(), results, shown)
+            _settled(aside.settle(wait=True), results, shown)
         finally:
-            os.close(directory_fd)
+            aside.restore_all()
+    finally:
+        if kept:
+            os.close(kept[0])
     return [results[name] for name in sorted(results)]
+
+
+def _settled(
+    outcomes: Iterator[tuple[bytes, bool, str | None]], results: dict[bytes, Removal], shown: str
+) -> None:
+    for name, removed, why in outcomes:
+        if not removed:
+            results[name] = Removal(shown + os.fsdecode(name), f"kept: {why}", False)
 
 
 def temp_file(name: str) -> tuple[str | None, int] | None:
@@ -857,14 +951,15 @@ def _stale_temp(directory: int, name: bytes, pid: int) -> str | None:
 
 def _stale_record(aside: _Aside, name: bytes, dry_run: bool) -> str | None:
     """Why the pid file is stale, once set aside for removal (unless ``dry_run``); None if it
-    is not, is locked, or changed."""
-    read = read_at(aside.directory, name, lock=True)
-    if read is None or read.locked is not False:  # locked (or cannot tell): its holder lives
-        return None
-    record, extras, verdict = judge(read)
-    if verdict != ABSENT:
-        return None
-    why = f"pid file: {why_absent(record, extras)}"
-    if dry_run or aside.claim(name, read) is None:
-        return why
-    return None  # replaced or locked since it was read
+    is not, or is locked. Judged from the read made under the lock it is moved with."""
+    found: list[str] = []
+
+    def stale(read: Read) -> str | None:
+        record, extras, verdict = judge(read)
+        if verdict != ABSENT:
+            return "it is not stale"
+        found.append(f"pid file: {why_absent(record, extras)}")
+        return "a dry run" if dry_run else None
+
+    aside.claim(name, stale)
+    return found[0] if found else None

@@ -88,7 +88,7 @@ cdef extern from "_speedups_compat.h":
     long shimpid_fd_fs_type(int fd) noexcept nogil
     int shimpid_pidfd_open(pid_t pid) noexcept nogil
     int shimpid_darwin_info(pid_t pid, char *state, uint64_t *start) noexcept nogil
-    int shimpid_record_locked(int fd) noexcept nogil
+    int shimpid_record_locked(int fd, int *pid) noexcept nogil
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
@@ -117,6 +117,7 @@ cdef extern from "<fcntl.h>" nogil:
 
 cdef extern from "<sys/file.h>" nogil:
     int flock(int fd, int operation)
+    enum: LOCK_SH
     enum: LOCK_EX
     enum: LOCK_NB
 
@@ -127,6 +128,12 @@ cdef extern from "<poll.h>" nogil:
         short revents
     enum: POLLIN
     int poll(pollfd *fds, unsigned long nfds, int timeout)
+
+
+ctypedef struct lock_probe_t:  # scan(locks=True): whether a process holds the file locked
+    int locked  # 1, 0, or -1: cannot tell
+    int pid  # the holder a POSIX lock names, or 0
+    uint64_t dev, ino  # the file's, for /proc/locks
 
 
 cdef enum:
@@ -955,7 +962,7 @@ cdef int _take_over(const char *target, const char *temp) noexcept nogil:
     """Put temp at target if nobody holds target locked: TAKEN, HELD, CHANGED (look again) or
     -errno."""
     cdef struct_stat info
-    cdef int rc = _check_target(target), old
+    cdef int rc = _check_target(target), old, holder
     if rc < 0:
         return rc  # a directory, FIFO, socket or device: never touched
     if rc == 0:  # nothing there now, or a symlink
@@ -971,7 +978,7 @@ cdef int _take_over(const char *target, const char *temp) noexcept nogil:
         rc = CHANGED  # replaced since it was looked at
     elif flock(old, LOCK_EX | LOCK_NB) != 0:
         rc = HELD if errno == EAGAIN else -errno  # EWOULDBLOCK is EAGAIN on Linux and BSDs
-    elif shimpid_record_locked(old):
+    elif shimpid_record_locked(old, &holder):
         rc = HELD  # a POSIX or OFD lock counts as one (lockf, fasteners, many daemons)
     elif not _is_at(old, target):  # its holder removed it as it let go
         rc = CHANGED
@@ -1154,12 +1161,14 @@ def _identity_at(int directory_fd, bytes name not None, path=None):
     return identity_at(directory_fd, PyBytes_AS_STRING(name), name if path is None else path)
 
 
-def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None):
-    """``(prefix + name, verdict or OSError, the bytes judged)`` for each regular file of the
-    open directory whose name ends with suffix, but those starting with "." for which
+def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None,
+                 bint locks=False):
+    """``(prefix + name, verdict or OSError, the bytes judged, lock)`` for each regular file of
+    the open directory whose name ends with suffix, but those starting with "." for which
     ``skip(name)`` is true (a writer's temporary files: _rundir's rules, passed in so that this
     module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like patterns (readdir()
-    in C spares the Python loop per file)."""
+    in C spares the Python loop per file). ``lock``: with ``locks``, ``(locked, pid, (dev,
+    ino))`` probed on the descriptor read (see identity_at); else None."""
     cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
     cdef int fd = unistd.dup(directory_fd)  # fdopendir() takes the descriptor over
     if fd < 0:
@@ -1175,6 +1184,7 @@ def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, s
     scan.suffix = suffix
     scan.prefix = prefix
     scan.skip = skip
+    scan.locks = locks
     return scan
 
 
@@ -1184,7 +1194,7 @@ cdef class _SuffixScan:
     a reference to their shared type (CYTHON_USE_TYPE_SPECS off), as a debug CPython shows."""
     cdef DIR *stream  # NULL once exhausted, failed or closed
     cdef int directory_fd  # the stream's own (dirfd): never the caller's number
-    cdef bint running
+    cdef bint running, locks
     cdef bytes suffix
     cdef str prefix
     cdef object skip
@@ -1237,10 +1247,10 @@ cdef class _SuffixScan:
             read = []
             try:
                 # d_name stays valid until the next readdir(): not before this returns.
-                verdict = identity_at(self.directory_fd, entry.d_name, path, read)
+                verdict = identity_at(self.directory_fd, entry.d_name, path, read, self.locks)
             except OSError as err:
                 verdict = err
-            return path, verdict, read[0] if read else None
+            return path, verdict, read[0] if read else None, read[1] if len(read) > 1 else None
 
     def close(self):
         """Let go of the directory stream (``yield from`` calls it when its generator closes)."""
@@ -1257,9 +1267,12 @@ cdef class _SuffixScan:
         self._close()
 
 
-cdef object identity_at(int directory_fd, const char *c_target, object path, list read=None):
+cdef object identity_at(int directory_fd, const char *c_target, object path, list read=None,
+                        bint locks=False):
     """The verdict for the pid file at c_target (relative to directory_fd: openat); errors
-    name path. With ``read``, the bytes it was judged from are appended to it (None: none)."""
+    name path. With ``read``, the bytes it was judged from are appended to it (None: none) and,
+    with ``locks``, ``(locked, pid, dev, ino)`` of the lock probe (_read_pid_file)."""
+    cdef lock_probe_t lock
     cdef unsigned char buf[FILE_MAX_BYTES + 1]
     cdef pid_record_t record
     cdef extras_t extras
@@ -1267,7 +1280,7 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
     cdef int failure = 0, verdict, level = pidfd_level()
     cdef bint canonical = False
     with nogil:
-        size = _read_pid_file(directory_fd, c_target, buf, &failure)
+        size = _read_pid_file(directory_fd, c_target, buf, &failure, &lock if locks else NULL)
         if size >= 0:
             # What writers write takes one pass in C; anything else, the general rules.
             canonical = (decode_canonical(buf, size, &record, &end)
@@ -1277,6 +1290,9 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
                            else classify(&record, &extras, level, NULL))
     if read is not None:
         read.append(PyBytes_FromStringAndSize(<char *>buf, size) if size >= 0 else None)
+        if locks and size >= 0:
+            read.append((None if lock.locked < 0 else lock.locked == 1, lock.pid or None,
+                         (lock.dev, lock.ino)))
     if size < 0:
         err = _read_failure(failure, path)
         if _common.is_answer(err):
@@ -1375,9 +1391,10 @@ cdef int _extras_from(object extras, extras_t *out) except -1:
 
 
 cdef Py_ssize_t _read_pid_file(int directory_fd, const char *path, unsigned char *buf,
-                               int *failure) noexcept nogil:
+                               int *failure, lock_probe_t *lock=NULL) noexcept nogil:
     """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*.
-    path is relative to directory_fd (AT_FDCWD: the usual open())."""
+    path is relative to directory_fd (AT_FDCWD: the usual open()). With ``lock``, whether the
+    file is locked, on the same descriptor (_rundir.probe_lock's rules)."""
     cdef struct_stat info
     cdef Py_ssize_t size = -1, n
     cdef int fd
@@ -1410,6 +1427,12 @@ cdef Py_ssize_t _read_pid_file(int directory_fd, const char *path, unsigned char
         elif size > FILE_MAX_BYTES:
             failure[0] = FAIL_TOO_LARGE
             size = -1
+    if lock != NULL and size >= 0:
+        lock.dev, lock.ino, lock.pid = info.st_dev, info.st_ino, 0
+        if flock(fd, LOCK_SH | LOCK_NB) != 0:
+            lock.locked = 1 if errno == EAGAIN else -1
+        else:
+            lock.locked = shimpid_record_locked(fd, &lock.pid)
     unistd.close(fd)
     return size
 

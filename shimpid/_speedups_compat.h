@@ -36,9 +36,10 @@
 #endif
 
 /* Whether a POSIX or OFD record lock (lockf, fcntl F_SETLK) is held on the open file, by any
-   process, this one included: 1, 0, or 0 where this cannot be asked (the caller's flock() is
-   the lock it relies on). F_OFD_GETLK (Linux 3.15) takes nothing; F_GETLK elsewhere. */
-static int shimpid_record_locked(int fd) {
+   process, this one included: 1 (with the pid a POSIX lock names, else 0, in *pid), 0, or 0
+   where this cannot be asked (the caller's flock() is then the lock it relies on).
+   F_OFD_GETLK (Linux 3.15) takes nothing; F_GETLK elsewhere. */
+static int shimpid_record_locked(int fd, int *pid) {
     struct flock probe;
     memset(&probe, 0, sizeof(probe));
     probe.l_type = F_WRLCK;
@@ -50,6 +51,7 @@ static int shimpid_record_locked(int fd) {
     if (fcntl(fd, F_GETLK, &probe) != 0)
         return 0;
 #endif
+    *pid = probe.l_pid > 0 ? (int)probe.l_pid : 0;
     return probe.l_type != F_UNLCK;
 }
 

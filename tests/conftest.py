@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 
 import shimpid
 from _helpers import PURE_ONLY, THOROUGH, cached_build, proc_state, require_or_skip
-from shimpid import _cli, _lock, _rundir
+from shimpid import _cli, _lock, _operate, _rundir
 
 # Property tests: a few hundred examples at a desk, thousands in CI (SHIMPID_THOROUGH=1, which
 # also lengthens the race tests: see _helpers.rounds). No deadline: these machines are noisy.
@@ -109,6 +109,28 @@ def shared_dir():
 
 
 @pytest.fixture(scope="session")
+def other_user():
+    """``(uid, gid)`` of a user made for this session, and removed after it, whatever happens:
+    the other local user of the hostile tests (needs root; skipped without)."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("needs root and useradd to make another user")
+    name = f"shimpid-t{os.getpid()}"
+    subprocess.run(
+        ["useradd", "--no-create-home", "--user-group", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        yield entry.pw_uid, entry.pw_gid
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)  # where userdel leaves it
+
+
+@pytest.fixture(scope="session")
 def oracle():
     """The reference's decode and stat parse, compiled with rustc, answering over a pipe.
 
@@ -185,7 +207,7 @@ def cli(impl, monkeypatch):
             return _in_process(impl, argv, monkeypatch, options.get("cwd"))
         done = subprocess.run(
             [sys.executable, "-m", "shimpid", *argv],
-            env=env,
+            env=options.pop("env", env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -203,7 +225,7 @@ def _in_process(impl, argv, monkeypatch, cwd=None) -> Ran:
     with monkeypatch.context() as patch:
         if cwd is not None:
             patch.chdir(cwd)
-        for module in (_cli, _rundir, _lock):
+        for module in (_cli, _rundir, _lock, _operate):
             patch.setattr(module, "_backend", impl)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:

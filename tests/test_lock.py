@@ -650,7 +650,7 @@ def test_a_stale_file_blocks_the_peers_and_not_shimpid(
 def test_clean_racing_a_takeover_never_makes_two_holders(
     impl, locking, pid_path, reaped_pid, monkeypatch
 ):
-    """clean() reads a stale file; before it locks that file, a PidFileLock takes it over (its
+    """clean() opens a stale file; before it locks that file, a PidFileLock takes it over (its
     own file renamed over the stale one). clean() must leave the path alone: were it to move
     the taker's file aside, even for an instant, a third process could lock the empty path."""
     pid_path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
@@ -660,11 +660,11 @@ def test_clean_racing_a_takeover_never_makes_two_holders(
     reads = []
 
     def opened_then_taken_over(directory, name):
-        fd = open_regular(directory, name)
-        reads.append(fd)
-        if len(reads) == 2:  # the removal's open, after clean() judged the file stale
+        kept = open_regular(directory, name)
+        reads.append(kept[0])  # opened
+        if len(reads) == 1:  # clean()'s open of the stale file, before it locks it
             taker.acquire(timeout=0)  # the stale file is replaced, its descriptor let go
-        return fd
+        return kept
 
     def third_tries_in_the_gap(src, dst, **kwargs):
         rename(src, dst, **kwargs)
@@ -675,7 +675,7 @@ def test_clean_racing_a_takeover_never_makes_two_holders(
     monkeypatch.setattr(_rundir, "_open_regular", opened_then_taken_over)
     monkeypatch.setattr(os, "rename", third_tries_in_the_gap)
     shimpid.clean(pid_path.parent)
-    assert len(reads) == 2
+    assert len(reads) == 1
     assert taker.i_am_locking() and not third.i_am_locking()
     assert taker.holder() == Verified(os.getpid())
     taker.release()

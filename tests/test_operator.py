@@ -1,0 +1,348 @@
+"""The operator layer's rules, each on both backends: every lock kind counts, one read gives one
+answer, one verdict one exit code, output that no file can subvert, paths of every type, the
+trust walk, and acting through the directory opened once."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import shimpid
+from _helpers import stop
+from shimpid import Absent, AlreadyLocked, Verified, _operate, _rundir
+
+# ---- every lock kind counts ---------------------------------------------------------------------
+
+HOLDERS = {
+    "flock": "fcntl.flock(fd, fcntl.LOCK_EX)",
+    "lockf": "fcntl.lockf(fd, fcntl.LOCK_EX)",  # a POSIX record lock, as fasteners takes
+    "ofd": "fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('@hhqqi4x', fcntl.F_WRLCK, 0, 0, 0, 0))",
+}
+
+
+def lock_holder(path, kind: str, record: bool = False) -> subprocess.Popen:
+    """A process holding a lock of ``kind`` on path (and, with ``record``, its record in it)."""
+    write = (
+        "os.write(fd, b'%d\\n%s\\n' % (os.getpid(), open('/proc/self/stat','rb').read()"
+        ".rpartition(b')')[2].split()[19]))\n"
+        if record
+        else ""
+    )
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, struct, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+            f"{HOLDERS[kind]}\n{write}print('locked', flush=True)\ntime.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if child.stdout.readline() != "locked\n":
+        stop(child)
+        pytest.fail(f"the {kind} holder did not start")
+    return child
+
+
+@pytest.mark.parametrize("kind", sorted(HOLDERS))
+def test_every_lock_kind_keeps_a_stale_file(impl, cli, tmp_path, reaped_pid, kind):
+    """A process holding a POSIX, OFD or flock lock on a pid file lives: ls and status show it
+    locked, clean keeps the file, and a PidFileLock does not take it over."""
+    path = tmp_path / "app.pid"
+    path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    child = lock_holder(path, kind)
+    try:
+        code, out, _ = cli("status", path)
+        assert (code, out) == (
+            1,
+            f"absent {reaped_pid} (locked by a process the file does not name)\n",
+        )
+        rows = json.loads(cli("ls", "--json", tmp_path).stdout)["files"]
+        assert [(row["state"], row["locked"]) for row in rows] == [("absent", True)]
+        assert cli("clean", tmp_path) == (0, "", "")
+        assert shimpid.clean(tmp_path) == [] and path.exists()
+        with pytest.raises(AlreadyLocked):
+            shimpid.PidFileLock(path).acquire(timeout=0)
+        assert shimpid.PidFileLock(path).is_locked()
+    finally:
+        stop(child)
+    assert not shimpid.PidFileLock(path).is_locked()
+    assert [r.action for r in shimpid.clean(tmp_path)] == ["removed"] and not path.exists()
+
+
+def test_a_posix_lock_names_its_holder(impl, cli, tmp_path):
+    """A daemon that locks its own pid file with lockf(): the lock's holder is the pid its
+    record names, verified, and shown as such (from the one read)."""
+    path = tmp_path / "daemon.pid"
+    path.write_bytes(b"")
+    child = lock_holder(path, "lockf", record=True)
+    try:
+        assert cli("status", path)[:2] == (0, f"verified {child.pid} (locked by {child.pid})\n")
+        row = json.loads(cli("ls", "--json", tmp_path).stdout)["files"][0]
+        assert (row["state"], row["locked"], row["locked_by"]) == ("verified", True, child.pid)
+        assert _operate.inspect(path).holder == child.pid
+    finally:
+        stop(child)
+
+
+# ---- one verdict, one exit code -----------------------------------------------------------------
+
+# The README's table. Columns: status (and show), pid, signal, stop.
+EXIT_CODES = {
+    "verified": (0, 0, 0, 0),
+    "legacy (refused)": (0, 3, 1, 1),
+    "absent: dead": (1, 3, 3, 0),
+    "absent: reused": (1, 3, 3, 0),
+    "absent: another boot": (1, 3, 3, 0),
+    "absent: garbage": (1, 3, 3, 0),
+    "absent: empty": (1, 3, 3, 0),
+    "no pid file": (3, 3, 3, 0),
+    "not a regular file": (4, 4, 4, 4),
+}
+
+
+def situations(impl, reaped_pid, sleeper_pid):
+    other_boot = b"\nshimpid boot=00000000-0000-4000-8000-000000000000\n"
+    return {
+        "legacy (refused)": impl.PidRecord(sleeper_pid).encode(),
+        "absent: dead": impl.PidRecord(reaped_pid, 1).encode(),
+        "absent: reused": impl.PidRecord(sleeper_pid, 1).encode(),
+        "absent: another boot": impl.PidRecord(sleeper_pid, 1).encode() + other_boot,
+        "absent: garbage": b"garbage\n",
+        "absent: empty": b"",
+    }
+
+
+def test_one_verdict_one_exit_code(impl, cli, tmp_path, reaped_pid):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        path = tmp_path / "app.pid"
+        for situation, data in situations(impl, reaped_pid, sleeper.pid).items():
+            codes = []
+            for command in (["status"], ["pid"], ["signal", "--", "CONT"], ["stop"]):
+                path.write_bytes(data)
+                args = (
+                    [command[0], path, *command[1:]] if command[0] == "signal" else [*command, path]
+                )
+                codes.append(cli(*[a for a in args if a != "--"]).returncode)
+            assert tuple(codes) == EXIT_CODES[situation], situation
+            assert sleeper.poll() is None
+        path.unlink(missing_ok=True)
+        assert (
+            tuple(
+                cli(c, path, *(["CONT"] if c == "signal" else [])).returncode
+                for c in ("status", "pid", "signal", "stop")
+            )
+            == EXIT_CODES["no pid file"]
+        )
+        os.mkfifo(path)
+        assert (
+            tuple(
+                cli(c, path, *(["CONT"] if c == "signal" else [])).returncode
+                for c in ("status", "pid", "signal", "stop")
+            )
+            == EXIT_CODES["not a regular file"]
+        )
+        path.unlink()
+        impl.PidFileWriter.at(path).write_for(sleeper.pid)
+        codes = [
+            cli(c, path, *(["CONT"] if c == "signal" else [])).returncode
+            for c in ("status", "pid", "signal", "stop")
+        ]
+        assert tuple(codes) == EXIT_CODES["verified"]
+        assert sleeper.wait(10) == -signal.SIGTERM
+    finally:
+        stop(sleeper)
+
+
+def test_garbage_is_absent_everywhere(impl, cli, tmp_path):
+    """ls, clean, status, show and scan agree: a file without a record is absent."""
+    for data in (b"", b"garbage\n", b"\xff\xfe"):
+        path = tmp_path / "x.pid"
+        path.write_bytes(data)
+        assert [tuple(e) for e in shimpid.scan(tmp_path)] == [(str(path), Absent())]
+        assert json.loads(cli("ls", "--json", tmp_path).stdout)["summary"]["absent"] == 1
+        assert json.loads(cli("show", "--json", path).stdout)["state"] == "absent"
+        assert cli("status", path).returncode == 1
+        assert [r.action for r in shimpid.clean(tmp_path, dry_run=True)] == ["would remove"]
+        assert [r.action for r in shimpid.clean(tmp_path)] == ["removed"]
+
+
+# ---- output nobody can subvert ------------------------------------------------------------------
+
+STRICT = {"LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"}
+
+
+def test_escapes_and_names_that_are_not_utf8(impl, cli, tmp_path, sleeper, reaped_pid):
+    """A capability line with terminal escapes, and file names that are not UTF-8, are shown
+    escaped under a strict UTF-8 locale: never interpreted, never a crash, even after acting."""
+    env = dict(cli.env, **STRICT)
+    live = tmp_path / "live.pid"
+    live.write_bytes(
+        impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
+        + b"\x1b]0;pwned\x07\x1b[2J\n"
+    )
+    stale = os.path.join(os.fsencode(tmp_path), b"bad\xff\x1b[31m.pid")
+    with open(stale, "wb") as f:
+        f.write(impl.PidRecord(reaped_pid, 1).encode())
+    for command in (["ls", tmp_path], ["show", live], ["status", live], ["ls", "--json", tmp_path]):
+        done = cli(*command, env=env)
+        assert done.returncode == 0, done
+        assert "\x1b" not in done.stdout + done.stderr and "Traceback" not in done.stderr
+    shown = cli("ls", tmp_path, env=env).stdout
+    assert "bad\\xff\\x1b[31m.pid" in shown and "\\x1b]0;pwned\\x07\\x1b[2J" in shown
+    assert cli("show", live, env=env).stdout.count("capability:       \\x1b]0;pwned") == 1
+    done = cli("stop", os.fsdecode(stale), env=env)
+    assert done.returncode == 0 and "bad\\xff\\x1b[31m.pid" in done.stdout, done
+    with open(stale, "wb") as f:
+        f.write(impl.PidRecord(reaped_pid, 1).encode())
+    done = cli("clean", tmp_path, env=env)
+    assert done.returncode == 0 and done.stdout.startswith(
+        f"removed {tmp_path}/bad\\xff\\x1b[31m.pid: "
+    )
+    assert os.listdir(tmp_path) == ["live.pid"]
+
+
+def test_version_errors_on_stderr_and_dry_run(cli, tmp_path, reaped_pid):
+    for flag in ("-V", "--version"):
+        done = cli(flag)
+        assert done.returncode == 0 and done.stdout.startswith("shimpid "), done
+    done = cli("status", tmp_path / "nodir" / "x.pid")
+    assert done.returncode == 3 and done.stderr == ""
+    os.chmod(tmp_path, 0o700)
+    (tmp_path / "x.pid").write_bytes(b"%d\n1\n" % reaped_pid)
+    done = cli("clean", "--dry-run", tmp_path)
+    assert done.stdout.startswith("would remove ") and (tmp_path / "x.pid").exists()
+    (result,) = shimpid.clean(tmp_path, dry_run=True)
+    assert (result.removed, result.action) == (False, "would remove")
+
+
+# ---- paths of every type ------------------------------------------------------------------------
+
+
+class BytesPath(bytes):
+    pass
+
+
+class TextPath(str):
+    pass
+
+
+class Fspath:
+    def __init__(self, path):
+        self.path = path
+
+    def __fspath__(self):
+        return self.path
+
+
+def test_every_path_type_is_taken_alike(impl, tmp_path, sleeper, monkeypatch):
+    for module in (_rundir, _operate):
+        monkeypatch.setattr(module, "_backend", impl)
+    path = tmp_path / "app.pid"
+    impl.PidFileWriter.at(path).write_for(sleeper.pid)
+    raw = os.fsencode(path)
+    forms = [str(path), raw, BytesPath(raw), TextPath(str(path)), path, Fspath(raw)]
+    for form in forms:
+        assert impl.PidFileReader.at(form).process_identity() == Verified(sleeper.pid)
+        assert _operate.inspect(form).verdict == Verified(sleeper.pid)
+        directory = os.path.dirname(
+            form if not isinstance(form, (Fspath, pathlib.Path)) else os.fspath(form)
+        )
+        directory = type(form)(directory) if isinstance(form, (BytesPath, TextPath)) else directory
+        assert [tuple(e) for e in shimpid.scan(directory)] == [(str(path), Verified(sleeper.pid))]
+        assert shimpid.clean(directory) == []
+        lock = shimpid.PidFileLock(
+            os.path.join(directory, b"l.pid" if isinstance(directory, bytes) else "l.pid")
+        )
+        with lock:
+            assert lock.is_locked()
+
+
+# ---- one read: scan's entries carry it ----------------------------------------------------------
+
+
+def test_scan_entries_carry_their_read(impl, tmp_path, sleeper, monkeypatch):
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    path = tmp_path / "app.pid"
+    writer = impl.PidFileWriter.at(path, capability="services-mux-v1")
+    writer.write_for(sleeper.pid)
+    for locks in (False, True):
+        (entry,) = shimpid.scan(tmp_path, locks=locks)
+        writer.write(impl.PidRecord(1, 2))  # rewritten since: the entry keeps what it judged
+        assert entry.verdict == Verified(sleeper.pid) and entry.record.pid == sleeper.pid
+        assert entry.extras.capability == "services-mux-v1"
+        with entry.open_process() as handle:
+            assert handle.pid == sleeper.pid
+            handle.send_signal(0)
+        assert entry.locked is (False if locks else None)
+        path, verdict = entry  # still the (path, verdict) pair
+        assert (path, verdict) == (str(tmp_path / "app.pid"), Verified(sleeper.pid))
+        writer.write_for(sleeper.pid)
+
+
+# ---- the directory opened once ------------------------------------------------------------------
+
+
+def test_clean_acts_through_the_directory_it_opened(impl, tmp_path, reaped_pid, monkeypatch):
+    """DIR is renamed and replaced by a symlink to another directory while clean runs: what is
+    removed is in the directory first opened, nothing in the other."""
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    run, other = tmp_path / "run", tmp_path / "other"
+    run.mkdir()
+    other.mkdir()
+    stale = impl.PidRecord(reaped_pid, 1).encode()
+    for n in range(20):
+        (run / f"{n:02d}.pid").write_bytes(stale)
+        (other / f"{n:02d}.pid").write_bytes(stale)
+    real = _rundir._open_regular
+    swapped = []
+
+    def open_then_swap(directory, name):
+        if not swapped:
+            os.rename(run, tmp_path / "run.real")
+            os.symlink(other, run)
+            swapped.append(name)
+        return real(directory, name)
+
+    monkeypatch.setattr(_rundir, "_open_regular", open_then_swap)
+    removed = shimpid.clean(run, secure=False)
+    assert swapped and len(removed) == 20
+    assert os.listdir(tmp_path / "run.real") == [] and len(os.listdir(other)) == 20
+
+
+def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("the trust rules as root")
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    (tmp_path / "loop").symlink_to("loop")
+    fd = _rundir.open_directory(tmp_path / "link" / ".." / "link", secure=True)
+    try:
+        assert os.fstat(fd).st_ino == os.stat(tmp_path / "real").st_ino
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as raised:
+        _rundir.open_directory(tmp_path / "loop", secure=True)
+    assert raised.value.errno == 40  # ELOOP
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        _rundir.open_directory(tmp_path / "file", secure=True)
+    os.chmod(tmp_path / "real", 0o777)  # writable by all, not sticky
+    (tmp_path / "real" / "svc").mkdir()
+    with pytest.raises(_rundir.UntrustedPath, match="real/svc: it is in a directory that other"):
+        _rundir.open_directory(tmp_path / "link" / "svc", secure=True)
+    os.chmod(tmp_path / "real", 0o1777)  # sticky: only an entry's owner may replace it
+    os.close(_rundir.open_directory(tmp_path / "link" / "svc", secure=True))
+    os.lchown(tmp_path / "link", 65534, 65534)
+    with pytest.raises(_rundir.UntrustedPath, match="link: a symlink owned by uid 65534"):
+        _rundir.open_directory(tmp_path / "link" / "svc", secure=True)
