@@ -33,14 +33,22 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._handle import ProcessHandle
     from ._lock import AlreadyLocked, PidFileLock
-    from ._rundir import Removal, clean, scan
+    from ._operate import Inspection, Refused, inspect, send_signal, stop
+    from ._rundir import Entry, Removal, UntrustedPath, clean, scan
 
 # Imported when first used: what a spawner imports shimpid for should cost it no more
 # (the README's import benchmark holds it to 1.3x ``import subprocess``).
 _LAZY = {
     "clean": "_rundir",
     "scan": "_rundir",
+    "Entry": "_rundir",
     "Removal": "_rundir",
+    "UntrustedPath": "_rundir",
+    "inspect": "_operate",
+    "send_signal": "_operate",
+    "stop": "_operate",
+    "Inspection": "_operate",
+    "Refused": "_operate",
     "ProcessHandle": "_handle",
     "PidFileLock": "_lock",
     "AlreadyLocked": "_lock",
@@ -66,7 +74,9 @@ __all__ = [
     "PID_RECORD_MAX_BYTES",
     "Absent",
     "AlreadyLocked",
+    "Entry",
     "ForeignProcError",
+    "Inspection",
     "Legacy",
     "PidFileLock",
     "PidFileReader",
@@ -74,15 +84,20 @@ __all__ = [
     "PidRecord",
     "ProcessHandle",
     "ProcessIdentity",
+    "Refused",
     "Removal",
     "StorageError",
+    "UntrustedPath",
     "Verified",
     "clean",
     "create_subprocess_exec",
+    "inspect",
     "is_process_alive",
     "process_start_time",
     "scan",
+    "send_signal",
     "spawn",
+    "stop",
 ]
 
 __version__ = "0.2.0"

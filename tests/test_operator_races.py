@@ -414,7 +414,7 @@ def test_interrupted_and_starved_cleaning_leaves_nothing_aside(impl, tmp_path, r
             seed=seed,
             stale=24,
             spare=40,
-            seconds=rounds(2.0, 8.0),
+            seconds=rounds(1.0, 8.0),
         )
         result = outcome(chaos)
         halt.touch()

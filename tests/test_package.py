@@ -141,11 +141,12 @@ def test_a_missing_extension_is_said_once(tmp_path):
         "import sys, warnings; sys.modules['shimpid._speedups'] = None; "
         "warnings.simplefilter('always'); import shimpid; print(shimpid.BACKEND)"
     )
-    env = dict(os.environ, SHIMPID_PURE_PYTHON="0")
+    # sys.path as this run has it: the desk's PYTHONPATH=.. means nothing from tmp_path
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="0", PYTHONPATH=os.pathsep.join(sys.path))
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
     )
-    assert result.stdout == "python\n"
+    assert result.stdout == "python\n", result.stderr
     if sys.implementation.name != "cpython":
         assert result.stderr == ""
         return
