@@ -146,8 +146,8 @@ def _parser() -> argparse.ArgumentParser:
         "blocks. Exit 1 if another process holds the lock (its pid is printed), or "
         "the file cannot be written; otherwise CMD's own status (126, 127: it cannot "
         "be run, is not found).",
-        usage="shimpid lock [-h] [--timeout SECONDS | --wait] [--capability TOKEN] FILE -- CMD "
-        "[ARGS...]",
+        usage="shimpid lock [-h] [--timeout SECONDS | --wait] [--capability TOKEN] [--insecure] "
+        "FILE -- CMD [ARGS...]",
     )
     locking.add_argument("file", metavar="FILE", help="the pid file to lock")
     waiting = locking.add_mutually_exclusive_group()
@@ -170,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="the command and its arguments, after --",
     )
+    _insecure(locking)
     locking.set_defaults(run=_lock)
 
     stop = commands.add_parser(
@@ -395,7 +396,9 @@ def _failed(command: str, err: OSError, path: str) -> int:
             return NOT_RUNNING if command == "pid" else FAILED  # pid: no verified pid
         _complain(f"{command}: {shown(err.strerror)}")
         return NOT_PERMITTED
-    if isinstance(err, StorageError) and err.errno is None:
+    if isinstance(err, PermissionError) and err.filename is None:  # signalling, or /proc
+        _complain(f"{command}: not permitted: {err.strerror}")
+    elif isinstance(err, StorageError) and err.errno is None:
         _complain(f"{command}: {shown(path)}: {shown(err.strerror)}")  # not a regular file
     elif isinstance(err, StorageError) or err.filename is not None:  # the file
         _complain(f"{command}: cannot read {shown(path)}: [Errno {err.errno}] {err.strerror}")
@@ -647,7 +650,9 @@ def _lock(args: argparse.Namespace) -> int:
         _complain("lock: no command given (put it after --)")
         return USAGE
     try:
-        lock = PidFileLock(args.file, capability=args.capability)
+        lock = PidFileLock(args.file, capability=args.capability, secure=_secure(args, False))
+    except UntrustedPath as err:
+        return _failed("lock", err, args.file)
     except (TypeError, ValueError, StorageError) as err:
         return _cannot_prepare("lock", err)
     try:
@@ -742,7 +747,13 @@ def _stop(args: argparse.Namespace) -> int:
         return FAILED
     path = shown(found.path)
     if found.outcome == "not running":
-        gone = f"; removed stale {path}" if found.removed else ""
+        gone = (
+            f"; removed stale {path}"
+            if found.removed
+            else f"; kept {path}: {shown(found.kept)}"
+            if found.kept
+            else ""
+        )
         _say(f"not running: {_not_running(found)}{gone}")
         return STOPPED
     if found.removed:

@@ -29,7 +29,7 @@ import time
 
 from . import _backend, _common, _pure
 from ._common import ABSENT, ProcessIdentity, Verified
-from ._rundir import Read, judge, lock_holder, probe_lock
+from ._rundir import Read, is_secure_default, judge, lock_holder, open_directory, probe_lock
 from ._rundir import flock_holders as _rundir_flock_holders
 
 TYPE_CHECKING = False
@@ -75,7 +75,9 @@ class PidFileLock(_pure._Final):
     it at a time, and a file left by a process that has gone never blocks the next one.
 
     ``with lock:`` tries once (``acquire(timeout=0)``) and raises ``AlreadyLocked`` if another
-    process holds it: one instance runs, a second fails at once. An object is not for sharing
+    process holds it: one instance runs, a second fails at once. As root (or with
+    ``secure=True``) the path must be one no other user could steer (``UntrustedPath``
+    otherwise; see ``shimpid._rundir.open_directory``). An object is not for sharing
     between threads: threads that need the lock each make their own, and exclude each other as
     processes do.
     """
@@ -91,12 +93,22 @@ class PidFileLock(_pure._Final):
         "_temp_prefix",
     )
 
-    def __init__(self, path: PathArg, *, mode: int = 0o644, capability: str | None = None) -> None:
+    def __init__(
+        self,
+        path: PathArg,
+        *,
+        mode: int = 0o644,
+        capability: str | None = None,
+        secure: bool | None = None,
+    ) -> None:
         self._begin_init("_target")  # as the writer's: see _pure._mark_initialising
         try:
             mode = _common.check_mode(mode)
             capability_line = _common.check_capability(capability)
+            secure = is_secure_default() if secure is None else bool(secure)
             given, target, temp_prefix = _common.writer_paths(path, True)
+            if secure:  # nobody else can change the way there: the path means what it does now
+                os.close(open_directory(os.path.dirname(target), secure=True))
             self._path, self._temp_prefix = given, temp_prefix
             self._mode = mode
             self._capability = capability_line
@@ -110,8 +122,15 @@ class PidFileLock(_pure._Final):
             _pure._end_init(self)
 
     @classmethod
-    def at(cls, path: PathArg, *, mode: int = 0o644, capability: str | None = None) -> PidFileLock:
-        return cls(path, mode=mode, capability=capability)
+    def at(
+        cls,
+        path: PathArg,
+        *,
+        mode: int = 0o644,
+        capability: str | None = None,
+        secure: bool | None = None,
+    ) -> PidFileLock:
+        return cls(path, mode=mode, capability=capability, secure=secure)
 
     @property
     def path(self) -> str | bytes:

@@ -20,6 +20,7 @@ from ._handle import ProcessHandle, open_entry
 from ._rundir import (
     Read,
     UntrustedPath,
+    fs_bytes,
     judge,
     lock_holder,
     open_directory,
@@ -118,8 +119,12 @@ def inspect(path: PathArg, *, secure: bool | None = None) -> Inspection:
 def _open(path: PathArg, secure: bool | None) -> tuple[int | None, Read | None, str]:
     """The pid file's directory, opened once (None: there is none, so no file either), and one
     read of the file (the caller closes the directory)."""
-    where, name = split_file_path(path)
-    shown = os.fsdecode(os.fspath(path))
+    try:
+        raw = fs_bytes(path)  # once: what is shown is what is acted on
+    except ValueError as err:
+        raise StorageError(str(err)) from err
+    where, name = split_file_path(raw)
+    shown = os.fsdecode(raw)
     try:
         directory = open_directory(where, secure=secure)
     except (FileNotFoundError, NotADirectoryError):
@@ -193,7 +198,8 @@ def send_signal(
     path: PathArg, sig: int, *, allow_legacy: bool = False, secure: bool = True
 ) -> Inspection:
     """Send ``sig`` to the process the pid file names, through a handle that cannot reach
-    another (a pidfd), if it is verified; ``outcome`` is "sent" or "not running". Raises
+    another (a pidfd), if it is verified; ``outcome`` is "sent" or "not running". ``sig`` 0
+    sends nothing: "sent" says the recorded process runs (any user may ask). Raises
     ``UntrustedPath`` (``secure``, the default for everyone: the file and its path must be
     this user's or root's), ``Refused``, and ``OSError`` (not permitted, or cannot tell)."""
     sig = int(sig)  # before anything is opened: see the module's habits
@@ -203,7 +209,8 @@ def send_signal(
     if handle is not None:
         with handle:
             try:
-                handle.send_signal(sig)
+                if sig:  # 0: whether it runs, which the handle just proved (no permission needed)
+                    handle.send_signal(sig)
                 found.outcome = "sent"
             except ProcessLookupError:
                 pass  # it exited meanwhile

@@ -21,6 +21,7 @@ Both backends share this module: it is policy over the backend's decode and clas
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import operator
 import os
@@ -54,8 +55,9 @@ __all__ = [
 ]
 
 _aside_counter = itertools.count()
-# A file renamed aside for removal: ".shimpid-removing.<remover's pid>.<counter>", short
-# whatever the pid file's name (its own name plus a suffix could exceed NAME_MAX).
+# A file renamed aside for removal: ".shimpid-removing.<remover's pid>.<counter>.<its name>",
+# the name left out where it would not fit NAME_MAX. Should the remover die before it settles
+# the file, clean() puts back what it holds if that is a live record (hence the name).
 ASIDE_PREFIX = ".shimpid-removing."
 # clean() leaves younger temporary files alone: a write takes microseconds, and a writer in
 # another pid namespace, whose pid means nothing here, may be at work.
@@ -70,6 +72,8 @@ OPEN_LIMIT = 1.0
 # How long a remover waits for another, at work in the same directory, to settle its files.
 TURN_LIMIT = 5.0
 LOCKED = "still locked by a process the file does not name"
+GONE = "it is gone"
+NOT_STALE = "it is not stale"
 CHANGED = "it was written again since it was read"
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
@@ -118,21 +122,26 @@ def open_directory(path: PathArg, *, secure: bool | None = None) -> int:
         secure = is_secure_default()
     if not secure:
         return os.open(raw, _DIRECTORY)
-    fd = _walk(raw)
-    try:
-        return os.open(".", _DIRECTORY, dir_fd=fd)
-    finally:
-        os.close(fd)
+    return _walk(raw)
 
 
 def _walk(raw: bytes) -> int:
-    """An O_PATH descriptor of the directory at raw, reached one component at a time: each
-    looked at (never following it), checked, then opened relative to its parent, so nothing is
-    looked up twice. Symlinks that pass are followed by hand, by the same rules."""
+    """A descriptor of the directory at raw, reached one component at a time: each looked at
+    (never following it), checked, then opened (``O_PATH``) relative to its parent, so nothing is
+    looked up twice. Symlinks that pass are followed by hand, by the same rules. Every
+    descriptor is kept as it is made: whatever interrupts, none is lost or closed twice."""
+    opened: list[_common.Kept] = []
+
+    def open_kept(name: bytes, flags: int, directory: int | None = None) -> int:
+        kept = _common.keep(os.open, name, flags, dir_fd=directory)
+        opened.append(kept)  # before it opens: tracked whatever comes
+        return kept[0]
+
     euid = os.geteuid()
     trail = b"/" if raw.startswith(b"/") else b"."
-    fd, step = os.open(trail, _STEP), -1
+    result = -1
     try:
+        fd = open_kept(trail, _STEP)
         here = os.fstat(fd)
         why = _not_ours(here, euid)
         if why:
@@ -161,9 +170,7 @@ def _walk(raw: bytes) -> int:
                 target = os.readlink(part, dir_fd=fd)
                 parts[:0] = target.split(b"/")
                 if target.startswith(b"/"):
-                    old, fd = fd, -1  # never closed twice, whatever interrupts
-                    os.close(old)
-                    fd = os.open(b"/", _STEP)
+                    fd = open_kept(b"/", _STEP)
                     here = os.fstat(fd)
                     trail = b"/"
                 else:
@@ -171,18 +178,18 @@ def _walk(raw: bytes) -> int:
                 continue
             if not stat.S_ISDIR(entry.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), shown)
-            step = os.open(part, _STEP, dir_fd=fd)
-            opened = os.fstat(step)
-            if (opened.st_ino, opened.st_dev) != (entry.st_ino, entry.st_dev):
+            step = open_kept(part, _STEP, fd)
+            opened_info = os.fstat(step)
+            if (opened_info.st_ino, opened_info.st_dev) != (entry.st_ino, entry.st_dev):
                 # changed between the look and the open: by root or us, but no
                 raise UntrustedPath(shown, "it changed while it was checked")
-            old, fd, step, here = fd, step, -1, opened
-            os.close(old)
-        return fd
-    except BaseException:
-        for left in {fd, step} - {-1}:
-            os.close(left)
-        raise
+            fd, here = step, opened_info
+        result = open_kept(b".", _DIRECTORY, fd)
+        return result
+    finally:
+        for kept in opened:
+            if kept and kept[0] != result:
+                os.close(kept.pop(0))
 
 
 def _not_ours(info: os.stat_result, euid: int) -> str | None:
@@ -218,6 +225,10 @@ def split_file_path(path: PathArg) -> tuple[bytes, bytes]:
         raw = fs_bytes(path)
     except ValueError as err:
         raise StorageError(f"PID file path contains a NUL byte: {path!r}") from err
+    return _split(raw)
+
+
+def _split(raw: bytes) -> tuple[bytes, bytes]:
     directory, name = os.path.split(raw)
     if name in (b"", b".", b".."):
         raise StorageError(f"PID file path does not name a file: {os.fsdecode(raw)!r}")
@@ -385,56 +396,62 @@ class _Aside:
         self.pending: dict[bytes, tuple[bytes, Read, float]] = {}
         self._mask: set[int] | None = None  # the signal mask to go back to, while held
         self._turn = False  # whether this holds the directory's lock
+        self.refused: str | None = None  # why no more files go aside in this pass
 
     def claim(self, name: bytes, accept: Callable[[Read], str | None]) -> str | None:
         """Lock the file ``name``, read it and, if ``accept(read)`` says nothing against it (None),
-        move it aside; None if moved, else why not."""
-        kept = _open_regular(self.directory, name)
+        move it aside; None if moved, else why not. The directory's turn is taken first: a
+        remover waiting for it must not hold open a file that another is settling."""
         try:
-            fd = _regular(kept)
-            if fd is None:
-                return "it is gone"
-            # Ours while moving it: a PidFileLock taking it over at this instant waits.
-            try:
-                _common.flock(fd, _common.LOCK_EX | _common.LOCK_NB)
-            except BlockingIOError:
-                return LOCKED  # its holder lives
-            except OSError as err:
-                if err.errno != errno.ENOSYS:
-                    raise
-            if _common.record_locked(fd)[0]:
-                return LOCKED
-            now = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
-            why = accept(now)
+            why = self._begin()
             if why is not None:
                 return why
+            kept = _open_regular(self.directory, name)
             try:
-                if not self._begin():
-                    return "another remover is at work in this directory"
+                fd = _regular(kept)
+                if fd is None:
+                    return GONE
+                # Ours while moving it: a PidFileLock taking it over at this instant waits.
+                try:
+                    _common.flock(fd, _common.LOCK_EX | _common.LOCK_NB)
+                except BlockingIOError:
+                    return LOCKED  # its holder lives
+                except OSError as err:
+                    if err.errno != errno.ENOSYS:
+                        raise
+                if _common.record_locked(fd)[0]:
+                    return LOCKED
+                now = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
+                why = accept(now)
+                if why is not None:
+                    return why
                 # Still the file at the name? A PidFileLock may have renamed its own over it,
                 # or a writer replaced it.
                 there = os.stat(name, dir_fd=self.directory, follow_symlinks=False)
                 if (there.st_ino, there.st_dev) != (now.info.st_ino, now.info.st_dev):
                     return CHANGED
-                aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
+                aside = _aside_name(name)
                 self.pending[aside] = (name, now, time.monotonic())
                 try:
                     os.rename(name, aside, src_dir_fd=self.directory, dst_dir_fd=self.directory)
                 except FileNotFoundError:
                     del self.pending[aside]
-                    return "it is gone"
+                    return GONE
                 return None
-            except FileNotFoundError:
-                return "it is gone"
             finally:
-                self._end_if_idle()
+                if kept:
+                    os.close(kept[0])  # lets go of the lock
+        except FileNotFoundError:
+            return GONE
         finally:
-            if kept:
-                os.close(kept[0])  # lets go of the lock
+            self._end_if_idle()
 
-    def _begin(self) -> bool:
-        """Take this directory's turn (False if another remover keeps it for too long) and hold
-        off signals, before a file goes aside."""
+    def _begin(self) -> str | None:
+        """Take this directory's turn and hold off signals, before a file goes aside; why not,
+        if another remover (or anyone who can open the directory) keeps the turn too long:
+        then this remover gives up for the rest of its pass, rather than wait for each file."""
+        if self.refused is not None:
+            return self.refused
         if not self._turn:
             deadline, pause = time.monotonic() + TURN_LIMIT, 0.0005
             while True:
@@ -443,7 +460,8 @@ class _Aside:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        return False
+                        self.refused = "another process keeps this directory's lock"
+                        return self.refused
                     time.sleep(pause)
                     pause = min(pause * 2, 0.02)
                 except OSError as err:
@@ -453,7 +471,7 @@ class _Aside:
             self._turn = True
         if self._mask is None and threading.current_thread() is threading.main_thread():
             self._mask = _hold_signals()
-        return True
+        return None
 
     def _end_if_idle(self) -> None:
         """Once nothing is aside: give the directory's turn back, then let signals in (a handler
@@ -504,9 +522,14 @@ class _Aside:
                 return None
             else:
                 now = Read(aside, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
-                if now.same(expected):
+                if now.same(expected) and not (leased and _lease_broken(fd)):
                     os.unlink(aside, dir_fd=self.directory)  # under the lease: nobody has it
                     del self.pending[aside]
+                    if leased and _lease_broken(fd):
+                        # Opened meanwhile by a process that had looked the name up before the
+                        # file was moved: it waits for the lease, then writes to the file just
+                        # removed. Let it finish, and put back what it wrote.
+                        return name, *self._reborn(fd, name, expected)
                     return name, True, None
                 why = CHANGED
         except OSError as err:  # EMFILE...: put it back, unjudged
@@ -516,6 +539,44 @@ class _Aside:
                 os.close(kept[0])  # it without blocking (O_NONBLOCK) would find it leased
         self._restore(aside)
         return name, False, why
+
+    def _reborn(self, fd: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
+        """The file removed under ``fd`` was opened as it went: wait for its opener to close it
+        (a lease can be taken again), and write at ``name`` (never over another file) what it
+        wrote, if it wrote anything."""
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)  # let it in
+        deadline = time.monotonic() + OPEN_LIMIT
+        while not _lease(fd) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        data = os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0)
+        if data == expected.data:
+            return True, None
+        info = os.fstat(fd)
+        # A writer's temporary name: clean() removes it, should this process die right here.
+        temp = b".%s.%d.%d.tmp" % (name, os.getpid(), next(_aside_counter))
+        if len(temp) > _common.NAME_MAX:
+            temp = b".shimpid-reborn.%d.%d.tmp" % (os.getpid(), next(_aside_counter))
+        kept = _common.keep(
+            os.open,
+            temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            stat.S_IMODE(info.st_mode),
+            dir_fd=self.directory,
+        )
+        try:
+            os.write(kept[0], data)
+            if os.geteuid() == 0:
+                os.fchown(kept[0], info.st_uid, info.st_gid)
+            os.link(temp, name, src_dir_fd=self.directory, dst_dir_fd=self.directory)
+        except FileExistsError:
+            pass  # a newer file is at the name
+        finally:
+            if kept:
+                os.close(kept[0])
+                os.unlink(temp, dir_fd=self.directory)
+        return False, "written again as it was removed: put back"
 
     def _restore(self, aside: bytes) -> None:
         """Put a file set aside back at its name, unless a newer one is there already."""
@@ -547,6 +608,13 @@ class _Aside:
             except OSError:
                 self.pending.pop(aside, None)  # nothing more can be done for it
         self._end_if_idle()
+
+
+def _lease_broken(fd: int) -> bool:
+    """Whether a process is waiting to open the file whose write lease ``fd`` holds."""
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_WRLCK
 
 
 def _lease(fd: int) -> bool | None:
@@ -645,38 +713,70 @@ def why_absent(record: PidRecord | StorageError, extras: Extras) -> str:
 
 
 class Entry(tuple):  # type: ignore[type-arg]
-    """A pid file found by ``scan()``: ``(path, verdict)``, and the bytes that verdict was
-    judged from. ``verdict`` is an ``OSError`` where the system could not tell. The record,
-    capability and the rest come from the same bytes, never from reading the file again."""
+    """A pid file found by ``scan()``: the pair ``(path, verdict)``, and the bytes that verdict
+    was judged from. ``verdict`` is an ``OSError`` where the system could not tell. The record,
+    capability and the rest come from the same bytes, never from reading the file again.
 
-    path: str
-    verdict: ProcessIdentity | OSError
-    data: bytes | None  # None where the file could not be read
-    # with scan(locks=True): (locked, pid a POSIX lock names, (st_dev, st_ino)) of the read
-    lock: tuple[bool | None, int | None, tuple[int, int]] | None
+    (A tuple of four that iterates, compares and hashes as the pair: made in C, without a
+    Python call per file.)"""
+
+    __slots__ = ()
 
     def __new__(
         cls,
         path: str,
         verdict: ProcessIdentity | OSError,
-        data: bytes | None,
+        data: bytes | None = None,
         lock: tuple[bool | None, int | None, tuple[int, int]] | None = None,
     ) -> Entry:
-        self = tuple.__new__(cls, (path, verdict))
-        self.path, self.verdict, self.data, self.lock = path, verdict, data, lock
-        return self
+        return tuple.__new__(cls, (path, verdict, data, lock))
+
+    @property
+    def path(self) -> str:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def verdict(self) -> ProcessIdentity | OSError:
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def data(self) -> bytes | None:
+        """The bytes read (None where the file could not be read)."""
+        return self[2]  # type: ignore[no-any-return]
+
+    @property
+    def lock(self) -> tuple[bool | None, int | None, tuple[int, int]] | None:
+        """With ``scan(locks=True)``: ``(locked, pid a POSIX lock names, (st_dev, st_ino))`` of
+        the read; else None."""
+        return self[3]  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self[0], self[1]))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __eq__(self, other: object) -> bool:
+        return (self[0], self[1]) == (tuple(other) if isinstance(other, tuple) else other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((self[0], self[1]))
 
     @property
     def locked(self) -> bool | None:
         """Whether a process held the file locked when it was read (``scan(locks=True)``;
         else None)."""
-        return None if self.lock is None else self.lock[0]
+        lock = self[3]
+        return None if lock is None else lock[0]
 
     @property
     def holder(self) -> int | None:
         """The pid of the process holding the file locked, if its record names it and it is
         verified (see ``locked``)."""
-        return lock_holder(self.lock, self.verdict)
+        return lock_holder(self[3], self[1])
 
     @property
     def record(self) -> PidRecord | None:
@@ -706,8 +806,12 @@ class Entry(tuple):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return f"Entry({self.path!r}, {self.verdict!r})"
 
-    def __reduce__(self) -> tuple[type, tuple[str, ProcessIdentity | OSError, bytes | None]]:
-        return type(self), (self.path, self.verdict, self.data)
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        return type(self), (self[0], self[1], self[2], self[3])
+
+
+# scan()'s maker of entries, C all through: no Python frame per file
+_entry = functools.partial(tuple.__new__, Entry)
 
 
 def scan(
@@ -728,8 +832,7 @@ def scan(
     to the directory opened once. ``locks``: also look, on the same descriptor, whether a process
     holds each file locked (``Entry.locked``). ``secure``: as ``open_directory``'s.
     """
-    for path, verdict, data, lock in scan_reads(directory, pattern, locks, secure):
-        yield Entry(path, verdict, data, lock)
+    yield from map(_entry, scan_reads(directory, pattern, bool(locks), secure))
 
 
 def scan_reads(
@@ -737,8 +840,10 @@ def scan_reads(
 ) -> Iterator[tuple[str, ProcessIdentity | OSError, bytes | None, Any]]:
     """scan() as plain ``(path, verdict, data, lock)`` tuples (``shimpid ls`` of 100,000 files
     takes them as they come)."""
-    prefix = os.path.join(os.fsdecode(fs_bytes(directory)), "")
-    kept = _common.keep(open_directory, directory, secure=secure)
+    raw, pattern = fs_bytes(directory), _pattern(pattern)
+    secure = None if secure is None else bool(secure)
+    prefix = os.path.join(os.fsdecode(raw), "")
+    kept = _common.keep(open_directory, raw, secure=secure)
     try:
         directory_fd = kept[0]
         suffix = _suffix_of(pattern)
@@ -780,6 +885,14 @@ def _scan_names(
                 yield path, verdict, None, None
             else:
                 yield path, verdict, read.data, read.lock if locks else None
+
+
+def _pattern(pattern: str) -> str:
+    """A pattern as an exact str (a subclass's methods never run mid-scan)."""
+    pattern = _common.exact_text(pattern)  # type: ignore[assignment]
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a str, not {type(pattern).__name__}")
+    return pattern
 
 
 def _suffix_of(pattern: str) -> str | None:
@@ -859,11 +972,13 @@ def clean(
     with ``removed=False`` and a ``why`` starting with "kept". ``dry_run`` removes nothing and
     returns what it would remove, with ``removed=False``. Returns the list, sorted by path.
     """
-    import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
 
-    shown = os.path.join(os.fsdecode(fs_bytes(directory)), "")
+    # Each conversion once, before anything is opened: the caller's code runs nowhere else.
+    raw, pattern = fs_bytes(directory), _pattern(pattern)
+    dry_run, secure = bool(dry_run), None if secure is None else bool(secure)
+    shown = os.path.join(os.fsdecode(raw), "")
     results: dict[bytes, Removal] = {}
-    kept = _common.keep(open_directory, directory, secure=secure)
+    kept = _common.keep(open_directory, raw, secure=secure)
     try:
         directory_fd = kept[0]
         with os.scandir(directory_fd) as entries:
@@ -875,25 +990,13 @@ def clean(
             for name in names:
                 text = os.fsdecode(name)
                 try:
-                    temp = temp_file(text)
-                    if temp is not None:
-                        target, writer = temp
-                        if target is not None and not fnmatch.fnmatchcase(target, pattern):
-                            continue
-                        why = _stale_temp(directory_fd, name, writer)
-                        if why and not dry_run:
-                            os.unlink(name, dir_fd=directory_fd)
-                    elif fnmatch.fnmatchcase(text, pattern):
-                        why = _stale_record(aside, name, dry_run)
-                    else:
-                        continue
+                    found = _clean_one(aside, name, text, pattern, dry_run)
                 except FileNotFoundError:
                     continue  # gone meanwhile
                 except OSError as err:
-                    results[name] = Removal(shown + text, f"kept: cannot tell ({err})", False)
-                    continue
-                if why:
-                    results[name] = Removal(shown + text, why, not dry_run)
+                    found = f"kept: cannot tell ({err})", False
+                if found is not None:
+                    results[name] = Removal(shown + text, found[0], found[1] and not dry_run)
                 _settled(aside.settle(), results, shown)
             _settled(aside.settle(wait=True), results, shown)
         finally:
@@ -912,13 +1015,28 @@ def _settled(
             results[name] = Removal(shown + os.fsdecode(name), f"kept: {why}", False)
 
 
+def _aside_name(name: bytes) -> bytes:
+    aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
+    return aside + b"." + name if len(aside) + 1 + len(name) <= _common.NAME_MAX else aside
+
+
+def aside_file(name: str) -> tuple[int, str | None] | None:
+    """``(remover's pid, the pid file's name or None)`` of a removal's aside name, or None."""
+    if not name.startswith(ASIDE_PREFIX):
+        return None
+    parts = name[len(ASIDE_PREFIX) :].split(".", 2)
+    if len(parts) < 2 or not (_is_number(parts[0]) and _is_number(parts[1])):
+        return None
+    return int(parts[0]), (parts[2] or None) if len(parts) == 3 else None
+
+
 def temp_file(name: str) -> tuple[str | None, int] | None:
     """``(pid file name, writer's pid)`` of a writer's temporary name
     (``.<name>.<pid>.<counter>.tmp``), ``(None, pid)`` of a removal's aside name, or None."""
+    aside = aside_file(name)
+    if aside is not None:
+        return None, aside[0]
     if name.startswith(ASIDE_PREFIX):
-        parts = name[len(ASIDE_PREFIX) :].split(".")
-        if len(parts) == 2 and all(map(_is_number, parts)):
-            return None, int(parts[0])
         return None
     parts = name.split(".")
     if (
@@ -941,25 +1059,97 @@ def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()  # str.isdigit() alone takes other scripts' digits
 
 
+def _clean_one(
+    aside: _Aside, name: bytes, text: str, pattern: str, dry_run: bool
+) -> tuple[str, bool] | None:
+    """``(why, removed or to be)`` for one name of the directory clean() lists, or None."""
+    import fnmatch  # here: it imports re, which costs every importer of shimpid 5 ms
+
+    temp = temp_file(text)
+    if temp is None:
+        if not fnmatch.fnmatchcase(text, pattern):
+            return None
+        return _stale_record(aside, name, dry_run)
+    target, writer = temp
+    if target is None:  # set aside by a removal
+        return _left_aside(aside.directory, name, dry_run)
+    if not fnmatch.fnmatchcase(target, pattern):
+        return None
+    why = _stale_temp(aside.directory, name, writer)
+    if why is None:
+        return None
+    if not dry_run:
+        os.unlink(name, dir_fd=aside.directory)
+    return why, True
+
+
 def _stale_temp(directory: int, name: bytes, pid: int) -> str | None:
     if time.time() - os.stat(name, dir_fd=directory, follow_symlinks=False).st_mtime < STALE_AFTER:
         return None  # a write may be under way
-    if pid == os.getpid() or (_common.names_a_process(pid) and _backend.is_process_alive(pid)):
+    if _common.names_a_process(pid) and _backend.is_process_alive(pid):
         return None  # its writer may still be at work
     return f"temporary file of writer {pid}, which is not running"
 
 
-def _stale_record(aside: _Aside, name: bytes, dry_run: bool) -> str | None:
-    """Why the pid file is stale, once set aside for removal (unless ``dry_run``); None if it
-    is not, or is locked. Judged from the read made under the lock it is moved with."""
+def _left_aside(directory: int, name: bytes, dry_run: bool) -> tuple[str, bool] | None:
+    """What clean() does with a file a removal set aside, if its remover is gone: ``(why,
+    removed)``, or None to leave it. A stale one is removed; a live record is put back at its
+    name (never over another file), or kept where it cannot be."""
+    remover, original = aside_file(os.fsdecode(name)) or (0, None)
+    # Its age since it was moved aside (a rename changes ctime, not mtime).
+    if time.time() - os.stat(name, dir_fd=directory, follow_symlinks=False).st_ctime < STALE_AFTER:
+        return None
+    if _common.names_a_process(remover) and _backend.is_process_alive(remover):
+        return None  # its remover is at work
+    read = read_at(directory, name)
+    if read is None:
+        return None
+    record, extras, verdict = judge(read)
+    if verdict == ABSENT:
+        if not dry_run:
+            os.unlink(name, dir_fd=directory)
+        return (
+            f"left aside by remover {remover}, which is not running: {why_absent(record, extras)}",
+            True,
+        )
+    if original is None:
+        return f"kept: a live record left aside by remover {remover}, its name unknown", False
+    if dry_run:
+        return f"would put back {original}: a live record left aside by remover {remover}", True
+    try:
+        os.link(
+            name,
+            os.fsencode(original),
+            src_dir_fd=directory,
+            dst_dir_fd=directory,
+            follow_symlinks=False,
+        )
+    except FileExistsError:
+        return f"kept: a live record left aside by remover {remover}; {original} is taken", False
+    os.unlink(name, dir_fd=directory)
+    return f"put back as {original}: a live record left aside by remover {remover}", True
+
+
+def _stale_record(aside: _Aside, name: bytes, dry_run: bool) -> tuple[str, bool] | None:
+    """``(why, set aside)`` for a pid file found stale (set aside for removal unless
+    ``dry_run``; ``why`` says why it was kept if it could not be), or None if it is not stale
+    or is locked. Judged from the read made under the lock it is moved with."""
     found: list[str] = []
 
     def stale(read: Read) -> str | None:
         record, extras, verdict = judge(read)
         if verdict != ABSENT:
-            return "it is not stale"
+            return NOT_STALE
         found.append(f"pid file: {why_absent(record, extras)}")
         return "a dry run" if dry_run else None
 
-    aside.claim(name, stale)
-    return found[0] if found else None
+    why = aside.claim(name, stale)
+    if why in (NOT_STALE, LOCKED, GONE):
+        return None
+    if found and (why is None or dry_run):
+        return found[0], True
+    if not found:  # refused before it was read (the directory's turn): judged as it is
+        read = read_at(aside.directory, name, lock=True)
+        if read is None or read.locked is not False or judge(read)[2] != ABSENT:
+            return None
+    return f"kept: {why}", False

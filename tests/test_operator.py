@@ -10,6 +10,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -346,3 +347,196 @@ def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
     os.lchown(tmp_path / "link", 65534, 65534)
     with pytest.raises(_rundir.UntrustedPath, match="link: a symlink owned by uid 65534"):
         _rundir.open_directory(tmp_path / "link" / "svc", secure=True)
+
+
+def test_a_lock_as_root_refuses_a_path_another_user_could_steer(tmp_path, cli):
+    if os.geteuid() != 0:
+        pytest.skip("the trust rules as root")
+    os.chmod(tmp_path, 0o755)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # anyone may replace what is in it
+    (shared / "run").mkdir()
+    with pytest.raises(_rundir.UntrustedPath, match="shared/run: it is in a directory"):
+        shimpid.PidFileLock(shared / "run" / "app.pid")
+    with shimpid.PidFileLock(shared / "run" / "app.pid", secure=False) as lock:
+        assert lock.is_locked()
+    done = cli("lock", shared / "run" / "app.pid", "--", "true")
+    assert done.returncode == 4 and "--insecure" in done.stderr
+    assert cli("lock", "--insecure", shared / "run" / "app.pid", "--", "true").returncode == 0
+
+
+# ---- found by a hostile review ---------------------------------------------------------------
+
+
+def test_clean_that_cannot_take_its_turn_keeps_and_says_so(
+    impl, cli, tmp_path, reaped_pid, monkeypatch
+):
+    """Anyone who can open the directory can hold its lock: clean then keeps the stale files,
+    says so (exit 1), and waits once, not once per file."""
+    monkeypatch.setattr(_rundir, "TURN_LIMIT", 0.2)
+    for n in range(4):
+        (tmp_path / f"{n}.pid").write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        start = time.monotonic()
+        done = cli("clean", tmp_path)
+        assert time.monotonic() - start < 1.0
+        assert done.returncode == 1 and done.stdout.count("kept ") == 4, done
+        assert "another process keeps this directory's lock" in done.stdout
+        assert len(os.listdir(tmp_path)) == 4
+    finally:
+        stop(holder)
+    assert [r.action for r in shimpid.clean(tmp_path)] == ["removed"] * 4
+
+
+def test_a_dead_removers_aside_files_are_judged_by_what_they_hold(
+    impl, tmp_path, sleeper, reaped_pid, monkeypatch
+):
+    """A remover killed while a file was aside: a live record is put back at its name, a stale
+    one removed; a file just moved aside (new ctime, old mtime) is left to its remover."""
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
+    stale = impl.PidRecord(reaped_pid, 1).encode()
+    prefix = _rundir.ASIDE_PREFIX
+    (tmp_path / f"{prefix}{reaped_pid}.0.app.pid").write_bytes(live)
+    (tmp_path / f"{prefix}{reaped_pid}.1.old.pid").write_bytes(stale)
+    (tmp_path / f"{prefix}{reaped_pid}.2.taken.pid").write_bytes(live)
+    (tmp_path / "taken.pid").write_bytes(live)  # a newer record at the name
+    for name in os.listdir(tmp_path):
+        os.utime(tmp_path / name, (0, 0))  # an old mtime; the ctime stays new
+    assert shimpid.clean(tmp_path) == [], "just moved: its remover may be at work"
+    monkeypatch.setattr(_rundir, "STALE_AFTER", 0.0)
+    results = {os.path.basename(r.path): (r.action, r.why) for r in shimpid.clean(tmp_path)}
+    assert results[f"{prefix}{reaped_pid}.0.app.pid"][1].startswith("put back as app.pid")
+    assert results[f"{prefix}{reaped_pid}.1.old.pid"][0] == "removed"
+    assert results[f"{prefix}{reaped_pid}.2.taken.pid"] == (
+        "kept",
+        f"kept: a live record left aside by remover {reaped_pid}; taken.pid is taken",
+    )
+    assert (tmp_path / "app.pid").read_bytes() == live
+
+
+OPENER = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_PATH)  # looked up now, before the file is moved
+print("ready", flush=True)
+sys.stdin.readline()  # the remover holds its lease now
+target = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_TRUNC)  # waits for the lease
+os.write(target, sys.argv[2].encode())
+os.close(target)
+print("wrote", flush=True)
+"""
+
+
+def test_a_writer_that_opens_during_the_lease_is_never_lost(
+    impl, tmp_path, reaped_pid, sleeper, monkeypatch
+):
+    """A writer that looked the name up before the file was moved, and opens it while the
+    remover holds its lease, waits for the lease; the remover sees the break and puts the file
+    back, with what the writer wrote."""
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    path = tmp_path / "app.pid"
+    path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode().decode()
+    opener = subprocess.Popen(
+        [sys.executable, "-c", OPENER, str(path), live],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    real = _rundir._lease
+
+    def lease_then_opened(fd):
+        leased = real(fd)
+        if leased:
+            opener.stdin.write("go\n")
+            opener.stdin.flush()
+            time.sleep(0.2)  # it is in open(), waiting for the lease
+        return leased
+
+    try:
+        assert opener.stdout.readline() == "ready\n"
+        monkeypatch.setattr(_rundir, "_lease", lease_then_opened)
+        shimpid.clean(tmp_path)
+        assert opener.stdout.readline() == "wrote\n"
+        assert opener.wait(10) == 0
+    finally:
+        stop(opener)
+    assert path.read_text() == live
+    assert impl.PidFileReader.at(path).process_identity() == Verified(sleeper.pid)
+
+
+def test_pid_needs_no_permission_to_signal(impl, shared_dir, sleeper, monkeypatch):
+    """`shimpid pid` of another user's verified daemon prints its pid (it signals nothing);
+    `signal` says it is not permitted."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to be somebody else")
+    from _helpers import run_in_child
+    from shimpid import _cli
+
+    path = os.path.join(shared_dir, "daemon.pid")
+    impl.PidFileWriter.at(path).write_for(sleeper.pid)
+    for module in (_cli, _rundir, _operate):
+        monkeypatch.setattr(module, "_backend", impl)
+
+    def child(out):
+        import contextlib
+        import io
+
+        os.setuid(65534)
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            codes = [_cli.main(["pid", path]), _cli.main(["signal", path, "HUP"])]
+        os.write(out, json.dumps([codes, said.getvalue()]).encode())
+
+    code, said = run_in_child(child)
+    assert code == 0, said
+    codes, text = json.loads(said)
+    assert codes == [0, 4] and text.startswith(f"{sleeper.pid}\n"), text
+    assert "signal: not permitted: Operation not permitted" in text
+    assert sleeper.poll() is None
+
+
+def test_a_path_like_is_asked_once(impl, tmp_path, sleeper, monkeypatch):
+    for module in (_rundir, _operate):
+        monkeypatch.setattr(module, "_backend", impl)
+    impl.PidFileWriter.at(tmp_path / "app.pid").write_for(sleeper.pid)
+    calls = []
+
+    class Counted:
+        def __init__(self, path):
+            self.path = path
+
+        def __fspath__(self):
+            calls.append(self.path)
+            return self.path
+
+    list(shimpid.scan(Counted(str(tmp_path))))
+    shimpid.clean(Counted(str(tmp_path)))
+    _operate.inspect(Counted(str(tmp_path / "app.pid")))
+    assert len(calls) == 3
+
+
+def test_stop_says_when_it_keeps_a_stale_file(impl, cli, tmp_path, reaped_pid):
+    path = tmp_path / "app.pid"
+    path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    child = lock_holder(path, "lockf")
+    try:
+        code, out, _ = cli("stop", path)
+    finally:
+        stop(child)
+    assert code == 0 and out.endswith(
+        f"; kept {path}: still locked by a process the file does not name\n"
+    ), out
