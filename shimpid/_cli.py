@@ -784,7 +784,7 @@ def _ls(args: argparse.Namespace) -> int:
         return FAILED
     boot = _boot_time()
     now = time.time()
-    rows = [_row(*item, boot, now) for item in found]
+    rows = [_row(item, boot, now) for item in found]
     counts = dict.fromkeys(("verified", "legacy", "absent", "unknown"), 0)
     for row in rows:
         counts[row[2]] += 1
@@ -808,34 +808,48 @@ def _ls(args: argparse.Namespace) -> int:
             f"{'PATH':{width}}  {'PID':>7}  {'STATE':8}  {'LOCKED BY':>9}  {'STARTED':19}  "
             f"{'AGE':>12}  CAPABILITY"
         ]
-        for path, row in zip(paths, rows, strict=True):
-            held = "-" if not row[7] else _or_dash(row[8], "?")
-            capability = "-" if row[6] is None else shown(row[6])
-            lines.append(
-                f"{path:{width}}  {_or_dash(row[1]):>7}  {row[2]:8}  {held:>9}  "
-                f"{_or_dash(row[4]):19}  {_age(row[5]):>12}  {capability}"
+        line = f"%-{width}s  %7s  %-8s  %9s  %-19s  %12s  %s"
+        append, ages = lines.append, dict[int, str]()
+        for path, (_, pid, state, _, started, seconds, capability, locked, holder, _) in zip(
+            paths, rows, strict=True
+        ):
+            age = "-"
+            if seconds is not None:  # children a spawner starts in one second share it
+                age = ages.get(int(seconds)) or ages.setdefault(int(seconds), _age(seconds))
+            append(
+                line
+                % (
+                    path,
+                    "-" if pid is None else pid,
+                    state,
+                    "-" if not locked else "?" if holder is None else holder,
+                    started or "-",
+                    age,
+                    "-" if capability is None else shown(capability),
+                )
             )
         sys.stdout.write("\n".join(lines) + "\n")
     _say(summary if rows else "no pid files")
     return 0
 
 
-def _row(
-    path: str, verdict: object, data: bytes | None, lock: Any, boot: float | None, now: float
-) -> tuple[Any, ...]:
-    """One row of ls, from the one read: path, pid, state, start time, started, age,
-    capability, locked, locked by, error."""
+def _row(item: tuple[Any, ...], boot: float | None, now: float) -> tuple[Any, ...]:
+    """One row of ls, from the one read (a scan_reads item): path, pid, state, start time,
+    started, age, capability, locked, locked by, error."""
+    path, verdict, data, lock, record, extras = item
     locked = None if lock is None else lock[0]
     state = _STATES.get(type(verdict))
     if state is None:  # an OSError: the system could not tell
         return (path, None, "unknown", None, None, None, None, locked, None, str(verdict))
-    try:
-        record = _backend.PidRecord.decode(data or b"")
-    except StorageError:  # no record
-        return (path, None, state, None, None, None, None, locked, None, None)
-    assert data is not None
-    plain = data.count(b"\n") == 2 and data.endswith(b"\n")  # two lines: nothing more to parse
-    extras = _common.NO_EXTRAS if plain else _common.parse_extras(data)
+    if record is None:  # not decoded by the scan already
+        try:
+            record = _backend.PidRecord.decode(data or b"")
+        except StorageError:  # no record
+            return (path, None, state, None, None, None, None, locked, None, None)
+    if extras is None:
+        assert data is not None
+        plain = data.count(b"\n") == 2 and data.endswith(b"\n")  # two lines: nothing to parse
+        extras = _common.NO_EXTRAS if plain else _common.parse_extras(data)
     start = record.start_time
     started = age = None
     if start is not None and boot is not None and not _common.from_another_boot(extras):
@@ -863,17 +877,13 @@ def _boot_time() -> float | None:
         return None
 
 
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
+def _age(seconds: float) -> str:
     seconds = int(seconds)
     days, seconds = divmod(seconds, 86400)
-    clock = f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
     return f"{days}d {clock}" if days else clock
-
-
-def _or_dash(value: object, dash: str = "-") -> str:
-    return dash if value is None else str(value)
 
 
 # ---- clean -----------------------------------------------------------------------------------

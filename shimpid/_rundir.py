@@ -259,7 +259,7 @@ class Read:
         self.lock_pid = lock_pid
 
     @property
-    def lock(self) -> tuple[bool | None, int | None, tuple[int, int]]:
+    def lock(self) -> tuple[bool | None, int | None, tuple[int, int] | None]:
         """``(locked, pid a POSIX lock names, (st_dev, st_ino))``: what lock_holder needs."""
         return self.locked, self.lock_pid, (self.info.st_dev, self.info.st_ino)
 
@@ -365,7 +365,7 @@ def flock_holders(key: tuple[int, int]) -> set[int] | None:
 
 
 def lock_holder(
-    lock: tuple[bool | None, int | None, tuple[int, int]] | None, verdict: object
+    lock: tuple[bool | None, int | None, tuple[int, int] | None] | None, verdict: object
 ) -> int | None:
     """The pid of the process holding the file locked, if the bytes read name it, it is
     verified, and the kernel says it holds a lock there; else None. ``lock``: a read's."""
@@ -373,6 +373,8 @@ def lock_holder(
         return None
     if lock[1] is not None:
         return verdict.pid if lock[1] == verdict.pid else None
+    if lock[2] is None:
+        return None
     holders = flock_holders(lock[2])
     return verdict.pid if holders is None or verdict.pid in holders else None
 
@@ -717,7 +719,7 @@ class Entry(tuple):  # type: ignore[type-arg]
     was judged from. ``verdict`` is an ``OSError`` where the system could not tell. The record,
     capability and the rest come from the same bytes, never from reading the file again.
 
-    (A tuple of four that iterates, compares and hashes as the pair: made in C, without a
+    (A tuple of six that iterates, compares and hashes as the pair: made in C, without a
     Python call per file.)"""
 
     __slots__ = ()
@@ -727,9 +729,10 @@ class Entry(tuple):  # type: ignore[type-arg]
         path: str,
         verdict: ProcessIdentity | OSError,
         data: bytes | None = None,
-        lock: tuple[bool | None, int | None, tuple[int, int]] | None = None,
+        lock: tuple[bool | None, int | None, tuple[int, int] | None] | None = None,
     ) -> Entry:
-        return tuple.__new__(cls, (path, verdict, data, lock))
+        # (and the record and Extras, where the scan decoded them already)
+        return tuple.__new__(cls, (path, verdict, data, lock, None, None))
 
     @property
     def path(self) -> str:
@@ -745,7 +748,7 @@ class Entry(tuple):  # type: ignore[type-arg]
         return self[2]  # type: ignore[no-any-return]
 
     @property
-    def lock(self) -> tuple[bool | None, int | None, tuple[int, int]] | None:
+    def lock(self) -> tuple[bool | None, int | None, tuple[int, int] | None] | None:
         """With ``scan(locks=True)``: ``(locked, pid a POSIX lock names, (st_dev, st_ino))`` of
         the read; else None."""
         return self[3]  # type: ignore[no-any-return]
@@ -781,6 +784,8 @@ class Entry(tuple):  # type: ignore[type-arg]
     @property
     def record(self) -> PidRecord | None:
         """The record, or None where the file holds none."""
+        if self[4] is not None:
+            return self[4]  # type: ignore[no-any-return]
         if self.data is None:
             return None
         try:
@@ -791,6 +796,8 @@ class Entry(tuple):  # type: ignore[type-arg]
     @property
     def extras(self) -> Extras:
         """Lines 3 and 4: boot id, pidfs inode, capability."""
+        if self[5] is not None:
+            return self[5]  # type: ignore[no-any-return]
         return _common.NO_EXTRAS if self.record is None else _common.parse_extras(self.data or b"")
 
     def open_process(self, *, allow_legacy: bool = False) -> ProcessHandle | None:
@@ -807,7 +814,7 @@ class Entry(tuple):  # type: ignore[type-arg]
         return f"Entry({self.path!r}, {self.verdict!r})"
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        return type(self), (self[0], self[1], self[2], self[3])
+        return type(self), (self[0], self[1], self[2], self[3])  # the rest is made again
 
 
 # scan()'s maker of entries, C all through: no Python frame per file
@@ -837,9 +844,9 @@ def scan(
 
 def scan_reads(
     directory: PathArg, pattern: str, locks: bool, secure: bool | None
-) -> Iterator[tuple[str, ProcessIdentity | OSError, bytes | None, Any]]:
-    """scan() as plain ``(path, verdict, data, lock)`` tuples (``shimpid ls`` of 100,000 files
-    takes them as they come)."""
+) -> Iterator[tuple[Any, ...]]:
+    """scan() as plain ``(path, verdict, data, lock, record, extras)`` tuples (``shimpid ls`` of
+    100,000 files takes them as they come; record and extras where decoded already)."""
     raw, pattern = fs_bytes(directory), _pattern(pattern)
     secure = None if secure is None else bool(secure)
     prefix = os.path.join(os.fsdecode(raw), "")
@@ -859,7 +866,7 @@ def scan_reads(
 
 def _scan_names(
     directory_fd: int, pattern: str, prefix: str, locks: bool
-) -> Iterator[tuple[str, ProcessIdentity | OSError, bytes | None, Any]]:
+) -> Iterator[tuple[Any, ...]]:
     """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>")."""
     matches = _matcher(pattern)
     with os.scandir(directory_fd) as entries:
@@ -882,9 +889,9 @@ def _scan_names(
                 except OSError as err:  # the system cannot tell
                     verdict = err
             if read is None:
-                yield path, verdict, None, None
+                yield path, verdict, None, None, None, None
             else:
-                yield path, verdict, read.data, read.lock if locks else None
+                yield path, verdict, read.data, read.lock if locks else None, None, None
 
 
 def _pattern(pattern: str) -> str:

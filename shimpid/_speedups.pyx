@@ -61,6 +61,7 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
+from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELOOP,
                          ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
@@ -71,6 +72,7 @@ from posix.signal cimport kill
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, lstat, struct_stat
 from posix.types cimport mode_t, pid_t
 
+import functools
 import os
 
 from . import _common
@@ -188,6 +190,8 @@ cdef long RAMFS_MAGIC = 0x858458f6
 
 # A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
+cdef tuple UNLOCKED = (False, None, None)  # a lock probe's answer: see _rundir.Entry.lock
+cdef object _make_extras = functools.partial(tuple.__new__, _common.Extras)
 cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
                         | fcntl.O_CLOEXEC)
 # In place: no O_TRUNC, the file is checked first (see write_in_place).
@@ -1163,12 +1167,13 @@ def _identity_at(int directory_fd, bytes name not None, path=None):
 
 def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None,
                  bint locks=False):
-    """``(prefix + name, verdict or OSError, the bytes judged, lock)`` for each regular file of
-    the open directory whose name ends with suffix, but those starting with "." for which
-    ``skip(name)`` is true (a writer's temporary files: _rundir's rules, passed in so that this
-    module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like patterns (readdir()
-    in C spares the Python loop per file). ``lock``: with ``locks``, ``(locked, pid, (dev,
-    ino))`` probed on the descriptor read (see identity_at); else None."""
+    """``(prefix + name, verdict or OSError, the bytes judged, lock, record, extras)`` for each
+    regular file of the open directory whose name ends with suffix, but those starting with "."
+    for which ``skip(name)`` is true (a writer's temporary files: _rundir's rules, passed in so
+    that this module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like patterns
+    (readdir() in C spares the Python loop per file). With ``locks`` (shimpid ls), ``lock`` is
+    ``(locked, pid, (dev, ino))`` probed on the descriptor read, and the record and its Extras
+    come decoded (see identity_at); else None."""
     cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
     cdef int fd = unistd.dup(directory_fd)  # fdopendir() takes the descriptor over
     if fd < 0:
@@ -1250,7 +1255,8 @@ cdef class _SuffixScan:
                 verdict = identity_at(self.directory_fd, entry.d_name, path, read, self.locks)
             except OSError as err:
                 verdict = err
-            return path, verdict, read[0] if read else None, read[1] if len(read) > 1 else None
+            read += [None] * (4 - len(read))
+            return path, verdict, read[0], read[1], read[2], read[3]
 
     def close(self):
         """Let go of the directory stream (``yield from`` calls it when its generator closes)."""
@@ -1291,8 +1297,14 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
     if read is not None:
         read.append(PyBytes_FromStringAndSize(<char *>buf, size) if size >= 0 else None)
         if locks and size >= 0:
-            read.append((None if lock.locked < 0 else lock.locked == 1, lock.pid or None,
-                         (lock.dev, lock.ino)))
+            if lock.locked == 0:
+                read.append(UNLOCKED)  # the usual answer, made once
+            else:
+                read.append((None if lock.locked < 0 else True, lock.pid or None,
+                             (lock.dev, lock.ino)))
+            if canonical:  # and what ls shows, from the pass just made
+                read.append(_new_record(&record))
+                read.append(_canonical_extras(buf, end, size, &extras))
     if size < 0:
         err = _read_failure(failure, path)
         if _common.is_answer(err):
@@ -1304,12 +1316,33 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
             record = (<PidRecord>_decode(buf, size, data)).rec
         except StorageError:
             return ABSENT  # no record: nothing to act on
-        _extras_from(_common.parse_extras(data), &extras)
+        parsed = _common.parse_extras(data)
+        _extras_from(parsed, &extras)
+        if read is not None and locks:
+            read.append(_new_record(&record))
+            read.append(parsed)
         if from_another_boot(&extras):
             return ABSENT
         with nogil:
             verdict = classify(&record, &extras, level, NULL)
     return _verdict(verdict, record.pid)
+
+
+cdef object _canonical_extras(const unsigned char *buf, Py_ssize_t end, Py_ssize_t size,
+                              const extras_t *extras):
+    """The Extras of lines 3 and 4 as extras_canonical() read them (parse_extras' answer)."""
+    cdef Py_ssize_t i = end
+    while i < size and buf[i] != c'\n':
+        i += 1
+    capability = None
+    if i > end and not is_boot_id(buf + end, i - end):
+        capability = PyUnicode_DecodeASCII(<const char *>buf + end, i - end, NULL)
+    boot = None
+    if extras.has_boot:
+        boot = (CURRENT_BOOT_ID if current_boot_known
+                and memcmp(extras.boot, current_boot_id, BOOT_ID_BYTES) == 0
+                else PyUnicode_DecodeASCII(extras.boot, BOOT_ID_BYTES, NULL))
+    return _make_extras((capability, boot, extras.pidfs_id if extras.has_pidfs else None))
 
 
 cdef bint extras_canonical(const unsigned char *data, Py_ssize_t i, Py_ssize_t size,

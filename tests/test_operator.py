@@ -4,6 +4,7 @@ trust walk, and acting through the directory opened once."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -440,6 +441,10 @@ print("wrote", flush=True)
 """
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "O_PATH") or not hasattr(fcntl, "F_SETLEASE"),
+    reason="no O_PATH or no leases here (PyPy): the grace period stands in for the lease",
+)
 def test_a_writer_that_opens_during_the_lease_is_never_lost(
     impl, tmp_path, reaped_pid, sleeper, monkeypatch
 ):
@@ -540,3 +545,37 @@ def test_stop_says_when_it_keeps_a_stale_file(impl, cli, tmp_path, reaped_pid):
     assert code == 0 and out.endswith(
         f"; kept {path}: still locked by a process the file does not name\n"
     ), out
+
+
+def test_what_ls_decodes_in_c_is_the_rules_answer(impl, tmp_path, sleeper, monkeypatch):
+    """The scan for ls hands back the record and Extras it decoded: the same as decode() and
+    parse_extras() of the same bytes, for every shape of file."""
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    record = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
+    boot = shimpid._common.CURRENT_BOOT_ID or "00000000-0000-4000-8000-000000000000"
+    other = "00000000-0000-4000-8000-000000000001"
+    shapes = [
+        record,
+        record + b"services-mux-v1\n",
+        record + b"\nshimpid boot=%s pidfs=77\n" % boot.encode(),
+        record + b"cap\nshimpid boot=%s\n" % other.encode(),
+        record + b"%s\n" % boot.encode(),  # shimpid 0.1's line 3
+        record + b" spaced cap \n\n",
+        b"%d\n" % sleeper.pid,
+        b"garbage\n",
+    ]
+    for n, data in enumerate(shapes):
+        (tmp_path / f"{n}.pid").write_bytes(data)
+    decoded = 0
+    for path, _, data, _, record_read, extras in _rundir.scan_reads(tmp_path, "*.pid", True, None):
+        decoded += extras is not None
+        try:
+            expected = impl.PidRecord.decode(data)
+        except shimpid.StorageError:
+            assert record_read is None, path
+            continue
+        if record_read is not None:
+            assert record_read == expected, path
+        if extras is not None:
+            assert extras == shimpid._common.parse_extras(data), path
+    assert decoded >= (6 if impl.BACKEND == "cython" else 0)
