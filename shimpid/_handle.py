@@ -20,10 +20,10 @@ import operator
 import os
 import select
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 
-from . import _common
 from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
 
 TYPE_CHECKING = False
@@ -111,32 +111,51 @@ class ProcessHandle:
             raise io.UnsupportedOperation("no pidfd: this system has no pidfds")
         return self._pidfd
 
-    def send_signal(self, sig: int) -> None:
-        """Signal the process; ``ProcessLookupError`` once it has exited (never another process)."""
+    def send_signal(self, sig: int) -> bool:
+        """Signal the process: True once sent. Once it has exited, nothing is sent (never to
+        another process) and it returns False, as ``Popen.send_signal`` does nothing then: a
+        process exiting as it is stopped is no error. Other failures (``PermissionError``)
+        raise."""
         # Converted before the pidfd is looked at: sig's __index__ could close it, or put
         # another process's pidfd at its number, in the middle of pidfd_send_signal().
         sig = operator.index(sig)
         self._check_open()
-        if self._pidfd is not None:
-            signal.pidfd_send_signal(self._pidfd, sig)
-            return
-        if not self._still_there():
-            raise _common.no_such_process(self.pid)
-        os.kill(self.pid, sig)  # the remaining window: see the module's doc
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+                return True
+            if not self._still_there():
+                return False
+            os.kill(self.pid, sig)  # the remaining window: see the module's doc
+        except ProcessLookupError:
+            return False
+        return True
 
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
+    def terminate(self) -> bool:
+        return self.send_signal(signal.SIGTERM)
 
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+    def kill(self) -> bool:
+        return self.send_signal(signal.SIGKILL)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the process exits: True if it has, False if ``timeout`` seconds passed.
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the process exits; ``subprocess.TimeoutExpired`` if ``timeout`` seconds
+        pass first (as ``Popen.wait`` and ``psutil.Process.wait``).
 
-        Works for any process, not only children. It does not reap: a child of the caller that
-        has exited stays a zombie until the caller waits for it. Any timeout works, however
-        large (poll() takes at most 2**31 - 1 ms: longer waits are made of several).
+        Works for any process, not only children, so there is no exit status to return. It does
+        not reap: a child of the caller that has exited stays a zombie until the caller waits
+        for it. Any timeout works, however large (poll() takes at most 2**31 - 1 ms: longer waits
+        are made of several).
         """
+        if timeout is not None:  # a float before anything: see _wait
+            timeout = float(timeout) if timeout >= 0 else 0.0  # a non-number: TypeError
+        if not self._wait(timeout):
+            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+
+    def poll(self) -> bool:
+        """Whether the process has exited (``wait(0)`` without the exception)."""
+        return self._wait(0)
+
+    def _wait(self, timeout: float | None) -> bool:
         # A float before the pidfd is looked at: the caller's arithmetic never runs between
         # polls (it could close the pidfd, and poll() then answers "exited").
         if timeout is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import signal as _signal
+import subprocess
 
 from . import _backend, _common, _pure
 from ._common import ABSENT, Extras, Legacy, ProcessIdentity, StorageError
@@ -208,12 +209,9 @@ def send_signal(
     found.outcome = "not running"
     if handle is not None:
         with handle:
-            try:
-                if sig:  # 0: whether it runs, which the handle just proved (no permission needed)
-                    handle.send_signal(sig)
-                found.outcome = "sent"
-            except ProcessLookupError:
-                pass  # it exited meanwhile
+            # 0: whether it runs, which the handle just proved (no permission needed)
+            if not sig or handle.send_signal(sig):
+                found.outcome = "sent"  # (else it exited meanwhile)
     return found
 
 
@@ -237,18 +235,19 @@ def stop(
     try:
         found.outcome = "not running" if found.verdict == ABSENT else "stopped"
         if handle is not None:
-            with handle:
+            with handle:  # (a signal to a process that has just exited does nothing)
+                handle.send_signal(sig)
                 try:
-                    handle.send_signal(sig)
-                    if not handle.wait(timeout):
-                        if escalating is not None:
-                            escalating(handle.pid)
-                        handle.send_signal(_signal.SIGKILL)
-                        if not handle.wait(timeout):
-                            found.outcome = "still running"
-                            return found
-                except ProcessLookupError:
-                    pass  # it exited on its own meanwhile
+                    handle.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    if escalating is not None:
+                        escalating(handle.pid)
+                    handle.send_signal(_signal.SIGKILL)
+                    try:
+                        handle.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        found.outcome = "still running"
+                        return found
         if found.read is None or directory is None:
             return found
         try:

@@ -196,7 +196,7 @@ def test_a_handle_waits_any_time(impl, pid_path, timeout):
     child = subprocess.Popen(["sleep", "0.05"])  # any timeout: its end comes first
     impl.PidFileWriter.at(pid_path).write_for(child.pid)
     with impl.PidFileReader.at(pid_path).open_process() as handle:
-        assert handle.wait(timeout) is True
+        assert handle.wait(timeout) is None
     child.wait()
 
 

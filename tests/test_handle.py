@@ -40,14 +40,17 @@ def test_a_handle_signals_and_waits_for_the_recorded_process(impl, pidfds, pid_p
     with impl.PidFileReader.at(pid_path).open_process() as handle:
         assert isinstance(handle, ProcessHandle)
         assert handle.pid == sleeper.pid and handle.identity == Verified(sleeper.pid)
-        assert handle.wait(0.05) is False
-        handle.send_signal(signal.SIGTERM)
-        assert handle.wait(10) is True
+        with pytest.raises(subprocess.TimeoutExpired):  # as Popen.wait
+            handle.wait(0.05)
+        assert handle.poll() is False
+        assert handle.send_signal(signal.SIGTERM) is True
+        assert handle.wait(10) is None
         assert proc_state(sleeper.pid) == "Z", "wait() does not reap"
         assert sleeper.wait() == -signal.SIGTERM
-        with pytest.raises(ProcessLookupError):
-            handle.send_signal(signal.SIGKILL)  # gone: never a process that reuses its pid
-        assert handle.wait(0) is True
+        # gone: nothing is sent (never to a process that reuses its pid), and no error, as Popen
+        assert handle.send_signal(signal.SIGKILL) is False
+        assert handle.kill() is False and handle.terminate() is False
+        assert handle.wait(0) is None and handle.poll() is True
     with pytest.raises(ValueError):
         handle.send_signal(0)
 
@@ -57,8 +60,8 @@ def test_terminate_and_kill(impl, pidfds, pid_path):
         child = subprocess.Popen(["sleep", "60"])
         record_child(impl, pid_path, child)
         with impl.PidFileReader.at(pid_path).open_process() as handle:
-            getattr(handle, method)()
-            assert handle.wait(10)
+            assert getattr(handle, method)() is True
+            handle.wait(10)
         assert child.wait() == code
 
 
@@ -88,10 +91,10 @@ def test_wait_works_for_a_process_that_is_not_our_child(impl, pidfds, pid_path):
         impl.PidFileWriter.at(pid_path).write_for(grandchild)
         with impl.PidFileReader.at(pid_path).open_process() as handle:
             assert handle.pid == grandchild
-            assert handle.wait(0.05) is False
+            assert handle.poll() is False
             handle.terminate()  # the shell's child, not ours: it reaps it
             started = time.monotonic()
-            assert handle.wait(10) is True
+            handle.wait(10)
             assert time.monotonic() - started < 10
     finally:
         stop(shell)
@@ -151,7 +154,7 @@ def test_legacy_handles_only_when_asked(impl, pidfds, pid_path, sleeper):
     with reader.open_process(allow_legacy=True) as handle:
         assert handle.identity == Legacy(sleeper.pid)
         handle.send_signal(signal.SIGKILL)
-        assert handle.wait(10)
+        handle.wait(10)
 
 
 def test_a_handle_holds_the_very_process_the_file_records(impl, pid_path, sleeper):
