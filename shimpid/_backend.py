@@ -12,6 +12,8 @@ import sys
 from ._common import env_flag
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
+if TYPE_CHECKING:
+    from typing import Literal
 
 __all__ = [
     "BACKEND",
@@ -44,7 +46,7 @@ else:
         from . import _pure as _impl
 
 # The public API, and what the rest of the package takes from the backend.
-BACKEND: str = _impl.BACKEND
+BACKEND: Literal["cython", "python"] = _impl.BACKEND
 PidFileReader = _impl.PidFileReader
 PidFileWriter = _impl.PidFileWriter
 PidRecord = _impl.PidRecord

@@ -145,7 +145,7 @@ class PidFileLock(_pure._Final):
         return self._capability.decode() or None
 
     def __repr__(self) -> str:
-        state = "held" if self.i_am_locking() else "not held"
+        state = "held" if self._slot[0] >= 0 and self._owner == _pid else "not held"
         return f"PidFileLock({self._path!r}, {state})"
 
     def __enter__(self) -> PidFileLock:
@@ -220,23 +220,23 @@ class PidFileLock(_pure._Final):
     def release(self) -> None:
         """Remove the file, if it still holds this lock's record, and let go of the lock.
 
-        Raises ``RuntimeError`` if this process does not hold it. In a child forked while the
-        parent held it, it does nothing: the lock is the parent's. If a signal handler raises
-        before the file is removed (the pure backend), the lock is still held: call it again.
+        Does nothing where this object does not hold it (as ``pid.PidFile.close()``): never
+        taken, released already, or a child forked while the parent held it (the lock is the
+        parent's). If a signal handler raises before the file is removed (the pure backend),
+        the lock is still held: call it again.
         """
         slot = self._slot
         if slot[0] < 0 or self._owner != _pid:
-            if slot[0] >= 0:
-                return  # a forked child's copy: the parent holds the lock
-            raise RuntimeError(f"release of an unheld lock: {self._path!r}")
+            return
         _held_fds.discard(slot[0])
         _backend._lock_release(slot, self._target, self._data)
 
     # ---- looking ------------------------------------------------------------------------
 
     def i_am_locking(self) -> bool:
-        """Whether this object holds the lock, in this process."""
-        return self._slot[0] >= 0 and self._owner == _pid
+        """Whether this process holds the lock (through this object or another PidFileLock of
+        the same file), as lockfile's and python-daemon's callers ask it."""
+        return (self._slot[0] >= 0 and self._owner == _pid) or _held_here(self._target)
 
     def is_locked(self) -> bool:
         """Whether any process (this one included) holds the lock now."""

@@ -43,13 +43,13 @@ from ._common import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Final, Literal, NoReturn
 
-    from ._common import PathArg
+    from ._common import Absent, PathArg
     from ._handle import ProcessHandle
 
 #: The backend's name, as shimpid.BACKEND gives it.
-BACKEND = "python"
+BACKEND: Final[Literal["cython", "python"]] = "python"
 
 __all__ = [
     "PidFileReader",
@@ -805,7 +805,7 @@ class PidFileReader(_Final):
         except StorageError as err:
             raise _common.in_file(err, self._path) from err
 
-    def process_identity(self) -> ProcessIdentity:
+    def process_identity(self) -> Verified | Legacy | Absent:
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules.
 
         Raises ``OSError`` (with the errno) when the system cannot tell: a failure to look is
@@ -816,7 +816,7 @@ class PidFileReader(_Final):
 
 def _identity_at(
     directory_fd: int | None, target: bytes, path: str | bytes | None = None
-) -> ProcessIdentity:
+) -> Verified | Legacy | Absent:
     """The verdict for the pid file at target, relative to an open directory if one is given
     (shimpid.scan)."""
     try:
@@ -876,7 +876,7 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
 # namespace's /proc. Every failure other than "no such process" is raised.
 
 
-def _classify(pid: int, start_time: int | None, pidfs_id: int | None) -> ProcessIdentity:
+def _classify(pid: int, start_time: int | None, pidfs_id: int | None) -> Verified | Legacy | Absent:
     """The verdict for a record; ``OSError`` when the system cannot tell."""
     if not _common.names_a_process(pid):
         return ABSENT
@@ -921,7 +921,7 @@ def _pin_and_classify(
 
 def _classify_pinned(
     pid: int, start_time: int | None, pidfs_id: int | None, pidfd: int, level: int
-) -> ProcessIdentity:
+) -> Verified | Legacy | Absent:
     if pidfs_id is not None and level == PIDFS:
         # The inode names one process for the whole boot: no /proc, no clock-tick granularity.
         if os.fstat(pidfd).st_ino != pidfs_id or _has_exited(pidfd):
@@ -937,7 +937,7 @@ def _classify_pinned(
     return Verified(pid)
 
 
-def _classify_without_pidfd(pid: int, start_time: int | None) -> ProcessIdentity:
+def _classify_without_pidfd(pid: int, start_time: int | None) -> Verified | Legacy | Absent:
     if _WINDOWS:
         if not _windows_alive(pid):
             return ABSENT
