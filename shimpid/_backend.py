@@ -33,10 +33,21 @@ else:
         # No extension on CPython: installed without a compiler (pip shows the build's warning
         # only with -v), or a broken build. Say so once; SHIMPID_PURE_PYTHON=1 chooses the pure
         # backend on purpose, and silently.
+        import os
         import warnings
 
+        built = any(
+            name.startswith("_speedups.") and name.endswith((".so", ".pyd"))
+            for name in os.listdir(os.path.dirname(__file__) or ".")
+        )
+        why = (
+            f"it is there but could not be loaded ({err})"
+            if built
+            else "it was not built when shimpid was installed (there was no C compiler, or "
+            "no Python headers)"
+        )
         warnings.warn(
-            f"shimpid: the C extension is not available ({err}); using the pure-Python "
+            f"shimpid: the C extension is not available: {why}; using the pure-Python "
             "backend, which is slower (README: Benchmarks) and allocates after fork(). Install "
             "a C compiler and the Python headers and reinstall shimpid to get it, or set "
             "SHIMPID_PURE_PYTHON=1 to choose the pure backend.",
