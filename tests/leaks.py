@@ -151,7 +151,7 @@ class Exerciser:
         ext.PidFileWriter.at(self.path).write_for(self.sleeper.pid)
         handle = ext.PidFileReader.at(self.path).open_process()
         handle.send_signal(signal.SIGCONT)
-        handle.wait(0)
+        handle.poll()
         handle.close()
         missing = ext.PidFileReader.at(os.path.join(self.dir, "missing.pid"))
         expect_error(missing.read)
@@ -195,7 +195,7 @@ class Exerciser:
         expect_error(shimpid.PidFileLock(self.lock_path).acquire, 0)
         expect_error(shimpid.PidFileLock(self.lock_path).acquire, 0.01)
         lock.release()
-        expect_error(lock.release)
+        lock.release()  # not held: nothing
         with shimpid.PidFileLock(self.lock_path, capability="services-mux-v1"):
             pass
 
