@@ -32,7 +32,7 @@ from ._spawn import create_subprocess_exec, spawn
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._handle import ProcessHandle
-    from ._lock import AlreadyLocked, PidFileLock
+    from ._lock import AlreadyLocked, AlreadyRunning, PidFileLock, exit_on_sigterm
     from ._operate import Inspection, Refused, inspect, send_signal, stop
     from ._rundir import Entry, Removal, UntrustedPath, clean, scan
 
@@ -52,14 +52,24 @@ _LAZY = {
     "ProcessHandle": "_handle",
     "PidFileLock": "_lock",
     "AlreadyLocked": "_lock",
+    "AlreadyRunning": "_lock",
+    "exit_on_sigterm": "_lock",
 }
+
+
+def _public(value: object) -> object:
+    """A public class shows as ``shimpid.X`` (reprs, tracebacks, pickles, documentation), not
+    as the private module it is written in; it is found there too (``shimpid.X``)."""
+    if isinstance(value, type) and value.__module__.startswith(f"{__name__}._"):
+        value.__module__ = __name__
+    return value
 
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        value = _public(getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name))
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -74,6 +84,7 @@ __all__ = [
     "PID_RECORD_MAX_BYTES",
     "Absent",
     "AlreadyLocked",
+    "AlreadyRunning",
     "Entry",
     "ForeignProcError",
     "Inspection",
@@ -91,6 +102,7 @@ __all__ = [
     "Verified",
     "clean",
     "create_subprocess_exec",
+    "exit_on_sigterm",
     "inspect",
     "is_process_alive",
     "process_start_time",
@@ -99,5 +111,10 @@ __all__ = [
     "spawn",
     "stop",
 ]
+
+for _name in __all__:
+    if _name in globals():
+        _public(globals()[_name])
+del _name
 
 __version__ = "0.2.0"

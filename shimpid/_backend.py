@@ -63,6 +63,12 @@ PidFileWriter = _impl.PidFileWriter
 PidRecord = _impl.PidRecord
 is_process_alive = _impl.is_process_alive
 process_start_time = _impl.process_start_time
+# Shown (reprs, tracebacks, pickles, documentation) as what they are to users: shimpid.X.
+for _public in (PidFileReader, PidFileWriter, PidRecord):
+    if BACKEND == "cython":
+        _impl._publish(_public, "shimpid")  # type: ignore[attr-defined]
+    else:
+        _public.__module__ = "shimpid"
 _classify = _impl._classify
 _identity_at = _impl._identity_at
 _lock_release = _impl._lock_release

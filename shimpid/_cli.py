@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from . import __version__, _backend, _common
 from ._common import ABSENT, Legacy, StorageError, Verified
-from ._lock import AlreadyLocked, PidFileLock
+from ._lock import AlreadyLocked, AlreadyRunning, PidFileLock
 from ._operate import Inspection, Refused, inspect, send_signal, stop
 from ._rundir import (
     Read,
@@ -143,11 +143,13 @@ def _parser() -> argparse.ArgumentParser:
         "as long as CMD (and whatever CMD passes its descriptor on to), whatever "
         "kills it, and the record names CMD. CMD finds the lock's descriptor in "
         "SHIMPID_LOCK_FD. A stale pid file (its process gone, its pid reused) never "
-        "blocks. Exit 1 if another process holds the lock (its pid is printed), or "
+        "blocks; one nobody holds locked that names a running process (another tool's) is "
+        "refused unless --take-over-running. Exit 1 if another process holds the lock or the "
+        "file names a running process (its pid is printed), or "
         "the file cannot be written; otherwise CMD's own status (126, 127: it cannot "
         "be run, is not found).",
         usage="shimpid lock [-h] [--timeout SECONDS | --wait] [--capability TOKEN] [--insecure] "
-        "FILE -- CMD [ARGS...]",
+        "[--take-over-running] FILE -- CMD [ARGS...]",
     )
     locking.add_argument("file", metavar="FILE", help="the pid file to lock")
     waiting = locking.add_mutually_exclusive_group()
@@ -163,6 +165,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     locking.add_argument(
         "--capability", metavar="TOKEN", help="a capability token for line 3, as for spawn"
+    )
+    locking.add_argument(
+        "--take-over-running",
+        action="store_true",
+        help="take the file over even when nobody holds it locked but it names a running "
+        "process (another tool's pid file, say); without it, that is refused (exit 1)",
     )
     locking.add_argument(
         "command",
@@ -650,13 +658,24 @@ def _lock(args: argparse.Namespace) -> int:
         _complain("lock: no command given (put it after --)")
         return USAGE
     try:
-        lock = PidFileLock(args.file, capability=args.capability, secure=_secure(args, False))
+        lock = PidFileLock(
+            args.file,
+            capability=args.capability,
+            secure=_secure(args, False),
+            take_over_running=args.take_over_running,
+        )
     except UntrustedPath as err:
         return _failed("lock", err, args.file)
     except (TypeError, ValueError, StorageError) as err:
         return _cannot_prepare("lock", err)
     try:
         lock.acquire(timeout=None if args.wait else args.timeout)
+    except AlreadyRunning as err:
+        _complain(
+            f"lock: {shown(args.file)} is not locked, but names process {err.pid}, which is "
+            f"running ({err.why}); --take-over-running if it is not an instance of this program"
+        )
+        return FAILED
     except AlreadyLocked as err:
         holder = err.pid if err.pid is not None else "a process the file does not name"
         _complain(f"lock: {shown(args.file)} is locked by {holder}")
@@ -664,7 +683,7 @@ def _lock(args: argparse.Namespace) -> int:
     except OSError as err:
         _complain(f"lock: cannot lock the pid file: {shown(err)}")
         return FAILED
-    fd = lock._slot[0]
+    fd = lock.fileno()
     os.set_inheritable(fd, True)
     env = dict(os.environ, SHIMPID_LOCK_FD=str(fd))
     # What subprocess does for a child: Python ignores SIGPIPE and SIGXFSZ, and an ignored

@@ -615,6 +615,9 @@ PIDFS_MAGIC = 0x50494446
 
 # flock(2), the lock of PidFileLock (see shimpid._lock). Values as on Linux, macOS and the BSDs.
 LOCK_SH, LOCK_EX, LOCK_NB, LOCK_UN = 1, 2, 4, 8
+# What a backend's _lock_try answers (the extension's enum has the same values): the lock is
+# ours; another process holds it; its file is unlocked but the policy's stale() refused it.
+LOCK_HELD, LOCK_TAKEN, LOCK_OCCUPIED = 0, 1, 4
 
 
 # struct flock for F_OFD_GETLK (Linux) and F_GETLK (macOS, the BSDs): the lock probe.

@@ -21,22 +21,34 @@ backend's ``_lock_try`` and ``_lock_release`` (``_pure``'s say what they do).
 
 from __future__ import annotations
 
+import atexit
+import enum
 import errno
+import functools
 import math
+import operator
 import os
+import signal
 import stat
 import time
 
 from . import _backend, _common, _pure
-from ._common import ABSENT, ProcessIdentity, Verified
+from ._common import ABSENT, Legacy, ProcessIdentity, Verified
 from ._rundir import Read, is_secure_default, judge, lock_holder, open_directory, probe_lock
 from ._rundir import flock_holders as _rundir_flock_holders
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import ParamSpec, TypeVar
+
     from ._common import PathArg
 
-__all__ = ["AlreadyLocked", "PidFileLock"]
+    P = ParamSpec("P")
+    R = TypeVar("R")
+
+__all__ = ["AlreadyLocked", "AlreadyRunning", "PidFileLock", "exit_on_sigterm"]
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -46,9 +58,10 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 UNNAMED_HOLDER_GRACE = 0.05
 _POLL_MAX = 0.05  # the longest sleep between tries of acquire(timeout>0)
 
-# Descriptors of the locks this process holds, closed in a child after fork(): a forked child
-# does not hold its parent's locks (closing its copy leaves the parent's lock in place).
-_held_fds: set[int] = set()
+# The locks this process holds, by descriptor: closed in a child after fork() (a forked child
+# does not hold its parent's locks; closing its copy leaves the parent's lock in place), and
+# released at interpreter exit (atexit), their files removed.
+_held: dict[int, PidFileLock] = {}
 # This process's pid and its pid file's bytes for each (capability line, pidfd level): made
 # once, renewed after fork() by the hook below (CPython runs it after every fork that may run
 # Python code: os.fork(), multiprocessing, a preexec_fn; C code that forks must call
@@ -70,28 +83,67 @@ class AlreadyLocked(OSError):
         return type(self), (self.filename, self.pid)
 
 
+class AlreadyRunning(AlreadyLocked):
+    """Nobody holds the pid file locked, but it names a running process: one whose record is
+    ``Verified`` (its start time or pidfs fingerprint matches), or a record without a
+    fingerprint (another tool's: python-daemon, ``pid``, a shell script) whose pid is alive. Its
+    program may be an instance of this one that locks otherwise, or not at all: taking the file
+    over could run two. ``pid`` is that process; ``take_over_running=True`` takes it anyway."""
+
+    def __init__(self, path: str | bytes, pid: int | None, why: str = "") -> None:
+        super().__init__(path, pid)
+        self.why = why or "it names a running process"
+        self.strerror = (
+            f"pid file is not locked, but names process {pid}, which is running ({self.why});"
+            " remove it or use take_over_running=True if that process is not this program"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str | bytes, int | None, str]]:  # type: ignore[override]
+        return type(self), (self.filename, self.pid, self.why)
+
+
+class _NotGiven(enum.Enum):
+    NOT_GIVEN = "not given"
+
+
+_NOT_GIVEN = _NotGiven.NOT_GIVEN
+
+
 class PidFileLock(_pure._Final):
     """An exclusive lock on a pid file, holding this process's record: only one process holds
     it at a time, and a file left by a process that has gone never blocks the next one.
 
-    ``with lock:`` tries once (``acquire(timeout=0)``) and raises ``AlreadyLocked`` if another
-    process holds it: one instance runs, a second fails at once. As root (or with
-    ``secure=True``) the path must be one no other user could steer (``UntrustedPath``
-    otherwise; see ``shimpid._rundir.open_directory``). An object is not for sharing
-    between threads: threads that need the lock each make their own, and exclude each other as
-    processes do.
+    ``with lock:`` (and a function decorated with ``@lock``) tries once, or waits ``timeout``
+    seconds if one was given here, and raises ``AlreadyLocked`` if another process holds it:
+    one instance runs, a second fails at once. A file nobody holds locked but that names a
+    running process (``AlreadyRunning``) is refused too, unless ``take_over_running``.
+
+    ``mode`` is the file's mode exactly (the umask does not filter it); ``uid``/``gid`` its
+    owner (-1: this process's); ``create_dir`` makes the missing directories on the way (0o755,
+    as ``mkdir -p``) when the lock is made. As root (or with ``secure=True``) the path must be
+    one no other user could steer (``UntrustedPath`` otherwise; see
+    ``shimpid._rundir.open_directory``). An object is not for sharing between threads: threads
+    that need the lock each make their own, and exclude each other as processes do. It may be
+    subclassed.
     """
 
     __slots__ = (
         "_capability",
         "_data",
+        "_gid",
         "_mode",
         "_owner",
         "_path",
+        "_running",
         "_slot",
         "_target",
         "_temp_prefix",
+        "_timeout",
+        "_uid",
     )
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super(_pure._Final, cls).__init_subclass__(**kwargs)  # unlike the other types: allowed
 
     def __init__(
         self,
@@ -100,18 +152,36 @@ class PidFileLock(_pure._Final):
         mode: int = 0o644,
         capability: str | None = None,
         secure: bool | None = None,
+        timeout: float | _NotGiven | None = _NOT_GIVEN,
+        take_over_running: bool = False,
+        create_dir: bool = False,
+        uid: int = -1,
+        gid: int = -1,
     ) -> None:
         self._begin_init("_target")  # as the writer's: see _pure._mark_initialising
         try:
+            # Every conversion (which may run the caller's code) before anything changes.
             mode = _common.check_mode(mode)
             capability_line = _common.check_capability(capability)
             secure = is_secure_default() if secure is None else bool(secure)
+            if timeout is not _NOT_GIVEN:
+                timeout = _check_timeout(timeout)
+            running, create_dir = bool(take_over_running), bool(create_dir)
+            uid, gid = _check_id(uid, "uid"), _check_id(gid, "gid")
+            path = os.fspath(path)
+            if create_dir:
+                directory = os.path.dirname(os.fsencode(path)) or b"."
+                os.close(open_directory(directory, secure=secure, create=True))
             given, target, temp_prefix = _common.writer_paths(path, True)
-            if secure:  # nobody else can change the way there: the path means what it does now
+            if secure and not create_dir:  # nobody else can change the way there: the path
+                # means what it does now
                 os.close(open_directory(os.path.dirname(target), secure=True))
             self._path, self._temp_prefix = given, temp_prefix
             self._mode = mode
             self._capability = capability_line
+            self._timeout = timeout
+            self._running = running
+            self._uid, self._gid = uid, gid
             # The lock's descriptor while held, in a list the backend fills: a signal handler
             # that raises as acquire() returns cannot lose it.
             self._slot = [-1]
@@ -144,66 +214,104 @@ class PidFileLock(_pure._Final):
     def capability(self) -> str | None:
         return self._capability.decode() or None
 
+    @property
+    def timeout(self) -> float | None:
+        """What ``with`` waits: 0 (try once) unless given; what ``acquire()`` waits with no
+        argument: for ever (None) unless given."""
+        return 0.0 if self._timeout is _NOT_GIVEN else self._timeout
+
     def __repr__(self) -> str:
-        state = "held" if self._slot[0] >= 0 and self._owner == _pid else "not held"
-        return f"PidFileLock({self._path!r}, {state})"
+        state = "held" if self._held() else "not held"
+        return f"{type(self).__name__}({self._path!r}, {state})"
 
     def __enter__(self) -> PidFileLock:
-        self.acquire(timeout=0)
+        self.acquire(timeout=self.timeout)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
 
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """As a decorator: the function runs holding the lock (as in ``with``; a call while it
+        is held, by a recursive call too, raises ``AlreadyLocked``)."""
+
+        @functools.wraps(func)
+        def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+            with self:
+                return func(*args, **kwargs)
+
+        return locked
+
     # ---- taking and giving back ----------------------------------------------------------
 
-    def acquire(self, timeout: float | None = None) -> None:
+    def acquire(self, timeout: float | _NotGiven | None = _NOT_GIVEN) -> None:
         """Take the lock and write this process's record into the file.
 
-        ``timeout``: ``None`` waits as long as it takes, ``0`` tries once, else seconds.
-        Raises ``AlreadyLocked`` when another process (or another PidFileLock of this one)
-        holds it, and also when this one already does: a lock is never taken twice. Other
-        failures raise ``OSError`` with the errno; one where the filesystem has no locks
-        (``ENOLCK``, ``EOPNOTSUPP``) is raised, never taken for success.
+        ``timeout``: ``None`` waits as long as it takes, ``0`` tries once, else seconds; not
+        given, the constructor's, else ``None``. Raises ``AlreadyLocked`` when another process
+        (or another PidFileLock of this one) holds it, and also when this one already does: a
+        lock is never taken twice; ``AlreadyRunning`` when nobody holds it but the file names
+        a running process (see the class). Other failures raise ``OSError`` with the errno;
+        one where the filesystem has no locks (``ENOLCK``, ``EOPNOTSUPP``) is raised, never
+        taken for success.
         """
-        if timeout is not None:
-            if not timeout >= 0:  # a non-number raises TypeError here
-                raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
+        if timeout is _NOT_GIVEN:
+            timeout = None if self._timeout is _NOT_GIVEN else self._timeout
+        else:
             # A float from here on: no code of the caller's runs between the tries, while a
             # temporary file or a descriptor is held.
-            timeout = float(timeout)
+            timeout = _check_timeout(timeout)
         pid = _pid
-        if self._slot[0] >= 0 and self._owner == pid:
+        if self._held():
             raise AlreadyLocked(self._path, pid)
         data = _own.get((self._capability, _backend._pidfd_level())) or _own_record(
             self._capability
         )
         slot = [-1]  # the object's only once the lock is taken (a forked child's, or another
         # thread's failed try, must not replace the one in use)
+        refused: list[tuple[int | None, str]] = []  # what stale() found running, last first
+        stale = functools.partial(_stale, refused) if not self._running else _always
         deadline = grace = math.inf  # until a first try fails
         delay = 0.001
         try:
-            while not _backend._lock_try(
-                self._target, self._temp_prefix, data, self._mode, slot, self._path
-            ):
-                if timeout is None:
+            while True:
+                taken = _backend._lock_try(
+                    self._target,
+                    self._temp_prefix,
+                    data,
+                    self._mode,
+                    self._uid,
+                    self._gid,
+                    slot,
+                    self._path,
+                    stale,
+                )
+                if taken == _common.LOCK_TAKEN:
+                    break
+                if timeout is None and taken == _common.LOCK_HELD:
                     if _held_here(self._target):  # it would wait for itself, for ever
                         raise AlreadyLocked(self._path, pid)
                     _backend._lock_wait(self._target, self._path)
                     continue
                 now = time.monotonic()
                 if deadline == math.inf:  # the first try failed: from now on, the clock counts
-                    deadline = now + timeout
+                    deadline = now + (math.inf if timeout is None else timeout)
                     grace = now + UNNAMED_HOLDER_GRACE
-                holder = holder_pid(self._target)
-                if now >= deadline and (holder is not None or now >= grace):
-                    raise AlreadyLocked(self._path, holder)
+                if taken == _common.LOCK_OCCUPIED:
+                    if now >= deadline:
+                        raise AlreadyRunning(self._path, *refused[-1])
+                else:
+                    holder = holder_pid(self._target)
+                    if now >= deadline and (holder is not None or now >= grace):
+                        raise AlreadyLocked(self._path, holder)
+                # Nothing to wait on (an unlocked file's process has no lock to give back):
+                # look again, less and less often.
                 time.sleep(min(delay, deadline - now) if now < deadline else delay)
                 delay = min(delay * 2, _POLL_MAX)
             self._slot = slot
             self._data = data
             self._owner = pid
-            _held_fds.add(slot[0])
+            _held[slot[0]] = self
         except BaseException as error:
             # Taken (or half taken) as the exception came: give it back. A handler that raises
             # again (at _lock_release's entry, before it took the descriptor) leaves it to do
@@ -211,7 +319,7 @@ class PidFileLock(_pure._Final):
             raised = error
             while slot[0] >= 0:
                 try:
-                    _held_fds.discard(slot[0])
+                    _held.pop(slot[0], None)
                     _backend._lock_release(slot, self._target, data)
                 except BaseException as again:
                     raised = again
@@ -228,15 +336,25 @@ class PidFileLock(_pure._Final):
         slot = self._slot
         if slot[0] < 0 or self._owner != _pid:
             return
-        _held_fds.discard(slot[0])
+        _held.pop(slot[0], None)
         _backend._lock_release(slot, self._target, self._data)
+
+    def fileno(self) -> int:
+        """The descriptor holding the lock (to hand it to a program run by exec, as ``shimpid
+        lock`` does); ``ValueError`` if this object does not hold it."""
+        if not self._held():
+            raise ValueError("the lock is not held")
+        return self._slot[0]
+
+    def _held(self) -> bool:
+        return self._slot[0] >= 0 and self._owner == _pid
 
     # ---- looking ------------------------------------------------------------------------
 
     def i_am_locking(self) -> bool:
         """Whether this process holds the lock (through this object or another PidFileLock of
         the same file), as lockfile's and python-daemon's callers ask it."""
-        return (self._slot[0] >= 0 and self._owner == _pid) or _held_here(self._target)
+        return self._held() or _held_here(self._target)
 
     def is_locked(self) -> bool:
         """Whether any process (this one included) holds the lock now."""
@@ -256,6 +374,71 @@ class PidFileLock(_pure._Final):
         None (python-daemon's and lockfile's name for it)."""
         identity = self.holder()
         return identity.pid if isinstance(identity, Verified) else None
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if not timeout >= 0:  # type: ignore[operator]  # a non-number raises TypeError here
+        raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
+    return float(timeout)  # type: ignore[arg-type]
+
+
+def _check_id(value: int, name: str) -> int:
+    value = operator.index(value)
+    if not -1 <= value < 2**32 - 1:
+        raise ValueError(f"{name} must be -1 (unchanged) or in 0..{2**32 - 2}, got {value}")
+    return value
+
+
+def _stale(refused: list[tuple[int | None, str]], fd: int) -> bool:
+    """The takeover policy, asked by the backend with the unlocked file open (and locked by
+    us): whether the file is stale. Not if its record is ``Verified`` (another process's), or
+    ``Legacy`` (no fingerprint, its pid alive): another program's, or an instance of this one
+    locking otherwise, may run. Dead, reused and another boot's pids, and garbage, are stale;
+    so is a record of this very process. What was refused goes into ``refused``."""
+    info = os.fstat(fd)
+    read = Read(b"", os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), info)
+    try:
+        verdict = judge(read)[2]
+    except OSError as err:  # the system cannot tell: never guess that it is free
+        refused.append((_named_pid(read), f"whether it runs cannot be told: {err.strerror}"))
+        return False
+    if isinstance(verdict, Verified) and verdict.pid != _pid:
+        refused.append((verdict.pid, "the record's fingerprint matches it"))
+        return False
+    if isinstance(verdict, Legacy) and verdict.pid != _pid:
+        refused.append((verdict.pid, "the record has no fingerprint to tell it from another"))
+        return False
+    return True
+
+
+def _always(fd: int) -> bool:
+    return True
+
+
+def _named_pid(read: Read) -> int | None:
+    try:
+        return _backend.PidRecord.decode(read.data).pid
+    except _common.StorageError:
+        return None
+
+
+def exit_on_sigterm(status: int = 128 + signal.SIGTERM) -> object:
+    """Make SIGTERM end this program as a normal exit: ``SystemExit(status)`` is raised in the
+    main thread, so ``with`` blocks and ``finally`` clauses unwind and ``atexit`` runs, and a
+    held PidFileLock's file is removed (by default the kernel ends the process at once, and the
+    file stays: it reads ``Absent`` and never blocks, but ``pkill -F`` would act on its pid).
+    ``pid``'s ``register_term_signal_handler``; never installed unless called. The status
+    defaults to 143, what a shell reports for a process that SIGTERM ended (systemd counts it
+    a failure unless ``SuccessExitStatus=143``). Call it from the main thread; returns the
+    handler it replaces."""
+    status = operator.index(status)
+
+    def _exit(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(status)
+
+    return signal.signal(signal.SIGTERM, _exit)
 
 
 def is_locked(path: str | bytes) -> bool:
@@ -312,13 +495,13 @@ def flock_holders(path: str | bytes) -> set[int] | None:
 
 def _held_here(target: bytes) -> bool:
     """Whether this process holds (through any PidFileLock) the lock on the file at target."""
-    if not _held_fds:
+    if not _held:
         return False
     try:
         info = os.stat(target, follow_symlinks=False)
     except OSError:
         return False
-    for fd in _held_fds:
+    for fd in list(_held):
         mine = os.fstat(fd)
         if (mine.st_ino, mine.st_dev) == (info.st_ino, info.st_dev):
             return True
@@ -346,13 +529,25 @@ def _after_fork_in_child() -> None:
     global _pid
     _pid = os.getpid()
     _own.clear()
-    for fd in _held_fds:
+    for fd in _held:
         try:
             os.close(fd)
         except OSError:
             pass
-    _held_fds.clear()
+    _held.clear()
+
+
+def _release_at_exit() -> None:
+    """At interpreter exit: release the locks this process still holds, removing their files
+    (as ``pid`` does), so that no record is left for ``pkill -F`` to act on after its pid is
+    reused. A lock released already, or a forked child's copy, is not touched."""
+    for lock in list(_held.values()):
+        try:
+            lock.release()
+        except OSError:
+            pass  # the file stays: unlocked, it never blocks
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_release_at_exit)

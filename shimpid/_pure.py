@@ -43,6 +43,7 @@ from ._common import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Final, Literal, NoReturn
 
     from ._common import Absent, PathArg
@@ -122,7 +123,7 @@ class _Final:
 
     def __getattr__(self, name: str) -> object:
         # Reached only for an unset slot (or a name that does not exist).
-        if name in type(self).__slots__:
+        if any(name in getattr(k, "__slots__", ()) for k in type(self).__mro__):
             raise TypeError(_common.NOT_INITIALISED.format(type(self).__name__))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -133,8 +134,10 @@ class _Final:
         ``_end_init(self)``, whatever happened."""
         message = _common.ALREADY_INITIALISED.format(type(self).__name__)
         _mark_initialising(self, message)
+        # The slot's descriptor, wherever it is in the classes (a subclass's lock has its own)
+        member = next(k.__dict__[slot] for k in type(self).__mro__ if slot in k.__dict__)
         try:
-            type(self).__dict__[slot].__get__(self, type(self))
+            member.__get__(self, type(self))
         except AttributeError:
             return
         _end_init(self)
@@ -591,27 +594,45 @@ _CREATE_LOCKED = _CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR  # release reads the re
 
 
 def _lock_try(
-    target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int], path: str | bytes
-) -> bool:
-    """One try, without waiting, to lock the pid file at target with data as its record: True
-    once it is ours, its descriptor in ``slot[0]``; False if another process holds it. A failure
-    raises the writers' ``OSError`` for path; ``slot[0]`` may then hold a descriptor, which the
-    caller gives back with ``_lock_release`` (which removes the file only if it is ours).
+    target: bytes,
+    temp_prefix: bytes,
+    data: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    slot: list[int],
+    path: str | bytes,
+    stale: Callable[[int], bool],
+) -> int:
+    """One try, without waiting, to lock the pid file at target with data as its record, in a
+    file of exactly ``mode`` (not filtered by the umask) and owner ``uid``:``gid`` (-1: unchanged):
+    ``LOCK_TAKEN`` once it is ours, its descriptor in ``slot[0]``; ``LOCK_HELD`` if another
+    process holds it; ``LOCK_OCCUPIED`` if nobody does but ``stale(fd)``, asked with the file
+    open and locked by us, says it is not stale. A failure raises the writers' ``OSError`` for
+    path; ``slot[0]`` may then hold a descriptor, which the caller gives back with
+    ``_lock_release`` (which removes the file only if it is ours).
 
     The record goes into a temporary file, locked there, which then takes the path: by
-    ``link()`` where nothing is (it never replaces), or by ``rename()`` over a file nobody holds
-    locked, while holding that file's lock, so that two takers of a stale file cannot both win
-    (the loser locks an inode no longer at the path, and looks again).
+    ``link()`` where nothing is (it never replaces), or by ``rename()`` over a stale file, while
+    holding that file's lock, so that two takers of a stale file cannot both win (the loser
+    locks an inode no longer at the path, and looks again).
     """
     try:
-        return _lock_try_once(target, temp_prefix, data, mode, slot)
+        return _lock_try_once(target, temp_prefix, data, mode, uid, gid, slot, stale)
     except OSError as err:  # ENOLCK, EOPNOTSUPP (no locks here) too: never a lock held
         raise _write_error(err, path) from None
 
 
 def _lock_try_once(
-    target: bytes, temp_prefix: bytes, data: bytes, mode: int, slot: list[int]
-) -> bool:
+    target: bytes,
+    temp_prefix: bytes,
+    data: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    slot: list[int],
+    stale: Callable[[int], bool],
+) -> int:
     made: list[tuple[bytes, Kept]] = []
     try:
         _write_temp(made, temp_prefix, data, mode, _CREATE_LOCKED)
@@ -627,19 +648,22 @@ def _lock_try_once(
             kept = high
         slot[0] = kept[0]  # the caller's to give back from here on, whatever happens:
         kept[1] = 0  # handed over (no handler can run between these two)
+        os.fchmod(slot[0], mode)  # exact: not filtered by the umask
+        if uid != -1 or gid != -1:
+            os.fchown(slot[0], uid, gid)
         _common.flock(slot[0], LOCK_EX | LOCK_NB)  # a new inode: nobody has it
         for _ in range(_common.SETTLE_ATTEMPTS):
             try:
                 os.link(temp, target)  # only where nothing is
             except FileExistsError:
-                taken = _take_over(target, temp)
+                taken = _take_over(target, temp, stale)
                 if taken is None:
                     continue  # it changed under us: look again
-                if not taken:
+                if taken != _common.LOCK_TAKEN:
                     fd, slot[0] = slot[0], -1
                     os.close(fd)
-                    return False
-            return True
+                    return taken
+            return _common.LOCK_TAKEN
         raise OSError(errno.EAGAIN, "the pid file kept changing while being locked")
     except BaseException:
         _discard_temp(made)
@@ -654,9 +678,10 @@ def _lock_try_once(
                 pass
 
 
-def _take_over(target: bytes, temp: bytes) -> bool | None:
-    """Put temp at target if nobody holds target locked: True if done, False if someone does,
-    None if target changed meanwhile (look again)."""
+def _take_over(target: bytes, temp: bytes, stale: Callable[[int], bool]) -> int | None:
+    """Put temp at target if nobody holds target locked and ``stale`` agrees: ``LOCK_TAKEN``
+    if done, ``LOCK_HELD`` or ``LOCK_OCCUPIED`` if not, None if target changed meanwhile (look
+    again)."""
     # Looked at before it is opened, as by a writer: opening a device has effects of its own.
     if not _check_target(target) and not os.path.islink(target):
         return None  # gone meanwhile; a symlink fails to open (ELOOP) below
@@ -671,14 +696,18 @@ def _take_over(target: bytes, temp: bytes) -> bool | None:
         try:
             _common.flock(fd, LOCK_EX | LOCK_NB)
         except BlockingIOError:
-            return False
+            return _common.LOCK_HELD
         if _common.record_locked(fd)[0]:  # a POSIX or OFD lock counts (lockf, fasteners)
-            return False
+            return _common.LOCK_HELD
         # Locked: is it still the file at the path? (Its holder may have removed it.)
         if not _is_at(fd, target):
             return None
+        if not stale(fd):
+            return _common.LOCK_OCCUPIED
+        if not _is_at(fd, target):
+            return None
         os.rename(temp, target)  # over the stale file, whose lock we hold
-        return True
+        return _common.LOCK_TAKEN
     finally:
         if old:
             os.close(old[0])

@@ -109,27 +109,29 @@ def is_secure_default() -> bool:
     return os.geteuid() == 0
 
 
-def open_directory(path: PathArg, *, secure: bool | None = None) -> int:
+def open_directory(path: PathArg, *, secure: bool | None = None, create: bool = False) -> int:
     """A descriptor of the directory at ``path``, for acting relative to it (the caller closes).
 
     ``secure`` (default: as root) reaches it only through components no other user could have
     placed or replaced: each directory and symlink on the way is root's or this user's, and sits
     in a directory others cannot write to, or that is sticky. Else ``UntrustedPath`` names the
-    first component that fails.
+    first component that fails. ``create`` makes the missing directories on the way (mode
+    0o755 through the umask, as ``mkdir -p``), each relative to its parent as it is reached.
     """
     raw = fs_bytes(path)
     if secure is None:
         secure = is_secure_default()
-    if not secure:
+    if not secure and not create:
         return os.open(raw, _DIRECTORY)
-    return _walk(raw)
+    return _walk(raw, secure, create)
 
 
-def _walk(raw: bytes) -> int:
+def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
     """A descriptor of the directory at raw, reached one component at a time: each looked at
-    (never following it), checked, then opened (``O_PATH``) relative to its parent, so nothing is
-    looked up twice. Symlinks that pass are followed by hand, by the same rules. Every
-    descriptor is kept as it is made: whatever interrupts, none is lost or closed twice."""
+    (never following it), checked (if ``trust``), made if missing (if ``create``), then opened
+    (``O_PATH``) relative to its parent, so nothing is looked up twice. Symlinks that pass are
+    followed by hand, by the same rules. Every descriptor is kept as it is made: whatever
+    interrupts, none is lost or closed twice."""
     opened: list[_common.Kept] = []
 
     def open_kept(name: bytes, flags: int, directory: int | None = None) -> int:
@@ -143,7 +145,7 @@ def _walk(raw: bytes) -> int:
     try:
         fd = open_kept(trail, _STEP)
         here = os.fstat(fd)
-        why = _not_ours(here, euid)
+        why = _not_ours(here, euid) if trust else None
         if why:
             raise UntrustedPath(os.fsdecode(trail), why)
         parts = raw.split(b"/")
@@ -155,11 +157,20 @@ def _walk(raw: bytes) -> int:
             trail = os.path.join(trail, part)
             shown = os.fsdecode(trail)
             # Where others may write, whatever is (or is not) there now is theirs to change.
-            why = None if part == b".." else _open_to_others(here)
+            why = None if part == b".." or not trust else _open_to_others(here)
             if why:
                 raise UntrustedPath(shown, why)
-            entry = os.stat(part, dir_fd=fd, follow_symlinks=False)
-            why = _not_ours(entry, euid)
+            try:
+                entry = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass  # made meanwhile: looked at as any other
+                entry = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            why = _not_ours(entry, euid) if trust else None
             if why:
                 raise UntrustedPath(shown, why)
             if stat.S_ISLNK(entry.st_mode):

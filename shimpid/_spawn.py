@@ -21,9 +21,14 @@ from ._backend import PidFileWriter
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and asyncio cost a program that never uses them 40 ms to import
     import asyncio
-    from typing import Any
+    from typing import Any, Literal, overload
 
     from ._common import PathArg
+else:
+
+    def overload(function):  # the last definition is the one that runs
+        return function
+
 
 __all__ = ["create_subprocess_exec", "spawn"]
 
@@ -41,6 +46,86 @@ def _writer(
     return PidFileWriter.at(pidfile, atomic=atomic, capability=capability)
 
 
+# Typed as typeshed types Popen: text, encoding, errors or universal_newlines make it
+# Popen[str], none of them Popen[bytes].
+@overload
+def spawn(
+    args: PathArg | Sequence[PathArg],
+    pidfile: PathArg | PidFileWriter,
+    *,
+    atomic: bool = ...,
+    capability: str | None = ...,
+    text: Literal[True],
+    encoding: str | None = ...,
+    errors: str | None = ...,
+    universal_newlines: bool | None = ...,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[str]: ...
+@overload
+def spawn(
+    args: PathArg | Sequence[PathArg],
+    pidfile: PathArg | PidFileWriter,
+    *,
+    atomic: bool = ...,
+    capability: str | None = ...,
+    text: bool | None = ...,
+    encoding: str,
+    errors: str | None = ...,
+    universal_newlines: bool | None = ...,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[str]: ...
+@overload
+def spawn(
+    args: PathArg | Sequence[PathArg],
+    pidfile: PathArg | PidFileWriter,
+    *,
+    atomic: bool = ...,
+    capability: str | None = ...,
+    text: bool | None = ...,
+    encoding: str | None = ...,
+    errors: str,
+    universal_newlines: bool | None = ...,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[str]: ...
+@overload
+def spawn(
+    args: PathArg | Sequence[PathArg],
+    pidfile: PathArg | PidFileWriter,
+    *,
+    atomic: bool = ...,
+    capability: str | None = ...,
+    text: bool | None = ...,
+    encoding: str | None = ...,
+    errors: str | None = ...,
+    universal_newlines: Literal[True],
+    **popen_kwargs: Any,
+) -> subprocess.Popen[str]: ...
+@overload
+def spawn(
+    args: PathArg | Sequence[PathArg],
+    pidfile: PathArg | PidFileWriter,
+    *,
+    atomic: bool = ...,
+    capability: str | None = ...,
+    text: Literal[False] | None = ...,
+    encoding: None = ...,
+    errors: None = ...,
+    universal_newlines: Literal[False] | None = ...,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[bytes]: ...
+@overload
+def spawn(
+    args: PathArg | Sequence[PathArg],
+    pidfile: PathArg | PidFileWriter,
+    *,
+    atomic: bool = ...,
+    capability: str | None = ...,
+    text: bool | None = ...,
+    encoding: str | None = ...,
+    errors: str | None = ...,
+    universal_newlines: bool | None = ...,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[Any]: ...
 def spawn(
     args: PathArg | Sequence[PathArg],
     pidfile: PathArg | PidFileWriter,

@@ -61,6 +61,7 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.number cimport PyNumber_Index
+from cpython.object cimport PyTypeObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELOOP,
                          ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
@@ -69,8 +70,8 @@ from libc.stdio cimport rename
 from libc.string cimport memcmp, memcpy, memset, strlen
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
-from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, lstat, struct_stat
-from posix.types cimport mode_t, pid_t
+from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fchmod, fstat, lstat, struct_stat
+from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
 import functools
 import os
@@ -896,41 +897,69 @@ cdef int replace(const char *temp, const char *path, bint exchange) noexcept nog
 
 cdef int CREATE_LOCKED = (CREATE_TEMP & ~fcntl.O_WRONLY) | fcntl.O_RDWR
 cdef enum:
-    # _take_over()'s answers besides -errno
+    # the steps' answers besides -errno; _lock_try returns HELD, TAKEN or OCCUPIED
     HELD = 0
     TAKEN = 1
     CHANGED = 2
+    ASK = 3
+    OCCUPIED = 4
 
 
 def _lock_try(bytes target not None, bytes temp_prefix not None, bytes data not None,
-              int mode, list slot not None, path):
-    """_pure._lock_try: True once the lock is ours (its descriptor in slot[0]), False if
-    another process holds it. Errors name path; nothing is left for the caller to give back.
+              int mode, int uid, int gid, list slot not None, path, stale not None):
+    """_pure._lock_try: TAKEN once the lock is ours (its descriptor in slot[0]), HELD if another
+    process holds it, OCCUPIED if ``stale`` refused its file. Errors name path; nothing is left
+    for the caller to give back.
 
     Runs with the GIL held: a fork() in another thread never catches the lock half taken.
     """
     cdef char temp[TEMP_PATH_MAX]
     cdef char temp_out[TEMP_PATH_MAX]
-    cdef int fd = -1, rc
+    cdef const char *c_target = PyBytes_AS_STRING(target)
+    cdef int fd = -1, old = -1, rc, attempt = 0, answer
     if len(slot) != 1:
         raise ValueError("slot must be a list of one item")
     temp_out[0] = 0
-    rc = _lock_try_once(PyBytes_AS_STRING(target), PyBytes_AS_STRING(temp_prefix),
-                        PyBytes_GET_SIZE(temp_prefix), PyBytes_AS_STRING(data),
-                        PyBytes_GET_SIZE(data), <mode_t>mode, &fd, temp, temp_out)
+    rc = _lock_temp(PyBytes_AS_STRING(temp_prefix), PyBytes_GET_SIZE(temp_prefix),
+                    PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), <mode_t>mode,
+                    <uid_t>uid, <gid_t>gid, &fd, temp, temp_out)
+    if rc < 0:
+        raise _write_error(rc, path, temp_out)
+    try:
+        while True:
+            rc = _lock_place(c_target, temp, &old)
+            if rc == ASK:  # a file nobody holds locked: is it stale? (its lock is ours now)
+                answer = OCCUPIED
+                try:
+                    if stale(old):
+                        answer = ASK
+                finally:
+                    if answer != ASK:
+                        unistd.close(old)
+                rc = _lock_replace(old, c_target, temp) if answer == ASK else OCCUPIED
+            if rc != CHANGED:
+                break
+            attempt += 1  # it changed under us: look again
+            if attempt >= SETTLE_ATTEMPTS:
+                rc = -EAGAIN
+                break
+    finally:
+        unistd.unlink(temp)  # the record is at the path by now, or not to be
+        if rc != TAKEN:
+            unistd.close(fd)
+    if rc < 0:
+        raise _write_error(rc, path, temp_out)
     if rc == TAKEN:
         slot[0] = fd  # no Python code runs between: a signal handler cannot lose it
-        return True
-    if rc == HELD:
-        return False
-    raise _write_error(rc, path, temp_out)
+    return rc
 
 
-cdef int _lock_try_once(const char *target, const char *temp_prefix, Py_ssize_t prefix,
-                        const char *data, Py_ssize_t size, mode_t mode, int *fd_out,
-                        char *temp, char *temp_out) noexcept nogil:
-    """TAKEN (the descriptor in fd_out), HELD or -errno."""
-    cdef int fd, low, rc = 0, attempt = 0
+cdef int _lock_temp(const char *temp_prefix, Py_ssize_t prefix, const char *data,
+                    Py_ssize_t size, mode_t mode, uid_t uid, gid_t gid, int *fd_out,
+                    char *temp, char *temp_out) noexcept nogil:
+    """The record in a new temporary file, with exactly mode and the owner asked for, locked:
+    0 (its descriptor in fd_out, its name in temp) or -errno (nothing left)."""
+    cdef int fd, low, rc = 0
     fd = _write_temp(temp_prefix, prefix, CREATE_LOCKED, mode, data, size, temp, temp_out)
     if fd < 0:
         return fd
@@ -940,56 +969,66 @@ cdef int _lock_try_once(const char *target, const char *temp_prefix, Py_ssize_t 
         unistd.close(low)
         if fd < 0:
             rc = -errno
+    if rc == 0 and fchmod(fd, mode) != 0:  # exact: not filtered by the umask
+        rc = -errno
+    if rc == 0 and (uid != <uid_t>-1 or gid != <gid_t>-1) and unistd.fchown(fd, uid, gid) != 0:
+        rc = -errno
     if rc == 0 and flock(fd, LOCK_EX | LOCK_NB) != 0:  # a new inode: nobody has it
         rc = -errno
-    while rc == 0:
-        if unistd.link(temp, target) == 0:  # only where nothing is
-            rc = TAKEN
-        elif errno != EEXIST:
-            rc = -errno
-        else:
-            rc = _take_over(target, temp)
-            if rc == CHANGED:  # it changed under us: look again
-                attempt += 1
-                rc = -EAGAIN if attempt >= SETTLE_ATTEMPTS else 0
-            elif rc == HELD:
-                break
-    unistd.unlink(temp)  # the record is at the path by now, or not to be
-    if rc == TAKEN:
+    if rc == 0:
         fd_out[0] = fd
-    elif fd >= 0:
+        return 0
+    if fd >= 0:
         unistd.close(fd)
+    unistd.unlink(temp)
     return rc
 
 
-cdef int _take_over(const char *target, const char *temp) noexcept nogil:
-    """Put temp at target if nobody holds target locked: TAKEN, HELD, CHANGED (look again) or
-    -errno."""
+cdef int _lock_place(const char *target, const char *temp, int *old) noexcept nogil:
+    """Put temp at target where nothing is: TAKEN; HELD if a process holds the file there
+    locked; ASK with that file open in old, locked by us and still at target, if nobody does;
+    CHANGED (look again) or -errno."""
     cdef struct_stat info
-    cdef int rc = _check_target(target), old, holder
+    cdef int rc, fd, holder
+    if unistd.link(temp, target) == 0:  # only where nothing is
+        return TAKEN
+    if errno != EEXIST:
+        return -errno
+    rc = _check_target(target)
     if rc < 0:
         return rc  # a directory, FIFO, socket or device: never touched
     if rc == 0:  # nothing there now, or a symlink
         if lstat(target, &info) != 0:
             return CHANGED if errno == ENOENT else -errno
         return -ELOOP if S_ISLNK(info.st_mode) else CHANGED
-    old = open_retry(target, OPEN_READ, 0)
-    if old < 0:
+    fd = open_retry(target, OPEN_READ, 0)
+    if fd < 0:
         return CHANGED if errno == ENOENT else -errno
-    if fstat(old, &info) != 0:
+    if fstat(fd, &info) != 0:
         rc = -errno
     elif not S_ISREG(info.st_mode):
         rc = CHANGED  # replaced since it was looked at
-    elif flock(old, LOCK_EX | LOCK_NB) != 0:
+    elif flock(fd, LOCK_EX | LOCK_NB) != 0:
         rc = HELD if errno == EAGAIN else -errno  # EWOULDBLOCK is EAGAIN on Linux and BSDs
-    elif shimpid_record_locked(old, &holder):
+    elif shimpid_record_locked(fd, &holder):
         rc = HELD  # a POSIX or OFD lock counts as one (lockf, fasteners, many daemons)
-    elif not _is_at(old, target):  # its holder removed it as it let go
+    elif not _is_at(fd, target):  # its holder removed it as it let go
+        rc = CHANGED
+    else:
+        old[0] = fd
+        return ASK
+    unistd.close(fd)
+    return rc
+
+
+cdef int _lock_replace(int old, const char *target, const char *temp) noexcept nogil:
+    """Put temp over the stale file open (and locked) at old: TAKEN, CHANGED or -errno. Closes
+    old."""
+    cdef int rc = TAKEN
+    if not _is_at(old, target):
         rc = CHANGED
     elif rename(temp, target) != 0:  # over the stale file, whose lock we hold
         rc = -errno
-    else:
-        rc = TAKEN
     unistd.close(old)
     return rc
 
@@ -1973,3 +2012,18 @@ def _parse_stat(bytes data not None):
     cdef uint64_t start = 0
     cdef int found = parse_stat(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &state, &start)
     return (<unsigned char>state, start if found == 0 else None)
+
+
+# ============================================================================
+# Names
+# ============================================================================
+
+_public_names = []  # each type's tp_name points into one of these: kept for ever
+
+
+def _publish(type cls not None, str module not None):
+    """Show cls as ``module.Name`` (its ``__module__``, its repr, where pickle finds it): a
+    static type's module is what its ``tp_name`` says before the last dot."""
+    name = f"{module}.{cls.__name__}".encode()
+    _public_names.append(name)
+    (<PyTypeObject *>cls).tp_name = PyBytes_AS_STRING(name)

@@ -64,6 +64,17 @@ def extension():
 
 
 @pytest.fixture
+def locking(impl, monkeypatch):
+    """PidFileLock with ``impl``'s system calls and verdicts."""
+    from shimpid import PidFileLock, _lock, _operate, _rundir
+
+    monkeypatch.setattr(_lock, "_backend", impl)
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    monkeypatch.setattr(_operate, "_backend", impl)
+    return PidFileLock
+
+
+@pytest.fixture
 def pid_path(tmp_path):
     return tmp_path / "shim.pid"
 

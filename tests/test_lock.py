@@ -28,18 +28,9 @@ from _helpers import (
     script_prelude,
     stop,
 )
-from shimpid import Absent, AlreadyLocked, PidFileLock, Verified, _common, _lock, _operate, _rundir
+from shimpid import Absent, AlreadyLocked, Verified, _common, _lock, _rundir
 
 TOKEN = "services-mux-v1"
-
-
-@pytest.fixture
-def locking(impl, monkeypatch):
-    """PidFileLock with ``impl``'s system calls and verdicts."""
-    monkeypatch.setattr(_lock, "_backend", impl)
-    monkeypatch.setattr(_rundir, "_backend", impl)
-    monkeypatch.setattr(_operate, "_backend", impl)
-    return PidFileLock
 
 
 def read_bytes(path) -> bytes:
@@ -238,7 +229,6 @@ def stale_records(impl, sleeper, zombie, reaped_pid):
     return {
         "dead": impl.PidRecord(reaped_pid, 1).encode(),
         "reused": impl.PidRecord(sleeper.pid, 1).encode(),
-        "live stranger": live.encode(),  # its very process, alive, not holding the lock
         "zombie": impl.PidRecord(zombie.pid, impl.process_start_time(zombie.pid)).encode(),
         "another boot": live.encode() + b"\n" + other_boot,
         "garbage": b"garbage\n",
@@ -610,11 +600,11 @@ def test_a_dropped_lock_object_keeps_the_lock_for_the_life_of_the_process(lockin
     code, said = run_in_child(child)
     assert (code, said) == (0, str(os.getpid()).encode())
     # this test's process cannot give it back: free it as its exit would, by closing the file
-    for fd in list(_lock._held_fds):
+    for fd in list(_lock._held):
         if os.path.exists(f"/proc/self/fd/{fd}") and os.path.samefile(
             f"/proc/self/fd/{fd}", pid_path
         ):
-            _lock._held_fds.discard(fd)
+            del _lock._held[fd]
             os.close(fd)
     assert not locking(pid_path).is_locked()
 
@@ -623,7 +613,8 @@ def test_a_stale_file_blocks_the_peers_and_not_shimpid(
     impl, locking, tmp_path, sleeper, reaped_pid
 ):
     """The README's comparison, kept true: lockfile (python-daemon) is blocked by any file left
-    behind; the pid package by one whose pid is in use again; PidFileLock by neither."""
+    behind; the pid package by one whose pid is in use again; PidFileLock by neither where the
+    record has its start time, and, like pid, by a one-line file whose pid is in use."""
     try:
         import pid as pid_package
         from daemon.pidfile import TimeoutPIDLockFile
@@ -640,6 +631,10 @@ def test_a_stale_file_blocks_the_peers_and_not_shimpid(
     dead.write_text(f"{reaped_pid}\n")
     with pytest.raises(pid_package.PidFileAlreadyRunningError):
         pid_package.PidFile(pidname="reused", piddir=str(tmp_path)).create()
+    with pytest.raises(shimpid.AlreadyRunning) as refused:  # no start time: it may be running
+        locking(reused).acquire(timeout=0)
+    assert refused.value.pid == sleeper.pid
+    reused.write_bytes(impl.PidRecord(sleeper.pid, 1).encode())  # its start time differs: reused
     for path in (dead, reused):
         with locking(path):
             assert impl.PidFileReader.at(path).process_identity() == Verified(os.getpid())
