@@ -69,9 +69,11 @@ def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
-        value = _public(getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name))
-        globals()[name] = value
-        return value
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        for public, home in _LAZY.items():  # all of the module's: its tracebacks name them so
+            if home == _LAZY[name]:
+                globals()[public] = _public(getattr(module, public))
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

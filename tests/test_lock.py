@@ -585,6 +585,64 @@ def test_python_daemon_takes_the_lock_in_the_daemon(impl, tmp_path):
     assert not report["left"] and not report["locked"]
 
 
+OTHER_DAEMON = """
+import daemon, sys, time
+from daemon.pidfile import TimeoutPIDLockFile
+log = open(sys.argv[2], "a")
+with daemon.DaemonContext(pidfile=TimeoutPIDLockFile(sys.argv[1], 0), stdout=log, stderr=log):
+    print("running", flush=True)
+    time.sleep(60)
+"""
+
+BESIDE_TEST = """
+path, log, other, ours = sys.argv[1:5]
+def start(daemon):  # through sh: python-daemon detaches only what init did not start
+    return subprocess.run(["sh", "-c", '"$0" -c "$1" "$2" "$3"', sys.executable, daemon, path,
+                           log], timeout=30).returncode
+report = {"other": start(other)}
+deadline = time.monotonic() + 20
+while not (os.path.exists(path) and open(path).read().strip()):
+    assert time.monotonic() < deadline, "the other daemon wrote no pid file"
+    time.sleep(0.02)
+report["other pid"] = int(open(path).read())
+report["ours"] = start(ours)
+while "AlreadyRunning" not in open(log).read():
+    assert time.monotonic() < deadline + 20, "shimpid's daemon said nothing"
+    time.sleep(0.02)
+report["file"] = open(path).read()
+with open(log) as f:
+    report["log"] = f.read()
+print(json.dumps(report))
+"""
+
+
+def test_a_daemon_of_another_tool_is_never_joined_by_a_second(impl, tmp_path):
+    """The issue's case, with the real package: a daemon holds python-daemon's
+    TimeoutPIDLockFile (an exclusive create, no flock); a DaemonContext with a PidFileLock of the
+    same path must refuse to start beside it, and leave its file alone."""
+    try:
+        import daemon  # noqa: F401
+    except ImportError:
+        require_or_skip("python-daemon is not installed")
+    path, log = tmp_path / "daemon.pid", tmp_path / "log"
+    log.write_text("")
+    os.chmod(tmp_path, 0o755)
+    prelude = script_prelude(impl) + "os.environ['PYTHONPATH'] = os.pathsep.join(sys.path)\n"
+    if impl is shimpid._pure:
+        prelude += "os.environ['SHIMPID_PURE_PYTHON'] = '1'\n"
+    argv = [str(path), str(log), OTHER_DAEMON, DAEMON]
+    out = run_in_pid_namespace(prelude + f"sys.argv[1:] = {argv!r}\n" + BESIDE_TEST)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["other"] == 0 and report["ours"] == 0  # each detached at once
+    assert report["log"].splitlines().count("running") == 1, report["log"]
+    assert (
+        f"shimpid.AlreadyRunning: [Errno {errno.EWOULDBLOCK}] pid file is not locked, but names "
+        f"process {report['other pid']}, which is running" in report["log"]
+    )
+    assert report["file"] == f"{report['other pid']}\n"
+
+
 def test_a_dropped_lock_object_keeps_the_lock_for_the_life_of_the_process(locking, pid_path):
     import gc
 
