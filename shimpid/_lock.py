@@ -57,6 +57,10 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # microseconds, and a process taking the file over holds it before its record is in place.
 UNNAMED_HOLDER_GRACE = 0.05
 _POLL_MAX = 0.05  # the longest sleep between tries of acquire(timeout>0)
+# An unlocked empty file younger than this (by its ctime) is being written, not stale: tools
+# that lock by exclusive creation (lockfile, python-daemon's TimeoutPIDLockFile) create the
+# file, then write their pid into it.
+FRESH_EMPTY = 1.0
 
 # The locks this process holds, by descriptor: closed in a child after fork() (a forked child
 # does not hold its parent's locks; closing its copy leaves the parent's lock in place), and
@@ -93,10 +97,14 @@ class AlreadyRunning(AlreadyLocked):
     def __init__(self, path: str | bytes, pid: int | None, why: str = "") -> None:
         super().__init__(path, pid)
         self.why = why or "it names a running process"
-        self.strerror = (
-            f"pid file is not locked, but names process {pid}, which is running ({self.why});"
-            " remove it or use take_over_running=True if that process is not this program"
-        )
+        if pid is None:  # a file being written: see FRESH_EMPTY
+            self.strerror = f"pid file is not locked, but {self.why}"
+        else:
+            self.strerror = (
+                f"pid file is not locked, but names process {pid}, which is running "
+                f"({self.why}); remove it or use take_over_running=True if that process is not "
+                "this program"
+            )
 
     def __reduce__(self) -> tuple[type, tuple[str | bytes, int | None, str]]:  # type: ignore[override]
         return type(self), (self.filename, self.pid, self.why)
@@ -298,7 +306,8 @@ class PidFileLock(_pure._Final):
                     deadline = now + (math.inf if timeout is None else timeout)
                     grace = now + UNNAMED_HOLDER_GRACE
                 if taken == _common.LOCK_OCCUPIED:
-                    if now >= deadline:
+                    # A file being written (no pid yet) is given the grace of an unnamed holder.
+                    if now >= deadline and (refused[-1][0] is not None or now >= grace):
                         raise AlreadyRunning(self._path, *refused[-1])
                 else:
                     holder = holder_pid(self._target)
@@ -395,10 +404,14 @@ def _stale(refused: list[tuple[int | None, str]], fd: int) -> bool:
     """The takeover policy, asked by the backend with the unlocked file open (and locked by
     us): whether the file is stale. Not if its record is ``Verified`` (another process's), or
     ``Legacy`` (no fingerprint, its pid alive): another program's, or an instance of this one
-    locking otherwise, may run. Dead, reused and another boot's pids, and garbage, are stale;
-    so is a record of this very process. What was refused goes into ``refused``."""
+    locking otherwise, may run; nor if it is empty and new (``FRESH_EMPTY``). Dead, reused and
+    another boot's pids, and garbage, are stale; so is a record of this very process. What was
+    refused goes into ``refused``."""
     info = os.fstat(fd)
     read = Read(b"", os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), info)
+    if not read.data and time.time() - info.st_ctime < FRESH_EMPTY:
+        refused.append((None, "it was created moments ago and is empty: its writer may be at work"))
+        return False
     try:
         verdict = judge(read)[2]
     except OSError as err:  # the system cannot tell: never guess that it is free

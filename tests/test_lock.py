@@ -237,8 +237,9 @@ def stale_records(impl, sleeper, zombie, reaped_pid):
 
 
 def test_stale_files_are_taken_over_whatever_they_name(
-    impl, locking, tmp_path, sleeper, zombie, reaped_pid
+    impl, locking, tmp_path, sleeper, zombie, reaped_pid, monkeypatch
 ):
+    monkeypatch.setattr(_lock, "FRESH_EMPTY", 0)  # an empty file as old as a crash's
     for name, data in stale_records(impl, sleeper, zombie, reaped_pid).items():
         path = tmp_path / f"{name}.pid"
         path.write_bytes(data)

@@ -83,6 +83,23 @@ def test_a_file_naming_a_running_process_is_refused_unless_asked(impl, locking, 
     assert sleeper.poll() is None
 
 
+def test_a_new_empty_file_is_being_written_not_stale(locking, pid_path, monkeypatch):
+    """lockfile and TimeoutPIDLockFile create the file, then write the pid: a file that is
+    empty and new is waited for (as a holder that does not name itself), then refused; once
+    older than FRESH_EMPTY, an empty file is stale."""
+    monkeypatch.setattr(_lock, "FRESH_EMPTY", 0.5)
+    pid_path.write_bytes(b"")
+    start = time.monotonic()
+    with pytest.raises(AlreadyRunning) as refused:
+        locking(pid_path).acquire(timeout=0)
+    assert time.monotonic() - start >= _lock.UNNAMED_HOLDER_GRACE
+    assert refused.value.pid is None and "its writer may be at work" in str(refused.value)
+    assert pid_path.read_bytes() == b""
+    with locking(pid_path, timeout=30) as lock:  # taken once it is old enough to be stale
+        assert time.monotonic() - start >= 0.4
+        assert lock.holder() == Verified(os.getpid())
+
+
 def test_this_process_own_record_is_taken_over(impl, locking, pid_path):
     """A record of this very process (written by a PidFileWriter, or by another tool) is
     no other instance."""
