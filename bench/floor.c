@@ -158,8 +158,8 @@ static void op_write_exchange(void) {
     if (unlink(temp_path) != 0) die("unlink");
 }
 
-/* PidFileLock: acquire() (a temporary file, written, locked, linked to the path), then
-   release() (still ours? read it back, remove it, close: the lock goes). */
+/* PidFileLock: acquire() (a temporary file, written, its mode set, locked, linked to the
+   path), then release() (still ours? read it back, remove it, close: the lock goes). */
 static void op_lock(void) {
     static unsigned long long counter;
     char buf[161], temp[4200];
@@ -169,6 +169,7 @@ static void op_lock(void) {
     int fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) die("open temp");
     write_all(fd);
+    if (fchmod(fd, 0644) != 0) die("fchmod"); /* the mode exactly, whatever the umask */
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) die("flock");
     if (link(temp, lock_path) != 0) die("link");
     if (unlink(temp) != 0) die("unlink temp");

@@ -34,7 +34,15 @@ import time
 
 from . import _backend, _common, _pure
 from ._common import ABSENT, Legacy, ProcessIdentity, Verified
-from ._rundir import Read, is_secure_default, judge, lock_holder, open_directory, probe_lock
+from ._rundir import (
+    Read,
+    is_secure_default,
+    judge,
+    lock_holder,
+    open_directory,
+    probe_lock,
+    split_file_path,
+)
 from ._rundir import flock_holders as _rundir_flock_holders
 
 TYPE_CHECKING = False
@@ -66,6 +74,7 @@ FRESH_EMPTY = 1.0
 # does not hold its parent's locks; closing its copy leaves the parent's lock in place), and
 # released at interpreter exit (atexit), their files removed.
 _held: dict[int, PidFileLock] = {}
+_handed_out: set[int] = set()  # of those, the descriptors fileno() gave out
 # This process's pid and its pid file's bytes for each (capability line, pidfd level): made
 # once, renewed after fork() by the hook below (CPython runs it after every fork that may run
 # Python code: os.fork(), multiprocessing, a preexec_fn; C code that forks must call
@@ -95,16 +104,16 @@ class AlreadyRunning(AlreadyLocked):
     over could run two. ``pid`` is that process; ``take_over_running=True`` takes it anyway."""
 
     def __init__(self, path: str | bytes, pid: int | None, why: str = "") -> None:
-        super().__init__(path, pid)
-        self.why = why or "it names a running process"
+        why = why or "it names a running process"
         if pid is None:  # a file being written: see FRESH_EMPTY
-            self.strerror = f"pid file is not locked, but {self.why}"
+            message = f"pid file is not locked, but {why}"
         else:
-            self.strerror = (
-                f"pid file is not locked, but names process {pid}, which is running "
-                f"({self.why}); remove it or use take_over_running=True if that process is not "
-                "this program"
+            message = (
+                f"pid file is not locked, but names process {pid}, which is running ({why}); "
+                "remove it or use take_over_running=True if that process is not this program"
             )
+        OSError.__init__(self, errno.EWOULDBLOCK, message, path)
+        self.pid, self.why = pid, why
 
     def __reduce__(self) -> tuple[type, tuple[str | bytes, int | None, str]]:  # type: ignore[override]
         return type(self), (self.filename, self.pid, self.why)
@@ -142,8 +151,9 @@ class PidFileLock(_pure._Final):
         "_mode",
         "_owner",
         "_path",
-        "_running",
+        "_refused",
         "_slot",
+        "_stale",
         "_target",
         "_temp_prefix",
         "_timeout",
@@ -176,9 +186,14 @@ class PidFileLock(_pure._Final):
                 timeout = _check_timeout(timeout)
             running, create_dir = bool(take_over_running), bool(create_dir)
             uid, gid = _check_id(uid, "uid"), _check_id(gid, "gid")
+            if secure and mode & 0o022:
+                # a record others could rewrite is no instruction to signal (shimpid stop
+                # refuses it): as root, never made so
+                raise ValueError(f"mode {mode:#o} lets group or others write the pid file")
             path = os.fspath(path)
             if create_dir:
-                directory = os.path.dirname(os.fsencode(path)) or b"."
+                # the whole way checked, from /, and only for a path that names a file
+                directory = os.path.abspath(split_file_path(path)[0])
                 os.close(open_directory(directory, secure=secure, create=True))
             given, target, temp_prefix = _common.writer_paths(path, True)
             if secure and not create_dir:  # nobody else can change the way there: the path
@@ -188,7 +203,10 @@ class PidFileLock(_pure._Final):
             self._mode = mode
             self._capability = capability_line
             self._timeout = timeout
-            self._running = running
+            # What the takeover policy last refused (a running process), and the policy:
+            # made once, not per acquire().
+            self._refused: list[tuple[int | None, str]] = []
+            self._stale = _always if running else functools.partial(_stale, self._refused)
             self._uid, self._gid = uid, gid
             # The lock's descriptor while held, in a list the backend fills: a signal handler
             # that raises as acquire() returns cannot lose it.
@@ -265,20 +283,20 @@ class PidFileLock(_pure._Final):
         """
         if timeout is _NOT_GIVEN:
             timeout = None if self._timeout is _NOT_GIVEN else self._timeout
-        else:
+        elif timeout is not None and timeout.__class__ is not float:
             # A float from here on: no code of the caller's runs between the tries, while a
             # temporary file or a descriptor is held.
             timeout = _check_timeout(timeout)
+        elif timeout is not None and not timeout >= 0:  # NaN too
+            raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
         pid = _pid
-        if self._held():
+        if self._slot[0] >= 0 and self._owner == pid:  # inline: the hot path
             raise AlreadyLocked(self._path, pid)
         data = _own.get((self._capability, _backend._pidfd_level())) or _own_record(
             self._capability
         )
         slot = [-1]  # the object's only once the lock is taken (a forked child's, or another
         # thread's failed try, must not replace the one in use)
-        refused: list[tuple[int | None, str]] = []  # what stale() found running, last first
-        stale = functools.partial(_stale, refused) if not self._running else _always
         deadline = grace = math.inf  # until a first try fails
         delay = 0.001
         try:
@@ -292,7 +310,7 @@ class PidFileLock(_pure._Final):
                     self._gid,
                     slot,
                     self._path,
-                    stale,
+                    self._stale,
                 )
                 if taken == _common.LOCK_TAKEN:
                     break
@@ -307,8 +325,9 @@ class PidFileLock(_pure._Final):
                     grace = now + UNNAMED_HOLDER_GRACE
                 if taken == _common.LOCK_OCCUPIED:
                     # A file being written (no pid yet) is given the grace of an unnamed holder.
-                    if now >= deadline and (refused[-1][0] is not None or now >= grace):
-                        raise AlreadyRunning(self._path, *refused[-1])
+                    refused = self._refused[-1]
+                    if now >= deadline and (refused[0] is not None or now >= grace):
+                        raise AlreadyRunning(self._path, *refused)
                 else:
                     holder = holder_pid(self._target)
                     if now >= deadline and (holder is not None or now >= grace):
@@ -346,13 +365,17 @@ class PidFileLock(_pure._Final):
         if slot[0] < 0 or self._owner != _pid:
             return
         _held.pop(slot[0], None)
+        _handed_out.discard(slot[0])
         _backend._lock_release(slot, self._target, self._data)
 
     def fileno(self) -> int:
         """The descriptor holding the lock (to hand it to a program run by exec, as ``shimpid
-        lock`` does); ``ValueError`` if this object does not hold it."""
+        lock`` does); ``ValueError`` if this object does not hold it. A lock whose descriptor
+        was asked for is not released at interpreter exit (a child given it may hold it on);
+        ``release()`` still does."""
         if not self._held():
             raise ValueError("the lock is not held")
+        _handed_out.add(self._slot[0])
         return self._slot[0]
 
     def _held(self) -> bool:
@@ -410,18 +433,18 @@ def _stale(refused: list[tuple[int | None, str]], fd: int) -> bool:
     info = os.fstat(fd)
     read = Read(b"", os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), info)
     if not read.data and time.time() - info.st_ctime < FRESH_EMPTY:
-        refused.append((None, "it was created moments ago and is empty: its writer may be at work"))
+        refused[:] = [(None, "it was created moments ago and is empty: its writer may be at work")]
         return False
     try:
         verdict = judge(read)[2]
     except OSError as err:  # the system cannot tell: never guess that it is free
-        refused.append((_named_pid(read), f"whether it runs cannot be told: {err.strerror}"))
+        refused[:] = [(_named_pid(read), f"whether it runs cannot be told: {err.strerror}")]
         return False
     if isinstance(verdict, Verified) and verdict.pid != _pid:
-        refused.append((verdict.pid, "the record's fingerprint matches it"))
+        refused[:] = [(verdict.pid, "the record's fingerprint matches it")]
         return False
     if isinstance(verdict, Legacy) and verdict.pid != _pid:
-        refused.append((verdict.pid, "the record has no fingerprint to tell it from another"))
+        refused[:] = [(verdict.pid, "the record has no fingerprint to tell it from another")]
         return False
     return True
 
@@ -548,13 +571,17 @@ def _after_fork_in_child() -> None:
         except OSError:
             pass
     _held.clear()
+    _handed_out.clear()
 
 
 def _release_at_exit() -> None:
     """At interpreter exit: release the locks this process still holds, removing their files
     (as ``pid`` does), so that no record is left for ``pkill -F`` to act on after its pid is
-    reused. A lock released already, or a forked child's copy, is not touched."""
-    for lock in list(_held.values()):
+    reused. A lock released already, a forked child's copy, or one whose descriptor was handed
+    out (``fileno()``) is not touched."""
+    for fd, lock in list(_held.items()):
+        if fd in _handed_out:
+            continue  # a child may hold it on: the lock and its file are the child's now
         try:
             lock.release()
         except OSError:

@@ -122,8 +122,10 @@ class _Final:
         super().__init_subclass__(**kwargs)
 
     def __getattr__(self, name: str) -> object:
-        # Reached only for an unset slot (or a name that does not exist).
-        if any(name in getattr(k, "__slots__", ()) for k in type(self).__mro__):
+        # Reached only for an unset slot (or a name that does not exist). Only shimpid's own
+        # slots say "not initialised" (a subclass's are its own business).
+        ours = next(k for k in type(self).__mro__ if _Final in k.__bases__)
+        if name in ours.__dict__.get("__slots__", ()):
             raise TypeError(_common.NOT_INITIALISED.format(type(self).__name__))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -648,9 +650,9 @@ def _lock_try_once(
             kept = high
         slot[0] = kept[0]  # the caller's to give back from here on, whatever happens:
         kept[1] = 0  # handed over (no handler can run between these two)
-        os.fchmod(slot[0], mode)  # exact: not filtered by the umask
-        if uid != -1 or gid != -1:
+        if uid != -1 or gid != -1:  # first: a change of owner clears the set-id bits
             os.fchown(slot[0], uid, gid)
+        os.fchmod(slot[0], mode)  # exact: not filtered by the umask
         _common.flock(slot[0], LOCK_EX | LOCK_NB)  # a new inode: nobody has it
         for _ in range(_common.SETTLE_ATTEMPTS):
             try:

@@ -67,7 +67,7 @@ from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELO
                          ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
-from libc.string cimport memcmp, memcpy, memset, strlen
+from libc.string cimport memcmp, memcpy, memset, strdup, strlen
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fchmod, fstat, lstat, struct_stat
@@ -906,7 +906,8 @@ cdef enum:
 
 
 def _lock_try(bytes target not None, bytes temp_prefix not None, bytes data not None,
-              int mode, int uid, int gid, list slot not None, path, stale not None):
+              int mode, long long uid, long long gid, list slot not None, path,
+              stale not None):
     """_pure._lock_try: TAKEN once the lock is ours (its descriptor in slot[0]), HELD if another
     process holds it, OCCUPIED if ``stale`` refused its file. Errors name path; nothing is left
     for the caller to give back.
@@ -969,9 +970,10 @@ cdef int _lock_temp(const char *temp_prefix, Py_ssize_t prefix, const char *data
         unistd.close(low)
         if fd < 0:
             rc = -errno
-    if rc == 0 and fchmod(fd, mode) != 0:  # exact: not filtered by the umask
-        rc = -errno
+    # the owner first: a change of owner clears the set-id bits
     if rc == 0 and (uid != <uid_t>-1 or gid != <gid_t>-1) and unistd.fchown(fd, uid, gid) != 0:
+        rc = -errno
+    if rc == 0 and fchmod(fd, mode) != 0:  # exact: not filtered by the umask
         rc = -errno
     if rc == 0 and flock(fd, LOCK_EX | LOCK_NB) != 0:  # a new inode: nobody has it
         rc = -errno
@@ -2018,12 +2020,12 @@ def _parse_stat(bytes data not None):
 # Names
 # ============================================================================
 
-_public_names = []  # each type's tp_name points into one of these: kept for ever
-
-
 def _publish(type cls not None, str module not None):
     """Show cls as ``module.Name`` (its ``__module__``, its repr, where pickle finds it): a
-    static type's module is what its ``tp_name`` says before the last dot."""
+    static type's module is what its ``tp_name`` says before the last dot. The name is copied
+    into memory never freed: the type outlives this module, to the end of the interpreter."""
     name = f"{module}.{cls.__name__}".encode()
-    _public_names.append(name)
-    (<PyTypeObject *>cls).tp_name = PyBytes_AS_STRING(name)
+    cdef char *kept = strdup(PyBytes_AS_STRING(name))
+    if kept == NULL:
+        raise MemoryError()
+    (<PyTypeObject *>cls).tp_name = kept

@@ -391,3 +391,111 @@ def test_fileno_is_the_held_descriptor(locking, pid_path):
         assert os.path.samestat(os.fstat(lock.fileno()), os.stat(pid_path))
     with pytest.raises(ValueError):
         lock.fileno()
+
+
+# ---- found by a hostile review -------------------------------------------------------------------
+
+
+def test_a_lock_handed_to_a_child_is_not_released_at_exit(impl, tmp_path):
+    """Given to a child (Popen(pass_fds=[lock.fileno()])), the lock is the child's too: the
+    parent exiting must not remove the file from under it, or a second instance would start."""
+    path = tmp_path / "handed.pid"
+    gate_read, gate_write = os.pipe()  # the child lives until this test closes gate_write
+    body = f"""
+        lock.acquire()
+        subprocess.Popen(["sh", "-c", "read x"], stdin={gate_read}, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, pass_fds=[lock.fileno()])
+        """
+    try:
+        ran = subprocess.run(
+            [sys.executable, "-c", lock_script(impl, path, body)],
+            capture_output=True,
+            text=True,
+            pass_fds=[gate_read],
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert path.exists() and _lock.is_locked(str(path))
+        with pytest.raises(AlreadyLocked):
+            _lock.PidFileLock(path).acquire(timeout=0)
+    finally:
+        os.close(gate_read)
+        os.close(gate_write)  # the child reads its end of file, and exits: the lock goes
+    deadline = time.monotonic() + 10
+    while _lock.is_locked(str(path)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_create_dir_checks_the_whole_way_for_a_relative_path(locking, tmp_path, monkeypatch):
+    """As root with secure, a relative path is checked from /, not from the working
+    directory: a directory above it that another user owns is refused."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, to give a directory to another user")
+    theirs = tmp_path / "theirs"
+    (theirs / "work").mkdir(parents=True)
+    os.chown(theirs, 1000, 1000)
+    monkeypatch.chdir(theirs / "work")
+    with pytest.raises(_rundir.UntrustedPath):
+        locking("run/app.pid", create_dir=True, secure=True)
+    assert not (theirs / "work" / "run").exists()
+    with pytest.raises(_rundir.UntrustedPath):  # the same without create_dir
+        locking("app.pid", secure=True)
+
+
+def test_nothing_is_made_for_a_path_that_names_no_file(locking, tmp_path):
+    with pytest.raises(shimpid.StorageError):
+        locking(f"{tmp_path}/a/b/", create_dir=True)
+    assert not (tmp_path / "a").exists()
+
+
+def test_large_ids_and_set_id_modes(locking, pid_path):
+    if os.geteuid() != 0:
+        require_or_skip("setting another owner needs root")
+    with locking(pid_path, uid=3_000_000_000, gid=3_000_000_000):
+        info = os.stat(pid_path)
+        assert (info.st_uid, info.st_gid) == (3_000_000_000, 3_000_000_000)
+    with locking(pid_path, mode=0o2644, gid=65534, secure=False):  # owner first, then the mode
+        assert os.stat(pid_path).st_mode & 0o7777 == 0o2644
+
+
+def test_as_root_a_lock_file_others_could_write_is_refused(locking, pid_path):
+    for mode in (0o666, 0o664, 0o646):
+        with pytest.raises(ValueError, match="lets group or others write"):
+            locking(pid_path, mode=mode, secure=True)
+    with locking(pid_path, mode=0o664, secure=False):
+        assert os.stat(pid_path).st_mode & 0o777 == 0o664
+
+
+def test_already_running_says_what_it_means_everywhere(pid_path):
+    err = AlreadyRunning(str(pid_path), 5, "why")
+    assert err.args == (errno.EWOULDBLOCK, err.strerror)
+    assert "locked by" not in repr(err) and "names process 5, which is running" in repr(err)
+    assert isinstance(err, AlreadyLocked) and err.pid == 5 and err.why == "why"
+
+
+def test_a_long_wait_keeps_one_refusal(impl, locking, pid_path, sleeper, monkeypatch):
+    """Each look at a running process's file while waiting replaces the last: memory does not
+    grow with the wait."""
+    pid_path.write_text(f"{sleeper.pid}\n")
+    seen = []
+    stale = _lock._stale
+
+    def counting(refused, fd):
+        answer = stale(refused, fd)
+        seen.append(len(refused))
+        return answer
+
+    monkeypatch.setattr(_lock, "_stale", counting)
+    with pytest.raises(AlreadyRunning):
+        locking(pid_path).acquire(timeout=0.3)
+    assert len(seen) > 3 and set(seen) == {1}
+
+
+def test_slots_given_as_one_string_in_a_subclass(locking, pid_path):
+    class Named(locking):
+        __slots__ = "label"
+
+    lock = Named(pid_path)
+    assert not hasattr(lock, "label")
+    lock.label = "x"
+    assert lock.label == "x"
