@@ -27,10 +27,11 @@ from ._common import (
     StorageError,
     Verified,
 )
-from ._spawn import create_subprocess_exec, spawn
+from ._spawn import spawn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._aio import create_subprocess_exec
     from ._handle import ProcessHandle
     from ._lock import AlreadyLocked, AlreadyRunning, PidFileLock, exit_on_sigterm
     from ._operate import Inspection, Refused, inspect, send_signal, stop
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 # Imported when first used: what a spawner imports shimpid for should cost it no more
 # (the README's import benchmark holds it to 1.3x ``import subprocess``).
 _LAZY = {
+    "create_subprocess_exec": "_aio",  # asyncio costs 40 ms to import
     "clean": "_rundir",
     "scan": "_rundir",
     "Entry": "_rundir",

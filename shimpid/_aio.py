@@ -1,6 +1,7 @@
 """asyncio's ``create_subprocess_exec``, recording the child before anything can reap it.
 
-Imported by ``shimpid.create_subprocess_exec`` on its first call. asyncio's own machinery reaps a
+Imported when ``shimpid.create_subprocess_exec`` is first used (a program that never spawns
+from asyncio does not pay for importing asyncio). asyncio's own machinery reaps a
 child in the background as soon as it exits, which could be before the parent writes its record,
 so the child is started and recorded by a transport of shimpid's that also does the reaping,
 after the record.
@@ -15,7 +16,7 @@ import threading
 from asyncio import base_subprocess
 from typing import Any
 
-from ._spawn import kill_and_reap
+from ._spawn import _writer, kill_and_reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,16 +29,19 @@ __all__ = ["create_subprocess_exec"]
 async def create_subprocess_exec(
     program: PathArg,
     *args: PathArg,
-    pidfile: PidFileWriter,
+    pidfile: PathArg | PidFileWriter,
+    atomic: bool = True,
+    capability: str | None = None,
     stdin: Any = None,
     stdout: Any = None,
     stderr: Any = None,
     limit: int = 2**16,
     **kwargs: Any,
 ) -> asyncio.subprocess.Process:
-    """``shimpid.create_subprocess_exec``, given a prepared writer."""
+    """``asyncio.create_subprocess_exec``, with the child's record written to ``pidfile``: the
+    same guarantees as ``spawn``."""
+    writer = _writer(pidfile, atomic, capability)
     _check_asyncio_arguments(kwargs)
-    writer = pidfile
     loop = asyncio.get_running_loop()
     protocol = asyncio.subprocess.SubprocessStreamProtocol(limit=limit, loop=loop)
     connected = loop.create_future()

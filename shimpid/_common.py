@@ -18,7 +18,7 @@ import sys
 TYPE_CHECKING = False  # typing costs an importer of shimpid 7 ms
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, TypeAlias
+    from typing import Any, NoReturn, TypeAlias
 
     #: A path, as os.open() takes one.
     PathArg: TypeAlias = "str | bytes | os.PathLike[str] | os.PathLike[bytes]"
@@ -776,3 +776,129 @@ class Absent(ProcessIdentity):
 
 
 ABSENT = Absent()
+
+
+# ---- the pid file's bytes -------------------------------------------------------------------
+
+
+def file_bytes(
+    encoded: bytes, has_start_time: bool, capability: bytes, identity: bytes, pidfs_id: int | None
+) -> bytes:
+    """A pid file's bytes: the record (``encoded``), then lines 3 and 4 if there is anything to
+    put there. The layout of the lines after the record: the extension's writer has it in C."""
+    data = encoded
+    line4 = identity
+    if line4 and pidfs_id is not None:
+        line4 += b" pidfs=%d" % pidfs_id
+    if line4 == _IDENTITY_TAG:
+        line4 = b""  # the bare tag says nothing: leave it out
+    if capability or line4:
+        # Each line where readers look for it: line 2 (empty without a start time), line 3
+        # (boxlite's: the capability or nothing), line 4.
+        if not has_start_time:
+            data += b"\n"
+        data += capability + b"\n"
+        if line4:
+            data += line4 + b"\n"
+    return data
+
+
+# ---- objects made once ----------------------------------------------------------------------
+
+# The objects whose __init__ is under way, by id. An __init__ marks its object here before it
+# converts its arguments, and sets its slots before it lets go: a conversion may run the
+# caller's code (__fspath__, __index__, __bool__), and a signal handler or another thread may
+# run between any two lines, so an __init__ re-entered from any of them is refused as a second
+# one is, and never sees the object half set (the extension's rule: see _speedups.pyx).
+# Each mark holds its object: a handler that raises between the mark and its removal leaves
+# that object marked (and alive), never a later object that would reuse its id; and a token of
+# the call that made it, which is what tells a re-entered __init__ from the first.
+_initialising_objects: dict[int, tuple[object, object]] = {}
+
+
+def mark_initialising(obj: object, message: str) -> None:
+    mark = (obj, object())
+    # setdefault() tests and marks in one step: no code of anyone's runs in between.
+    if _initialising_objects.setdefault(id(obj), mark) is not mark:
+        raise TypeError(message)
+
+
+def end_init(obj: object) -> None:
+    del _initialising_objects[id(obj)]
+
+
+class Final:
+    """Base of the pure backend's reader and writer, and of the lock: like the extension's types,
+    they cannot be subclassed (the lock allows it), and one made by ``__new__`` alone (an unset
+    slot) says so instead of failing obscurely."""
+
+    __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        if Final not in cls.__bases__:
+            base = cls.__mro__[1]
+            raise TypeError(
+                f"type '{base.__module__}.{base.__qualname__}' is not an acceptable base type"
+            )
+        super().__init_subclass__(**kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        # Reached only for an unset slot (or a name that does not exist). Only shimpid's own
+        # slots say "not initialised" (a subclass's are its own business).
+        ours = next(k for k in type(self).__mro__ if Final in k.__bases__)
+        if name in ours.__dict__.get("__slots__", ()):
+            raise TypeError(NOT_INITIALISED.format(type(self).__name__))
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _begin_init(self, slot: str) -> None:
+        """Mark this object as being initialised, or refuse (``TypeError``) a second __init__
+        and one re-entered from the first's conversions (see ``mark_initialising``). The
+        caller sets every slot, ``slot`` (the one that says "initialised") last, then calls
+        ``end_init(self)``, whatever happened."""
+        message = ALREADY_INITIALISED.format(type(self).__name__)
+        mark_initialising(self, message)
+        # The slot's descriptor, wherever it is in the classes (a subclass's lock has its own)
+        member = next(k.__dict__[slot] for k in type(self).__mro__ if slot in k.__dict__)
+        try:
+            member.__get__(self, type(self))
+        except AttributeError:
+            return
+        end_init(self)
+        raise TypeError(message)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(NOT_PICKLABLE.format(type(self).__name__))
+
+    def __copy__(self) -> Final:
+        return self  # nothing in it changes
+
+    def __deepcopy__(self, memo: object) -> Final:
+        return self
+
+
+# ---- /proc ---------------------------------------------------------------------------------
+
+PROC_OURS, PROC_NONE, PROC_FOREIGN = 1, 0, 2
+_proc_checked: tuple[int, int] = (0, PROC_NONE)  # (the pid that checked, what it found)
+
+
+def proc_state() -> int:
+    """Whether /proc is this pid namespace's (``PROC_OURS``), another's, or not mounted.
+
+    /proc/self names the caller as the pid namespace /proc was mounted for sees it: this
+    namespace's /proc if and only if that is getpid(). Checked once per process (a namespace
+    changes only across a fork).
+    """
+    global _proc_checked
+    pid = os.getpid()
+    if _proc_checked[0] == pid:
+        return _proc_checked[1]
+    try:
+        link = os.readlink("/proc/self")
+    except FileNotFoundError:
+        # no /proc, or one of a namespace this process is not in (it still shows its pid 1)
+        state = PROC_FOREIGN if os.path.exists("/proc/1") else PROC_NONE
+    else:
+        state = PROC_OURS if link == str(pid) else PROC_FOREIGN
+    _proc_checked = (pid, state)
+    return state

@@ -32,7 +32,7 @@ import signal
 import stat
 import time
 
-from . import _backend, _common, _pure
+from . import _backend, _common
 from ._common import ABSENT, Legacy, ProcessIdentity, Verified
 from ._rundir import (
     Read,
@@ -126,7 +126,7 @@ class _NotGiven(enum.Enum):
 _NOT_GIVEN = _NotGiven.NOT_GIVEN
 
 
-class PidFileLock(_pure._Final):
+class PidFileLock(_common.Final):
     """An exclusive lock on a pid file, holding this process's record: only one process holds
     it at a time, and a file left by a process that has gone never blocks the next one.
 
@@ -161,7 +161,7 @@ class PidFileLock(_pure._Final):
     )
 
     def __init_subclass__(cls, **kwargs: object) -> None:
-        super(_pure._Final, cls).__init_subclass__(**kwargs)  # unlike the other types: allowed
+        super(_common.Final, cls).__init_subclass__(**kwargs)  # unlike the other types: allowed
 
     def __init__(
         self,
@@ -176,7 +176,7 @@ class PidFileLock(_pure._Final):
         uid: int = -1,
         gid: int = -1,
     ) -> None:
-        self._begin_init("_target")  # as the writer's: see _pure._mark_initialising
+        self._begin_init("_target")  # as the writer's: see _common.mark_initialising
         try:
             # Every conversion (which may run the caller's code) before anything changes.
             mode = _common.check_mode(mode)
@@ -215,7 +215,7 @@ class PidFileLock(_pure._Final):
             self._data = b""  # the record it wrote
             self._target = target
         finally:
-            _pure._end_init(self)
+            _common.end_init(self)
 
     @classmethod
     def at(
@@ -555,8 +555,13 @@ def _own_record(capability: bytes) -> bytes:
         finally:
             if pidfd:
                 os.close(pidfd[0])
-    data = _own[capability, level] = _pure._file_bytes(
-        _pure.PidRecord.current(), capability, _common.identity_prefix(True), pidfs_id
+    record = _backend.PidRecord.current()
+    data = _own[capability, level] = _common.file_bytes(
+        record.encode(),
+        record.start_time is not None,
+        capability,
+        _common.identity_prefix(True),
+        pidfs_id,
     )
     return data
 

@@ -15,7 +15,7 @@ import os
 import signal as _signal
 import subprocess
 
-from . import _backend, _common, _pure
+from . import _backend, _common
 from ._common import ABSENT, Extras, Legacy, ProcessIdentity, StorageError
 from ._handle import ProcessHandle, open_entry
 from ._rundir import (
@@ -36,8 +36,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._backend import PidRecord
     from ._common import PathArg
-    from ._pure import PidRecord
 
 __all__ = ["Inspection", "Refused", "inspect", "send_signal", "stop"]
 
@@ -265,7 +265,7 @@ def never_signalled(pid: int) -> str | None:
         return "pid 1 is init"
     if pid == os.getpid():
         return "it is this process"
-    if _pure._proc_state() != _pure._PROC_OURS:
+    if _common.proc_state() != _common.PROC_OURS:
         return "this process's ancestors cannot be told: /proc is not this pid namespace's"
     ancestor = os.getppid()
     while ancestor > 1:

@@ -40,11 +40,17 @@ from ._common import (
     Verified,
     keep,
 )
+from ._common import PROC_FOREIGN as _PROC_FOREIGN
+from ._common import PROC_NONE as _PROC_NONE
+from ._common import Final as _Final
+from ._common import end_init as _end_init
+from ._common import mark_initialising as _mark_initialising
+from ._common import proc_state as _proc_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Final, Literal, NoReturn
+    from typing import Final, Literal
 
     from ._common import Absent, PathArg
     from ._handle import ProcessHandle
@@ -81,78 +87,6 @@ _S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a c
 # Temporary-file names must differ between writers: the pid tells processes apart, the counter
 # tells apart threads and successive writes of one process.
 _temp_counter = itertools.count()
-_IDENTITY_TAG = _common.IDENTITY_TAG.encode()
-
-
-# The objects whose __init__ is under way, by id. An __init__ marks its object here before it
-# converts its arguments, and sets its slots before it lets go: a conversion may run the
-# caller's code (__fspath__, __index__, __bool__), and a signal handler or another thread may
-# run between any two lines, so an __init__ re-entered from any of them is refused as a second
-# one is, and never sees the object half set (the extension's rule: see _speedups.pyx).
-# Each mark holds its object: a handler that raises between the mark and its removal leaves
-# that object marked (and alive), never a later object that would reuse its id; and a token of
-# the call that made it, which is what tells a re-entered __init__ from the first.
-_initialising: dict[int, tuple[object, object]] = {}
-
-
-def _mark_initialising(obj: object, message: str) -> None:
-    mark = (obj, object())
-    # setdefault() tests and marks in one step: no code of anyone's runs in between.
-    if _initialising.setdefault(id(obj), mark) is not mark:
-        raise TypeError(message)
-
-
-def _end_init(obj: object) -> None:
-    del _initialising[id(obj)]
-
-
-class _Final:
-    """Base of this backend's reader, writer and lock: like the extension's types, they cannot
-    be subclassed, and one made by ``__new__`` alone (an unset slot) says so instead of failing
-    obscurely."""
-
-    __slots__ = ()
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        if _Final not in cls.__bases__:
-            base = cls.__mro__[1]
-            raise TypeError(
-                f"type '{base.__module__}.{base.__qualname__}' is not an acceptable base type"
-            )
-        super().__init_subclass__(**kwargs)
-
-    def __getattr__(self, name: str) -> object:
-        # Reached only for an unset slot (or a name that does not exist). Only shimpid's own
-        # slots say "not initialised" (a subclass's are its own business).
-        ours = next(k for k in type(self).__mro__ if _Final in k.__bases__)
-        if name in ours.__dict__.get("__slots__", ()):
-            raise TypeError(_common.NOT_INITIALISED.format(type(self).__name__))
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def _begin_init(self, slot: str) -> None:
-        """Mark this object as being initialised, or refuse (``TypeError``) a second __init__
-        and one re-entered from the first's conversions (see ``_mark_initialising``). The
-        caller sets every slot, ``slot`` (the one that says "initialised") last, then calls
-        ``_end_init(self)``, whatever happened."""
-        message = _common.ALREADY_INITIALISED.format(type(self).__name__)
-        _mark_initialising(self, message)
-        # The slot's descriptor, wherever it is in the classes (a subclass's lock has its own)
-        member = next(k.__dict__[slot] for k in type(self).__mro__ if slot in k.__dict__)
-        try:
-            member.__get__(self, type(self))
-        except AttributeError:
-            return
-        _end_init(self)
-        raise TypeError(message)
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError(_common.NOT_PICKLABLE.format(type(self).__name__))
-
-    def __copy__(self) -> _Final:
-        return self  # nothing in it changes
-
-    def __deepcopy__(self, memo: object) -> _Final:
-        return self
 
 
 # ============================================================================
@@ -441,7 +375,13 @@ class PidFileWriter(_Final):
         self._write(_new_record(pid, start_time), pidfs_id)
 
     def _write(self, record: PidRecord, pidfs_id: int | None) -> None:
-        data = _file_bytes(record, self._capability, self._identity, pidfs_id)
+        data = _common.file_bytes(
+            record.encode(),
+            record._start_time is not None,
+            self._capability,
+            self._identity,
+            pidfs_id,
+        )
         try:
             if self._atomic:
                 _write_atomic(self._target, self._temp_prefix, data, self._mode)
@@ -460,27 +400,6 @@ def _write_error(err: OSError, path: str | bytes) -> OSError:
         return FileExistsError(errno.EEXIST, err.strerror, err.filename)
     code = err.errno or errno.EIO
     return OSError(code, _common.write_strerror(code), path)
-
-
-def _file_bytes(
-    record: PidRecord, capability: bytes, identity: bytes, pidfs_id: int | None
-) -> bytes:
-    """A pid file's bytes: the record, then lines 3 and 4 if there is anything to put there."""
-    data = record.encode()
-    line4 = identity
-    if line4 and pidfs_id is not None:
-        line4 += b" pidfs=%d" % pidfs_id
-    if line4 == _IDENTITY_TAG:
-        line4 = b""  # the bare tag says nothing: leave it out
-    if capability or line4:
-        # Each line where readers look for it: line 2 (empty without a start time), line 3
-        # (boxlite's: the capability or nothing), line 4.
-        if record._start_time is None:
-            data += b"\n"
-        data += capability + b"\n"
-        if line4:
-            data += line4 + b"\n"
-    return data
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -1190,32 +1109,6 @@ def _proc_info(pid: int) -> tuple[int, int | None] | None:
 
 
 # ---- what this system offers, found out once ---------------------------------------------------
-
-_PROC_OURS, _PROC_NONE, _PROC_FOREIGN = 1, 0, 2
-_proc_checked: tuple[int, int] = (0, _PROC_NONE)  # (the pid that checked, what it found)
-
-
-def _proc_state() -> int:
-    """Whether /proc is this pid namespace's (``_PROC_OURS``), another's, or not mounted.
-
-    /proc/self names the caller as the pid namespace /proc was mounted for sees it: this
-    namespace's /proc if and only if that is getpid(). Checked once per process (a namespace
-    changes only across a fork).
-    """
-    global _proc_checked
-    pid = os.getpid()
-    if _proc_checked[0] == pid:
-        return _proc_checked[1]
-    try:
-        link = os.readlink("/proc/self")
-    except FileNotFoundError:
-        # no /proc, or one of a namespace this process is not in (it still shows its pid 1)
-        state = _PROC_FOREIGN if os.path.exists("/proc/1") else _PROC_NONE
-    else:
-        state = _PROC_OURS if link == str(pid) else _PROC_FOREIGN
-    _proc_checked = (pid, state)
-    return state
-
 
 _pidfd_level_found: int | None = None
 

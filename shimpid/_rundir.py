@@ -37,9 +37,9 @@ from ._common import ABSENT, Extras, ProcessIdentity, StorageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._backend import PidRecord
     from ._common import PathArg
     from ._handle import ProcessHandle
-    from ._pure import PidRecord
 
 __all__ = [
     "Entry",

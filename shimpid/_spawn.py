@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from ._backend import PidFileWriter
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing and asyncio cost a program that never uses them 40 ms to import
-    import asyncio
+if TYPE_CHECKING:  # typing costs a program that never uses it to import
     from typing import Any, Literal, overload
 
     from ._common import PathArg
@@ -30,7 +29,7 @@ else:
         return function
 
 
-__all__ = ["create_subprocess_exec", "spawn"]
+__all__ = ["spawn"]
 
 
 def _writer(
@@ -159,34 +158,3 @@ def kill_and_reap(child: subprocess.Popen[Any]) -> None:
         if stream is not None:
             stream.close()
     child.wait()
-
-
-async def create_subprocess_exec(
-    program: PathArg,
-    *args: PathArg,
-    pidfile: PathArg | PidFileWriter,
-    atomic: bool = True,
-    capability: str | None = None,
-    stdin: Any = None,
-    stdout: Any = None,
-    stderr: Any = None,
-    limit: int = 2**16,
-    **kwargs: Any,
-) -> asyncio.subprocess.Process:
-    """``asyncio.create_subprocess_exec``, with the child's record written to ``pidfile``.
-
-    The same guarantees as ``spawn``; see ``shimpid._aio``, imported on the first call (a
-    program that never spawns from asyncio does not pay for importing asyncio).
-    """
-    from . import _aio
-
-    return await _aio.create_subprocess_exec(
-        program,
-        *args,
-        pidfile=_writer(pidfile, atomic, capability),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        limit=limit,
-        **kwargs,
-    )
