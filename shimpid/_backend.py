@@ -13,7 +13,56 @@ from ._common import env_flag
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 if TYPE_CHECKING:
-    from typing import Literal
+    from collections.abc import Callable
+    from typing import Literal, Protocol
+
+    from . import _pure, _speedups
+    from ._common import Absent, Legacy, ProcessIdentity, Verified
+
+    class Backend(Protocol):
+        """What a backend provides, and all the rest of the package takes from it: the public
+        types and functions, and the primitives the policy modules are written over. Both
+        backends are checked against it (``mypy --strict``, below); nothing else imports them."""
+
+        @property
+        def BACKEND(self) -> Literal["cython", "python"]: ...
+
+        PidFileReader: type[_pure.PidFileReader]
+        PidFileWriter: type[_pure.PidFileWriter]
+        PidRecord: type[_pure.PidRecord]
+
+        def is_process_alive(self, pid: int, /) -> bool: ...
+        def process_start_time(self, pid: int, /) -> int | None: ...
+        # the verdict on a record, and the same reached through a pidfd the caller then owns
+        def _classify(
+            self, pid: int, start_time: int | None, pidfs_id: int | None, /
+        ) -> Verified | Legacy | Absent: ...
+        def _pin_and_classify(
+            self, pid: int, start_time: int | None, pidfs_id: int | None, /
+        ) -> tuple[ProcessIdentity, int | None]: ...
+        def _identity_at(
+            self, directory_fd: int | None, target: bytes, path: str | bytes | None = None, /
+        ) -> Verified | Legacy | Absent: ...
+        def _pidfd_level(self) -> int: ...
+        # the lock's system calls (shimpid._lock is its policy)
+        def _lock_try(
+            self,
+            target: bytes,
+            temp_prefix: bytes,
+            data: bytes,
+            mode: int,
+            uid: int,
+            gid: int,
+            slot: list[int],
+            path: str | bytes,
+            stale: Callable[[int], bool],
+            /,
+        ) -> int: ...
+        def _lock_wait(self, target: bytes, path: str | bytes, /) -> None: ...
+        def _lock_release(self, slot: list[int], target: bytes, data: bytes, /) -> None: ...
+
+    _pure_backend: Backend = _pure
+    _extension_backend: Backend = _speedups
 
 __all__ = [
     "BACKEND",
@@ -66,7 +115,8 @@ process_start_time = _impl.process_start_time
 # Shown (reprs, tracebacks, pickles, documentation) as what they are to users: shimpid.X.
 for _public in (PidFileReader, PidFileWriter, PidRecord):
     if BACKEND == "cython":
-        _impl._publish(_public, "shimpid")  # type: ignore[attr-defined]
+        _speedups_publish = getattr(_impl, "_publish")  # noqa: B009 (the extension's only)
+        _speedups_publish(_public, "shimpid")
     else:
         _public.__module__ = "shimpid"
 _classify = _impl._classify

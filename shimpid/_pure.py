@@ -58,10 +58,20 @@ if TYPE_CHECKING:
 #: The backend's name, as shimpid.BACKEND gives it.
 BACKEND: Final[Literal["cython", "python"]] = "python"
 
+# What this backend gives shimpid._backend (its Backend protocol): the public API, then the
+# primitives the policy modules are written over.
 __all__ = [
+    "BACKEND",
     "PidFileReader",
     "PidFileWriter",
     "PidRecord",
+    "_classify",
+    "_identity_at",
+    "_lock_release",
+    "_lock_try",
+    "_lock_wait",
+    "_pidfd_level",
+    "_pin_and_classify",
     "is_process_alive",
     "process_start_time",
 ]

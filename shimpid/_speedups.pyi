@@ -1,12 +1,44 @@
-# The extension implements the pure module's API; type checkers read it from there.
+# The extension: the pure module's types (the same API, tested by test_package), and its own
+# functions, declared with their signatures; shimpid._backend checks both against its Protocol.
+from collections.abc import Callable, Iterator
+from typing import Final, Literal
+
+from ._common import Absent, Legacy, ProcessIdentity, Verified
 from ._pure import PidFileReader as PidFileReader
 from ._pure import PidFileWriter as PidFileWriter
 from ._pure import PidRecord as PidRecord
-from ._pure import _classify as _classify
-from ._pure import _identity_at as _identity_at
-from ._pure import _parse_stat as _parse_stat
-from ._pure import _pidfd_level as _pidfd_level
-from ._pure import _pin_and_classify as _pin_and_classify
-from ._pure import _set_pidfd_level as _set_pidfd_level
-from ._pure import is_process_alive as is_process_alive
-from ._pure import process_start_time as process_start_time
+
+BACKEND: Final[Literal["cython", "python"]]
+
+def is_process_alive(pid: int, /) -> bool: ...
+def process_start_time(pid: int, /) -> int | None: ...
+def _classify(
+    pid: int, start_time: int | None, pidfs_id: int | None, /
+) -> Verified | Legacy | Absent: ...
+def _pin_and_classify(
+    pid: int, start_time: int | None, pidfs_id: int | None, /
+) -> tuple[ProcessIdentity, int | None]: ...
+def _identity_at(
+    directory_fd: int | None, target: bytes, path: str | bytes | None = None, /
+) -> Verified | Legacy | Absent: ...
+def _pidfd_level() -> int: ...
+def _set_pidfd_level(level: int, /) -> int: ...
+def _parse_stat(data: bytes, /) -> tuple[int, int | None]: ...
+def _lock_try(
+    target: bytes,
+    temp_prefix: bytes,
+    data: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    slot: list[int],
+    path: str | bytes,
+    stale: Callable[[int], bool],
+    /,
+) -> int: ...
+def _lock_wait(target: bytes, path: str | bytes, /) -> None: ...
+def _lock_release(slot: list[int], target: bytes, data: bytes, /) -> None: ...
+def _scan_suffix(
+    directory_fd: int, suffix: bytes, prefix: str, skip: object, locks: bool = False, /
+) -> Iterator[tuple[object, ...]]: ...
+def _publish(cls: type, module: str, /) -> None: ...
