@@ -24,30 +24,17 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot, is_answer
+from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an importer of shimpid 7 ms
     from typing import Any
 
-__all__ = ["ProcessHandle", "open_entry", "open_process"]
+__all__ = ["ProcessHandle", "open_entry"]
 
 # A backend's ``_pin_and_classify(pid, start_time, pidfs_id)``: the verdict, and the pidfd it
 # was reached through (None without pidfds). Raises OSError when the system cannot tell.
 PinAndClassify = Callable[[int, "int | None", "int | None"], "tuple[ProcessIdentity, int | None]"]
-
-
-def open_process(
-    reader: Any, pin_and_classify: PinAndClassify, allow_legacy: bool
-) -> ProcessHandle | None:
-    """``reader.open_process()``: a handle on the recorded process, or None if it is not there."""
-    try:
-        record, extras = reader._read_entry()
-    except OSError as err:  # StorageError
-        if is_answer(err):
-            return None  # no record to act on
-        raise
-    return open_entry(record, extras, pin_and_classify, allow_legacy)
 
 
 def open_entry(

@@ -1167,7 +1167,13 @@ Reads one pid file and classifies its record against the live system.
         """
         self._check()
         from . import _handle  # imported when first needed: see shimpid/__init__.py
-        return _handle.open_process(self, _pin_and_classify, allow_legacy)
+        try:
+            record, extras = self._read_entry()
+        except OSError as err:
+            if _common.is_answer(err):  # StorageError, a missing file: no record to act on
+                return None
+            raise
+        return _handle.open_entry(record, extras, _pin_and_classify, allow_legacy)
 
     def _read_entry(self):
         """The record and what lines 3 and 4 say, from one read of the file."""
