@@ -105,7 +105,9 @@ TARGETS: list[Target] = [
     floor_target("current()", "current()", "cython", 1.10),
     floor_target("write() in place [tmpfs]", "write() in place [tmpfs]", "cython", 1.10),
     floor_target("write() in place [disk]", "write() in place [disk]", "cython", 1.10),
-    floor_target("process_identity(), pidfs", "process_identity() Verified", "cython", 1.20),
+    # identity, lock and scan relaxed on purpose (issue 19: 1.20, 1.20, 1.30 before): a few
+    # microseconds off the hot path for one implementation of policy
+    floor_target("process_identity(), pidfs", "process_identity() Verified", "cython", 1.30),
     (
         "process_identity(), pidfs: Cython / shimpid 0.1's /proc-based floor < 1",
         lambda: BASELINES["process_identity() Verified / process_identity_proc [cython]"],
@@ -117,7 +119,7 @@ TARGETS: list[Target] = [
         "PidFileLock acquire() + release(), uncontended",
         "PidFileLock acquire() + release() [tmpfs]",
         "cython",
-        1.20,
+        1.50,
     ),
 ]
 for _how in ("shimpid.spawn", "shimpid.spawn, prepared writer"):

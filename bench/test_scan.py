@@ -33,9 +33,10 @@ from shimpid import _cli, _rundir
 
 TARGETS.append(
     baseline_target(
-        "scan, 10,000 files: Cython <= 1.3x floor per file",
+        # relaxed from 1.3x on purpose (issue 19): one implementation of policy over C reads
+        "scan, 10,000 files: Cython <= 1.5x floor per file",
         "scan 10000 files / floor [cython]",
-        1.3,
+        1.5,
     )
 )
 for _backend in ("cython", "pure"):
