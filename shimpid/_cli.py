@@ -79,7 +79,19 @@ def _parser() -> argparse.ArgumentParser:
         version=f"shimpid {__version__} ({_backend.BACKEND} backend)",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    # one builder a command, in the order --help lists them
+    _add_status(commands)
+    _add_show(commands)
+    _add_spawn(commands)
+    _add_lock(commands)
+    _add_stop(commands)
+    _add_pid_and_signal(commands)
+    _add_ls(commands)
+    _add_clean(commands)
+    return parser
 
+
+def _add_status(commands: Any) -> None:
     status = commands.add_parser(
         "status",
         help="print whether the recorded process runs",
@@ -92,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     _insecure(status)
     status.set_defaults(run=_status)
 
+
+def _add_show(commands: Any) -> None:
     show = commands.add_parser(
         "show",
         help="print the record, the live process and the verdict",
@@ -104,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     _insecure(show)
     show.set_defaults(run=_show)
 
+
+def _add_spawn(commands: Any) -> None:
     start = commands.add_parser(
         "spawn",
         help="start a command and record it",
@@ -135,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.set_defaults(run=_spawn)
 
+
+def _add_lock(commands: Any) -> None:
     locking = commands.add_parser(
         "lock",
         help="run a command holding the pid file's lock: one instance at a time",
@@ -181,6 +199,8 @@ def _parser() -> argparse.ArgumentParser:
     _insecure(locking)
     locking.set_defaults(run=_lock)
 
+
+def _add_stop(commands: Any) -> None:
     stop = commands.add_parser(
         "stop",
         help="stop the recorded process",
@@ -222,6 +242,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     stop.set_defaults(run=_stop)
 
+
+def _add_pid_and_signal(commands: Any) -> None:
     for name, run, summary in [
         ("pid", _pid, "print the pid of the recorded process, if it is verified"),
         ("signal", _signal_command, "send a signal to the recorded process, if verified"),
@@ -261,6 +283,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.set_defaults(run=run)
 
+
+def _add_ls(commands: Any) -> None:
     listing = commands.add_parser(
         "ls",
         help="list the pid files of a directory and what they name",
@@ -282,6 +306,8 @@ def _parser() -> argparse.ArgumentParser:
     _insecure(listing)
     listing.set_defaults(run=_ls)
 
+
+def _add_clean(commands: Any) -> None:
     tidy = commands.add_parser(
         "clean",
         help="remove stale pid files and temporary files of dead writers",
@@ -301,7 +327,6 @@ def _parser() -> argparse.ArgumentParser:
     tidy.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     _insecure(tidy)
     tidy.set_defaults(run=_clean)
-    return parser
 
 
 def _insecure(command: argparse.ArgumentParser) -> None:
