@@ -18,6 +18,16 @@ from shimpid import _common
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
 
 
+@pytest.fixture(scope="session")
+def impl():
+    """The command line is one implementation over the backend's primitives (tested on both
+    backends in their own files): its tests run once, on the backend this run has (the
+    extension, or the pure backend in the pure legs)."""
+    import shimpid._pure  # what the fixtures compare the backend with
+
+    return shimpid._backend._impl
+
+
 def alive(pid: int) -> bool:
     try:
         return proc_state(pid) != "Z"

@@ -22,6 +22,16 @@ NOBODY = pwd.getpwnam("nobody").pw_uid
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to be somebody else)")
 
 
+@pytest.fixture(scope="session")
+def impl():
+    """The command line is one implementation over the backend's primitives (tested on both
+    backends in their own files): its tests run once, on the backend this run has (the
+    extension, or the pure backend in the pure legs)."""
+    import shimpid._pure  # what the fixtures compare the backend with
+
+    return shimpid._backend._impl
+
+
 # ---- 8. stop trusts only files nobody else could have written ------------------------------------
 
 PLANTED = """
