@@ -509,8 +509,8 @@ def _inspected(command: str, args: argparse.Namespace) -> Inspection | int:
         return _failed(command, err, args.file)
 
 
-def _holder(found: Inspection | dict[str, Any]) -> str:
-    holder = found.holder if isinstance(found, Inspection) else found["locked_by"]
+def _holder(found: Inspection) -> str:
+    holder = found.holder
     if holder is None:
         return "locked by a process the file does not name"
     return f"locked by {holder}"
