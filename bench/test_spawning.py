@@ -3,6 +3,10 @@
 A ``preexec_fn`` makes CPython fork() instead of vfork()/posix_spawn(), and fork() copies the
 parent's page tables, so its cost grows with the parent. ``shimpid.spawn`` records from the parent
 and keeps the fast path. The pid files go to tmpfs, so the spawn is what is measured.
+
+Then what recording costs per child, each child recorded in a new pid file (on tmpfs and on
+disk, from 16 threads at once, through asyncio, and with the disk kept busy by another process's
+fsync()s): alternated ratios to the same spawns without a record.
 """
 
 from __future__ import annotations
@@ -10,13 +14,51 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import shimpid
-from conftest import BASELINES, PLACES, alternate, rounds, timed
+from conftest import BASELINES, PLACES, TARGETS, alternate, baseline_target, rounds, timed
 
 TRUE = ["/bin/true"]
+
+# What recording costs per child, each pid file new (a fresh name per spawn): alternated ratios
+# to the same spawns without a record.
+NEW_FILE = "shimpid.spawn, new file per child / Popen"
+THREADED = "16 threads spawning, new file per child: Popen/s / shimpid.spawn/s [tmpfs, 0 GiB]"
+ASYNC_NEW_FILE = (
+    "shimpid.create_subprocess_exec, new file per child / asyncio.create_subprocess_exec"
+    " [tmpfs, 0 GiB]"
+)
+BUSY_DISK = f"{NEW_FILE} [disk busy with 1 MiB write+fsync, 0 GiB]"
+for _place, _limit in (("tmpfs", 1.05), ("disk", 1.10)):
+    for _parent in ("0 GiB", "1 GiB"):
+        TARGETS.append(
+            baseline_target(
+                f"shimpid.spawn, new file per child [{_place}, {_parent}]: <= {_limit:.2f}x Popen",
+                f"{NEW_FILE} [{_place}, {_parent}]",
+                _limit,
+            )
+        )
+TARGETS += [
+    baseline_target(
+        "16 threads spawning, new file per child: shimpid.spawn >= 0.91x Popen's throughput"
+        " (Popen/shimpid <= 1.10)",
+        THREADED,
+        1.10,
+    ),
+    baseline_target(
+        "shimpid.create_subprocess_exec, new file per child: <= 1.05x asyncio's",
+        ASYNC_NEW_FILE,
+        1.05,
+    ),
+    baseline_target(
+        "shimpid.spawn, new file per child, disk busy with fsync: <= 1.5x Popen", BUSY_DISK, 1.5
+    ),
+]
 
 
 def resident_mib() -> int:
@@ -130,3 +172,215 @@ class _Runner:
 
     def __exit__(self, *exc):
         self.loop.close()
+
+
+# --- What recording costs per child: a new pid file for each spawn ---------------------------
+
+
+class FreshPaths:
+    """New pid file names in PLACES[place], one per child; made before a timed batch and removed
+    after it, so neither naming nor removal is timed."""
+
+    def __init__(self, place: str) -> None:
+        self.directory = PLACES[place]
+        self.token = f"bench-fresh-{os.getpid()}-"
+        self.made = 0
+
+    def take(self, count: int) -> list[str]:
+        first, self.made = self.made, self.made + count
+        return [
+            os.path.join(self.directory, f"{self.token}{n}.pid") for n in range(first, self.made)
+        ]
+
+    def remove(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+
+    def sweep(self) -> None:
+        """Whatever is left under this token (a failed batch, a temporary sibling)."""
+        for name in os.listdir(self.directory):
+            if self.token in name:
+                self.remove([os.path.join(self.directory, name)])
+
+
+@pytest.fixture
+def fresh():
+    made: list[FreshPaths] = []
+
+    def make(place: str) -> FreshPaths:
+        made.append(FreshPaths(place))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for paths in made:
+            paths.sweep()
+
+
+def small_or_1gib(parent: str) -> None:
+    if parent not in ("0 GiB", "1 GiB"):
+        pytest.skip("measured from 0 and 1 GiB parents only")
+
+
+def small_only(parent: str) -> None:
+    if parent != "0 GiB":
+        pytest.skip("measured from the small parent only")
+
+
+BATCH = 5  # spawns per timed batch
+
+
+def batch_of(spawn, paths: FreshPaths | None, size: int = BATCH):
+    """A timed batch: ``spawn(path).wait()`` ``size`` times, each with a new path (None without
+    ``paths``); returns the seconds the spawns took."""
+
+    def run() -> float:
+        names = paths.take(size) if paths else [None] * size
+        start = time.perf_counter()
+        for name in names:
+            spawn(name).wait()
+        elapsed = time.perf_counter() - start
+        if paths:
+            paths.remove(names)
+        return elapsed
+
+    return run
+
+
+def new_file_ratio(paths: FreshPaths, count: int) -> float:
+    recorded = batch_of(lambda path: shimpid.spawn(TRUE, path), paths)
+    plain = batch_of(lambda _: subprocess.Popen(TRUE), None)
+    recorded(), plain()  # warm up: the directory, the code paths
+    return alternate(recorded, plain, count)
+
+
+@pytest.mark.parametrize("place", ["tmpfs", "disk"])
+def test_spawn_new_file_per_child(parent, place, fresh, pytestconfig):
+    small_or_1gib(parent)
+    BASELINES[f"{NEW_FILE} [{place}, {parent}]"] = new_file_ratio(
+        fresh(place), rounds(pytestconfig, 400)
+    )
+
+
+THREADS = 16
+PER_THREAD = 8  # spawns each thread makes per round
+
+
+def test_spawn_new_file_per_child_threads(parent, fresh, pytestconfig):
+    """Throughput of 16 threads each spawning and waiting in a loop: whole rounds alternated."""
+    small_only(parent)
+    paths = fresh("tmpfs")
+
+    def loop(spawn, names):
+        for name in names:
+            spawn(name).wait()
+
+    with ThreadPoolExecutor(THREADS) as pool:
+
+        def round_of(spawn, with_files: bool):
+            def run() -> float:
+                names = [
+                    paths.take(PER_THREAD) if with_files else [None] * PER_THREAD
+                    for _ in range(THREADS)
+                ]
+                start = time.perf_counter()
+                for done in [pool.submit(loop, spawn, each) for each in names]:
+                    done.result()
+                elapsed = time.perf_counter() - start
+                if with_files:
+                    for each in names:
+                        paths.remove(each)
+                return elapsed
+
+            return run
+
+        recorded = round_of(lambda path: shimpid.spawn(TRUE, path), True)
+        plain = round_of(lambda _: subprocess.Popen(TRUE), False)
+        recorded(), plain()  # warm up: all the pool's threads started
+        # Same number of spawns per round: shimpid's time / Popen's = Popen/s / shimpid/s.
+        BASELINES[THREADED] = alternate(recorded, plain, rounds(pytestconfig, 200))
+
+
+def test_asyncio_new_file_per_child(parent, fresh, pytestconfig):
+    small_only(parent)
+    paths = fresh("tmpfs")
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def spawns(create, names):
+            for name in names:
+                await (await create(name)).wait()
+
+        def batch_of_async(create, with_files: bool):
+            def run() -> float:
+                names = paths.take(BATCH) if with_files else [None] * BATCH
+                start = time.perf_counter()
+                loop.run_until_complete(spawns(create, names))
+                elapsed = time.perf_counter() - start
+                if with_files:
+                    paths.remove(names)
+                return elapsed
+
+            return run
+
+        recorded = batch_of_async(
+            lambda path: shimpid.create_subprocess_exec(*TRUE, pidfile=path), True
+        )
+        plain = batch_of_async(lambda _: asyncio.create_subprocess_exec(*TRUE), False)
+        recorded(), plain()  # warm up
+        BASELINES[ASYNC_NEW_FILE] = alternate(recorded, plain, rounds(pytestconfig, 400))
+    finally:
+        loop.close()
+
+
+# Writes 1 MiB and fsync()s it, over and over (back to the start every 64 MiB), until told to
+# stop or its parent goes.
+WRITER = """
+import os, sys
+path, parent = sys.argv[1], int(sys.argv[2])
+block = os.urandom(1 << 20)
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+n = 0
+while os.getppid() == parent:
+    os.write(fd, block)
+    os.fsync(fd)
+    n += 1
+    if n % 64 == 0:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+"""
+
+
+@pytest.fixture
+def busy_disk():
+    """A background process writing and fsync()ing a file beside PLACES["disk"]'s pid files."""
+    os.makedirs(PLACES["disk"], exist_ok=True)
+    path = os.path.join(PLACES["disk"], f"bench-busy-{os.getpid()}.data")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, path, str(os.getpid())])
+    try:
+        deadline = time.monotonic() + 10
+        while not (os.path.exists(path) and os.path.getsize(path) > 0):
+            if writer.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the background writer did not start (exit status {writer.poll()})")
+            time.sleep(0.01)
+        yield path
+    finally:
+        writer.terminate()
+        try:
+            writer.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            writer.wait()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def test_spawn_new_file_per_child_busy_disk(parent, busy_disk, fresh, pytestconfig):
+    small_only(parent)
+    BASELINES[BUSY_DISK] = new_file_ratio(fresh("disk"), rounds(pytestconfig, 400))
