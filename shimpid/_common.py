@@ -269,8 +269,11 @@ def exact_text(text: str | bytes) -> str | bytes:
     return bytes.__getitem__(text, slice(None))  # type: ignore[index]
 
 
-def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes]:
-    """``resolve_path`` plus the prefix of the atomic writer's temporary names."""
+def writer_paths(
+    path: PathArg, atomic: bool
+) -> tuple[str | bytes, bytes, bytes, os.stat_result]:
+    """``resolve_path`` plus the prefix of the atomic writer's temporary names, and the
+    directory's ``stat`` (what the writer decides about the directory, from one look)."""
     given, target = resolve_path(path)
     directory, name = os.path.split(target)
     temp_prefix = os.path.join(directory, b"." + name + b".")
@@ -295,12 +298,12 @@ def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes
         raise StorageError(
             errno.ENOTDIR, "PID file directory is not a directory", os.fsdecode(directory)
         )
-    return given, target, temp_prefix
+    return given, target, temp_prefix, info
 
 
-def others_can_write(directory: str | bytes) -> bool:
-    """Whether a user other than this one (or root) can add or rename entries of ``directory``."""
-    info = os.stat(directory)
+def others_can_write(info: os.stat_result) -> bool:
+    """Whether a user other than this one (or root) can add or rename entries of the directory
+    whose ``stat`` is info."""
     return info.st_uid not in (0, os.geteuid()) or bool(
         info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     )
@@ -545,14 +548,14 @@ def check_capability(capability: str | None) -> bytes:
     return capability.encode()
 
 
+_IDENTITY_PREFIX = (
+    IDENTITY_TAG + (f" boot={CURRENT_BOOT_ID}" if CURRENT_BOOT_ID is not None else "")
+).encode()
+
+
 def identity_prefix(enabled: bool) -> bytes:
     """The start of line 4 that a writer prepares: the tag and this boot."""
-    if not enabled:
-        return b""
-    line = IDENTITY_TAG
-    if CURRENT_BOOT_ID is not None:
-        line += f" boot={CURRENT_BOOT_ID}"
-    return line.encode()
+    return _IDENTITY_PREFIX if enabled else b""
 
 
 # ============================================================================

@@ -195,7 +195,7 @@ class PidFileLock(_common.Final):
                 # the whole way checked, from /, and only for a path that names a file
                 directory = os.path.abspath(split_file_path(path)[0])
                 os.close(open_directory(directory, secure=secure, create=True))
-            given, target, temp_prefix = _common.writer_paths(path, True)
+            given, target, temp_prefix, _ = _common.writer_paths(path, True)
             if secure and not create_dir:  # nobody else can change the way there: the path
                 # means what it does now
                 os.close(open_directory(os.path.dirname(target), secure=True))

@@ -296,7 +296,7 @@ class PidFileWriter(_Final):
             line3 = _common.check_capability(capability)
             atomic = bool(atomic)
             identity_line = bool(identity_line)
-            given, target, temp_prefix = _common.writer_paths(path, atomic)
+            given, target, temp_prefix, _ = _common.writer_paths(path, atomic)
             self._path, self._temp_prefix = given, temp_prefix
             self._atomic = atomic
             self._mode = mode

@@ -487,11 +487,11 @@ cdef class PidFileWriter:
             line3 = _common.check_capability(capability)
             c_atomic = atomic
             with_identity = identity_line
-            given, target, temp_prefix = _common.writer_paths(path, c_atomic)
-            directory = os.path.dirname(target)
+            given, target, temp_prefix, info = _common.writer_paths(path, c_atomic)
             # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
-            exchange = (SHIMPID_LINUX and not _common.others_can_write(directory)
-                        and shimpid_fs_type(directory) not in (TMPFS_MAGIC, RAMFS_MAGIC))
+            exchange = (SHIMPID_LINUX and not _common.others_can_write(info)
+                        and _fs_type(os.path.dirname(target), info.st_dev)
+                        not in (TMPFS_MAGIC, RAMFS_MAGIC))
             identity = _common.identity_prefix(with_identity)
             # Decided here, in the parent: write_current() may run after fork().
             level = pidfd_level()
@@ -618,6 +618,18 @@ cdef class PidFileWriter:
             raise _process_error(found, pid)
         if rc:
             raise _write_error(rc, self.path, temp)
+
+
+cdef dict _fs_types = {}  # a filesystem's type, by its device: looked up once per device
+
+
+cdef long _fs_type(bytes directory, object device):
+    cdef long kind = _fs_types.get(device, -1)
+    if kind == -1:
+        kind = shimpid_fs_type(PyBytes_AS_STRING(directory))
+        if kind > 0:
+            _fs_types[device] = kind
+    return kind
 
 
 cdef object _write_error(int rc, object path, const char *temp):
