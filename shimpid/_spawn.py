@@ -9,13 +9,22 @@ and survives exec(), so what the parent reads is the child's identity, with no r
 
 If the record cannot be written the child is killed and reaped and the error raised: no orphan
 and no record of a process nobody tracks.
+
+Work done before the child starts adds to every spawn; work done while it starts (exec, the
+dynamic loader) mostly does not, on a machine with a CPU to spare (bench/test_spawning.py: a
+writer made before ``Popen`` costs about 7% of a spawn of ``/bin/true`` on tmpfs, made after
+it about nothing). So a path whose directory ``spawn`` has already found usable is checked, in
+full, while the child starts; a new directory is checked before, so that a path that cannot be
+written fails without starting anything.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 
+from . import _common
 from ._backend import PidFileWriter
 
 TYPE_CHECKING = False
@@ -30,6 +39,11 @@ else:
 
 
 __all__ = ["spawn"]
+
+# The directories spawn() has written pid files in, most recent last (a few: a spawner reuses
+# one or two). One removed since is found as the record is written: the child is killed.
+USABLE_DIRECTORIES_MAX = 16
+_usable_directories: dict[bytes, None] = {}
 
 
 def _writer(
@@ -139,13 +153,36 @@ def spawn(
     ``capability`` then apply): reusing one writer spares a high-frequency spawner the path
     checks on every spawn. ``capability`` goes on line 3 (boxlite's ``services-mux-v1``).
     """
-    writer = _writer(pidfile, atomic, capability)
+    directory = None
+    if isinstance(pidfile, PidFileWriter):
+        writer = _writer(pidfile, atomic, capability)
+    else:
+        # Every conversion of the caller's values (__fspath__, __bool__) before anything starts.
+        given, target = _common.resolve_path(pidfile)
+        path = given if os.path.isabs(given) else target  # anchored now, as a writer is
+        atomic = bool(atomic)
+        line3 = _common.check_capability(capability).decode() or None
+        directory = os.path.dirname(target)
+        writer = None
+        if directory not in _usable_directories:
+            writer = PidFileWriter.at(path, atomic=atomic, capability=line3)
     child = subprocess.Popen(args, **popen_kwargs)
     try:
+        if writer is None:  # made while the child starts
+            writer = PidFileWriter.at(path, atomic=atomic, capability=line3)
         writer.write_for(child.pid)
     except BaseException:
+        if directory is not None:
+            _usable_directories.pop(directory, None)
         kill_and_reap(child)
         raise
+    if directory is not None and directory not in _usable_directories:
+        _usable_directories[directory] = None
+        while len(_usable_directories) > USABLE_DIRECTORIES_MAX:
+            try:
+                del _usable_directories[next(iter(_usable_directories))]
+            except (KeyError, StopIteration, RuntimeError):  # another thread's meanwhile
+                break
     return child
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -117,6 +118,60 @@ def test_a_bad_path_fails_before_anything_starts(backend, tmp_path, no_stray_chi
             shimpid.spawn(["touch", str(marker)], tmp_path / "missing" / "shim.pid")
         assert info.value.errno == errno.ENOENT
     assert not marker.exists()
+
+
+def test_a_directory_removed_since_the_last_spawn_kills_the_child(
+    backend, tmp_path, monkeypatch, no_stray_children
+):
+    """A directory spawn() has written in before is checked while the child starts (off the
+    spawn's critical path): one removed since is found as the record is written, the child is
+    killed and reaped, and the next spawn there checks before starting anything."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shimpid.spawn(["true"], run_dir / "first.pid").wait()
+    assert os.fsencode(run_dir) in shimpid._spawn._usable_directories
+    (run_dir / "first.pid").unlink()
+    run_dir.rmdir()
+    started = []
+    popen = subprocess.Popen
+
+    def counting(*args, **kwargs):
+        child = popen(*args, **kwargs)
+        started.append(child)
+        return child
+
+    monkeypatch.setattr(shimpid._spawn.subprocess, "Popen", counting)
+    with pytest.raises(StorageError) as info:
+        shimpid.spawn(["sleep", "60"], run_dir / "second.pid")
+    assert info.value.errno == errno.ENOENT
+    assert len(started) == 1 and started[0].returncode == -signal.SIGKILL  # killed, reaped
+    assert os.fsencode(run_dir) not in shimpid._spawn._usable_directories
+    with pytest.raises(StorageError):
+        shimpid.spawn(["sleep", "60"], run_dir / "third.pid")
+    assert len(started) == 1, "checked before starting anything"
+
+
+def test_spawn_converts_the_path_once_before_starting(backend, tmp_path, monkeypatch):
+    """__fspath__ is the caller's code: it runs once, before the child starts, whether the
+    writer is made before the child or while it starts."""
+    order = []
+
+    class Path:
+        def __fspath__(self):
+            order.append("fspath")
+            return str(tmp_path / "conv.pid")
+
+    popen = subprocess.Popen
+
+    def noting(*args, **kwargs):
+        order.append("popen")
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(shimpid._spawn.subprocess, "Popen", noting)
+    for _ in range(2):  # the second: the directory is known
+        shimpid.spawn(["true"], Path()).wait()
+    assert order == ["fspath", "popen"] * 2
+    assert record_of(backend, tmp_path / "conv.pid").pid > 0
 
 
 def test_spawn_of_a_missing_program_raises_and_writes_nothing(backend, pid_path):
