@@ -269,9 +269,7 @@ def exact_text(text: str | bytes) -> str | bytes:
     return bytes.__getitem__(text, slice(None))  # type: ignore[index]
 
 
-def writer_paths(
-    path: PathArg, atomic: bool
-) -> tuple[str | bytes, bytes, bytes, os.stat_result]:
+def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes, os.stat_result]:
     """``resolve_path`` plus the prefix of the atomic writer's temporary names, and the
     directory's ``stat`` (what the writer decides about the directory, from one look)."""
     given, target = resolve_path(path)
