@@ -269,23 +269,38 @@ def exact_text(text: str | bytes) -> str | bytes:
     return bytes.__getitem__(text, slice(None))  # type: ignore[index]
 
 
-def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes, os.stat_result]:
-    """``resolve_path`` plus the prefix of the atomic writer's temporary names, and the
-    directory's ``stat`` (what the writer decides about the directory, from one look)."""
+def writer_target(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes]:
+    """``resolve_path``, and room for the atomic writer's temporary names beside it
+    (``<dir>/.<name>.<pid>.<n>.tmp``): checked without asking the filesystem."""
     given, target = resolve_path(path)
-    directory, name = os.path.split(target)
-    temp_prefix = os.path.join(directory, b"." + name + b".")
+    # The temporary prefix is the target with "." before the name and after it: two bytes more.
     if atomic and (
-        len(name) + 2 + TEMP_SUFFIX_MAX > NAME_MAX
-        or len(temp_prefix) + TEMP_SUFFIX_MAX >= TEMP_PATH_MAX
+        len(target) - target.rfind(b"/") - 1 + 2 + TEMP_SUFFIX_MAX > NAME_MAX
+        or len(target) + 2 + TEMP_SUFFIX_MAX >= TEMP_PATH_MAX
     ):
         raise StorageError(
             errno.ENAMETOOLONG,
             "PID file path too long to add a temporary name beside it (use atomic=False)",
             given,
         )
+    return given, target
+
+
+def writer_names(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes]:
+    """``writer_target``, and the prefix of the atomic writer's temporary names."""
+    given, target = writer_target(path, atomic)
+    directory, name = os.path.split(target)
+    return given, target, os.path.join(directory, b"." + name + b".")
+
+
+def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes, os.stat_result]:
+    """``writer_names``, and the directory's ``stat`` (what the writer decides about the
+    directory, from one look)."""
+    given, target, temp_prefix = writer_names(path, atomic)
+    directory = os.path.dirname(target)
     # A writer is made before the child it records is started: a path whose directory is
-    # missing must fail now, not after the child has run (see shimpid.spawn).
+    # missing must fail now, not after the child has run (see shimpid.spawn for the one
+    # exception: a directory it has written in before, checked as the child starts).
     try:
         info = os.stat(directory)
     except OSError as err:

@@ -40,8 +40,8 @@ else:
 
 __all__ = ["spawn"]
 
-# The directories spawn() has written pid files in, most recent last (a few: a spawner reuses
-# one or two). One removed since is found as the record is written: the child is killed.
+# The directories spawn() has written pid files in, least recently used first (a few: a
+# spawner reuses one or two). One removed since is found as the record is written.
 USABLE_DIRECTORIES_MAX = 16
 _usable_directories: dict[bytes, None] = {}
 
@@ -152,38 +152,53 @@ def spawn(
     ``pidfile`` is a path or a prepared ``PidFileWriter`` (whose own ``atomic`` and
     ``capability`` then apply): reusing one writer spares a high-frequency spawner the path
     checks on every spawn. ``capability`` goes on line 3 (boxlite's ``services-mux-v1``).
+
+    A path that cannot be written fails before anything starts, but for one case: given an
+    absolute path in a directory where ``spawn`` wrote a record before, the checks that need
+    the filesystem are made while the child starts (the rest, its name and its length, before),
+    which takes them off the spawn's critical path. If that directory has gone or changed
+    since, the error is raised once the child has started: it is killed and reaped first, as
+    when the record itself cannot be written, and the next ``spawn`` there checks first.
     """
     directory = None
     if isinstance(pidfile, PidFileWriter):
         writer = _writer(pidfile, atomic, capability)
     else:
-        # Every conversion of the caller's values (__fspath__, __bool__) before anything starts.
-        given, target = _common.resolve_path(pidfile)
-        path = given if os.path.isabs(given) else target  # anchored now, as a writer is
-        atomic = bool(atomic)
+        # Every conversion of the caller's values (__str__, __bool__, __fspath__) before anything
+        # starts, in the writer's order.
         line3 = _common.check_capability(capability).decode() or None
-        directory = os.path.dirname(target)
+        atomic = bool(atomic)
+        given, target = _common.writer_target(pidfile, atomic)  # no filesystem call
         writer = None
+        if os.path.isabs(given):
+            directory = target.rpartition(b"/")[0]
         if directory not in _usable_directories:
-            writer = PidFileWriter.at(path, atomic=atomic, capability=line3)
+            writer = PidFileWriter.at(given, atomic=atomic, capability=line3)
     child = subprocess.Popen(args, **popen_kwargs)
     try:
-        if writer is None:  # made while the child starts
-            writer = PidFileWriter.at(path, atomic=atomic, capability=line3)
+        if writer is None:  # made, and checked in full, while the child starts
+            writer = PidFileWriter.at(given, atomic=atomic, capability=line3)
         writer.write_for(child.pid)
+        if directory is not None:
+            _remember(directory)
     except BaseException:
+        kill_and_reap(child)
         if directory is not None:
             _usable_directories.pop(directory, None)
-        kill_and_reap(child)
         raise
-    if directory is not None and directory not in _usable_directories:
-        _usable_directories[directory] = None
-        while len(_usable_directories) > USABLE_DIRECTORIES_MAX:
-            try:
-                del _usable_directories[next(iter(_usable_directories))]
-            except (KeyError, StopIteration, RuntimeError):  # another thread's meanwhile
-                break
     return child
+
+
+def _remember(directory: bytes) -> None:
+    """directory is one spawn() has written in: later spawns there check while the child starts.
+    Moved to the end: the least recently used goes first."""
+    _usable_directories.pop(directory, None)
+    _usable_directories[directory] = None
+    while len(_usable_directories) > USABLE_DIRECTORIES_MAX:
+        try:
+            del _usable_directories[next(iter(_usable_directories))]  # the least recently used
+        except (KeyError, StopIteration, RuntimeError):  # another thread's change meanwhile
+            break
 
 
 def kill_and_reap(child: subprocess.Popen[Any]) -> None:

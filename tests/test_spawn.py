@@ -130,7 +130,10 @@ def test_a_directory_removed_since_the_last_spawn_kills_the_child(
     run_dir.mkdir()
     shimpid.spawn(["true"], run_dir / "first.pid").wait()
     assert os.fsencode(run_dir) in shimpid._spawn._usable_directories
-    (run_dir / "first.pid").unlink()
+    shimpid.spawn(["true"], run_dir / "again.pid").wait()  # made while the child started
+    assert record_of(backend, run_dir / "again.pid").pid > 0
+    for name in ("first.pid", "again.pid"):
+        (run_dir / name).unlink()
     run_dir.rmdir()
     started = []
     popen = subprocess.Popen
@@ -141,6 +144,9 @@ def test_a_directory_removed_since_the_last_spawn_kills_the_child(
         return child
 
     monkeypatch.setattr(shimpid._spawn.subprocess, "Popen", counting)
+    with pytest.raises(StorageError) as info:  # what needs no filesystem is checked first
+        shimpid.spawn(["sleep", "60"], run_dir / ("x" * 250 + ".pid"))
+    assert info.value.errno == errno.ENAMETOOLONG and started == []
     with pytest.raises(StorageError) as info:
         shimpid.spawn(["sleep", "60"], run_dir / "second.pid")
     assert info.value.errno == errno.ENOENT
@@ -149,6 +155,19 @@ def test_a_directory_removed_since_the_last_spawn_kills_the_child(
     with pytest.raises(StorageError):
         shimpid.spawn(["sleep", "60"], run_dir / "third.pid")
     assert len(started) == 1, "checked before starting anything"
+
+
+def test_a_relative_path_is_checked_before_starting_and_named_as_given(
+    backend, tmp_path, monkeypatch, no_stray_children
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    for _ in range(2):  # the second time too: a relative path is always checked first
+        shimpid.spawn(["true"], "run/rel.pid").wait()
+    (tmp_path / "run" / "dir.pid").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        shimpid.spawn(["true"], "run/dir.pid")
+    assert info.value.filename == "run/dir.pid"
 
 
 def test_spawn_converts_the_path_once_before_starting(backend, tmp_path, monkeypatch):
