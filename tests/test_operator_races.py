@@ -290,6 +290,7 @@ sys.stdin.read()  # alive, its records whole, until the test lets go
 
 INTERRUPTED_CLEANER = """
 import errno, random, resource, signal, traceback
+import tokenize  # traceback's own lazy import (3.13): never while short of descriptors
 from shimpid import _operate, _rundir
 import shimpid
 _rundir._backend = _operate._backend = impl
