@@ -56,8 +56,8 @@ class optional_build_ext(build_ext):
 WARNING = """
 ==========================================================================================
 shimpid: the C extension could not be built ({reason}).
-Installing the pure-Python backend: the same API and behaviour, but slower: decoding a pid
-file 15x, process_identity() 2.7x, writes 1.5x (README, "Benchmarks"), and the child-side
+Installing the pure-Python backend: the same API and behaviour, but slower (several times, for
+most operations: the documentation's benchmarks page has the figures), and the child-side
 write_current() allocates, so it is not safe after fork() in a threaded program.
 To get the extension: install a C compiler and the Python headers (Debian: gcc python3-dev),
 then reinstall. SHIMPID_NO_EXTENSIONS=1 installs the pure backend without trying.
@@ -91,7 +91,12 @@ def run_setup(with_extension: bool) -> None:
             compiler_directives={"language_level": "3", "linetrace": trace},
             force=trace,  # a traced build and an untraced one never share a .c file
         )
-    setup(ext_modules=ext_modules, cmdclass={"build_ext": optional_build_ext})
+    setup(
+        ext_modules=ext_modules,
+        cmdclass={"build_ext": optional_build_ext},
+        # the man page (docs/generate_cli_files.py) in <prefix>/share/man, where man finds it
+        data_files=[("share/man/man1", ["docs/shimpid.1"])],
+    )
 
 
 if not want_extension():

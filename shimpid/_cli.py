@@ -8,6 +8,7 @@ shimpid signal FILE SIG                send a signal to the verified process onl
 shimpid pid FILE                       print the verified pid, for shell scripts
 shimpid ls DIR [--json]                the pid files of a directory and what they name
 shimpid clean DIR [--pattern '*.pid'] [--dry-run]
+shimpid completion bash|zsh            print the shell completion script
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_pid_and_signal(commands)
     _add_ls(commands)
     _add_clean(commands)
+    _add_completion(commands)
     return parser
 
 
@@ -298,7 +300,7 @@ def _add_ls(commands: Any) -> None:
         "--pattern",
         default="*.pid",
         metavar="GLOB",
-        help="which files are pid files (default: *.pid)",
+        help="which files are pid files: a shell pattern (default: names that end in .pid)",
     )
     listing.add_argument(
         "--json", action="store_true", help="one JSON object: the rows and the summary"
@@ -322,11 +324,24 @@ def _add_clean(commands: Any) -> None:
         "--pattern",
         default="*.pid",
         metavar="GLOB",
-        help="which files are pid files (default: *.pid)",
+        help="which files are pid files: a shell pattern (default: names that end in .pid)",
     )
     tidy.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     _insecure(tidy)
     tidy.set_defaults(run=_clean)
+
+
+def _add_completion(commands: Any) -> None:
+    completion = commands.add_parser(
+        "completion",
+        help="print the completion script for bash or zsh",
+        description="Print shimpid's completion script for SHELL. Load it from ~/.bashrc with "
+        'eval "$(shimpid completion bash)", or save it where the shell looks: as '
+        "~/.local/share/bash-completion/completions/shimpid for bash, as _shimpid in a "
+        "directory of $fpath (before compinit) for zsh.",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh"], metavar="SHELL", help="bash or zsh")
+    completion.set_defaults(run=_completion)
 
 
 def _insecure(command: argparse.ArgumentParser) -> None:
@@ -953,3 +968,17 @@ def _clean(args: argparse.Namespace) -> int:
             code, why = FAILED, why[len("kept: ") :]
         _say(f"{result.action} {shown(result.path)}: {shown(why)}")
     return code
+
+
+# ---- completion ------------------------------------------------------------------------------
+
+
+def _completion(args: argparse.Namespace) -> int:
+    """The script shipped in shimpid/completion, generated from _parser() by
+    docs/generate_cli_files.py (shtab): nothing is generated at run time."""
+    from importlib.resources import files
+
+    name = "shimpid.bash" if args.shell == "bash" else "_shimpid"
+    sys.stdout.write((files("shimpid") / "completion" / name).read_text(encoding="utf-8"))
+    sys.stdout.flush()
+    return 0
