@@ -14,15 +14,21 @@ are rough. No timing ever fails the run; missed targets are printed, not asserte
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import datetime
 import importlib
+import json
+import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -64,31 +70,54 @@ ALSO_AGAINST = {
 RATIOS: dict[str, dict[str, float]] = {}
 FLOOR_NS: dict[str, float] = {}
 BASELINES: dict[str, float] = {}
+# Figures the other benchmarks print as they go, kept for results.json as well:
+SCAN_PER_FILE: dict[tuple[str, int], float] = {}  # (backend, files) -> seconds per file
+SCAN_FLOOR_PER_FILE: dict[int, float] = {}  # files -> the C floor's median seconds per file
+CLEANS: dict[str, tuple[int, float]] = {}  # backend -> (stale files removed, seconds)
+STORMS: dict[tuple[str, str, str], dict[str, int]] = {}  # (backend, mode, place) -> read counts
+IMPORTS: dict[str, float] = {}  # module -> median seconds of its import in a fresh interpreter
 
-# (description, measure() -> value, passes(value))
-Target = tuple[str, Callable[[], float], Callable[[float], bool]]
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda value, limit: value <= limit,
+    ">=": lambda value, limit: value >= limit,
+    "<": lambda value, limit: value < limit,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """``value_of()`` (the figure named ``figure``) compared with ``limit`` by ``comparison``."""
+
+    description: str
+    value_of: Callable[[], float]
+    comparison: str  # a key of COMPARE
+    limit: float
+    figure: str  # what value_of() reads, for results.json: "alternated: <name>" or "floor: ..."
+
+    def passes(self, value: float) -> bool:
+        return COMPARE[self.comparison](value, self.limit)
 
 
 def floor_target(label: str, operation: str, backend: str, limit: float) -> Target:
     """``backend`` runs ``operation`` in at most ``limit`` times its floor's time."""
     who = "Cython" if backend == "cython" else backend
-    return (
+    return Target(
         f"{label}: {who} <= {limit:.2f}x floor",
         lambda: RATIOS[operation][backend],
-        lambda v: v <= limit,
+        "<=",
+        limit,
+        f"floor: {operation} [{backend}]",
     )
 
 
-def baseline_target(description: str, name: str, limit: float) -> Target:
-    """The alternated ratio ``BASELINES[name]`` is at most ``limit``."""
-    return (description, lambda: BASELINES[name], lambda v: v <= limit)
+def baseline_target(description: str, name: str, limit: float, comparison: str = "<=") -> Target:
+    """The alternated ratio ``BASELINES[name]`` is at most ``limit`` (or as ``comparison`` says)."""
+    return Target(description, lambda: BASELINES[name], comparison, limit, f"alternated: {name}")
 
 
 TARGETS: list[Target] = [
-    (
-        "decode: Cython >= 12x faster than pure",
-        lambda: BASELINES["decode() two-line: pure / cython"],
-        lambda v: v >= 12,
+    baseline_target(
+        "decode: Cython >= 12x faster than pure", "decode() two-line: pure / cython", 12, ">="
     ),
     baseline_target(
         "decode: Cython <= 2x constructing the same PidRecord",
@@ -108,10 +137,11 @@ TARGETS: list[Target] = [
     # identity, lock and scan relaxed on purpose (issue 19: 1.20, 1.20, 1.30 before): a few
     # microseconds off the hot path for one implementation of policy
     floor_target("process_identity(), pidfs", "process_identity() Verified", "cython", 1.30),
-    (
+    baseline_target(
         "process_identity(), pidfs: Cython / shimpid 0.1's /proc-based floor < 1",
-        lambda: BASELINES["process_identity() Verified / process_identity_proc [cython]"],
-        lambda v: v < 1,
+        "process_identity() Verified / process_identity_proc [cython]",
+        1,
+        "<",
     ),
     floor_target("write_current()", "write_current() [tmpfs]", "cython", 1.10),
     floor_target("write_for()", "write_for(pid) [tmpfs]", "cython", 1.10),
@@ -127,7 +157,7 @@ for _how in ("shimpid.spawn", "shimpid.spawn, prepared writer"):
         baseline_target(f"{_how} at 1 GiB: <= 1.10x plain Popen", f"{_how} / Popen [1 GiB]", 1.10)
     )
 for _operation in FLOOR_OF:
-    # The pure backend keeps rename() (see the README); a lock cycle is a dozen system calls,
+    # The pure backend keeps rename() (see the documentation); a lock cycle is a dozen system calls,
     # each of which costs the pure backend its Python call: reported, not a target.
     if "atomic" not in _operation and "PidFileLock" not in _operation:
         TARGETS.append(floor_target(_operation, _operation, "pure", 1.5))
@@ -171,8 +201,12 @@ def _build_floor() -> ctypes.CDLL:
 FLOOR: ctypes.CDLL | None = None
 
 
+STARTED: list[float] = []  # the session's time.monotonic() at its start
+
+
 def pytest_sessionstart(session):
     global FLOOR
+    STARTED.append(time.monotonic())
     FLOOR = _build_floor()
 
 
@@ -354,15 +388,17 @@ def pytest_terminal_summary(terminalreporter, config):
             write(f"  {name}: {value:.2f}")
     _spawn_summary(write, benchmarks)
     _pictures(write, config, results)
+    _results_file(write, config, terminalreporter, results)
     write("")
     write("targets:")
-    for description, value_of, passes in TARGETS:
-        try:
-            value = value_of()
-        except (KeyError, ZeroDivisionError):
-            write(f"  [ n/a ] {description}: not measured in this run")
+    for target in TARGETS:
+        value = _measured(target)
+        if value is None:
+            write(f"  [ n/a ] {target.description}: not measured in this run")
             continue
-        write(f"  [{' ok  ' if passes(value) else 'MISSED'}] {description}: {value:.2f}")
+        write(
+            f"  [{' ok  ' if target.passes(value) else 'MISSED'}] {target.description}: {value:.2f}"
+        )
 
 
 SPAWN_ORDER = [
@@ -374,6 +410,7 @@ SPAWN_ORDER = [
     "shimpid.create_subprocess_exec",
 ]
 SPAWNS: dict[tuple[str, str], float] = {}  # (how, parent) -> seconds per spawn
+SPAWN_RSS: dict[tuple[str, str], int] = {}  # (how, parent) -> the parent's resident MiB
 
 
 def _spawn_summary(write, benchmarks) -> None:
@@ -381,6 +418,7 @@ def _spawn_summary(write, benchmarks) -> None:
         info = bench.extra_info
         if bench.stats and "spawn" in info:
             SPAWNS[info["spawn"], info["parent"]] = bench.stats.median
+            SPAWN_RSS[info["spawn"], info["parent"]] = info.get("rss_mib")
     parents = sorted({parent for _, parent in SPAWNS})
     if not parents:
         return
@@ -396,7 +434,7 @@ def _spawn_summary(write, benchmarks) -> None:
 
 
 def _pictures(write, config, results) -> None:
-    """The README's pictures from a full run (into bench/); a short run draws them into
+    """The documentation's pictures from a full run (into bench/); a short run draws them into
     bench/.build/, which proves the drawing code works without touching the committed ones."""
     try:
         import matplotlib  # noqa: F401
@@ -416,3 +454,273 @@ def _machine() -> str:
         f"CPython {platform.python_version()}, {datetime.date.today().isoformat()}"
         f"{', ' + sys.implementation.name if sys.implementation.name != 'cpython' else ''}"
     )
+
+
+def _measured(target: Target) -> float | None:
+    try:
+        return target.value_of()
+    except (KeyError, ZeroDivisionError):
+        return None
+
+
+# --- results.json: the summary's figures, for the documentation to read ----------------------
+
+
+def _results_file(write, config, terminalreporter, results) -> None:
+    """Writes results.json beside the pictures (a full run: bench/; a short one: bench/.build/):
+    the figures printed above, as numbers, with sorted keys so that runs diff line by line."""
+    directory = BUILD if config.getoption("short") else HERE
+    path = os.path.join(directory, "results.json")
+    data = _results(config, terminalreporter, results)
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    os.makedirs(directory, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=".results-", suffix=".json.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    write(f"results: {os.path.relpath(path, HERE)}")
+
+
+def _figure(value: float | None, digits: int = 6) -> float | None:
+    """``value`` to ``digits`` significant digits (None and non-finite values as None)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def _ns(seconds: float | None) -> float | None:
+    return None if seconds is None else _figure(seconds * 1e9)
+
+
+def _results(config, terminalreporter, results) -> dict:
+    outcomes = {
+        outcome: len(terminalreporter.stats.get(outcome, []))
+        for outcome in ("passed", "failed", "skipped", "error", "deselected")
+    }
+    return {
+        "schema": 1,
+        "run": _run(config, outcomes),
+        "operations": _operations(results),
+        "reference_timings": [
+            {"name": operation, "ns": _ns(by["baseline"])}
+            for operation, by in results.items()
+            if "baseline" in by
+        ],
+        "alternated": {name: _figure(value) for name, value in BASELINES.items()},
+        "targets": [_target(target) for target in TARGETS],
+        "spawning": _spawning(),
+        "scan": _scan(),
+        "storm": _storm(),
+        "import": _import(),
+    }
+
+
+def _run(config, outcomes) -> dict:
+    return {
+        "kind": "short" if config.getoption("short") else "full",
+        "date": datetime.date.today().isoformat(),
+        "duration_s": round(time.monotonic() - STARTED[0], 1) if STARTED else None,
+        "summary_line": _machine(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "system": platform.system(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_implementation": sys.implementation.name,
+        "cython": _cython_version(),
+        "shimpid": _shimpid_version(),
+        "filesystems": {place: _fstype(directory) for place, directory in PLACES.items()},
+        "places": {place: _shown(directory) for place, directory in PLACES.items()},
+        "pytest_args": list(config.invocation_params.args),
+        "outcomes": outcomes,
+        "batch": {"fast": BATCH, "slow": SLOW_BATCH},
+    }
+
+
+def _cython_version() -> str | None:
+    """The Cython that built the extension: its module names its shared types' module
+    ``_cython_X_Y_Z``. None when the extension cannot be found."""
+    try:
+        speedups = importlib.import_module("shimpid._speedups")
+        with open(speedups.__file__, "rb") as f:
+            found = re.search(rb"_cython_(\d+)_(\d+)_(\d+)", f.read())
+    except (ImportError, OSError, TypeError):
+        return None
+    return ".".join(part.decode() for part in found.groups()) if found else None
+
+
+def _shimpid_version() -> str | None:
+    try:
+        return importlib.import_module("shimpid").__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the repository when inside it (a committed file names no home)."""
+    root = os.path.dirname(HERE)
+    inside = os.path.commonpath([root, os.path.abspath(path)]) == root
+    return os.path.relpath(path, root) if inside else path
+
+
+def _fstype(path: str) -> str | None:
+    """The file system type ``path`` is on (its longest mount point in mountinfo)."""
+    path = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                point = fields[4].replace("\\040", " ")
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, fstype = point, fields[fields.index("-") + 1]
+    except (OSError, ValueError, IndexError):
+        return None
+    return fstype
+
+
+def _operations(results) -> list[dict]:
+    rows = []
+    for operation, by in results.items():
+        if "baseline" in by:
+            continue
+        cy, py = by.get("cython"), by.get("pure")
+        ratios = RATIOS.get(operation, {})
+        floor_name, place = FLOOR_OF.get(operation, (None, None))
+        also = []
+        if operation in ALSO_AGAINST:
+            label, other = ALSO_AGAINST[operation]
+            also.append(
+                {
+                    "label": label,
+                    "floor_operation": other,
+                    "ratios": {
+                        backend: _figure(BASELINES[f"{operation} / {other} [{backend}]"])
+                        for backend in ("cython", "pure")
+                        if f"{operation} / {other} [{backend}]" in BASELINES
+                    },
+                }
+            )
+        rows.append(
+            {
+                "name": operation,
+                "place": place,
+                "cython_ns": _ns(cy),
+                "pure_ns": _ns(py),
+                "speedup": _figure(py / cy) if cy and py else None,
+                "cython_to_floor": _figure(ratios.get("cython")),
+                "pure_to_floor": _figure(ratios.get("pure")),
+                "floor_ns": _ns(FLOOR_NS.get(operation)),
+                "floor_operation": floor_name,
+                "also_against": also,
+            }
+        )
+    return rows
+
+
+def _target(target: Target) -> dict:
+    value = _measured(target)
+    met = None if value is None else target.passes(value)
+    return {
+        "description": target.description,
+        "figure": target.figure,
+        "comparison": target.comparison,
+        "limit": target.limit,
+        "measured": _figure(value),
+        "met": met,
+        "status": "n/a" if met is None else ("ok" if met else "MISSED"),
+    }
+
+
+def _is_spawning(name: str) -> bool:
+    return any(word in name for word in ("Popen", "spawn", "asyncio"))
+
+
+def _spawning() -> dict:
+    parents = sorted({parent for _, parent in SPAWNS})
+    return {
+        "parents": parents,
+        "methods": [
+            {
+                "method": how,
+                "by_parent": {
+                    parent: {
+                        "per_second": _figure(1 / SPAWNS[how, parent], 5),
+                        "ms_per_spawn": _figure(SPAWNS[how, parent] * 1e3),
+                        "rss_mib": SPAWN_RSS.get((how, parent)),
+                    }
+                    for parent in parents
+                    if (how, parent) in SPAWNS
+                },
+            }
+            for how in SPAWN_ORDER + sorted({how for how, _ in SPAWNS} - set(SPAWN_ORDER))
+            if any(key[0] == how for key in SPAWNS)
+        ],
+        "ratios": [
+            {"name": name, "value": _figure(value)}
+            for name, value in BASELINES.items()
+            if _is_spawning(name)
+        ],
+    }
+
+
+def _scan() -> dict:
+    sizes = sorted({files for _, files in SCAN_PER_FILE} | set(SCAN_FLOOR_PER_FILE))
+    rows = []
+    for files in sizes:
+        row: dict = {"files": files, "floor_ns_per_file": _ns(SCAN_FLOOR_PER_FILE.get(files))}
+        for backend in ("cython", "pure"):
+            row[backend] = {
+                "ns_per_file": _ns(SCAN_PER_FILE.get((backend, files))),
+                "to_floor": _figure(BASELINES.get(f"scan {files} files / floor [{backend}]")),
+            }
+        rows.append(row)
+    ls = []
+    for name, value in BASELINES.items():
+        found = re.fullmatch(r"ls (\d+) files / scan \[(\w+)\]", name)
+        if found:
+            ls.append({"files": int(found[1]), "backend": found[2], "to_scan": _figure(value)})
+    clean = [
+        {
+            "backend": backend,
+            "files": files,
+            "seconds": _figure(seconds),
+            "us_per_file": _figure(seconds / files * 1e6),
+        }
+        for backend, (files, seconds) in sorted(CLEANS.items())
+    ]
+    return {"sizes": rows, "ls": ls, "clean": clean}
+
+
+def _storm() -> list[dict]:
+    rows = []
+    for (backend, mode, place), counts in sorted(STORMS.items()):
+        reads = sum(counts.values())
+        rows.append(
+            {
+                "backend": backend,
+                "mode": mode,
+                "place": place,
+                "reads": reads,
+                **counts,
+                "empty_percent": _figure(100 * counts["empty"] / max(reads, 1), 4),
+            }
+        )
+    return rows
+
+
+def _import() -> dict:
+    ratio = BASELINES.get("import shimpid / import subprocess")
+    return {
+        "ms": {module: _figure(seconds * 1e3) for module, seconds in IMPORTS.items()},
+        "ratio": _figure(ratio),
+    }

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import shimpid
-from conftest import BASELINES, TARGETS, baseline_target, rounds
+from conftest import BASELINES, IMPORTS, TARGETS, baseline_target, rounds
 
 TARGETS.append(
     baseline_target(
@@ -49,6 +49,7 @@ def test_import_cost(pytestconfig):
             times[module].append(seconds)
         ratios.append(pair["shimpid"] / pair["subprocess"])
     BASELINES["import shimpid / import subprocess"] = statistics.median(ratios)
+    IMPORTS.update((module, statistics.median(seconds)) for module, seconds in times.items())
     print(
         f"\nimport shimpid {statistics.median(times['shimpid']) * 1e3:.2f} ms, import "
         f"subprocess {statistics.median(times['subprocess']) * 1e3:.2f} ms"

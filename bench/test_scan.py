@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -21,7 +22,10 @@ import conftest
 import shimpid
 from conftest import (
     BASELINES,
+    CLEANS,
     PLACES,
+    SCAN_FLOOR_PER_FILE,
+    SCAN_PER_FILE,
     TARGETS,
     alternate,
     backend_of,
@@ -48,7 +52,7 @@ for _backend in ("cython", "pure"):
         )
     )
 SIZES = [100, 1000, 10_000, 100_000]
-GROWTH: dict[tuple[str, int], float] = {}  # (backend, files) -> seconds per file
+GROWTH = SCAN_PER_FILE  # (backend, files) -> seconds per file, kept for results.json
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +102,15 @@ def test_scan(impl, templates, files, pytestconfig, monkeypatch):
         backend = backend_of(impl)
         count = max(rounds(pytestconfig, max(2_000_000 // files, 20)), 3)
         python = timed(lambda: list(shimpid.scan(directory)))
-        ratio = alternate(python, lambda: scan_floor(directory), count)
+        floors: list[float] = []
+
+        def floor() -> float:
+            floors.append(scan_floor(directory))
+            return floors[-1]
+
+        ratio = alternate(python, floor, count)
         GROWTH[backend, files] = min(python() for _ in range(3)) / files
+        SCAN_FLOOR_PER_FILE[files] = statistics.median(floors) / files
         BASELINES[f"scan {files} files / floor [{backend}]"] = ratio
     finally:
         shutil.rmtree(directory)
@@ -144,5 +155,6 @@ def test_ls_against_scan(impl, templates, pytestconfig, monkeypatch):
             f"({seconds / files * 1e6:.1f} us per file)"
         )
         BASELINES[f"clean {files} stale files, seconds [{backend}]"] = seconds
+        CLEANS[backend] = (files, seconds)
     finally:
         shutil.rmtree(directory)

@@ -1,5 +1,5 @@
 """What a reader sees while another process rewrites the pid file as fast as it can: the figures
-behind the README's "a reader sees an empty file" (in-place writes) and "zero of 30,000"
+behind the documentation's "a reader sees an empty file" (in-place writes) and "zero of 30,000"
 (atomic writes). A measurement, printed; tests/test_adversarial.py asserts the atomic half."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import tempfile
 
 import pytest
 
-from conftest import PLACES, rounds
+from conftest import PLACES, STORMS, rounds
 from shimpid import StorageError
 
 RECORDS = [(4294967295, 18446744073709551615), (7, None), (123456, 42)]
-STORMS: dict[tuple[str, str, str], dict[str, int]] = {}
 
 
 def storm(impl, directory: str, atomic: bool, reads: int) -> dict[str, int]:
@@ -72,7 +71,7 @@ def test_storm(impl, place, atomic, pytestconfig):
 
 
 def test_storm_summary():
-    """Prints each storm's counts (the README's figures)."""
+    """Prints each storm's counts (the documentation's figures, through results.json)."""
     for (backend, mode, place), counts in sorted(STORMS.items()):
         reads = sum(counts.values())
         print(
