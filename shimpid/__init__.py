@@ -2,7 +2,7 @@
 
 A pid file holds ``<pid>\\n<start_time>\\n``: the start time is the kernel's fingerprint of the
 process, so a later reader can tell the recorded process from an unrelated one that reused its
-pid. See README.md for the format, the identity rules and platform support.
+pid. docs/ has the guides, the format, the identity rules and platform support.
 
 Two backends implement one API: the Cython extension ``shimpid._speedups`` and the pure-Python
 ``shimpid._pure``; ``shimpid._backend`` picks one and ``BACKEND`` says which.
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ._rundir import Entry, Removal, UntrustedPath, clean, scan
 
 # Imported when first used: what a spawner imports shimpid for should cost it no more
-# (the README's import benchmark holds it to 1.3x ``import subprocess``).
+# (the import benchmark holds it to 1.3x ``import subprocess``).
 _LAZY = {
     "create_subprocess_exec": "_aio",  # asyncio costs 40 ms to import
     "clean": "_rundir",

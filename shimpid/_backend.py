@@ -97,7 +97,7 @@ else:
         )
         warnings.warn(
             f"shimpid: the C extension is not available: {why}; using the pure-Python "
-            "backend, which is slower (README: Benchmarks) and allocates after fork(). Install "
+            "backend, which is slower (docs/benchmarks.md) and allocates after fork(). Install "
             "a C compiler and the Python headers and reinstall shimpid to get it, or set "
             "SHIMPID_PURE_PYTHON=1 to choose the pure backend.",
             RuntimeWarning,

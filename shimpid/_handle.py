@@ -119,9 +119,11 @@ class ProcessHandle:
         return True
 
     def terminate(self) -> bool:
+        """``send_signal(SIGTERM)``."""
         return self.send_signal(signal.SIGTERM)
 
     def kill(self) -> bool:
+        """``send_signal(SIGKILL)``."""
         return self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> None:
@@ -169,6 +171,7 @@ class ProcessHandle:
         return True
 
     def close(self) -> None:
+        """Close the pidfd (as leaving ``with`` does); signals then raise ``ValueError``."""
         if not self._closed:
             self._closed = True
             if self._pidfd is not None:

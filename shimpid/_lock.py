@@ -226,10 +226,12 @@ class PidFileLock(_common.Final):
         capability: str | None = None,
         secure: bool | None = None,
     ) -> PidFileLock:
+        """``PidFileLock(path, ...)``, named as the readers' and writers' ``at``."""
         return cls(path, mode=mode, capability=capability, secure=secure)
 
     @property
     def path(self) -> str | bytes:
+        """The path, as given."""
         return self._path
 
     @property

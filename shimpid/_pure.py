@@ -105,7 +105,12 @@ _temp_counter = itertools.count()
 
 
 class PidRecord:
-    """A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``."""
+    """A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``.
+
+    An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start_time``
+    ``0 .. 2**64-1`` or ``None``: out of range raises ``OverflowError``, a non-integer
+    ``TypeError``.
+    """
 
     __slots__ = ("_pid", "_start_time")
     _pid: int
@@ -186,7 +191,9 @@ class PidRecord:
 
     @staticmethod
     def decode(data: bytes | bytearray | memoryview) -> PidRecord:
-        """Parse a pid file's bytes exactly as the reference's ``PidRecord::decode`` does."""
+        """Parse a pid file's bytes (any bytes-like object) exactly as the reference's
+        ``PidRecord::decode`` does (the rules: the file format page); ``StorageError`` if they
+        hold no record."""
         if type(data) is not bytes:
             data = _byte_view(data).tobytes()
         return _new_record(*_common.decode_record(data))
@@ -266,7 +273,12 @@ class PidFileWriter(_Final):
     as the reference does. ``identity_line=True`` adds line 4, this boot's identity and (from
     ``write_current`` and ``write_for``) the process's pidfs inode; ``False`` writes exactly
     ``record.encode()``. ``capability`` goes on line 3, as boxlite writes its own
-    (``services-mux-v1``). See ``_common`` for the format.
+    (``services-mux-v1``): one to 64 characters of printable ASCII, without leading or
+    trailing spaces (boxlite trims them), else ``ValueError`` (``TypeError`` if not a ``str``).
+
+    ``path`` is a ``str``, ``bytes`` or path-like; a relative path is anchored to the current
+    directory now, and its directory must exist now. A NUL byte, or a path that names no file
+    (``""``, ``dir/``), raises ``StorageError``.
     """
 
     __slots__ = (
@@ -318,20 +330,24 @@ class PidFileWriter(_Final):
         identity_line: bool = True,
         capability: str | None = None,
     ) -> PidFileWriter:
+        """``PidFileWriter(path, ...)``: checks the path and prepares everything a write needs."""
         return cls(
             path, atomic=atomic, mode=mode, identity_line=identity_line, capability=capability
         )
 
     @property
     def path(self) -> str | bytes:
+        """The path, as given."""
         return self._path
 
     @property
     def atomic(self) -> bool:
+        """Whether writes replace the file atomically."""
         return self._atomic
 
     @property
     def mode(self) -> int:
+        """The mode new files are created with (filtered by the umask)."""
         return self._mode
 
     @property
@@ -718,10 +734,12 @@ class PidFileReader(_Final):
 
     @classmethod
     def at(cls, path: PathArg) -> PidFileReader:
+        """``PidFileReader(path)``: a reader for one pid file (it reads nothing yet)."""
         return cls(path)
 
     @property
     def path(self) -> str | bytes:
+        """The path, as given."""
         return self._path
 
     def __repr__(self) -> str:
@@ -772,7 +790,8 @@ class PidFileReader(_Final):
             raise _common.in_file(err, self._path) from err
 
     def process_identity(self) -> Verified | Legacy | Absent:
-        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules.
+        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the identity rules
+        (docs/reference/identity.md).
 
         Raises ``OSError`` (with the errno) when the system cannot tell: a failure to look is
         never an answer.
@@ -1198,7 +1217,7 @@ def _parse_stat(data: bytes) -> tuple[int, int | None]:
     return state, None
 
 
-# --- macOS and Windows: untested here (see README) --------------------------------------------
+# --- macOS and Windows: untested here (docs/reference/platforms.md) ---------------------------
 
 _darwin_libc = None
 

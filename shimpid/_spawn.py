@@ -2,7 +2,7 @@
 
 ``subprocess.Popen`` without ``preexec_fn`` starts children with vfork/posix_spawn; a
 ``preexec_fn`` forces a full fork(), which copies the parent's page tables: its cost grows with
-the parent's memory (bench/spawn-cost.svg; the README gives the figures). So the record is
+the parent's memory (bench/spawn-cost.svg; docs/benchmarks.md gives the figures). So the record is
 written from the parent, right after
 the child starts: an unreaped child keeps its pid, and its start time is fixed when it is created
 and survives exec(), so what the parent reads is the child's identity, with no race.

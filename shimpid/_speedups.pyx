@@ -20,7 +20,7 @@ in ``_speedups.pxd`` is ``record_*`` and ``writer_*``. Only here, with no pure c
   (EINTR, as PEP 475), ``lstat``, ``format_u64``, ``status_number``, ``write_entry``;
 - the fast paths: ``decode_canonical``, ``extras_canonical`` and ``ascii_prefix`` for the bytes
   writers write (anything else goes to ``_common.decode_record``), ``_scan_suffix`` for
-  ``scan()``, and ``replace`` choosing ``_replace_by_exchange`` (README: Benchmarks);
+  ``scan()``, and ``replace`` choosing ``_replace_by_exchange`` (docs/benchmarks.md);
 - turning C results into the pure backend's objects: ``_verdict``, ``_process_error``,
   ``_read_failure``, ``_extras_from``, and ``_check`` (an object made by ``__new__`` alone).
 
@@ -232,6 +232,10 @@ cdef class PidRecord:
 --
 
 A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time``.
+
+An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start_time``
+``0 .. 2**64-1`` or ``None``: out of range raises ``OverflowError``, a non-integer
+``TypeError``.
 """
 
     def __init__(self, pid, start_time=None):
@@ -300,7 +304,9 @@ A process's identity as a pid file holds it: ``pid`` and, if known, ``start_time
 
     @staticmethod
     def decode(data):
-        """Parse a pid file's bytes exactly as the reference's ``PidRecord::decode`` does."""
+        """Parse a pid file's bytes (any bytes-like object) exactly as the reference's
+        ``PidRecord::decode`` does (the rules: the file format page); ``StorageError`` if they
+        hold no record."""
         cdef Py_buffer view
         if type(data) is bytes:
             return _decode(<const unsigned char *>PyBytes_AS_STRING(data),
@@ -468,7 +474,15 @@ cdef class PidFileWriter:
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
     old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
-    as the reference does. ``identity_line`` as in ``_pure``.
+    as the reference does. ``identity_line=True`` adds line 4, this boot's identity and (from
+    ``write_current`` and ``write_for``) the process's pidfs inode; ``False`` writes exactly
+    ``record.encode()``. ``capability`` goes on line 3, as boxlite writes its own
+    (``services-mux-v1``): one to 64 characters of printable ASCII, without leading or
+    trailing spaces (boxlite trims them), else ``ValueError`` (``TypeError`` if not a ``str``).
+
+    ``path`` is a ``str``, ``bytes`` or path-like; a relative path is anchored to the current
+    directory now, and its directory must exist now. A NUL byte, or a path that names no file
+    (``""``, ``dir/``), raises ``StorageError``.
     """
 
     def __init__(self, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
@@ -516,6 +530,7 @@ cdef class PidFileWriter:
 
     @classmethod
     def at(cls, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
+        """``PidFileWriter(path, ...)``: checks the path and prepares everything a write needs."""
         return cls(path, atomic=atomic, mode=mode, identity_line=identity_line,
                    capability=capability)
 
@@ -566,7 +581,11 @@ cdef class PidFileWriter:
         return 0
 
     def write(self, record):
-        """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file."""
+        """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file.
+
+        The record is written as it is, with this boot's identity: a pidfs fingerprint is
+        added only by ``write_current`` and ``write_for``, which look at the live process.
+        """
         cdef char temp[TEMP_PATH_MAX]
         cdef pid_record_t copy
         cdef int rc
@@ -595,7 +614,10 @@ cdef class PidFileWriter:
     def write_for(self, pid):
         """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
 
-        As ``_pure``'s: ``ProcessLookupError`` if no process holds ``pid`` (or it is a thread's).
+        Raises ``ProcessLookupError`` if no process holds ``pid``, or it names a thread, not a
+        process. A child that has exited but is not reaped still holds it, and is recorded.
+        Where the system keeps no start times (no /proc mounted) the record has none; a /proc
+        of another pid namespace raises ``ForeignProcError``.
         """
         cdef char temp[TEMP_PATH_MAX]
         cdef pid_record_t record
@@ -1133,6 +1155,7 @@ Reads one pid file and classifies its record against the live system.
 
     @classmethod
     def at(cls, path):
+        """``PidFileReader(path)``: a reader for one pid file (it reads nothing yet)."""
         return cls(path)
 
     cdef int _check(self) except -1:
@@ -1175,7 +1198,8 @@ Reads one pid file and classifies its record against the live system.
     def open_process(self, *, allow_legacy=False):
         """A handle that signals the recorded process and nothing else, or ``None``.
 
-        As ``_pure``'s; see ``shimpid._handle``.
+        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``).
+        Raises ``OSError`` where ``process_identity()`` does. See ``shimpid._handle``.
         """
         self._check()
         from . import _handle  # imported when first needed: see shimpid/__init__.py
@@ -1210,9 +1234,11 @@ Reads one pid file and classifies its record against the live system.
             raise _common.in_file(err, self.path) from err
 
     def process_identity(self):
-        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the README's identity rules.
+        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the identity rules
+        (docs/reference/identity.md).
 
-        Raises ``OSError`` when the system cannot tell, as ``_pure``'s.
+        Raises ``OSError`` (with the errno) when the system cannot tell: a failure to look is
+        never an answer.
         """
         self._check()
         return identity_at(fcntl.AT_FDCWD, PyBytes_AS_STRING(self._target), self.path)
@@ -1680,7 +1706,8 @@ def is_process_alive(pid):
 def process_start_time(pid):
     """The start time of the process holding ``pid`` (a zombie still holds it), or ``None``.
 
-    As ``_pure``'s: ``None`` for a thread id, ``OSError`` when the system cannot tell.
+    ``None`` also for a thread id, and on platforms without start times (Windows). ``OSError``
+    when the system cannot tell (no /proc; ``ForeignProcError``: another namespace's /proc).
     """
     cdef uint64_t start = 0
     cdef bint has_start = False

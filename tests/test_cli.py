@@ -248,7 +248,7 @@ DEFAULT_ACTION = (
 
 @pytest.mark.skipif(
     sys.implementation.name != "cpython",
-    reason="PyPy reports a signal ignored at start-up as SIG_DFL (see the README)",
+    reason="PyPy reports a signal ignored at start-up as SIG_DFL (see the documentation)",
 )
 def test_spawn_keeps_ignored_signals_ignored(cli, pid_path, tmp_path):
     """Under nohup, a hangup must not reach the command through shimpid's forwarding."""

@@ -252,7 +252,7 @@ BAD_CALLS = {
 @pytest.mark.parametrize("name", list(BAD_CALLS))
 def test_both_backends_fail_alike(extension, name):
     """Every bad call raises the same type with the same words in both backends (argument-count
-    and keyword errors aside: the interpreter and Cython word those, see the README)."""
+    and keyword errors aside: the interpreter and Cython word those, see the documentation)."""
 
     def outcome(module):
         try:
@@ -383,7 +383,7 @@ def storm(impl, tmp_path, setup: str) -> tuple[int, int, int]:
     sys.implementation.name != "cpython",
     reason=(
         "PyPy runs signal handlers at other points than CPython, and its defaultdict is Python "
-        "code: there a handler that raises can lose a descriptor (see the README)"
+        "code: there a handler that raises can lose a descriptor (see the documentation)"
     ),
 )
 @both_modes

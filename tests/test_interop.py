@@ -168,8 +168,9 @@ def test_the_command_line_writes_and_shows_the_capability(pid_path):
 
 
 # ---- the operators' tools, run for real ----------------------------------------------------------
-# Each test is a row of the README's compatibility table: what the tool reads of a shimpid file,
-# and whether that protects against pid reuse (none of these tools looks at line 2).
+# Each test is a row of the compatibility table (docs/reference/other-tools.md): what the tool
+# reads of a shimpid file, and whether that protects against pid reuse (none of these tools looks
+# at line 2).
 
 
 @pytest.fixture
@@ -246,7 +247,7 @@ def test_the_pid_package_reads_the_first_line(recorded):
 
 
 def test_kill_cat_takes_line_2_for_a_pid(recorded):
-    """Why the README says never ``kill $(cat F)``: every line is an argument to kill (only
+    """Why the docs say never ``kill $(cat F)``: every line is an argument to kill (only
     signal 0 here, which sends nothing)."""
     path, _ = recorded
     said = subprocess.run(

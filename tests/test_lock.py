@@ -671,9 +671,9 @@ def test_a_dropped_lock_object_keeps_the_lock_for_the_life_of_the_process(lockin
 def test_a_stale_file_blocks_the_peers_and_not_shimpid(
     impl, locking, tmp_path, sleeper, reaped_pid
 ):
-    """The README's comparison, kept true: lockfile (python-daemon) is blocked by any file left
-    behind; the pid package by one whose pid is in use again; PidFileLock by neither where the
-    record has its start time, and, like pid, by a one-line file whose pid is in use."""
+    """The single-instance guide's comparison, kept true: lockfile (python-daemon) is blocked by
+    any file left behind; the pid package by one whose pid is in use again; PidFileLock by neither
+    where the record has its start time, and, like pid, by a one-line file whose pid is in use."""
     try:
         import pid as pid_package
         from daemon.pidfile import TimeoutPIDLockFile

@@ -97,7 +97,7 @@ def test_a_posix_lock_names_its_holder(impl, cli, tmp_path):
 
 # ---- one verdict, one exit code -----------------------------------------------------------------
 
-# The README's table. Columns: status (and show), pid, signal, stop.
+# The operator's guide's table (docs/guide/cli.md). Columns: status (and show), pid, signal, stop.
 EXIT_CODES = {
     "verified": (0, 0, 0, 0),
     "legacy (refused)": (0, 3, 1, 1),

@@ -399,7 +399,7 @@ print(json.dumps({
 
 @pytest.mark.skipif(
     sys.implementation.name != "cpython",
-    reason="PyPy runs signal handlers at other points than CPython (see the README)",
+    reason="PyPy runs signal handlers at other points than CPython (see the documentation)",
 )
 @pytest.mark.skipif(
     sys.version_info < (3, 11, 6),

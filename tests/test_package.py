@@ -119,6 +119,30 @@ def test_the_extension_has_the_pure_backends_api(extension):
                 )
 
 
+def _doc(obj) -> str:
+    # An extension type's docstring starts with its signature for inspect ("X(...)\n--\n\n").
+    doc = getattr(obj, "__doc__", None) or ""
+    if "\n--\n\n" in doc:
+        doc = doc.split("\n--\n\n", 1)[1]
+    return inspect.cleandoc(doc)
+
+
+def test_the_extension_says_what_the_pure_backend_says(extension):
+    """The pure backend's docstrings are the reference (the documentation site shows them): the
+    extension's classes, methods and functions carry the same text, so ``help()`` says the same
+    whichever backend runs. (Its data attributes, ``path`` and the like, have no docstrings.)"""
+    for name in PUBLIC:
+        ours, pure = getattr(extension, name), getattr(_pure, name)
+        assert _doc(ours) == _doc(pure), name
+        if inspect.isclass(pure):
+            for member in public_members(pure):
+                theirs = inspect.getattr_static(pure, member)
+                if not isinstance(theirs, property):
+                    assert _doc(getattr(ours, member)) == _doc(getattr(pure, member)), (
+                        f"{name}.{member}"
+                    )
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the link strips on Linux")
 def test_the_compiled_module_ships_without_its_debugging_sections(extension):
     """1.7 MB with them, about 300 KB without: kept only by traced (coverage) and sanitized
