@@ -61,7 +61,7 @@ copy_source() {  # copy_source DEST
   else  # an unpacked sdist, or the sid root (no git): all but the build products; the other
     # lane writes beside it meanwhile (dist, the tests' cache), which tar's status 1 reports
     (cd "$REPO" && { tar --warning=no-file-changed --exclude=./build --exclude=./.tox \
-      --exclude=./dist --exclude=./tests/.cache --exclude='*.so' \
+      --exclude=./dist --exclude=./.venv --exclude=./tests/.cache --exclude='*.so' \
       --exclude=./shimpid/_speedups.c -cf - . || [[ $? == 1 ]]; }) | tar -xf - -C "$1"
   fi
 }

@@ -169,6 +169,18 @@ def pytest_addoption(parser):
         action="store_true",
         help="few rounds: check the benchmark code runs (CI), figures are rough",
     )
+    parser.addoption(
+        "--publish",
+        action="store_true",
+        help="write results.json and the pictures into bench/, for the documentation (a full "
+        "run; otherwise they go to bench/.build/)",
+    )
+
+
+def _published(config) -> bool:
+    # Only a full run may replace what the documentation shows (and the README's figures, which
+    # tests/test_docs.py holds to it); a short or partial one never does by accident.
+    return config.getoption("publish") and not config.getoption("short")
 
 
 def pytest_configure(config):
@@ -434,8 +446,9 @@ def _spawn_summary(write, benchmarks) -> None:
 
 
 def _pictures(write, config, results) -> None:
-    """The documentation's pictures from a full run (into bench/); a short run draws them into
-    bench/.build/, which proves the drawing code works without touching the committed ones."""
+    """The documentation's pictures from a full run given --publish (into bench/); any other run
+    draws them into bench/.build/, which proves the drawing code works without touching the
+    committed ones."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -443,7 +456,7 @@ def _pictures(write, config, results) -> None:
         return
     import pictures
 
-    directory = BUILD if config.getoption("short") else HERE
+    directory = HERE if _published(config) else BUILD
     written = pictures.draw(directory, SPAWNS, results, FLOOR_NS, _machine())
     write(f"pictures: {', '.join(os.path.relpath(path, HERE) for path in written)}")
 
@@ -467,9 +480,9 @@ def _measured(target: Target) -> float | None:
 
 
 def _results_file(write, config, terminalreporter, results) -> None:
-    """Writes results.json beside the pictures (a full run: bench/; a short one: bench/.build/):
+    """Writes results.json beside the pictures (bench/ with --publish, else bench/.build/):
     the figures printed above, as numbers, with sorted keys so that runs diff line by line."""
-    directory = BUILD if config.getoption("short") else HERE
+    directory = HERE if _published(config) else BUILD
     path = os.path.join(directory, "results.json")
     data = _results(config, terminalreporter, results)
     text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"

@@ -12,6 +12,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "docs", "_ext"))
+sys.path.insert(0, os.path.join(ROOT, "docs"))  # generate_cli_files: the parser, for the CLI page
 # The pure backend is the specification: its signatures and docstrings are the reference.
 os.environ["SHIMPID_PURE_PYTHON"] = "1"
 

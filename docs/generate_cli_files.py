@@ -8,7 +8,8 @@ Writes, from shimpid._cli._parser() of this source tree (never an installed shim
   the package, printed by `shimpid completion bash|zsh`;
 - docs/shimpid.1, with argparse-manpage: installed as share/man/man1/shimpid.1.
 
-shtab and argparse-manpage are needed here only (pip install shtab argparse-manpage), never by
+shtab and argparse-manpage are needed here only (Python 3.11, pip install shtab==1.13.0
+argparse-manpage==4.8, as the docs tox env pins them), never by
 shimpid itself: the files are committed, and --check (the docs tox env) keeps them current. The
 output depends on nothing but the parser, the package's version, the two tools' versions and
 (argparse formats the usage lines) the Python's: no date, no path, no terminal width, no backend.
@@ -38,6 +39,9 @@ import shtab  # noqa: E402
 
 from shimpid import __version__, _cli  # noqa: E402
 
+# The Python and tools the committed files come from (the docs tox env pins the tools).
+GENERATED_WITH = (3, 11)
+GENERATED_WITH_TEXT = "3.11, shtab 1.13.0 and argparse-manpage 4.8"
 EPILOG = "shimpid --version names the backend in use: cython (the extension) or python."
 # the man page's NAME line
 NAME_LINE = "look at, start and stop the processes that pid files record"
@@ -106,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="write nothing; exit 1 if a file is stale"
     )
     check = options.parse_args(argv).check
+    if check and sys.version_info[:2] != GENERATED_WITH:
+        # argparse words usage lines differently from one Python to the next
+        print(f"--check skipped: the files are generated with Python {GENERATED_WITH_TEXT}")
+        return 1 if os.environ.get("SHIMPID_REQUIRE_ALL", "0") not in ("", "0") else 0
     stale = []
     for relative, text in generated().items():
         path = ROOT / relative

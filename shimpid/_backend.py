@@ -97,8 +97,9 @@ else:
         )
         warnings.warn(
             f"shimpid: the C extension is not available: {why}; using the pure-Python "
-            "backend, which is slower (docs/benchmarks.md) and allocates after fork(). Install "
-            "a C compiler and the Python headers and reinstall shimpid to get it, or set "
+            "backend, which is slower (the documentation's benchmarks page) and allocates "
+            "after fork(). Install a C compiler and the Python headers and reinstall shimpid "
+            "to get it, or set "
             "SHIMPID_PURE_PYTHON=1 to choose the pure backend.",
             RuntimeWarning,
             stacklevel=2,

@@ -32,10 +32,21 @@ from _helpers import require_or_skip, run_in_pid_namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted(
-    [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").rglob("*.md")],
+    [ROOT / name for name in ("README.md", "CONTRIBUTING.md", "CHANGELOG.md")]
+    + list((ROOT / "docs").rglob("*.md")),
 )
 PAGES = [page for page in PAGES if "_build" not in page.parts and page.is_file()]
-FENCE = re.compile(r"^```([\w{}-]*)[^\n]*\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+# A block: a line of three backticks and its language, at the margin, to the next such line.
+FENCE = re.compile(r"^```([\w{}-]*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+# Any line that opens or closes a fence, however written: each must belong to a FENCE match.
+ANY_FENCE = re.compile(r"^[ \t>]*(```|~~~)", re.MULTILINE)
+# What each page's examples print, at least (a forked spawner that fails prints nothing here).
+EXPECTED = {
+    "README.md": [(r"Verified\(pid=\d+\)", 3), (r"^removed ", 3)],
+    "docs/guide/spawning.md": [(r"Verified\(pid=\d+\)", 1)],
+    "docs/guide/run-directory.md": [(r"^stale: .*old\.pid$", 1)],
+    "docs/guide/single-instance.md": [(r"pid file is locked by process \d+", 1)],
+}
 
 
 def blocks(page: Path, language: str) -> list[tuple[int, str]]:
@@ -56,6 +67,21 @@ def test_the_pages_are_there():
     if not (ROOT / "docs" / "index.md").is_file():
         require_or_skip("no docs/ beside the tests: not a checkout of the repository")
     assert len(PAGES) > 10
+
+
+def test_every_fence_is_a_block_the_tests_see():
+    """A fence the pattern does not see (indented, ``~~~``, unclosed) would hide an example."""
+    unseen = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        seen = set()
+        for match in FENCE.finditer(text):
+            seen.add(match.start())
+            seen.add(text.rindex("\n", 0, match.end()) + 1)
+        for fence in ANY_FENCE.finditer(text):
+            if fence.start() not in seen:
+                unseen.append(f"{_name(page)}:{text.count(chr(10), 0, fence.start()) + 1}")
+    assert not unseen, "fences the tests do not see (write them at the margin, with ```)"
 
 
 def test_every_block_is_of_a_known_kind():
@@ -92,6 +118,11 @@ print("examples ran:", len({session!r}))
     result = run_in_pid_namespace(script, timeout=60)
     assert result.returncode == 0, f"{_name(page)}:\n{result.stdout}\n{result.stderr}"
     assert f"examples ran: {len(session)}" in result.stdout
+    # Nothing on stderr: a traceback in a process an example forks would show only there.
+    assert result.stderr == "", result.stderr
+    for pattern, count in EXPECTED.get(_name(page), []):
+        found = re.findall(pattern, result.stdout, re.MULTILINE)
+        assert len(found) == count, (pattern, result.stdout)
 
 
 def _tox_envs() -> set[str]:
@@ -111,7 +142,10 @@ SH_PAGES = [page for page in PAGES if blocks(page, "sh")]
 def test_shell_examples_are_what_ci_runs(page):
     if not (ROOT / ".ci" / "run").is_file():
         require_or_skip("no .ci/run beside the tests (an sdist): nothing to check against")
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    ci_text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    # Whole commands only: each line of .ci/run, and each command it runs with sh -c '...'.
+    ci = {line.strip() for line in ci_text.splitlines()}
+    ci |= set(re.findall(r"sh -c '([^']+)'", ci_text))
     envs = _tox_envs()
     unchecked = []
     for line, code in blocks(page, "sh"):
@@ -191,6 +225,9 @@ def _readme_figures(results: dict) -> list[str]:
         x(target["process_identity(), pidfs: Cython <= 1.30x floor"]),
         f"{ratio['decode() two-line: pure / cython']:.0f}x faster",
         f"`tox -e bench`, {results['run']['date']}",
+        f"{results['run']['cpus']}-CPU",
+        "Linux {}.{}".format(*results["run"]["kernel"].split(".")[:2]),
+        "CPython {}.{}".format(*results["run"]["python"].split(".")[:2]),
     ]
 
 
@@ -207,3 +244,14 @@ def test_the_readme_figures_are_the_benchmarks():
     figures = _readme_figures(json.loads(results.read_text(encoding="utf-8")))
     missing = [figure for figure in figures if figure not in section]
     assert not missing, f"README's Numbers should say {figures}; missing: {missing}"
+
+
+def test_the_readme_links_name_files_that_exist():
+    """The README's links are relative to the repository (it has no public home yet)."""
+    readme = ROOT / "README.md"
+    if not readme.is_file():
+        require_or_skip("no README.md beside the tests")
+    targets = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme.read_text(encoding="utf-8"))
+    assert targets
+    missing = [t for t in targets if "://" not in t and not (ROOT / t).exists()]
+    assert not missing

@@ -17,7 +17,10 @@ OTHERS = [f"3.{minor}" for minor in range(10, 16)]
 def main() -> None:
     here = "{}.{}".format(*sys.version_info[:2])
     python = getattr(sys, "_base_executable", sys.executable)  # not the environment's copy
-    print(f"ran: {platform.python_implementation()} {platform.python_version()} ({python})")
+    print(
+        f"this run tested {platform.python_implementation()} {platform.python_version()} "
+        f"({python}): its results are tox's lines below"
+    )
     print("  ext: the extension, every test on both backends; pure: an install without it")
     print("not run here (CI runs them all):")
     for version in OTHERS:

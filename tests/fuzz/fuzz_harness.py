@@ -16,7 +16,7 @@ is a crash too). Targets:
 - ``stat``: the ``/proc/<pid>/stat`` parse (``_parse_stat`` of each backend). The extension
   parses as the reference's Rust does (a model of it below); the pure backend reads the line as
   the kernel writes it, one space before each field, so the two are compared on such lines only
-  (the one documented difference, README "Development").
+  (a documented difference: CONTRIBUTING.md).
 - ``writer``: ``PidFileWriter.at(path, ...)`` and two ``write()``s, with a fuzzed relative path
   inside a scratch directory that is the current directory: only ``OSError`` (``StorageError``
   included), ``ValueError`` or ``TypeError``, the same from both backends, the same files left
