@@ -102,8 +102,10 @@ PYTHON_PAGES = [page for page in PAGES if blocks(page, "python")]
 def test_python_examples_run(page, impl, tmp_path):
     backend = "python" if impl.__name__.endswith("_pure") else "cython"
     session = [(_name(page), line, code) for line, code in blocks(page, "python")]
+    # Warnings shown as a debug build shows them (a Popen dropped while its child runs...).
     script = f"""
-import os, sys
+import os, sys, warnings
+warnings.simplefilter("default")
 os.chdir({str(tmp_path)!r})
 sys.path[:0] = {[p for p in sys.path if p]!r}
 os.environ["SHIMPID_PURE_PYTHON"] = {"1" if backend == "python" else "0"!r}
