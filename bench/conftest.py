@@ -34,6 +34,8 @@ from collections.abc import Callable
 
 import pytest
 
+from shimpid import _reader
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(HERE, ".build")
 # Where pid files go: tmpfs, and the disk the repository sits on (ext4 behaves very differently).
@@ -273,10 +275,13 @@ def against_floor(
 
 
 @pytest.fixture(params=["pure", "cython"])
-def impl(request):
-    return importlib.import_module(
+def impl(request, monkeypatch):
+    module = importlib.import_module(
         "shimpid._pure" if request.param == "pure" else "shimpid._speedups"
     )
+    # The one PidFileReader (shimpid._reader) reads through the backend being measured.
+    monkeypatch.setattr(_reader, "_backend", module)
+    return module
 
 
 def backend_of(impl) -> str:

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+import shimpid
 from conftest import BASELINES, BATCH, PLACES, alternate, backend_of, batched, rounds, timed
 from shimpid import _lock, _pure
 
@@ -68,7 +69,7 @@ def test_write(measure, impl, place, atomic):
     record = impl.PidRecord.current()
     try:
         measure(f"write() {'atomic' if atomic else 'in place'} [{place}]", writer.write, record)
-        assert impl.PidFileReader.at(path).read() == record
+        assert shimpid.PidFileReader.at(path).read() == record
     finally:
         os.unlink(path)
 
@@ -82,7 +83,7 @@ def pid_file(impl):
 
 def test_read(measure, impl, pid_file):
     impl.PidFileWriter.at(pid_file).write_current()
-    assert measure("read()", impl.PidFileReader.at(pid_file).read).pid == os.getpid()
+    assert measure("read()", shimpid.PidFileReader.at(pid_file).read).pid == os.getpid()
 
 
 @pytest.mark.parametrize("verdict", ["Verified", "Absent", "Verified, start time only"])
@@ -97,7 +98,7 @@ def test_process_identity(measure, impl, pid_file, verdict):
     else:
         writer.write_current()
     result = measure(
-        f"process_identity() {verdict}", impl.PidFileReader.at(pid_file).process_identity
+        f"process_identity() {verdict}", shimpid.PidFileReader.at(pid_file).process_identity
     )
     assert type(result).__name__ == verdict.split(",")[0]
 
@@ -105,13 +106,13 @@ def test_process_identity(measure, impl, pid_file, verdict):
 def test_write_current(measure, impl, pid_file):
     writer = impl.PidFileWriter.at(pid_file)
     measure("write_current() [tmpfs]", writer.write_current)
-    assert impl.PidFileReader.at(pid_file).read_pidfs_id() is not None
+    assert shimpid.PidFileReader.at(pid_file).read_pidfs_id() is not None
 
 
 def test_write_for(measure, impl, pid_file):
     writer = impl.PidFileWriter.at(pid_file)
     measure("write_for(pid) [tmpfs]", writer.write_for, os.getpid())
-    assert impl.PidFileReader.at(pid_file).read_pidfs_id() is not None
+    assert shimpid.PidFileReader.at(pid_file).read_pidfs_id() is not None
 
 
 def test_is_process_alive(measure, impl):

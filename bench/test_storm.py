@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+import shimpid
 from conftest import PLACES, STORMS, rounds
 from shimpid import StorageError
 
@@ -39,7 +40,7 @@ def storm(impl, directory: str, atomic: bool, reads: int) -> dict[str, int]:
         finally:
             os._exit(0)
     os.close(stop_r)
-    reader = impl.PidFileReader.at(path)
+    reader = shimpid.PidFileReader.at(path)
     counts = {"whole": 0, "empty": 0, "torn": 0, "wrong": 0}
     try:
         for _ in range(reads):

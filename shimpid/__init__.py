@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from ._backend import (
     BACKEND,
-    PidFileReader,
     PidFileWriter,
     PidRecord,
     is_process_alive,
@@ -27,6 +26,7 @@ from ._common import (
     StorageError,
     Verified,
 )
+from ._reader import PidFileReader
 from ._spawn import spawn
 
 TYPE_CHECKING = False

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
         @property
         def BACKEND(self) -> Literal["cython", "python"]: ...
 
-        PidFileReader: type[_pure.PidFileReader]
         PidFileWriter: type[_pure.PidFileWriter]
         PidRecord: type[_pure.PidRecord]
 
@@ -44,6 +43,10 @@ if TYPE_CHECKING:
             self, directory_fd: int | None, target: bytes, path: str | bytes | None = None, /
         ) -> Verified | Legacy | Absent: ...
         def _pidfd_level(self) -> int: ...
+        # one read of a pid file (bounded, never blocking, no symlink followed); errors name path
+        def _read_pid_file(
+            self, target: bytes, path: str | bytes, directory_fd: int | None = None, /
+        ) -> bytes: ...
         # the lock's system calls (shimpid._lock is its policy)
         def _lock_try(
             self,
@@ -66,7 +69,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKEND",
-    "PidFileReader",
     "PidFileWriter",
     "PidRecord",
     "is_process_alive",
@@ -108,13 +110,12 @@ else:
 
 # The public API, and what the rest of the package takes from the backend.
 BACKEND: Literal["cython", "python"] = _impl.BACKEND
-PidFileReader = _impl.PidFileReader
 PidFileWriter = _impl.PidFileWriter
 PidRecord = _impl.PidRecord
 is_process_alive = _impl.is_process_alive
 process_start_time = _impl.process_start_time
 # Shown (reprs, tracebacks, pickles, documentation) as what they are to users: shimpid.X.
-for _public in (PidFileReader, PidFileWriter, PidRecord):
+for _public in (PidFileWriter, PidRecord):
     if BACKEND == "cython":
         _speedups_publish = getattr(_impl, "_publish")  # noqa: B009 (the extension's only)
         _speedups_publish(_public, "shimpid")
@@ -127,4 +128,5 @@ _lock_try = _impl._lock_try
 _lock_wait = _impl._lock_wait
 _pidfd_level = _impl._pidfd_level
 _pin_and_classify = _impl._pin_and_classify
+_read_pid_file = _impl._read_pid_file
 _scan_suffix = getattr(_impl, "_scan_suffix", None)  # the extension's fast path for scan()

@@ -32,7 +32,6 @@ from ._common import (
     PIDFS,
     U32_MAX,
     U64_MAX,
-    Extras,
     Kept,
     Legacy,
     ProcessIdentity,
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
     from typing import Final, Literal
 
     from ._common import Absent, PathArg
-    from ._handle import ProcessHandle
 
 #: The backend's name, as shimpid.BACKEND gives it.
 BACKEND: Final[Literal["cython", "python"]] = "python"
@@ -62,7 +60,6 @@ BACKEND: Final[Literal["cython", "python"]] = "python"
 # primitives the policy modules are written over.
 __all__ = [
     "BACKEND",
-    "PidFileReader",
     "PidFileWriter",
     "PidRecord",
     "_classify",
@@ -72,6 +69,7 @@ __all__ = [
     "_lock_wait",
     "_pidfd_level",
     "_pin_and_classify",
+    "_read_pid_file",
     "is_process_alive",
     "process_start_time",
 ]
@@ -714,89 +712,8 @@ class _TempNamesTaken(FileExistsError):
 
 
 # ============================================================================
-# PidFileReader: parent-side I/O
+# Reading pid files: parent-side I/O (shimpid._reader is PidFileReader)
 # ============================================================================
-
-
-class PidFileReader(_Final):
-    """Reads one pid file and classifies its record against the live system."""
-
-    __slots__ = ("_path", "_target")
-
-    def __init__(self, path: PathArg) -> None:
-        self._begin_init("_target")
-        try:
-            given, target = _common.resolve_path(path)
-            self._path = given
-            self._target = target
-        finally:
-            _end_init(self)
-
-    @classmethod
-    def at(cls, path: PathArg) -> PidFileReader:
-        """``PidFileReader(path)``: a reader for one pid file (it reads nothing yet)."""
-        return cls(path)
-
-    @property
-    def path(self) -> str | bytes:
-        """The path, as given."""
-        return self._path
-
-    def __repr__(self) -> str:
-        return f"PidFileReader({self._path!r})"
-
-    def read(self) -> PidRecord:
-        """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
-        return self._read_record()[0]
-
-    def read_boot_id(self) -> str | None:
-        """The boot identity the file carries, or ``None``; ``StorageError`` as read()."""
-        return self._read_entry()[1].boot_id
-
-    def read_pidfs_id(self) -> int | None:
-        """The pidfs inode the file records, or ``None``; ``StorageError`` as read()."""
-        return self._read_entry()[1].pidfs_id
-
-    def read_capability(self) -> str | None:
-        """The capability on line 3 (boxlite's ``services-mux-v1``), or ``None``."""
-        return self._read_entry()[1].capability
-
-    def open_process(self, *, allow_legacy: bool = False) -> ProcessHandle | None:
-        """A handle that signals the recorded process and nothing else, or ``None``.
-
-        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``).
-        Raises ``OSError`` where ``process_identity()`` does. See ``shimpid._handle``.
-        """
-        from . import _handle  # imported when first needed: see shimpid/__init__.py
-
-        try:
-            record, extras = self._read_entry()
-        except OSError as err:
-            if _common.is_answer(err):  # StorageError, a missing file: no record to act on
-                return None
-            raise
-        return _handle.open_entry(record, extras, _pin_and_classify, allow_legacy)
-
-    def _read_entry(self) -> tuple[PidRecord, Extras]:
-        """The record and what lines 3 and 4 say, from one read of the file."""
-        record, data = self._read_record()
-        return record, _common.parse_extras(data)
-
-    def _read_record(self) -> tuple[PidRecord, bytes]:
-        data = _read_pid_file(self._target, self._path)
-        try:
-            return PidRecord.decode(data), data
-        except StorageError as err:
-            raise _common.in_file(err, self._path) from err
-
-    def process_identity(self) -> Verified | Legacy | Absent:
-        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the identity rules
-        (docs/reference/identity.md).
-
-        Raises ``OSError`` (with the errno) when the system cannot tell: a failure to look is
-        never an answer.
-        """
-        return _identity_at(None, self._target, self._path)
 
 
 def _identity_at(

@@ -73,11 +73,3 @@ cdef class PidFileWriter:
     cdef bytes _capability
     cdef bint _initialising  # while __init__ converts its arguments
     cdef int _check(self) except -1
-
-
-cdef class PidFileReader:
-    cdef readonly object path
-    cdef bytes _target  # None until __init__: see _check()
-    cdef bint _initialising  # while __init__ converts its arguments
-    cdef int _check(self) except -1
-    cdef PidRecord _read_record(self, unsigned char *buf, Py_ssize_t *size)

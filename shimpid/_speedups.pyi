@@ -4,7 +4,6 @@ from collections.abc import Callable, Iterator
 from typing import Final, Literal
 
 from ._common import Absent, Legacy, ProcessIdentity, Verified
-from ._pure import PidFileReader as PidFileReader
 from ._pure import PidFileWriter as PidFileWriter
 from ._pure import PidRecord as PidRecord
 
@@ -22,6 +21,9 @@ def _identity_at(
     directory_fd: int | None, target: bytes, path: str | bytes | None = None, /
 ) -> Verified | Legacy | Absent: ...
 def _pidfd_level() -> int: ...
+def _read_pid_file(
+    target: bytes, path: str | bytes, directory_fd: int | None = None, /
+) -> bytes: ...
 def _set_pidfd_level(level: int, /) -> int: ...
 def _parse_stat(data: bytes, /) -> tuple[int, int | None]: ...
 def _lock_try(

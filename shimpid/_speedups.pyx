@@ -9,8 +9,8 @@ calls until it execs. Python objects are made only for results and errors, with 
 The rules are ``_pure.py``'s; read the two side by side.
 
 Names: a function or method with the same role has ``_pure.py``'s name (``_byte_view``,
-``_read_record``, ``_classify``, ...). The ``nogil`` body of a ``def _x`` is ``x``
-(``classify``, ``identity_at``, ``parse_stat``, ``pidfd_level``); those of
+``_classify``, ...). The ``nogil`` body of a ``def _x`` is ``x``
+(``classify``, ``identity_at``, ``parse_stat``, ``pidfd_level``, ``read_pid_file``); those of
 ``is_process_alive`` and ``process_start_time`` are ``process_alive`` and ``start_time_of``.
 ``_common``'s rules written in C keep ``_common``'s names (``names_a_process``, ``is_boot_id``,
 ``from_another_boot``; ``not_a_process`` is ``NOT_A_PROCESS_ERRNOS``). The C-level API declared
@@ -38,17 +38,14 @@ re-entered from a conversion raises ``TypeError`` and leaves it as it was (issue
   the exact type before anything looks at it (``_common.exact_text``): its methods never run.
   Marked first; methods find no path meanwhile (``_check``); the bytes and the C struct that
   points into them are set together afterwards, once for good.
-- ``PidFileReader.__init__``: ``__fspath__``, the same way.
 - ``PidFileWriter.write_for``: ``__index__`` of pid; a writer never changes once made, so its
   struct's pointers stay valid, and the record is built on the stack afterwards.
 - ``PidRecord.decode``, ``PidRecord.encode_into``: a buffer export and its release
   (``__buffer__``, ``__release_buffer__``). Nothing runs between the export and the use of
   its bytes; the general decode path copies them first.
-- ``PidFileReader.open_process``: ``allow_legacy`` is converted before a pidfd is opened
-  (``_handle.open_entry``), as ``ProcessHandle`` converts before it uses its pidfd.
 - ``_pin_and_classify``, ``_classify``, ``is_process_alive``, ``process_start_time`` and
   typed parameters (``int mode``, ``int directory_fd``): converted on entry, into locals.
-- The reads (``_read_record``, ``identity_at``): the general rules (``_common``) run after
+- The reads (``_read_pid_file``, ``identity_at``): the general rules (``_common``) run after
   the read; the path pointer is used only by the read, the bytes are on this call's stack.
 - ``_scan_suffix``: its ``skip`` and the consumer between items. ``d_name`` is used before
   ``__next__`` returns, and only its iterator, which refuses to be re-entered (``close()``
@@ -155,7 +152,7 @@ cdef enum:
     TEMP_PATH_MAX = 4096
     TEMP_ATTEMPTS = 16
     SETTLE_ATTEMPTS = 1000
-    # _read_pid_file() failures that are not an errno
+    # read_pid_file() failures that are not an errno
     FAIL_NOT_REGULAR = -1
     FAIL_TOO_LARGE = -2
     # verdicts; a negative value is -errno: the system could not tell
@@ -1122,7 +1119,7 @@ def _lock_release(list slot not None, bytes target not None, bytes data not None
 
 
 # ============================================================================
-# PidFileReader: parent-side I/O
+# Reading pid files: parent-side I/O (shimpid._reader is PidFileReader)
 # ============================================================================
 
 
@@ -1133,121 +1130,26 @@ ctypedef struct extras_t:  # what lines 3 and 4 say, as far as a verdict needs i
     uint64_t pidfs_id
 
 
-@cython.final
-cdef class PidFileReader:
-    """PidFileReader(path)
---
-
-Reads one pid file and classifies its record against the live system.
-"""
-
-    def __init__(self, path):
-        cdef bytes target
-        # As the writer's: __fspath__ may call back; read() holds a pointer into _target.
-        if self._target is not None or self._initialising:
-            raise TypeError(_common.ALREADY_INITIALISED.format("PidFileReader"))
-        self._initialising = True
-        try:
-            given, target = _common.resolve_path(path)
-        finally:
-            self._initialising = False
-        self.path, self._target = given, target  # no Python code since the check above
-
-    @classmethod
-    def at(cls, path):
-        """``PidFileReader(path)``: a reader for one pid file (it reads nothing yet)."""
-        return cls(path)
-
-    cdef int _check(self) except -1:
-        # A reader made by __new__ alone has no path: never let C read one.
-        if self._target is None:
-            raise TypeError(_common.NOT_INITIALISED.format("PidFileReader"))
-        return 0
-
-    def __repr__(self):
-        self._check()
-        return f"PidFileReader({self.path!r})"
-
-    def __reduce__(self):
-        raise TypeError(_common.NOT_PICKLABLE.format("PidFileReader"))
-
-    def __copy__(self):
-        return self  # nothing in it changes
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def read(self):
-        """The record in the file; ``StorageError`` if it is missing, unreadable or not a record."""
-        cdef unsigned char buf[FILE_MAX_BYTES + 1]
-        cdef Py_ssize_t size
-        return self._read_record(buf, &size)
-
-    def read_boot_id(self):
-        """The boot identity the file carries, or ``None``; ``StorageError`` as read()."""
-        return self._read_entry()[1].boot_id
-
-    def read_pidfs_id(self):
-        """The pidfs inode the file records, or ``None``; ``StorageError`` as read()."""
-        return self._read_entry()[1].pidfs_id
-
-    def read_capability(self):
-        """The capability on line 3 (boxlite's ``services-mux-v1``), or ``None``."""
-        return self._read_entry()[1].capability
-
-    def open_process(self, *, allow_legacy=False):
-        """A handle that signals the recorded process and nothing else, or ``None``.
-
-        ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``).
-        Raises ``OSError`` where ``process_identity()`` does. See ``shimpid._handle``.
-        """
-        self._check()
-        from . import _handle  # imported when first needed: see shimpid/__init__.py
-        try:
-            record, extras = self._read_entry()
-        except OSError as err:
-            if _common.is_answer(err):  # StorageError, a missing file: no record to act on
-                return None
-            raise
-        return _handle.open_entry(record, extras, _pin_and_classify, allow_legacy)
-
-    def _read_entry(self):
-        """The record and what lines 3 and 4 say, from one read of the file."""
-        cdef unsigned char buf[FILE_MAX_BYTES + 1]
-        cdef Py_ssize_t size
-        record = self._read_record(buf, &size)
-        return record, _common.parse_extras(PyBytes_FromStringAndSize(<char *>buf, size))
-
-    cdef PidRecord _read_record(self, unsigned char *buf, Py_ssize_t *size):
-        """read(), leaving the file's bytes in buf (FILE_MAX_BYTES + 1) and their number."""
-        cdef const char *target
-        cdef int failure = 0
-        self._check()
-        target = PyBytes_AS_STRING(self._target)
-        with nogil:
-            size[0] = _read_pid_file(fcntl.AT_FDCWD, target, buf, &failure)
-        if size[0] < 0:
-            raise _read_failure(failure, self.path)
-        try:
-            return _decode(buf, size[0], None)
-        except StorageError as err:
-            raise _common.in_file(err, self.path) from err
-
-    def process_identity(self):
-        """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the identity rules
-        (docs/reference/identity.md).
-
-        Raises ``OSError`` (with the errno) when the system cannot tell: a failure to look is
-        never an answer.
-        """
-        self._check()
-        return identity_at(fcntl.AT_FDCWD, PyBytes_AS_STRING(self._target), self.path)
+def _identity_at(directory_fd, bytes name not None, path=None):
+    """process_identity() of the file ``name``, relative to an open directory if one is given
+    (shimpid.scan); errors name ``path`` (default: name)."""
+    cdef int fd = fcntl.AT_FDCWD if directory_fd is None else directory_fd
+    return identity_at(fd, PyBytes_AS_STRING(name), name if path is None else path)
 
 
-def _identity_at(int directory_fd, bytes name not None, path=None):
-    """process_identity() of the file ``name`` in an open directory (shimpid.scan); errors
-    name ``path`` (default: name)."""
-    return identity_at(directory_fd, PyBytes_AS_STRING(name), name if path is None else path)
+def _read_pid_file(bytes target not None, path, directory_fd=None):
+    """The bytes of the pid file at target (relative to an open directory if one is given),
+    from one bounded read; ``StorageError`` or ``OSError`` naming ``path`` if it cannot be."""
+    cdef unsigned char buf[FILE_MAX_BYTES + 1]
+    cdef int failure = 0
+    cdef int fd = fcntl.AT_FDCWD if directory_fd is None else directory_fd
+    cdef const char *c_target = PyBytes_AS_STRING(target)
+    cdef Py_ssize_t size
+    with nogil:
+        size = read_pid_file(fd, c_target, buf, &failure)
+    if size < 0:
+        raise _read_failure(failure, path)
+    return PyBytes_FromStringAndSize(<char *>buf, size)
 
 
 def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None,
@@ -1362,7 +1264,7 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
                         bint locks=False):
     """The verdict for the pid file at c_target (relative to directory_fd: openat); errors
     name path. With ``read``, the bytes it was judged from are appended to it (None: none) and,
-    with ``locks``, ``(locked, pid, dev, ino)`` of the lock probe (_read_pid_file)."""
+    with ``locks``, ``(locked, pid, dev, ino)`` of the lock probe (read_pid_file)."""
     cdef lock_probe_t lock
     cdef unsigned char buf[FILE_MAX_BYTES + 1]
     cdef pid_record_t record
@@ -1371,7 +1273,7 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
     cdef int failure = 0, verdict, level = pidfd_level()
     cdef bint canonical = False
     with nogil:
-        size = _read_pid_file(directory_fd, c_target, buf, &failure, &lock if locks else NULL)
+        size = read_pid_file(directory_fd, c_target, buf, &failure, &lock if locks else NULL)
         if size >= 0:
             # What writers write takes one pass in C; anything else, the general rules.
             canonical = (decode_canonical(buf, size, &record, &end)
@@ -1508,8 +1410,8 @@ cdef int _extras_from(object extras, extras_t *out) except -1:
     return 0
 
 
-cdef Py_ssize_t _read_pid_file(int directory_fd, const char *path, unsigned char *buf,
-                               int *failure, lock_probe_t *lock=NULL) noexcept nogil:
+cdef Py_ssize_t read_pid_file(int directory_fd, const char *path, unsigned char *buf,
+                              int *failure, lock_probe_t *lock=NULL) noexcept nogil:
     """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*.
     path is relative to directory_fd (AT_FDCWD: the usual open()). With ``lock``, whether the
     file is locked, on the same descriptor (_rundir.probe_lock's rules)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import select
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,12 +123,29 @@ def run_in_child(fn, *, timeout: float = 30) -> tuple[int, bytes]:
     return os.WEXITSTATUS(status), b"".join(chunks)
 
 
+@contextlib.contextmanager
+def bound_reader(impl) -> Iterator[None]:
+    """Within it, shimpid.PidFileReader reads through backend ``impl`` (the reader is written
+    once, over whichever backend shimpid._reader._backend names)."""
+    from shimpid import _reader
+
+    saved = _reader._backend
+    _reader._backend = impl
+    try:
+        yield
+    finally:
+        _reader._backend = saved
+
+
 def script_prelude(impl, level: int | None = None) -> str:
-    """Lines that make a ``python -c`` script import ``impl`` (as ``impl``) as this test does."""
+    """Lines that make a ``python -c`` script import ``impl`` (as ``impl``) as this test does,
+    with shimpid.PidFileReader reading through it."""
     lines = [
         "import importlib, json, os, subprocess, sys, time",
         f"sys.path[:0] = {sys.path!r}",
         f"impl = importlib.import_module({impl.__name__!r})",
+        "import shimpid, shimpid._reader",
+        "shimpid._reader._backend = impl",
     ]
     if level is not None:
         lines.append(f"impl._set_pidfd_level({level})")

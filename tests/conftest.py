@@ -22,16 +22,22 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import shimpid
-from _helpers import PURE_ONLY, THOROUGH, cached_build, proc_state, require_or_skip
+from _helpers import PURE_ONLY, THOROUGH, bound_reader, cached_build, proc_state, require_or_skip
 from shimpid import _cli, _lock, _operate, _rundir
 
 # Property tests: a few hundred examples at a desk, thousands in CI (SHIMPID_THOROUGH=1, which
 # also lengthens the race tests: see _helpers.rounds). No deadline: these machines are noisy.
 settings.register_profile(
-    "quick", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "quick",
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
-    "thorough", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "thorough",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("thorough" if THOROUGH else "quick")
 
@@ -52,6 +58,17 @@ def impl(request: pytest.FixtureRequest):
             pytest.skip("SHIMPID_PURE_PYTHON is set: the pure backend is tested alone")
         return importlib.import_module("shimpid._speedups")
     return importlib.import_module("shimpid._pure")
+
+
+@pytest.fixture(autouse=True)
+def _reader_on_impl(request: pytest.FixtureRequest):
+    """The one PidFileReader (shimpid._reader) reads through the backend a test takes as
+    ``impl``; a test without ``impl`` keeps the run's backend."""
+    if "impl" not in request.fixturenames:
+        yield
+        return
+    with bound_reader(request.getfixturevalue("impl")):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,10 @@ import sys
 import tempfile
 
 import shimpid
+from shimpid import _reader
 from shimpid import _speedups as ext
+
+_reader._backend = ext  # the one PidFileReader, reading through the extension
 
 
 def attempt(fn, *args, **kwargs):
@@ -140,7 +143,7 @@ class Exerciser:
     def readers(self) -> None:
         ext.PidFileWriter.at(self.path, capability="services-mux-v1").write_current()
         for path in (self.path, self.bpath):
-            reader = ext.PidFileReader.at(path)
+            reader = shimpid.PidFileReader.at(path)
             reader.read(), reader.read_boot_id(), reader.read_pidfs_id()
             reader.read_capability(), reader.process_identity(), repr(reader)
             copy.copy(reader)
@@ -149,26 +152,26 @@ class Exerciser:
                 handle.pid, handle.identity, handle.fileno()
                 handle.send_signal(0)
         ext.PidFileWriter.at(self.path).write_for(self.sleeper.pid)
-        handle = ext.PidFileReader.at(self.path).open_process()
+        handle = shimpid.PidFileReader.at(self.path).open_process()
         handle.send_signal(signal.SIGCONT)
         handle.poll()
         handle.close()
-        missing = ext.PidFileReader.at(os.path.join(self.dir, "missing.pid"))
+        missing = shimpid.PidFileReader.at(os.path.join(self.dir, "missing.pid"))
         expect_error(missing.read)
         missing.process_identity(), missing.open_process()
         attempt(missing.read_boot_id), attempt(missing.read_pidfs_id)
         for bad in (b"", b"\xff\n", b"x\n", b"1\n2\n\n" + b"y" * 5000):
             with open(os.path.join(self.dir, "bad.pid"), "wb") as f:
                 f.write(bad)
-            reader = ext.PidFileReader.at(os.path.join(self.dir, "bad.pid"))
+            reader = shimpid.PidFileReader.at(os.path.join(self.dir, "bad.pid"))
             expect_error(reader.read)
             reader.process_identity(), attempt(reader.read_capability)
-        expect_error(lambda: ext.PidFileReader.at(self.path + "\0x").read())
-        expect_error(ext.PidFileReader.at(self.rundir).read)
-        expect_error(ext.PidFileReader.__new__(ext.PidFileReader).read)
+        expect_error(lambda: shimpid.PidFileReader.at(self.path + "\0x").read())
+        expect_error(shimpid.PidFileReader.at(self.rundir).read)
+        expect_error(shimpid.PidFileReader.__new__(shimpid.PidFileReader).read)
         # a reaped pid recorded: Absent
         ext.PidFileWriter.at(self.path).write(ext.PidRecord(self.dead_pid, 1))
-        assert ext.PidFileReader.at(self.path).open_process(allow_legacy=True) is None
+        assert shimpid.PidFileReader.at(self.path).open_process(allow_legacy=True) is None
 
     def processes(self) -> None:
         me = os.getpid()

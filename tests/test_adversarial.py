@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import shimpid
 from _helpers import rounds, run_in_child
 from shimpid import Absent, StorageError, _common
 
@@ -87,7 +88,7 @@ def test_fuzzed_files_decode_as_the_reference(impl, oracle, data):
 def test_fuzzed_files_through_the_reader(impl, tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "shim.pid"
     path.write_bytes(data)
-    reader = impl.PidFileReader.at(path)
+    reader = shimpid.PidFileReader.at(path)
     try:
         record = reader.read()
     except StorageError:
@@ -133,7 +134,7 @@ def storm(impl, directory, *, atomic):
         finally:
             os._exit(0)
     os.close(stop_r)
-    reader = impl.PidFileReader.at(path)
+    reader = shimpid.PidFileReader.at(path)
     counts = {"whole": 0, "empty": 0, "torn": 0, "wrong": 0}
     changes, last, done = 0, None, 0
     deadline = time.monotonic() + 30
@@ -223,12 +224,14 @@ def test_a_fifo_at_the_path_never_blocks(impl, tmp_path):
 import importlib, sys
 sys.path[:0] = {sys.path!r}
 impl = importlib.import_module({impl.__name__!r})
+import shimpid, shimpid._reader
+shimpid._reader._backend = impl  # the one reader, through impl
 from shimpid import StorageError
 try:
-    impl.PidFileReader.at({str(path)!r}).read()
+    shimpid.PidFileReader.at({str(path)!r}).read()
 except StorageError as err:
     print("read:", err.strerror)
-print("identity:", impl.PidFileReader.at({str(path)!r}).process_identity())
+print("identity:", shimpid.PidFileReader.at({str(path)!r}).process_identity())
 for atomic in (False, True):
     try:
         impl.PidFileWriter.at({str(path)!r}, atomic=atomic).write(impl.PidRecord(1, 2))
@@ -252,7 +255,7 @@ def test_a_file_of_a_gibibyte_is_refused_without_reading_it(impl, pid_path):
     with open(pid_path, "wb") as f:
         f.write(b"%d\n" % os.getpid())
         f.truncate(1 << 30)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     started = time.monotonic()
     with pytest.raises(StorageError, match="larger than 4096 bytes"):
         reader.read()
@@ -267,7 +270,7 @@ def test_a_file_of_a_gibibyte_is_refused_without_reading_it(impl, pid_path):
 )
 def test_nul_bytes_in_the_file(impl, pid_path, data):
     pid_path.write_bytes(data)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     try:
         record = reader.read()
     except StorageError as err:

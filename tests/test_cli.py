@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import shimpid
 from _helpers import proc_state, require_or_skip, stop
 from shimpid import _common
 
@@ -65,7 +66,7 @@ def test_status_codes(impl, cli, pid_path, sleeper, reaped_pid):
 def test_show(impl, cli, pid_path, sleeper):
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
     start = impl.process_start_time(sleeper.pid)
-    pidfs = impl.PidFileReader.at(pid_path).read_pidfs_id()
+    pidfs = shimpid.PidFileReader.at(pid_path).read_pidfs_id()
     assert (pidfs is None) == (impl._pidfd_level() != _common.PIDFS)
     code, out, _ = cli("show", pid_path)
     assert code == 0
@@ -107,7 +108,7 @@ def test_spawn_detached_then_status_then_stop(impl, cli, pid_path):
     pid = int(out.split()[1].rstrip(","))
     try:
         assert out == f"started {pid}, recorded in {pid_path}\n"
-        assert impl.PidFileReader.at(pid_path).read().pid == pid
+        assert shimpid.PidFileReader.at(pid_path).read().pid == pid
         assert os.getsid(pid) == pid, "a new session"
         assert cli("status", pid_path)[:2] == (0, f"verified {pid}\n")
         code, out, _ = cli("stop", pid_path)

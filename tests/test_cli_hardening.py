@@ -140,7 +140,7 @@ def test_stop_keeps_a_record_written_while_it_stopped(impl, pid_path, monkeypatc
     try:
         assert _cli.main(["stop", str(pid_path)]) == 0
         assert restarted.is_set() and old.wait(10) < 0
-        assert impl.PidFileReader.at(pid_path).process_identity() == Verified(new.pid)
+        assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(new.pid)
         assert capsys.readouterr().out == (
             f"stopped {old.pid}; kept {pid_path}: it was written again since it was read\n"
         )
@@ -205,7 +205,7 @@ def test_huge_timeouts_work(cli, impl, pid_path, sleeper):
 def test_a_handle_waits_any_time(impl, pid_path, timeout):
     child = subprocess.Popen(["sleep", "0.05"])  # any timeout: its end comes first
     impl.PidFileWriter.at(pid_path).write_for(child.pid)
-    with impl.PidFileReader.at(pid_path).open_process() as handle:
+    with shimpid.PidFileReader.at(pid_path).open_process() as handle:
         assert handle.wait(timeout) is None
     child.wait()
 
@@ -268,6 +268,8 @@ ANCESTOR = """
 import importlib, os, subprocess, sys
 sys.path[:0] = {sys_path!r}
 impl = importlib.import_module({module!r})
+import shimpid, shimpid._reader
+shimpid._reader._backend = impl  # the one reader, through impl
 impl.PidFileWriter.at({path!r}).write_current()
 shell = subprocess.run(["sh", "-c", "{python} -m shimpid stop {path}; echo $?"],
                        capture_output=True, text=True)
@@ -313,7 +315,7 @@ if os.fork() == 0:
     for level in {levels}:
         impl._set_pidfd_level(level)
         try:
-            out[level] = repr(impl.PidFileReader.at({path!r}).process_identity())
+            out[level] = repr(shimpid.PidFileReader.at({path!r}).process_identity())
         except OSError as err:
             out[level] = type(err).__name__
     os.write(write, json.dumps(out).encode())

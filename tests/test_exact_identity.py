@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import shimpid
 from _helpers import (
+    bound_reader,
     build_probe,
     require_or_skip,
     require_pidfd_level,
@@ -68,7 +70,7 @@ while n < {trials} or (sum(1 for t in trials if t[1]) < 3 and n < 200):
         f.write(str(first.pid - 1))
     stranger = subprocess.Popen(["sleep", "60"])
     same_tick = impl.process_start_time(stranger.pid) == recorded
-    verdict = type(impl.PidFileReader.at(path).process_identity()).__name__
+    verdict = type(shimpid.PidFileReader.at(path).process_identity()).__name__
     stop = None
     if n == 0:  # the operator's stop must not kill the stranger either
         cli = subprocess.run([sys.executable, "-m", "shimpid", "stop", "--timeout", "2", path],
@@ -133,7 +135,7 @@ def exhaust_descriptors() -> None:
 
 def test_no_descriptors_left_raises_instead_of_absent(impl, level, pid_path, sleeper):
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     start = impl.process_start_time(sleeper.pid)
     writer = impl.PidFileWriter.at(pid_path.parent / "other.pid")
 
@@ -220,12 +222,12 @@ attempt("spawn", lambda: shimpid.spawn(["sleep", "60"], "{dir}/spawned.pid"))
 writer_child = subprocess.Popen([sys.executable, "-c", {self_write!r}])
 while not os.path.exists("{dir}/self.pid"):
     time.sleep(0.01)
-attempt("self-written", lambda: impl.PidFileReader.at("{dir}/self.pid").process_identity())
+attempt("self-written", lambda: shimpid.PidFileReader.at("{dir}/self.pid").process_identity())
 with open("{dir}/self.pid", "rb") as f:
     record = impl.PidRecord.decode(f.read())
 impl.PidFileWriter.at("{dir}/start-only.pid", identity_line=False).write(record)
 attempt("start time only",
-        lambda: impl.PidFileReader.at("{dir}/start-only.pid").process_identity())
+        lambda: shimpid.PidFileReader.at("{dir}/start-only.pid").process_identity())
 writer_child.kill()
 writer_child.wait()
 print(json.dumps(out))
@@ -235,6 +237,8 @@ SELF_WRITE = """
 import importlib, sys, time
 sys.path[:0] = {path!r}
 impl = importlib.import_module({module!r})
+import shimpid, shimpid._reader
+shimpid._reader._backend = impl  # the one reader, through impl
 impl._set_pidfd_level({level})
 impl.PidFileWriter.at("{dir}/self.pid.tmp").write_current()
 import os
@@ -304,7 +308,7 @@ def test_a_thread_id_is_not_a_live_process(impl, level, pid_path, thread_id):
     # a planted record: the thread's id and its own start time
     planted = impl.PidRecord(thread_id, start_time_from_proc(thread_id))
     impl.PidFileWriter.at(pid_path).write(planted)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.process_identity() == Absent()
     assert reader.open_process() is None
     assert reader.open_process(allow_legacy=True) is None
@@ -330,7 +334,7 @@ def test_a_process_whose_main_thread_exited_is_alive(impl, level, pid_path, lead
         assert impl.is_process_alive(child.pid)
         for identity_line in (True, False):  # pidfs, and start time alone
             impl.PidFileWriter.at(pid_path, identity_line=identity_line).write_for(child.pid)
-            assert impl.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
+            assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
     finally:
         stop(child)
 
@@ -340,7 +344,7 @@ def test_a_process_whose_main_thread_exited_is_alive(impl, level, pid_path, lead
 
 def test_each_level_verifies_and_refuses(impl, level, pid_path, sleeper, zombie, reaped_pid):
     writer = impl.PidFileWriter.at(pid_path)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     writer.write_for(sleeper.pid)
     assert (reader.read_pidfs_id() is not None) == (level == _common.PIDFS)
     assert reader.process_identity() == Verified(sleeper.pid)
@@ -361,11 +365,11 @@ def test_a_file_from_an_older_kernel_is_verified_by_its_start_time(impl, pid_pat
     """No pidfs field (written on Linux 5.3-6.8, or by the reference): the start time decides."""
     record = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid))
     impl.PidFileWriter.at(pid_path, identity_line=False).write(record)
-    assert impl.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
     pid_path.write_bytes(
         record.encode() + b"\nshimpid boot=" + _common.CURRENT_BOOT_ID.encode() + b"\n"
     )
-    assert impl.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
 
 
 def test_a_pidfs_fingerprint_alone_is_proof(impl, pid_path, sleeper):
@@ -376,7 +380,7 @@ def test_a_pidfs_fingerprint_alone_is_proof(impl, pid_path, sleeper):
     inode = os.fstat(fd).st_ino
     os.close(fd)
     pid_path.write_bytes(b"%d\n\n\nshimpid pidfs=%d\n" % (sleeper.pid, inode))
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.process_identity() == Verified(sleeper.pid)
     old = impl._set_pidfd_level(_common.PIDFD)
     try:
@@ -396,7 +400,7 @@ def test_open_process_pins_before_it_checks(impl, pid_path, sleeper):
         require_or_skip("strace not found")
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)
     script = script_prelude(impl, _common.PIDFD) + (
-        f"h = impl.PidFileReader.at({str(pid_path)!r}).open_process()\nassert h is not None\n"
+        f"h = shimpid.PidFileReader.at({str(pid_path)!r}).open_process()\nassert h is not None\n"
     )
     result = subprocess.run(
         [strace, "-f", "-e", "trace=pidfd_open,openat", sys.executable, "-c", script],
@@ -445,7 +449,7 @@ OTHER = "0000abcd-1111-2222-3333-4444444444ef"
 )
 def test_lines_3_and_4(impl, pid_path, tail, expected):
     pid_path.write_bytes(b"5\n6\n" + tail)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.read() == impl.PidRecord(5, 6)
     assert _common.parse_extras(b"5\n6\n" + tail) == expected
     assert (reader.read_boot_id(), reader.read_pidfs_id()) == expected[1:]
@@ -503,7 +507,8 @@ def test_the_extensions_reader_agrees_with_the_rules(extension, tmp_path_factory
     verdicts = []
     for backend in (_pure, extension):
         try:
-            verdicts.append(backend.PidFileReader.at(path).process_identity())
+            with bound_reader(backend):
+                verdicts.append(shimpid.PidFileReader.at(path).process_identity())
         except StorageError as err:  # pragma: no cover - a failure to read is a test failure
             verdicts.append(err)
     assert verdicts[0] == verdicts[1]

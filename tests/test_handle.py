@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import shimpid
 from _helpers import proc_state, require_pidfd_level, stop
 from shimpid import Absent, Legacy, ProcessHandle, Verified, _common
 
@@ -37,7 +38,7 @@ def record_child(impl, path, child):
 
 def test_a_handle_signals_and_waits_for_the_recorded_process(impl, pidfds, pid_path, sleeper):
     record_child(impl, pid_path, sleeper)
-    with impl.PidFileReader.at(pid_path).open_process() as handle:
+    with shimpid.PidFileReader.at(pid_path).open_process() as handle:
         assert isinstance(handle, ProcessHandle)
         assert handle.pid == sleeper.pid and handle.identity == Verified(sleeper.pid)
         with pytest.raises(subprocess.TimeoutExpired):  # as Popen.wait
@@ -59,7 +60,7 @@ def test_terminate_and_kill(impl, pidfds, pid_path):
     for method, code in (("terminate", -signal.SIGTERM), ("kill", -signal.SIGKILL)):
         child = subprocess.Popen(["sleep", "60"])
         record_child(impl, pid_path, child)
-        with impl.PidFileReader.at(pid_path).open_process() as handle:
+        with shimpid.PidFileReader.at(pid_path).open_process() as handle:
             assert getattr(handle, method)() is True
             handle.wait(10)
         assert child.wait() == code
@@ -67,7 +68,7 @@ def test_terminate_and_kill(impl, pidfds, pid_path):
 
 def test_fileno_is_a_pidfd_or_unsupported(impl, pidfds, pid_path, sleeper):
     record_child(impl, pid_path, sleeper)
-    handle = impl.PidFileReader.at(pid_path).open_process()
+    handle = shimpid.PidFileReader.at(pid_path).open_process()
     if pidfds:
         fd = handle.fileno()
         assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
@@ -89,7 +90,7 @@ def test_wait_works_for_a_process_that_is_not_our_child(impl, pidfds, pid_path):
     try:
         grandchild = int(shell.stdout.readline())
         impl.PidFileWriter.at(pid_path).write_for(grandchild)
-        with impl.PidFileReader.at(pid_path).open_process() as handle:
+        with shimpid.PidFileReader.at(pid_path).open_process() as handle:
             assert handle.pid == grandchild
             assert handle.poll() is False
             handle.terminate()  # the shell's child, not ours: it reaps it
@@ -141,15 +142,15 @@ def test_no_handle_unless_verified(impl, pidfds, pid_path, case, reaped_pid, zom
         # decides; without, the start time does (and says Verified)
         pid_path.write_bytes(own.encode() + b"\nshimpid pidfs=1\n")
         if impl._pidfd_level() != _common.PIDFS:
-            assert impl.PidFileReader.at(pid_path).process_identity() == Verified(own.pid)
+            assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(own.pid)
             return
-    assert impl.PidFileReader.at(pid_path).open_process() is None
-    assert impl.PidFileReader.at(pid_path).process_identity() == Absent() or case == "legacy"
+    assert shimpid.PidFileReader.at(pid_path).open_process() is None
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Absent() or case == "legacy"
 
 
 def test_legacy_handles_only_when_asked(impl, pidfds, pid_path, sleeper):
     impl.PidFileWriter.at(pid_path).write(impl.PidRecord(sleeper.pid))
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.open_process() is None
     with reader.open_process(allow_legacy=True) as handle:
         assert handle.identity == Legacy(sleeper.pid)
@@ -161,7 +162,7 @@ def test_a_handle_holds_the_very_process_the_file_records(impl, pid_path, sleepe
     """With pidfs the handle's pidfd is the one whose inode was compared with the record."""
     require_pidfd_level(impl, _common.PIDFS)
     record_child(impl, pid_path, sleeper)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     with reader.open_process() as handle:
         assert os.fstat(handle.fileno()).st_ino == reader.read_pidfs_id()
 
@@ -169,7 +170,7 @@ def test_a_handle_holds_the_very_process_the_file_records(impl, pid_path, sleepe
 def test_handles_do_not_leak_descriptors(impl, pid_path, sleeper):
     record_child(impl, pid_path, sleeper)
     before = len(os.listdir("/proc/self/fd"))
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     for _ in range(50):
         with reader.open_process():
             pass
@@ -184,7 +185,7 @@ def test_handles_do_not_leak_descriptors(impl, pid_path, sleeper):
 
 def test_a_record_from_another_boot_is_absent(impl, pid_path):
     own = impl.PidRecord.current()
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     pid_path.write_bytes(own.encode() + OTHER_BOOT + b"\n")
     assert reader.process_identity() == Absent()
     assert reader.read() == own, "the record itself still reads"
@@ -195,7 +196,7 @@ def test_a_record_from_another_boot_is_absent(impl, pid_path):
 
 def test_a_record_from_this_boot_is_judged_as_before(impl, pid_path):
     own = impl.PidRecord.current()
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     impl.PidFileWriter.at(pid_path).write(own)
     assert reader.read_boot_id() == _common.CURRENT_BOOT_ID
     assert reader.process_identity() == Verified(own.pid)
@@ -223,14 +224,14 @@ def test_a_record_from_this_boot_is_judged_as_before(impl, pid_path):
 def test_a_third_line_that_is_not_a_boot_id_is_ignored(impl, pid_path, line3):
     own = impl.PidRecord.current()
     pid_path.write_bytes(own.encode() + line3 + b"\n")
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.read_boot_id() is None
     assert reader.process_identity() == Verified(own.pid)
 
 
 def test_boot_line_whitespace_and_position(impl, pid_path):
     own = impl.PidRecord.current()
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     pid_path.write_bytes(own.encode() + b" \t" + OTHER_BOOT + b"\r\n")
     assert reader.read_boot_id() == OTHER_BOOT.decode()
     assert reader.process_identity() == Absent()

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+import shimpid
 from _helpers import run_in_child
 from shimpid import (
     PID_RECORD_MAX_BYTES,
@@ -24,7 +25,7 @@ PID_MAX = 2**31 - 1
 
 def identity_of(impl, path, record):
     path.write_bytes(record.encode())
-    return impl.PidFileReader.at(path).process_identity()
+    return shimpid.PidFileReader.at(path).process_identity()
 
 
 # ---- read() --------------------------------------------------------------------------------------
@@ -32,7 +33,7 @@ def identity_of(impl, path, record):
 
 def test_missing_file_is_a_storage_error_with_errno(impl, pid_path):
     with pytest.raises(StorageError) as info:
-        impl.PidFileReader.at(pid_path).read()
+        shimpid.PidFileReader.at(pid_path).read()
     err = info.value
     assert err.errno == errno.ENOENT
     assert err.filename == os.fspath(pid_path)
@@ -43,7 +44,7 @@ def test_missing_file_is_a_storage_error_with_errno(impl, pid_path):
 def test_garbage_is_a_storage_error_naming_the_file(impl, pid_path):
     pid_path.write_bytes(b"garbage\n")
     with pytest.raises(StorageError) as info:
-        impl.PidFileReader.at(pid_path).read()
+        shimpid.PidFileReader.at(pid_path).read()
     err = info.value
     assert err.errno is None and err.filename == os.fspath(pid_path)
     assert (
@@ -56,15 +57,15 @@ def test_garbage_is_a_storage_error_naming_the_file(impl, pid_path):
 def test_empty_file(impl, pid_path):
     pid_path.write_bytes(b"")
     with pytest.raises(StorageError, match="empty string"):
-        impl.PidFileReader.at(pid_path).read()
+        shimpid.PidFileReader.at(pid_path).read()
 
 
 def test_size_bound(impl, pid_path):
     pid_path.write_bytes(b"5\n6\n".ljust(4096, b" "))
-    assert impl.PidFileReader.at(pid_path).read() == impl.PidRecord(5, 6)
+    assert shimpid.PidFileReader.at(pid_path).read() == impl.PidRecord(5, 6)
     pid_path.write_bytes(b"5\n6\n".ljust(4097, b" "))
     with pytest.raises(StorageError, match="larger than 4096 bytes"):
-        impl.PidFileReader.at(pid_path).read()
+        shimpid.PidFileReader.at(pid_path).read()
 
 
 def test_huge_sparse_file_is_refused_without_reading_it(impl, pid_path):
@@ -72,8 +73,8 @@ def test_huge_sparse_file_is_refused_without_reading_it(impl, pid_path):
         f.write(b"5\n")
         f.truncate(1 << 40)  # 1 TiB, sparse: reading it whole would never finish
     with pytest.raises(StorageError, match="larger than"):
-        impl.PidFileReader.at(pid_path).read()
-    assert impl.PidFileReader.at(pid_path).process_identity() == Absent()
+        shimpid.PidFileReader.at(pid_path).read()
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Absent()
 
 
 def test_directory_fifo_and_symlink_are_refused(impl, tmp_path):
@@ -87,12 +88,12 @@ def test_directory_fifo_and_symlink_are_refused(impl, tmp_path):
         ("fifo", "not a regular file"),
         ("link", "Too many levels of symbolic links"),
     ]:
-        reader = impl.PidFileReader.at(tmp_path / name)
+        reader = shimpid.PidFileReader.at(tmp_path / name)
         with pytest.raises(StorageError, match=expected):
             reader.read()
         assert reader.process_identity() == Absent()
     with pytest.raises(StorageError) as info:
-        impl.PidFileReader.at(tmp_path / "link").read()
+        shimpid.PidFileReader.at(tmp_path / "link").read()
     assert info.value.errno == errno.ELOOP
 
 
@@ -103,7 +104,7 @@ def test_unreadable_file(impl, pid_path):
     def child(out):
         os.setuid(65534)
         try:
-            impl.PidFileReader.at(pid_path).read()
+            shimpid.PidFileReader.at(pid_path).read()
         except StorageError as err:
             os.write(out, errno.errorcode[err.errno].encode())
 
@@ -111,7 +112,7 @@ def test_unreadable_file(impl, pid_path):
         assert run_in_child(child) == (0, b"EACCES")
     else:
         with pytest.raises(StorageError) as info:
-            impl.PidFileReader.at(pid_path).read()
+            shimpid.PidFileReader.at(pid_path).read()
         assert info.value.errno == errno.EACCES
 
 
@@ -120,7 +121,7 @@ def test_unreadable_file(impl, pid_path):
 
 def test_this_process_is_verified(impl, pid_path):
     impl.PidFileWriter.at(pid_path).write_current()
-    assert impl.PidFileReader.at(pid_path).process_identity() == Verified(os.getpid())
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(os.getpid())
 
 
 def test_a_live_child_is_verified(impl, pid_path, sleeper):
@@ -170,7 +171,7 @@ def test_a_free_pid_is_absent(impl, pid_path, reaped_pid):
 
 
 def test_missing_and_garbage_files_are_absent(impl, pid_path):
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.process_identity() == Absent()
     for data in (b"", b"garbage", b"\xff\xfe", b"-1\n", b"99999999999\n"):
         pid_path.write_bytes(data)
@@ -179,16 +180,16 @@ def test_missing_and_garbage_files_are_absent(impl, pid_path):
 
 def test_a_garbled_start_time_is_legacy(impl, pid_path):
     pid_path.write_bytes(f"{os.getpid()}\nnot-a-number\n".encode())
-    assert impl.PidFileReader.at(pid_path).process_identity() == Legacy(os.getpid())
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Legacy(os.getpid())
 
 
 def test_files_written_by_the_reference_format_read_the_same(impl, pid_path):
     """What boxlite writes (its own encode) is read as the same verdict."""
     own = impl.PidRecord.current()
     pid_path.write_bytes(b"%d\n%d\n" % (own.pid, own.start_time))
-    assert impl.PidFileReader.at(pid_path).process_identity() == Verified(own.pid)
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(own.pid)
     pid_path.write_bytes(b"%d\n" % own.pid)
-    assert impl.PidFileReader.at(pid_path).process_identity() == Legacy(own.pid)
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Legacy(own.pid)
 
 
 # ---- is_process_alive / process_start_time -------------------------------------------------------
@@ -242,7 +243,7 @@ def test_another_users_process_is_alive(impl, shared_dir):
                 return
             except PermissionError:
                 pass
-            verdict = impl.PidFileReader.at(path).process_identity()
+            verdict = shimpid.PidFileReader.at(path).process_identity()
             os.write(out, repr((impl.is_process_alive(own.pid), verdict)).encode())
 
         code, said = run_in_child(child)
@@ -282,7 +283,7 @@ def test_verdicts_in_match(impl, pid_path, sleeper):
             case Absent():
                 return ("clean up", None)
 
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     impl.PidFileWriter.at(pid_path).write(
         impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid))
     )
@@ -298,4 +299,4 @@ def test_record_bound_is_the_reference_value():
 
 
 def test_reader_repr(impl, pid_path):
-    assert repr(impl.PidFileReader.at(pid_path)) == f"PidFileReader({str(pid_path)!r})"
+    assert repr(shimpid.PidFileReader.at(pid_path)) == f"PidFileReader({str(pid_path)!r})"

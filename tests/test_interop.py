@@ -46,7 +46,7 @@ def test_shimpid_files_read_the_same_in_both_boxlites(
     data = pid_path.read_bytes()
     assert boxlite_096(oracle, data) == (4242, start_time)
     assert boxlite_newest(oracle, data) == (4242, start_time, capability == TOKEN)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.read() == impl.PidRecord(4242, start_time)
     assert reader.read_capability() == capability
     if not identity_line:  # byte for byte what boxlite's own writer writes
@@ -61,7 +61,7 @@ def test_records_of_live_processes_read_the_same(impl, oracle, pid_path, sleeper
         writer = impl.PidFileWriter.at(pid_path, capability=TOKEN)
         getattr(writer, write)(*(() if write == "write_current" else (sleeper.pid,)))
         data = pid_path.read_bytes()
-        record = impl.PidFileReader.at(pid_path).read()
+        record = shimpid.PidFileReader.at(pid_path).read()
         assert boxlite_096(oracle, data) == (record.pid, record.start_time)
         assert boxlite_newest(oracle, data) == (record.pid, record.start_time, True)
 
@@ -82,7 +82,7 @@ def test_newest_boxlite_files_read_the_same_in_shimpid(
         data += (b"" if with_start else b"\n") + TOKEN.encode() + b"\n"
     pid_path.write_bytes(data)
     assert boxlite_newest(oracle, data) == (sleeper.pid, start if with_start else None, control)
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.read_capability() == (TOKEN if control else None)
     assert reader.process_identity() == (
         Verified(sleeper.pid) if with_start else shimpid.Legacy(sleeper.pid)
@@ -110,7 +110,7 @@ def test_the_capability_is_boxlites_reading_of_line_3(impl, oracle, tmp_path_fac
     answer = oracle("c", data)
     if not answer.startswith("ok "):
         return  # not UTF-8, say: no record for either
-    assert (impl.PidFileReader.at(path).read_capability() == TOKEN) == answer.endswith(" 1")
+    assert (shimpid.PidFileReader.at(path).read_capability() == TOKEN) == answer.endswith(" 1")
 
 
 # ---- a capability is checked when the writer is made ---------------------------------------------

@@ -83,7 +83,7 @@ def test_acquire_writes_this_process_record_and_release_removes_it(impl, locking
     assert not lock.is_locked() and not lock.i_am_locking()
     lock.acquire()
     assert lock.i_am_locking() and lock.is_locked()
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     assert reader.read() == impl.PidRecord.current()
     assert reader.process_identity() == Verified(os.getpid())
     assert reader.read_capability() == TOKEN
@@ -176,7 +176,7 @@ def test_release_leaves_a_file_that_is_no_longer_ours(impl, locking, pid_path, s
     os.unlink(pid_path)
     impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)  # someone else's, against the rules
     lock.release()
-    assert impl.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(sleeper.pid)
 
 
 # ---- other processes -----------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_a_killed_holder_leaves_a_file_that_never_blocks(impl, locking, pid_path
     holder.kill()
     holder.wait()
     assert pid_path.exists() and not locking(pid_path).is_locked()
-    assert impl.PidFileReader.at(pid_path).process_identity() == Absent()
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Absent()
     start = time.monotonic()
     with locking(pid_path) as lock:
         assert time.monotonic() - start < 0.5
@@ -247,7 +247,7 @@ def test_stale_files_are_taken_over_whatever_they_name(
         with locking(path) as lock:
             assert time.monotonic() - start < 0.5, name
             assert lock.holder() == Verified(os.getpid()), name
-            assert impl.PidFileReader.at(path).read().pid == os.getpid(), name
+            assert shimpid.PidFileReader.at(path).read().pid == os.getpid(), name
         assert not path.exists(), name
     assert sleeper.poll() is None and proc_state(zombie.pid) == "Z"
 
@@ -481,7 +481,7 @@ def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
     try:
         assert holder.stdout.readline().startswith("fd=")
         # the record names the command itself: shimpid exec'd it
-        assert impl.PidFileReader.at(pid_path).process_identity() == Verified(holder.pid)
+        assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(holder.pid)
         second = run("lock", pid_path, "--", "true")
         assert second.returncode == 1
         assert f"is locked by {holder.pid}" in second.stderr
@@ -696,7 +696,7 @@ def test_a_stale_file_blocks_the_peers_and_not_shimpid(
     reused.write_bytes(impl.PidRecord(sleeper.pid, 1).encode())  # its start time differs: reused
     for path in (dead, reused):
         with locking(path):
-            assert impl.PidFileReader.at(path).process_identity() == Verified(os.getpid())
+            assert shimpid.PidFileReader.at(path).process_identity() == Verified(os.getpid())
     assert sleeper.poll() is None
 
 

@@ -252,7 +252,7 @@ def test_sigterm_leaves_the_file_unless_exit_on_sigterm(impl, tmp_path):
         assert path.exists() == left
         if left:
             assert not _lock.is_locked(str(path))
-            assert impl.PidFileReader.at(path).process_identity() == shimpid.Absent()
+            assert shimpid.PidFileReader.at(path).process_identity() == shimpid.Absent()
             path.unlink()
 
 

@@ -254,7 +254,7 @@ def test_every_path_type_is_taken_alike(impl, tmp_path, sleeper, monkeypatch):
     raw = os.fsencode(path)
     forms = [str(path), raw, BytesPath(raw), TextPath(str(path)), path, Fspath(raw)]
     for form in forms:
-        assert impl.PidFileReader.at(form).process_identity() == Verified(sleeper.pid)
+        assert shimpid.PidFileReader.at(form).process_identity() == Verified(sleeper.pid)
         assert _operate.inspect(form).verdict == Verified(sleeper.pid)
         directory = os.path.dirname(
             form if not isinstance(form, (Fspath, pathlib.Path)) else os.fspath(form)
@@ -480,7 +480,7 @@ def test_a_writer_that_opens_during_the_lease_is_never_lost(
     finally:
         stop(opener)
     assert path.read_text() == live
-    assert impl.PidFileReader.at(path).process_identity() == Verified(sleeper.pid)
+    assert shimpid.PidFileReader.at(path).process_identity() == Verified(sleeper.pid)
 
 
 def test_pid_needs_no_permission_to_signal(impl, shared_dir, sleeper, monkeypatch):

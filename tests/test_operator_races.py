@@ -147,7 +147,7 @@ args = json.loads(sys.argv[1])
 path, me = args["path"], os.getpid()
 stale = impl.PidRecord(args["dead"], 1)
 writer = impl.PidFileWriter.at(path, atomic=False)
-reader = impl.PidFileReader.at(path)
+reader = shimpid.PidFileReader.at(path)
 
 
 def std_fs_write(data):  # boxlite's way: Rust's std::fs::write
@@ -435,7 +435,7 @@ def test_interrupted_and_starved_cleaning_leaves_nothing_aside(impl, tmp_path, r
         result = outcome(chaos)
         halt.touch()
         rewritten = json.loads(rewriter.stdout.readline())
-        verdicts = [impl.PidFileReader.at(path).process_identity() for path in lives]
+        verdicts = [shimpid.PidFileReader.at(path).process_identity() for path in lives]
     finally:
         stop(rewriter)
     counts = result["counts"]

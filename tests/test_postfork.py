@@ -16,7 +16,8 @@ import sysconfig
 
 import pytest
 
-from _helpers import PURE_ONLY, cached_build, proc_state, require_or_skip
+import shimpid
+from _helpers import PURE_ONLY, bound_reader, cached_build, proc_state, require_or_skip
 from shimpid._common import env_flag
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,6 +53,8 @@ SCRIPT = """
 import importlib, os, subprocess, sys, threading
 sys.path[:0] = {path!r}
 impl = importlib.import_module({module!r})
+import shimpid, shimpid._reader
+shimpid._reader._backend = impl  # the one reader, through impl
 ARM, DISARM = 0o7770, 0o7771
 umask = os.umask
 writer = impl.PidFileWriter.at({pidfile!r})
@@ -182,7 +185,8 @@ def test_c_api_writes_from_a_child_forked_without_the_gil(fork_write, pid_path):
     try:
         while proc_state(pid) != "Z":  # wait for it to exit, without reaping it
             pass
-        record = _speedups.PidFileReader.at(pid_path).read()
+        with bound_reader(_speedups):
+            record = shimpid.PidFileReader.at(pid_path).read()
         assert record == _speedups.PidRecord(pid, _speedups.process_start_time(pid))
     finally:
         _, status = os.waitpid(pid, 0)

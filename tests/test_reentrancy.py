@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+import shimpid
 from _helpers import require_pidfd_level, script_prelude, stop
 from shimpid import _common, _lock
 
@@ -224,7 +225,7 @@ def test_writer_reentry_cannot_write_through_freed_paths(impl, tmp_path):
 
 def test_reader_init_reentered_from_fspath(impl, tmp_path):
     impl.PidFileWriter.at(tmp_path / "a.pid").write(impl.PidRecord(1, 2))
-    reader = impl.PidFileReader.__new__(impl.PidFileReader)
+    reader = shimpid.PidFileReader.__new__(shimpid.PidFileReader)
     door = Door(lambda: reader.__init__(tmp_path / "inner.pid"))
     during = Door(reader.read, reader.process_identity, reader.open_process, lambda: repr(reader))
     reader.__init__(HostilePath(tmp_path / "a.pid", Door(door.open, during.open)))
@@ -242,11 +243,11 @@ def test_path_subclass_methods_never_run(impl, tmp_path, kind):
     base = str if kind == "str" else bytes
     path = str(tmp_path / "a.pid") if kind == "str" else os.fsencode(tmp_path / "a.pid")
     given = hostile_str(base, door)(path)
-    for make in (impl.PidFileWriter.at, impl.PidFileReader.at, _lock.PidFileLock.at):
+    for make in (impl.PidFileWriter.at, shimpid.PidFileReader.at, _lock.PidFileLock.at):
         obj = make(given)
         assert type(obj.path) is base and obj.path == path
     impl.PidFileWriter.at(given).write(impl.PidRecord(3))
-    assert impl.PidFileReader.at(given).read() == impl.PidRecord(3)
+    assert shimpid.PidFileReader.at(given).read() == impl.PidRecord(3)
     assert not door.outcomes
 
 
@@ -257,7 +258,7 @@ def test_capability_subclass_methods_never_run(impl, tmp_path):
     )
     assert type(writer.capability) is str and writer.capability == "services-mux-v1"
     writer.write(impl.PidRecord(3))
-    assert impl.PidFileReader.at(tmp_path / "a.pid").read_capability() == "services-mux-v1"
+    assert shimpid.PidFileReader.at(tmp_path / "a.pid").read_capability() == "services-mux-v1"
 
 
 @pytest.mark.parametrize("argument", ["path", "mode"])
@@ -338,7 +339,7 @@ def test_write_for_reentered_from_index(impl, tmp_path, sleeper):
     writer.write_for(HostileInt(sleeper.pid, door))
     assert door.all_refused(TypeError, ALREADY)
     assert listing(tmp_path) == ["a.pid"]
-    assert impl.PidFileReader.at(tmp_path / "a.pid").read().pid == sleeper.pid
+    assert shimpid.PidFileReader.at(tmp_path / "a.pid").read().pid == sleeper.pid
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="Python classes export buffers from 3.12")
@@ -400,7 +401,7 @@ def _alive(child) -> bool:
 def test_send_signal_converts_before_using_the_pidfd(impl, tmp_path, sleeper, victim):
     require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
     impl.PidFileWriter.at(tmp_path / "a.pid").write_for(sleeper.pid)
-    handle = impl.PidFileReader.at(tmp_path / "a.pid").open_process()
+    handle = shimpid.PidFileReader.at(tmp_path / "a.pid").open_process()
     number = handle.fileno()
     victim_fd = os.pidfd_open(victim.pid)
 
@@ -421,7 +422,7 @@ def test_send_signal_converts_before_using_the_pidfd(impl, tmp_path, sleeper, vi
 def test_wait_converts_before_using_the_pidfd(impl, tmp_path, sleeper):
     require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
     impl.PidFileWriter.at(tmp_path / "a.pid").write_for(sleeper.pid)
-    handle = impl.PidFileReader.at(tmp_path / "a.pid").open_process()
+    handle = shimpid.PidFileReader.at(tmp_path / "a.pid").open_process()
 
     class Timeout:
         """A number whose every operation closes the handle's pidfd behind its back."""
@@ -447,7 +448,7 @@ def test_open_process_allow_legacy_converted_before_pinning(impl, tmp_path, slee
     # A legacy record (no start time): allow_legacy is looked at only for such a record.
     legacy = impl.PidFileWriter.at(tmp_path / "a.pid", identity_line=False)
     legacy.write(impl.PidRecord(sleeper.pid))
-    reader = impl.PidFileReader.at(tmp_path / "a.pid")
+    reader = shimpid.PidFileReader.at(tmp_path / "a.pid")
     victim_fd = os.pidfd_open(victim.pid)
     before = _pidfds()
 

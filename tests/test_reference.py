@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+import shimpid
 from shimpid import PID_RECORD_MAX_BYTES, StorageError
 
 # ---- PidRecord codec -----------------------------------------------------------------------------
@@ -92,14 +93,14 @@ def test_current_captures_self(impl):
 
 def test_reader_read_round_trips(impl, pid_path):
     pid_path.write_bytes(b"1234\n98765432\n")
-    r = impl.PidFileReader.at(pid_path).read()
+    r = shimpid.PidFileReader.at(pid_path).read()
     assert r.pid == 1234
     assert r.start_time == 98765432
 
 
 def test_reader_missing_file_is_storage_error(impl):
     with pytest.raises(StorageError):
-        impl.PidFileReader.at("/nonexistent/shim.pid").read()
+        shimpid.PidFileReader.at("/nonexistent/shim.pid").read()
 
 
 # ---- PidFileWriter -------------------------------------------------------------------------------
@@ -109,14 +110,14 @@ def test_writer_writes_record_readable_by_reader(impl, pid_path):
     writer = impl.PidFileWriter.at(pid_path)
     record = impl.PidRecord(999, 424242)
     writer.write(record)
-    assert impl.PidFileReader.at(pid_path).read() == record
+    assert shimpid.PidFileReader.at(pid_path).read() == record
 
 
 def test_writer_truncates_on_repeated_write(impl, pid_path):
     writer = impl.PidFileWriter.at(pid_path)
     writer.write(impl.PidRecord(111111, 1))
     writer.write(impl.PidRecord(22, None))
-    read_back = impl.PidFileReader.at(pid_path).read()
+    read_back = shimpid.PidFileReader.at(pid_path).read()
     assert read_back.pid == 22
     assert read_back.start_time is None
 

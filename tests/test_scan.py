@@ -62,7 +62,7 @@ def test_scan_gives_each_pid_file_its_verdict(scanning, run_dir, sleeper):
 
 def test_scan_agrees_with_each_reader(impl, scanning, run_dir):
     for path, verdict in scanning(run_dir):
-        assert verdict == impl.PidFileReader.at(path).process_identity()
+        assert verdict == shimpid.PidFileReader.at(path).process_identity()
 
 
 def test_scan_reports_what_it_cannot_read_and_goes_on(impl, scanning, shared_dir, sleeper):

@@ -48,7 +48,7 @@ def backend(impl, monkeypatch):
 
 
 def record_of(impl, path):
-    return impl.PidFileReader.at(path).read()
+    return shimpid.PidFileReader.at(path).read()
 
 
 # ---- shimpid.spawn -------------------------------------------------------------------------------
@@ -60,11 +60,11 @@ def test_spawn_records_a_live_child(backend, pid_path, no_stray_children):
         assert record_of(backend, pid_path) == backend.PidRecord(
             child.pid, backend.process_start_time(child.pid)
         )
-        assert backend.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
+        assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
     finally:
         child.kill()
         child.wait()
-    assert backend.PidFileReader.at(pid_path).process_identity() == Absent()
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Absent()
 
 
 def test_spawn_records_a_child_that_already_exited(backend, pid_path, no_stray_children):
@@ -74,7 +74,7 @@ def test_spawn_records_a_child_that_already_exited(backend, pid_path, no_stray_c
     assert record.pid == child.pid
     assert record.start_time == backend.process_start_time(child.pid)
     assert child.wait() == 0
-    assert backend.PidFileReader.at(pid_path).process_identity() == Absent()
+    assert shimpid.PidFileReader.at(pid_path).process_identity() == Absent()
 
 
 def test_spawn_passes_popen_arguments(backend, tmp_path, pid_path, no_stray_children):
@@ -234,7 +234,7 @@ def test_write_for_a_posix_spawned_child(backend, pid_path, no_stray_children):
     pid = os.posix_spawn("/bin/sleep", ["sleep", "60"], os.environ)
     try:
         backend.PidFileWriter.at(pid_path).write_for(pid)
-        assert backend.PidFileReader.at(pid_path).process_identity() == Verified(pid)
+        assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(pid)
     finally:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
@@ -299,7 +299,7 @@ def test_asyncio_records_a_live_child(backend, run, pid_path, no_stray_children)
         process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=pid_path)
         try:
             assert isinstance(process, asyncio.subprocess.Process)
-            assert backend.PidFileReader.at(pid_path).process_identity() == Verified(process.pid)
+            assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(process.pid)
         finally:
             process.kill()
             await process.wait()
@@ -342,7 +342,7 @@ def test_asyncio_records_a_child_that_exits_at_once(backend, run, tmp_path, no_s
             record = record_of(backend, path)
             assert record.pid == process.pid and record.start_time is not None
             assert await process.wait() == 0
-            assert backend.PidFileReader.at(path).process_identity() == Absent()
+            assert shimpid.PidFileReader.at(path).process_identity() == Absent()
 
     run(main())
 
@@ -369,7 +369,7 @@ def test_asyncio_from_many_tasks(backend, run, tmp_path, no_stray_children):
         started = await asyncio.gather(*(one(n) for n in range(16)))
         try:
             for process, path in started:
-                assert backend.PidFileReader.at(path).process_identity() == Verified(process.pid)
+                assert shimpid.PidFileReader.at(path).process_identity() == Verified(process.pid)
         finally:
             for process, _ in started:
                 process.kill()

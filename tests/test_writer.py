@@ -14,6 +14,7 @@ import threading
 
 import pytest
 
+import shimpid
 from _helpers import require_pidfd_level, run_in_child
 from shimpid import StorageError, _common
 
@@ -66,7 +67,7 @@ def test_write_current_and_write_for_record_the_pidfs_inode(impl, pid_path, atom
     writer.write_for(sleeper.pid)
     record = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid))
     assert pid_path.read_bytes() == disk(record.encode(), pidfs_of(sleeper.pid))
-    assert impl.PidFileReader.at(pid_path).read_pidfs_id() == pidfs_of(sleeper.pid)
+    assert shimpid.PidFileReader.at(pid_path).read_pidfs_id() == pidfs_of(sleeper.pid)
     impl.PidFileWriter.at(pid_path, atomic=atomic, identity_line=False).write_for(sleeper.pid)
     assert pid_path.read_bytes() == record.encode(), "identity_line=False: the reference's bytes"
 
@@ -147,7 +148,7 @@ def test_nul_in_path_is_a_storage_error(impl, path):
     with pytest.raises(StorageError, match="NUL"):
         impl.PidFileWriter.at(path)
     with pytest.raises(StorageError, match="NUL"):
-        impl.PidFileReader.at(path)
+        shimpid.PidFileReader.at(path)
 
 
 @pytest.mark.parametrize("path", ["", "/", "/tmp/", "/tmp/.", "..", "/tmp/x/.."])
@@ -161,8 +162,8 @@ def test_path_types_and_path_back(impl, tmp_path):
         writer = impl.PidFileWriter.at(given)
         assert writer.path == os.fspath(given)
         writer.write(impl.PidRecord(1))
-        assert impl.PidFileReader.at(given).path == os.fspath(given)
-        assert impl.PidFileReader.at(given).read() == impl.PidRecord(1)
+        assert shimpid.PidFileReader.at(given).path == os.fspath(given)
+        assert shimpid.PidFileReader.at(given).read() == impl.PidRecord(1)
     assert writer.atomic is True and writer.mode == 0o644
     assert repr(writer) == f"PidFileWriter({os.fspath(given)!r}, atomic=True, mode=0o644)"
 
@@ -180,7 +181,7 @@ def test_path_must_be_a_path(impl):
     with pytest.raises(TypeError):
         impl.PidFileWriter.at(42)
     with pytest.raises(TypeError):
-        impl.PidFileReader.at(None)
+        shimpid.PidFileReader.at(None)
 
 
 @pytest.mark.parametrize("other", [None, (1, 2), "1\n2\n"])
@@ -195,7 +196,7 @@ def test_relative_path_is_anchored_when_the_writer_is_made(impl, tmp_path, monke
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "here")
     writer = impl.PidFileWriter.at("shim.pid")
-    reader = impl.PidFileReader.at("shim.pid")
+    reader = shimpid.PidFileReader.at("shim.pid")
     monkeypatch.chdir(tmp_path / "elsewhere")
     writer.write(impl.PidRecord(5, 6))
     assert (tmp_path / "here" / "shim.pid").read_bytes() == disk(b"5\n6\n")
@@ -275,6 +276,8 @@ def test_temporary_files_of_crashed_writers_are_left_alone(impl, pid_path, stale
 import importlib, os, pathlib, sys
 sys.path[:0] = {sys.path!r}
 impl = importlib.import_module({impl.__name__!r})
+import shimpid, shimpid._reader
+shimpid._reader._backend = impl  # the one reader, through impl
 path = pathlib.Path({str(pid_path)!r})
 for n in range({stale}):
     (path.parent / f".shim.pid.{{os.getpid()}}.{{n}}.tmp").write_bytes(b"stale")
@@ -312,10 +315,10 @@ def test_write_current_from_a_forked_child(impl, pid_path):
     os.close(release_r)
     try:
         assert os.read(status_r, 100) == b"written"
-        record = impl.PidFileReader.at(pid_path).read()
+        record = shimpid.PidFileReader.at(pid_path).read()
         assert record.pid == pid
         assert record.start_time == impl.process_start_time(pid)
-        assert impl.PidFileReader.at(pid_path).process_identity().pid == pid
+        assert shimpid.PidFileReader.at(pid_path).process_identity().pid == pid
     finally:
         os.close(release_w)
         os.close(status_r)
@@ -328,10 +331,10 @@ def test_write_current_as_preexec_fn(impl, pid_path, atomic):
     writer = impl.PidFileWriter.at(pid_path, atomic=atomic)
     child = subprocess.Popen(["sleep", "60"], preexec_fn=writer.write_current)
     try:
-        record = impl.PidFileReader.at(pid_path).read()
+        record = shimpid.PidFileReader.at(pid_path).read()
         assert record.pid == child.pid
         assert record.start_time == impl.process_start_time(child.pid)
-        assert type(impl.PidFileReader.at(pid_path).process_identity()).__name__ == "Verified"
+        assert type(shimpid.PidFileReader.at(pid_path).process_identity()).__name__ == "Verified"
     finally:
         child.kill()
         child.wait()
@@ -349,7 +352,7 @@ def test_threads_sharing_one_writer_never_tear_a_record(impl, pid_path):
     writer = impl.PidFileWriter.at(pid_path)
     records = [impl.PidRecord(n, 10**12 + n) for n in range(1, 9)]
     writer.write(records[0])
-    reader = impl.PidFileReader.at(pid_path)
+    reader = shimpid.PidFileReader.at(pid_path)
     stop = threading.Event()
     seen, errors = set(), []
 

@@ -41,7 +41,7 @@ import tempfile
 from collections.abc import Callable
 
 import shimpid._speedups as ext  # the extension is required: this is what is fuzzed
-from shimpid import Absent, StorageError, _common, _pure
+from shimpid import Absent, PidFileReader, StorageError, _common, _pure, _reader
 
 TARGETS = ("decode", "reader", "stat", "writer")
 U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
@@ -160,7 +160,8 @@ def _call(function) -> tuple:
 
 
 def reader_outcome(module, path: str) -> list:
-    reader = module.PidFileReader.at(path)
+    _reader._backend = module  # the one PidFileReader, reading through this backend
+    reader = PidFileReader.at(path)
     results = [
         _call(reader.read),
         _call(reader.read_boot_id),
