@@ -844,7 +844,7 @@ def end_init(obj: object) -> None:
 
 
 class Final:
-    """Base of the pure backend's reader and writer, and of the lock: like the extension's types,
+    """Base of the reader, the pure backend's writer, and the lock: like the extension's types,
     they cannot be subclassed (the lock allows it), and one made by ``__new__`` alone (an unset
     slot) says so instead of failing obscurely."""
 

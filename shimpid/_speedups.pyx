@@ -17,7 +17,7 @@ Names: a function or method with the same role has ``_pure.py``'s name (``_byte_
 in ``_speedups.pxd`` is ``record_*`` and ``writer_*``. Only here, with no pure counterpart:
 
 - what ``os`` does for the pure backend: ``open_retry``, ``read_retry``, ``ftruncate_retry``
-  (EINTR, as PEP 475), ``lstat``, ``format_u64``, ``status_number``, ``write_entry``;
+  (EINTR, as PEP 475), ``_check_no_nul``, ``lstat``, ``format_u64``, ``status_number``, ``write_entry``;
 - the fast paths: ``decode_canonical``, ``extras_canonical`` and ``ascii_prefix`` for the bytes
   writers write (anything else goes to ``_common.decode_record``), ``_scan_suffix`` for
   ``scan()``, and ``replace`` choosing ``_replace_by_exchange`` (docs/benchmarks.md);
@@ -64,7 +64,7 @@ from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELO
                          ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
-from libc.string cimport memcmp, memcpy, memset, strdup, strlen
+from libc.string cimport memchr, memcmp, memcpy, memset, strdup, strlen
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fchmod, fstat, lstat, struct_stat
@@ -1134,7 +1134,15 @@ def _identity_at(directory_fd, bytes name not None, path=None):
     """process_identity() of the file ``name``, relative to an open directory if one is given
     (shimpid.scan); errors name ``path`` (default: name)."""
     cdef int fd = fcntl.AT_FDCWD if directory_fd is None else directory_fd
+    _check_no_nul(name)
     return identity_at(fd, PyBytes_AS_STRING(name), name if path is None else path)
+
+
+cdef int _check_no_nul(bytes target) except -1:
+    # As os.open(): C would read the path only up to the NUL, another file than the one named.
+    if memchr(PyBytes_AS_STRING(target), 0, PyBytes_GET_SIZE(target)) != NULL:
+        raise ValueError("open: embedded null character in path")
+    return 0
 
 
 def _read_pid_file(bytes target not None, path, directory_fd=None):
@@ -1145,6 +1153,7 @@ def _read_pid_file(bytes target not None, path, directory_fd=None):
     cdef int fd = fcntl.AT_FDCWD if directory_fd is None else directory_fd
     cdef const char *c_target = PyBytes_AS_STRING(target)
     cdef Py_ssize_t size
+    _check_no_nul(target)
     with nogil:
         size = read_pid_file(fd, c_target, buf, &failure)
     if size < 0:

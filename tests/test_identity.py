@@ -300,3 +300,14 @@ def test_record_bound_is_the_reference_value():
 
 def test_reader_repr(impl, pid_path):
     assert repr(shimpid.PidFileReader.at(pid_path)) == f"PidFileReader({str(pid_path)!r})"
+
+
+def test_the_read_primitives_refuse_a_nul_as_open_does(impl, tmp_path):
+    """The reader's primitives, given a target with a NUL (a reader's _target set by hand):
+    never the file the path names up to the NUL, which C would open."""
+    (tmp_path / "shim.pid").write_bytes(b"1\n2\n")
+    target = os.fsencode(tmp_path / "shim.pid") + b"\0junk"
+    with pytest.raises(ValueError, match="embedded null"):
+        impl._read_pid_file(target, "shim.pid")
+    with pytest.raises(ValueError, match="embedded null"):
+        impl._identity_at(None, target, "shim.pid")

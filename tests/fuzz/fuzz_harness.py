@@ -160,15 +160,18 @@ def _call(function) -> tuple:
 
 
 def reader_outcome(module, path: str) -> list:
-    _reader._backend = module  # the one PidFileReader, reading through this backend
-    reader = PidFileReader.at(path)
-    results = [
-        _call(reader.read),
-        _call(reader.read_boot_id),
-        _call(reader.read_pidfs_id),
-        _call(reader.read_capability),
-    ]
-    verdict = reader.process_identity()  # no exception at all: a bad file is Absent()
+    saved, _reader._backend = _reader._backend, module  # the one reader, through module
+    try:
+        reader = PidFileReader.at(path)
+        results = [
+            _call(reader.read),
+            _call(reader.read_boot_id),
+            _call(reader.read_pidfs_id),
+            _call(reader.read_capability),
+        ]
+        verdict = reader.process_identity()  # no exception at all: a bad file is Absent()
+    finally:
+        _reader._backend = saved
     results.append(("verdict", type(verdict).__name__, verdict.pid))
     return results
 
