@@ -17,7 +17,8 @@ Names: a function or method with the same role has ``_pure.py``'s name (``_byte_
 in ``_speedups.pxd`` is ``record_*`` and ``writer_*``. Only here, with no pure counterpart:
 
 - what ``os`` does for the pure backend: ``open_retry``, ``read_retry``, ``ftruncate_retry``
-  (EINTR, as PEP 475), ``_check_no_nul``, ``lstat``, ``format_u64``, ``status_number``, ``write_entry``;
+  (EINTR, as PEP 475), ``_check_no_nul``, ``lstat``, ``format_u64``, ``status_number``,
+  ``write_entry``;
 - the fast paths: ``decode_canonical``, ``extras_canonical`` and ``ascii_prefix`` for the bytes
   writers write (anything else goes to ``_common.decode_record``), ``_scan_suffix`` for
   ``scan()``, and ``replace`` choosing ``_replace_by_exchange`` (docs/benchmarks.md);
