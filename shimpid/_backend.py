@@ -61,7 +61,6 @@ if TYPE_CHECKING:
             stale: Callable[[int], bool],
             /,
         ) -> int: ...
-        def _lock_wait(self, target: bytes, path: str | bytes, /) -> None: ...
         def _lock_release(self, slot: list[int], target: bytes, data: bytes, /) -> None: ...
 
     _pure_backend: Backend = _pure
@@ -125,7 +124,6 @@ _classify = _impl._classify
 _identity_at = _impl._identity_at
 _lock_release = _impl._lock_release
 _lock_try = _impl._lock_try
-_lock_wait = _impl._lock_wait
 _pidfd_level = _impl._pidfd_level
 _pin_and_classify = _impl._pin_and_classify
 _read_pid_file = _impl._read_pid_file

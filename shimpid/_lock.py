@@ -319,7 +319,7 @@ class PidFileLock(_common.Final):
                 if timeout is None and taken == _common.LOCK_HELD:
                     if _held_here(self._target):  # it would wait for itself, for ever
                         raise AlreadyLocked(self._path, pid)
-                    _backend._lock_wait(self._target, self._path)
+                    _wait_for_holder(self._target, self._path)
                     continue
                 now = time.monotonic()
                 if deadline == math.inf:  # the first try failed: from now on, the clock counts
@@ -490,6 +490,28 @@ def holder_pid(target: str | bytes) -> int | None:
     where the kernel tells, that process holds a lock there: a record alone proves what it names,
     not who holds the lock. One read: the pid shown is the one judged."""
     return _look(target)[1]
+
+
+def _wait_for_holder(target: bytes, path: str | bytes) -> None:
+    """Wait until no process holds the pid file at target locked (or there is none), holding
+    nothing meanwhile but a descriptor of it: a waiter killed leaves nothing behind. Not on the
+    hot path (a free lock is taken at the first try), so written once, here."""
+    kept = _common.keep(os.open, target, _READ)
+    try:
+        _common.flock(kept[0], _common.LOCK_EX)  # let go at once: the next try takes it properly
+    except FileNotFoundError:  # from the open: nothing there to wait for
+        return
+    except OSError as err:
+        raise _wait_error(err, path) from None
+    finally:
+        if kept:
+            os.close(kept[0])
+
+
+def _wait_error(err: OSError, path: str | bytes) -> OSError:
+    # As the writers name their failures: the errno, its words, the path.
+    code = err.errno or errno.EIO
+    return OSError(code, _common.write_strerror(code), path)
 
 
 def _look(path: str | bytes) -> tuple[Read | None, int | None]:

@@ -66,7 +66,6 @@ __all__ = [
     "_identity_at",
     "_lock_release",
     "_lock_try",
-    "_lock_wait",
     "_pidfd_level",
     "_pin_and_classify",
     "_read_pid_file",
@@ -656,22 +655,6 @@ def _take_over(target: bytes, temp: bytes, stale: Callable[[int], bool]) -> int 
     finally:
         if old:
             os.close(old[0])
-
-
-def _lock_wait(target: bytes, path: str | bytes) -> None:
-    """Wait until no process holds the pid file at target locked (or there is none). No
-    temporary file exists meanwhile: a waiter killed leaves nothing behind."""
-    kept = keep(os.open, target, _OPEN_READ)
-    try:
-        kept[0]
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise _write_error(err, path) from None
-    try:
-        _common.flock(kept[0], LOCK_EX)  # let go at once: the next try takes it properly
-    finally:
-        os.close(kept[0])
 
 
 def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:

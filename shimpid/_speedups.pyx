@@ -51,8 +51,7 @@ re-entered from a conversion raises ``TypeError`` and leaves it as it was (issue
 - ``_scan_suffix``: its ``skip`` and the consumer between items. ``d_name`` is used before
   ``__next__`` returns, and only its iterator, which refuses to be re-entered (``close()``
   too) while it runs, calls ``readdir()`` on its stream.
-- ``_lock_wait``: signal handlers between ``flock()`` tries; the call holds only its own
-  descriptor. ``_lock_try`` and ``_lock_release`` take an exact list and exact bytes.
+- ``_lock_try`` and ``_lock_release`` take an exact list and exact bytes.
 """
 
 cimport cython
@@ -93,7 +92,6 @@ cdef extern from "_speedups_compat.h":
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
-    int PyErr_CheckSignals_ "PyErr_CheckSignals"() except -1
 
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:
@@ -1065,28 +1063,6 @@ cdef int _lock_replace(int old, const char *target, const char *temp) noexcept n
         rc = -errno
     unistd.close(old)
     return rc
-
-
-def _lock_wait(bytes target not None, path):
-    """_pure._lock_wait: until no process holds the file at target locked (or there is none)."""
-    cdef const char *c_target = PyBytes_AS_STRING(target)
-    cdef int fd, rc
-    fd = open_retry(c_target, OPEN_READ, 0)
-    if fd < 0:
-        if errno == ENOENT:
-            return
-        raise _write_error(-errno, path, b"")
-    try:
-        while True:
-            with nogil:
-                rc = flock(fd, LOCK_EX)  # let go at once: the next try takes it properly
-            if rc == 0 or errno != EINTR:
-                break
-            PyErr_CheckSignals_()  # interrupted: run the handlers (which may raise), wait on
-        if rc != 0:
-            raise _write_error(-errno, path, b"")
-    finally:
-        unistd.close(fd)
 
 
 cdef bint _is_at(int fd, const char *target) noexcept nogil:
