@@ -344,6 +344,12 @@ def write_strerror(code: int) -> str:
     return NOT_REGULAR_TARGET if code == errno.ENXIO else os.strerror(code)
 
 
+def write_error(err: OSError, path: str | bytes) -> OSError:
+    """A writer's (or the lock's) failure as it is raised: the errno, its words, and path."""
+    code = err.errno or errno.EIO
+    return OSError(code, write_strerror(code), path)
+
+
 RECORD_IMMUTABLE = "PidRecord is immutable: it cannot be initialised again"
 NOT_INITIALISED = "{0} is not initialised: make one with {0}.at(path)"
 ALREADY_INITIALISED = "{0} is already initialised"

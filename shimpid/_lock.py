@@ -502,16 +502,10 @@ def _wait_for_holder(target: bytes, path: str | bytes) -> None:
     except FileNotFoundError:  # from the open: nothing there to wait for
         return
     except OSError as err:
-        raise _wait_error(err, path) from None
+        raise _common.write_error(err, path) from None
     finally:
         if kept:
             os.close(kept[0])
-
-
-def _wait_error(err: OSError, path: str | bytes) -> OSError:
-    # As the writers name their failures: the errno, its words, the path.
-    code = err.errno or errno.EIO
-    return OSError(code, _common.write_strerror(code), path)
 
 
 def _look(path: str | bytes) -> tuple[Read | None, int | None]:

@@ -421,8 +421,7 @@ def _write_error(err: OSError, path: str | bytes) -> OSError:
     """A writer's failure as it is raised: the errno, in words about the pid file, and path."""
     if isinstance(err, _TempNamesTaken):
         return FileExistsError(errno.EEXIST, err.strerror, err.filename)
-    code = err.errno or errno.EIO
-    return OSError(code, _common.write_strerror(code), path)
+    return _common.write_error(err, path)
 
 
 def _write_all(fd: int, data: bytes) -> None:
