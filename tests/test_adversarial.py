@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shimpid
-from _helpers import rounds, run_in_child
+from _helpers import rounds, run_in_child, script_prelude
 from shimpid import Absent, StorageError, _common
 
 U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
@@ -220,12 +220,9 @@ def test_a_fifo_at_the_path_never_blocks(impl, tmp_path):
     """Reader and in-place writer open it non-blocking; every writer refuses it, untouched."""
     path = tmp_path / "shim.pid"
     os.mkfifo(path)
-    script = f"""
-import importlib, sys
-sys.path[:0] = {sys.path!r}
-impl = importlib.import_module({impl.__name__!r})
-import shimpid, shimpid._reader
-shimpid._reader._backend = impl  # the one reader, through impl
+    script = (
+        script_prelude(impl)
+        + f"""
 from shimpid import StorageError
 try:
     shimpid.PidFileReader.at({str(path)!r}).read()
@@ -238,6 +235,7 @@ for atomic in (False, True):
     except OSError as err:
         print("atomic:" if atomic else "in place:", err.strerror)
 """
+    )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
     )

@@ -268,8 +268,6 @@ ANCESTOR = """
 import importlib, os, subprocess, sys
 sys.path[:0] = {sys_path!r}
 impl = importlib.import_module({module!r})
-import shimpid, shimpid._reader
-shimpid._reader._backend = impl  # the one reader, through impl
 impl.PidFileWriter.at({path!r}).write_current()
 shell = subprocess.run(["sh", "-c", "{python} -m shimpid stop {path}; echo $?"],
                        capture_output=True, text=True)

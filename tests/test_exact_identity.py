@@ -237,8 +237,6 @@ SELF_WRITE = """
 import importlib, sys, time
 sys.path[:0] = {path!r}
 impl = importlib.import_module({module!r})
-import shimpid, shimpid._reader
-shimpid._reader._backend = impl  # the one reader, through impl
 impl._set_pidfd_level({level})
 impl.PidFileWriter.at("{dir}/self.pid.tmp").write_current()
 import os

@@ -53,8 +53,6 @@ SCRIPT = """
 import importlib, os, subprocess, sys, threading
 sys.path[:0] = {path!r}
 impl = importlib.import_module({module!r})
-import shimpid, shimpid._reader
-shimpid._reader._backend = impl  # the one reader, through impl
 ARM, DISARM = 0o7770, 0o7771
 umask = os.umask
 writer = impl.PidFileWriter.at({pidfile!r})

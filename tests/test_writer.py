@@ -276,8 +276,6 @@ def test_temporary_files_of_crashed_writers_are_left_alone(impl, pid_path, stale
 import importlib, os, pathlib, sys
 sys.path[:0] = {sys.path!r}
 impl = importlib.import_module({impl.__name__!r})
-import shimpid, shimpid._reader
-shimpid._reader._backend = impl  # the one reader, through impl
 path = pathlib.Path({str(pid_path)!r})
 for n in range({stale}):
     (path.parent / f".shim.pid.{{os.getpid()}}.{{n}}.tmp").write_bytes(b"stale")
