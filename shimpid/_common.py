@@ -289,8 +289,13 @@ def writer_target(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes]:
 def writer_names(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes]:
     """``writer_target``, and the prefix of the atomic writer's temporary names."""
     given, target = writer_target(path, atomic)
+    return given, target, temp_prefix(target)
+
+
+def temp_prefix(target: bytes) -> bytes:
+    """The atomic writer's temporary names for ``target`` begin with ``<dir>/.<name>.``."""
     directory, name = os.path.split(target)
-    return given, target, os.path.join(directory, b"." + name + b".")
+    return os.path.join(directory, b"." + name + b".")
 
 
 def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes, os.stat_result]:

@@ -332,6 +332,17 @@ class PidFileWriter(_Final):
             path, atomic=atomic, mode=mode, identity_line=identity_line, capability=capability
         )
 
+    def _sibling(self, given: str | bytes, target: bytes) -> PidFileWriter | None:
+        """A writer like this one for ``target``, a path checked by ``_common.writer_target``
+        in the same directory, made without a system call (see _spawn). (The extension's
+        answers ``None`` where it swaps files; this backend always renames.)"""
+        sibling = object.__new__(PidFileWriter)
+        for slot in self.__slots__:
+            setattr(sibling, slot, getattr(self, slot))
+        sibling._path, sibling._temp_prefix = given, _common.temp_prefix(target)
+        sibling._target = target
+        return sibling
+
     @property
     def path(self) -> str | bytes:
         """The path, as given."""

@@ -13,9 +13,13 @@ and no record of a process nobody tracks.
 Work done before the child starts adds to every spawn; work done while it starts (exec, the
 dynamic loader) mostly does not, on a machine with a CPU to spare (bench/test_spawning.py: a
 writer made before ``Popen`` costs about 7% of a spawn of ``/bin/true`` on tmpfs, made after
-it about nothing). So a path whose directory ``spawn`` has already found usable is checked, in
-full, while the child starts; a new directory is checked before, so that a path that cannot be
-written fails without starting anything.
+it about nothing). With no CPU to spare (many threads spawning at once) every step counts
+wherever it runs. So a new directory is checked before the child starts, so that a path that
+cannot be written fails without starting anything; the writer made there is kept, and the next
+path in that directory gets a copy of it with its own name (``PidFileWriter._sibling``: no
+system call), or, where atomic writes swap files with RENAME_EXCHANGE (which is safe only in a
+directory nobody else can write to, as it was when checked), a writer checked in full while
+the child starts.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ else:
 
 __all__ = ["spawn"]
 
-# The directories spawn() has written pid files in, least recently used first (a few: a
-# spawner reuses one or two). One removed since is found as the record is written.
+# A writer of each directory spawn() has written pid files in, by (directory, atomic, line 3),
+# least recently used first (a few: a spawner reuses one or two). One removed since is found
+# as the record is written.
 USABLE_DIRECTORIES_MAX = 16
-_usable_directories: dict[bytes, None] = {}
+_usable_directories: dict[tuple[bytes, bool, str | None], PidFileWriter] = {}
 
 
 def _writer(
@@ -154,13 +159,15 @@ def spawn(
     checks on every spawn. ``capability`` goes on line 3 (boxlite's ``services-mux-v1``).
 
     A path that cannot be written fails before anything starts, but for one case: given an
-    absolute path in a directory where ``spawn`` wrote a record before, the checks that need
-    the filesystem are made while the child starts (the rest, its name and its length, before),
-    which takes them off the spawn's critical path. If that directory has gone or changed
-    since, the error is raised once the child has started: it is killed and reaped first, as
-    when the record itself cannot be written, and the next ``spawn`` there checks first.
+    absolute path in a directory where ``spawn`` wrote a record before (with the same
+    ``atomic`` and ``capability``), its name and length are checked before, and the writer is
+    made while the child starts, from the one made there before, with no further look at the
+    filesystem (or checked in full, where atomic writes swap files). If that directory has gone
+    since, the error (``StorageError``, as a check before would give) is raised once the child
+    has started: it is killed and reaped first, as when the record itself cannot be written,
+    and the next ``spawn`` there checks first.
     """
-    directory = None
+    key = known = None
     if isinstance(pidfile, PidFileWriter):
         writer = _writer(pidfile, atomic, capability)
     else:
@@ -169,31 +176,37 @@ def spawn(
         line3 = _common.check_capability(capability).decode() or None
         atomic = bool(atomic)
         given, target = _common.writer_target(pidfile, atomic)  # no filesystem call
-        writer = None
         if os.path.isabs(given):
-            directory = target.rpartition(b"/")[0]
-        if directory not in _usable_directories:
-            writer = PidFileWriter.at(given, atomic=atomic, capability=line3)
+            key = (target.rpartition(b"/")[0], atomic, line3)
+            known = _usable_directories.get(key)
+        # A new directory is checked before anything starts; a known one's writer is made
+        # from the one kept for it, while the child starts.
+        writer = known or PidFileWriter.at(given, atomic=atomic, capability=line3)
     child = subprocess.Popen(args, **popen_kwargs)
     try:
-        if writer is None:  # made, and checked in full, while the child starts
-            writer = PidFileWriter.at(given, atomic=atomic, capability=line3)
+        if known is not None:
+            writer = known._sibling(given, target) or PidFileWriter.at(
+                given, atomic=atomic, capability=line3
+            )
         writer.write_for(child.pid)
-        if directory is not None:
-            _remember(directory)
-    except BaseException:
+        if key is not None:
+            _remember(key, writer)
+    except BaseException as error:
         kill_and_reap(child)
-        if directory is not None:
-            _usable_directories.pop(directory, None)
+        if key is not None:
+            _usable_directories.pop(key, None)
+        if known is not None and isinstance(error, OSError):
+            # The directory's own error, as when it is checked first (StorageError), if it is one
+            PidFileWriter.at(given, atomic=atomic, capability=line3)
         raise
     return child
 
 
-def _remember(directory: bytes) -> None:
-    """directory is one spawn() has written in: later spawns there check while the child starts.
-    Moved to the end: the least recently used goes first."""
-    _usable_directories.pop(directory, None)
-    _usable_directories[directory] = None
+def _remember(key: tuple[bytes, bool, str | None], writer: PidFileWriter) -> None:
+    """key's directory is one spawn() has written in: later spawns there copy writer. Moved to
+    the end: the least recently used goes first."""
+    _usable_directories.pop(key, None)
+    _usable_directories[key] = writer
     while len(_usable_directories) > USABLE_DIRECTORIES_MAX:
         try:
             del _usable_directories[next(iter(_usable_directories))]  # the least recently used

@@ -530,6 +530,24 @@ cdef class PidFileWriter:
         return cls(path, atomic=atomic, mode=mode, identity_line=identity_line,
                    capability=capability)
 
+    def _sibling(self, given, bytes target not None):
+        """A writer like this one for ``target``, a path checked by ``_common.writer_target``
+        in the same directory, made without a system call (see _spawn); ``None`` where atomic
+        writes swap files (the directory must be checked again: see replace())."""
+        cdef PidFileWriter sibling
+        self._check()
+        if self.writer.exchange:
+            return None
+        sibling = PidFileWriter.__new__(PidFileWriter)
+        temp_prefix = _common.temp_prefix(target)
+        sibling.path, sibling._target, sibling._temp_prefix = given, target, temp_prefix
+        sibling._identity, sibling._capability = self._identity, self._capability
+        sibling.writer = self.writer
+        sibling.writer.temp_prefix = PyBytes_AS_STRING(temp_prefix)
+        sibling.writer.temp_prefix_len = PyBytes_GET_SIZE(temp_prefix)
+        sibling.writer.path = PyBytes_AS_STRING(target)
+        return sibling
+
     @property
     def atomic(self):
         self._check()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -120,16 +121,25 @@ def test_a_bad_path_fails_before_anything_starts(backend, tmp_path, no_stray_chi
     assert not marker.exists()
 
 
+@pytest.fixture(params=["disk", "tmpfs"])
+def run_dir(request, tmp_path, shared_dir):
+    """A new directory on disk (the extension checks it while the child starts: its atomic
+    writes swap files) or on tmpfs (spawn copies the writer it made there first)."""
+    path = (tmp_path if request.param == "disk" else pathlib.Path(shared_dir)) / "run"
+    path.mkdir()
+    return path
+
+
 def test_a_directory_removed_since_the_last_spawn_kills_the_child(
-    backend, tmp_path, monkeypatch, no_stray_children
+    backend, run_dir, monkeypatch, no_stray_children
 ):
-    """A directory spawn() has written in before is checked while the child starts (off the
-    spawn's critical path): one removed since is found as the record is written, the child is
-    killed and reaped, and the next spawn there checks before starting anything."""
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    """A directory spawn() has written in before is not checked before the child starts (off
+    the spawn's critical path): one removed since is found as the record is written, the child
+    is killed and reaped, the error is the one a check would give, and the next spawn there
+    checks before starting anything."""
+    key = (os.fsencode(run_dir), True, None)
     shimpid.spawn(["true"], run_dir / "first.pid").wait()
-    assert os.fsencode(run_dir) in shimpid._spawn._usable_directories
+    assert key in shimpid._spawn._usable_directories
     shimpid.spawn(["true"], run_dir / "again.pid").wait()  # made while the child started
     assert record_of(backend, run_dir / "again.pid").pid > 0
     for name in ("first.pid", "again.pid"):
@@ -149,12 +159,43 @@ def test_a_directory_removed_since_the_last_spawn_kills_the_child(
     assert info.value.errno == errno.ENAMETOOLONG and started == []
     with pytest.raises(StorageError) as info:
         shimpid.spawn(["sleep", "60"], run_dir / "second.pid")
-    assert info.value.errno == errno.ENOENT
+    assert info.value.errno == errno.ENOENT and "directory unusable" in str(info.value)
     assert len(started) == 1 and started[0].returncode == -signal.SIGKILL  # killed, reaped
-    assert os.fsencode(run_dir) not in shimpid._spawn._usable_directories
+    assert key not in shimpid._spawn._usable_directories
     with pytest.raises(StorageError):
         shimpid.spawn(["sleep", "60"], run_dir / "third.pid")
     assert len(started) == 1, "checked before starting anything"
+
+
+def test_a_known_directory_writes_what_a_new_writer_writes(backend, run_dir):
+    """The writer spawn() reuses for a known directory writes each file as PidFileWriter.at()
+    would, with the call's own capability and atomicity (each its own entry)."""
+    for capability, atomic in [(None, True), ("services-mux-v1", True), (None, False)]:
+        for n in range(3):
+            path = run_dir / f"{capability}-{atomic}-{n}.pid"
+            child = shimpid.spawn(["true"], path, capability=capability, atomic=atomic)
+            data = path.read_bytes()
+            child.wait()
+            assert data.startswith(f"{child.pid}\n".encode())
+            assert backend.PidRecord.decode(data).pid == child.pid
+            line3 = data.split(b"\n")[2]
+            assert line3 == (capability or "").encode()
+            assert sorted(os.listdir(run_dir))[-1].endswith(".pid")  # no temporary file left
+        assert (os.fsencode(run_dir), atomic, capability) in shimpid._spawn._usable_directories
+    writer = shimpid.PidFileWriter.at(run_dir / "x.pid", capability="services-mux-v1")
+    sibling = writer._sibling(os.fsencode(run_dir / "y.pid"), os.fsencode(run_dir / "y.pid"))
+    if sibling is None:  # the extension's, where atomic writes swap files
+        assert writer._replace_by_exchange
+    else:
+        assert (sibling.path, sibling.atomic, sibling.mode, sibling.capability) == (
+            os.fsencode(run_dir / "y.pid"),
+            True,
+            0o644,
+            "services-mux-v1",
+        )
+        sibling.write(shimpid.PidRecord(4242, 17))
+        assert (run_dir / "y.pid").read_bytes().startswith(b"4242\n17\nservices-mux-v1\n")
+        assert not (run_dir / "x.pid").exists()
 
 
 def test_a_relative_path_is_checked_before_starting_and_named_as_given(
