@@ -340,6 +340,7 @@ class PidFileWriter(_Final):
         for slot in self.__slots__:
             setattr(sibling, slot, getattr(self, slot))
         sibling._path, sibling._temp_prefix = given, _common.temp_prefix(target)
+        sibling._pidfs = bool(self._identity) and _pidfd_level() == PIDFS  # as __init__ would
         sibling._target = target
         return sibling
 

@@ -543,6 +543,8 @@ cdef class PidFileWriter:
         sibling.path, sibling._target, sibling._temp_prefix = given, target, temp_prefix
         sibling._identity, sibling._capability = self._identity, self._capability
         sibling.writer = self.writer
+        sibling.writer.pidfd_level = pidfd_level()  # as __init__ would find it now
+        sibling.writer.pidfs = self.writer.identity_len > 0 and sibling.writer.pidfd_level == PIDFS
         sibling.writer.temp_prefix = PyBytes_AS_STRING(temp_prefix)
         sibling.writer.temp_prefix_len = PyBytes_GET_SIZE(temp_prefix)
         sibling.writer.path = PyBytes_AS_STRING(target)
@@ -1753,21 +1755,11 @@ cdef int _unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
 cdef int _status_of(uint32_t pid, char *state, uint32_t *tgid,
                     uint32_t *threads) noexcept nogil:
     """State, Tgid and Threads of /proc/<pid>/status: FOUND, GONE or -errno."""
-    cdef char path[32]
     cdef char buf[STATUS_READ_BYTES + 8]  # zeros after what was read: memcmp never reads past
-    cdef Py_ssize_t n, i, line
-    cdef int fd, err, found = 0
-    memcpy(path, b"/proc/", 6)
-    n = 6 + format_u64(pid, path + 6)
-    memcpy(path + n, b"/status", 8)
-    fd = open_retry(path, fcntl.O_RDONLY | fcntl.O_CLOEXEC, 0)
-    if fd < 0:
-        return GONE if errno == ENOENT or errno == ESRCH else -errno
-    n = read_retry(fd, buf, STATUS_READ_BYTES)
-    err = errno
-    unistd.close(fd)
-    if n < 0:
-        return GONE if err == ESRCH else -err
+    cdef Py_ssize_t n = STATUS_READ_BYTES, i, line
+    cdef int found = 0, rc = read_proc(pid, b"/status", buf, &n)
+    if rc != FOUND:
+        return rc
     memset(buf + n, 0, 8)
     line = 0
     while line < n and found != 7:
@@ -1787,6 +1779,30 @@ cdef int _status_of(uint32_t pid, char *state, uint32_t *tgid,
             line += 1
         line += 1
     return FOUND if found == 7 else -EIO
+
+
+cdef int read_proc(uint32_t pid, const char *leaf, char *buf, Py_ssize_t *size) noexcept nogil:
+    """Up to size[0] bytes of /proc/<pid><leaf> (pid 0: /proc/self<leaf>; leaf at most 8
+    bytes) into buf, and their number into size[0]: FOUND, GONE or -errno."""
+    cdef char path[32]
+    cdef Py_ssize_t n = 10
+    cdef int fd, err
+    if pid == 0:
+        memcpy(path, b"/proc/self", 10)
+    else:
+        memcpy(path, b"/proc/", 6)
+        n = 6 + format_u64(pid, path + 6)
+    memcpy(path + n, leaf, strlen(leaf) + 1)
+    fd = open_retry(path, fcntl.O_RDONLY | fcntl.O_CLOEXEC, 0)
+    if fd < 0:
+        return GONE if errno == ENOENT or errno == ESRCH else -errno
+    n = read_retry(fd, buf, size[0])
+    err = errno
+    unistd.close(fd)
+    if n < 0:
+        return GONE if err == ESRCH else -err  # ESRCH: it went between open() and read()
+    size[0] = n
+    return FOUND
 
 
 cdef uint32_t status_number(const char *buf, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
@@ -1816,16 +1832,13 @@ cdef int _proc_info(uint32_t pid, char *state, uint64_t *start_time,
     pid 0: this process. Another process's entry is read only from this namespace's /proc:
     -EXDEV for another namespace's, -ENOENT where there is none.
     """
-    cdef char path[32]
     cdef char buf[STAT_READ_BYTES]
-    cdef Py_ssize_t n
-    cdef int fd, err, proc
+    cdef Py_ssize_t n = STAT_READ_BYTES
+    cdef int err, proc
     state[0] = 0
     has_start[0] = False
     if SHIMPID_LINUX:
-        if pid == 0:
-            memcpy(path, b"/proc/self/stat", 16)  # always this process, whichever namespace
-        else:
+        if pid != 0:  # /proc/self is always this process, whichever namespace
             proc = _proc_state()
             if proc < 0:
                 return proc
@@ -1833,19 +1846,10 @@ cdef int _proc_info(uint32_t pid, char *state, uint64_t *start_time,
                 return -EXDEV
             if proc == PROC_NONE:
                 return -ENOENT
-            memcpy(path, b"/proc/", 6)
-            n = 6 + format_u64(pid, path + 6)
-            memcpy(path + n, b"/stat", 6)
-        fd = open_retry(path, fcntl.O_RDONLY | fcntl.O_CLOEXEC, 0)
-        if fd < 0:
-            return GONE if errno == ENOENT or errno == ESRCH else -errno
-        n = read_retry(fd, buf, STAT_READ_BYTES)
-        err = errno
-        unistd.close(fd)
-        if n < 0:
-            return GONE if err == ESRCH else -err  # ESRCH: it went between open() and read()
-        has_start[0] = parse_stat(buf, n, state, start_time) == 0
-        return FOUND
+        err = read_proc(pid, b"/stat", buf, &n)
+        if err == FOUND:
+            has_start[0] = parse_stat(buf, n, state, start_time) == 0
+        return err
     if SHIMPID_DARWIN:
         err = shimpid_darwin_info(<pid_t>pid if pid else unistd.getpid(), state, start_time)
         if err == ESRCH:

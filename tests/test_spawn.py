@@ -15,7 +15,7 @@ import pytest
 
 import shimpid
 from _helpers import proc_state, require_or_skip
-from shimpid import Absent, StorageError, Verified
+from shimpid import Absent, StorageError, Verified, _common
 
 
 def children() -> set[int]:
@@ -45,6 +45,7 @@ def no_stray_children():
 def backend(impl, monkeypatch):
     """shimpid.spawn with ``impl``'s PidFileWriter (the package picks one at import)."""
     monkeypatch.setattr(shimpid._spawn, "PidFileWriter", impl.PidFileWriter)
+    monkeypatch.setattr(shimpid._spawn, "_usable_directories", {})  # no other backend's writers
     return impl
 
 
@@ -182,6 +183,17 @@ def test_a_known_directory_writes_what_a_new_writer_writes(backend, run_dir):
             assert line3 == (capability or "").encode()
             assert sorted(os.listdir(run_dir))[-1].endswith(".pid")  # no temporary file left
         assert (os.fsencode(run_dir), atomic, capability) in shimpid._spawn._usable_directories
+    if backend._pidfd_level() == _common.PIDFS:  # a known directory's writer asks the level anew
+        old = backend._set_pidfd_level(_common.PIDFD)
+        try:
+            child = shimpid.spawn(["true"], run_dir / "no-pidfs.pid")
+            child.wait()
+        finally:
+            backend._set_pidfd_level(old)
+        assert b" pidfs=" not in (run_dir / "no-pidfs.pid").read_bytes()
+        child = shimpid.spawn(["true"], run_dir / "pidfs.pid")
+        child.wait()
+        assert b" pidfs=" in (run_dir / "pidfs.pid").read_bytes()
     writer = shimpid.PidFileWriter.at(run_dir / "x.pid", capability="services-mux-v1")
     sibling = writer._sibling(os.fsencode(run_dir / "y.pid"), os.fsencode(run_dir / "y.pid"))
     if sibling is None:  # the extension's, where atomic writes swap files
