@@ -195,8 +195,13 @@ def spawn(
         kill_and_reap(child)
         if key is not None:
             _usable_directories.pop(key, None)
-        if known is not None and isinstance(error, OSError):
-            # The directory's own error, as when it is checked first (StorageError), if it is one
+        if (
+            known is not None
+            and isinstance(error, OSError)
+            and not isinstance(error, _common.StorageError)
+        ):
+            # The directory's own error, as when it is checked first (StorageError), if it is
+            # one (it may be back by now: then the error is the write's own)
             PidFileWriter.at(given, atomic=atomic, capability=line3)
         raise
     return child

@@ -536,7 +536,8 @@ cdef class PidFileWriter:
         writes swap files (the directory must be checked again: see replace())."""
         cdef PidFileWriter sibling
         self._check()
-        if self.writer.exchange:
+        _check_no_nul(target)  # as the pure backend's open() would refuse it
+        if self.writer.atomic and self.writer.exchange:
             return None
         sibling = PidFileWriter.__new__(PidFileWriter)
         temp_prefix = _common.temp_prefix(target)

@@ -161,6 +161,7 @@ def test_a_directory_removed_since_the_last_spawn_kills_the_child(
     with pytest.raises(StorageError) as info:
         shimpid.spawn(["sleep", "60"], run_dir / "second.pid")
     assert info.value.errno == errno.ENOENT and "directory unusable" in str(info.value)
+    assert not isinstance(info.value.__context__, StorageError), "said once"
     assert len(started) == 1 and started[0].returncode == -signal.SIGKILL  # killed, reaped
     assert key not in shimpid._spawn._usable_directories
     with pytest.raises(StorageError):
@@ -208,6 +209,16 @@ def test_a_known_directory_writes_what_a_new_writer_writes(backend, run_dir):
         sibling.write(shimpid.PidRecord(4242, 17))
         assert (run_dir / "y.pid").read_bytes().startswith(b"4242\n17\nservices-mux-v1\n")
         assert not (run_dir / "x.pid").exists()
+    in_place = shimpid.PidFileWriter.at(run_dir / "x.pid", atomic=False)
+    assert in_place._sibling(b"y", os.fsencode(run_dir / "y.pid")) is not None  # never swaps
+    target = os.fsencode(run_dir / "nul\0/../y.pid")
+
+    def write_through_a_sibling():  # the extension refuses it at once, the pure one's open()
+        writer._sibling(target, target).write(shimpid.PidRecord(4242, 17))
+
+    with pytest.raises(ValueError):  # C would stop at the NUL: another file than the one named
+        write_through_a_sibling()
+    assert not (run_dir / "nul").exists()
 
 
 def test_a_relative_path_is_checked_before_starting_and_named_as_given(
