@@ -30,7 +30,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from . import _backend, _common
 from ._common import ABSENT, Extras, ProcessIdentity, StorageError
@@ -828,10 +828,6 @@ class Entry(tuple):  # type: ignore[type-arg]
         return type(self), (self[0], self[1], self[2], self[3])  # the rest is made again
 
 
-# scan()'s maker of entries, C all through: no Python frame per file
-_entry = functools.partial(tuple.__new__, Entry)
-
-
 def scan(
     directory: PathArg,
     *,
@@ -850,14 +846,15 @@ def scan(
     to the directory opened once. ``locks``: also look, on the same descriptor, whether a process
     holds each file locked (``Entry.locked``). ``secure``: as ``open_directory``'s.
     """
-    yield from map(_entry, scan_reads(directory, pattern, bool(locks), secure))
+    yield from cast(Iterator[Entry], scan_reads(directory, pattern, bool(locks), secure, Entry))
 
 
 def scan_reads(
-    directory: PathArg, pattern: str, locks: bool, secure: bool | None
+    directory: PathArg, pattern: str, locks: bool, secure: bool | None, kind: type = tuple
 ) -> Iterator[tuple[Any, ...]]:
-    """scan() as plain ``(path, verdict, data, lock, record, extras)`` tuples (``shimpid ls`` of
-    100,000 files takes them as they come; record and extras where decoded already)."""
+    """scan() as ``(path, verdict, data, lock, record, extras)`` tuples, made as ``kind`` (a
+    tuple, or ``Entry``, whose ``__new__`` they skip): ``shimpid ls`` of 100,000 files takes them
+    as plain tuples, as they come; record and extras where decoded already."""
     raw, pattern = fs_bytes(directory), _pattern(pattern)
     secure = None if secure is None else bool(secure)
     prefix = os.path.join(os.fsdecode(raw), "")
@@ -867,9 +864,12 @@ def scan_reads(
         suffix = _suffix_of(pattern)
         fast = getattr(_backend, "_scan_suffix", None)
         if fast is not None and suffix is not None:
-            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks)
-        else:
+            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks, kind)
+        elif kind is tuple:
             yield from _scan_names(directory_fd, pattern, prefix, locks)
+        else:
+            items = _scan_names(directory_fd, pattern, prefix, locks)
+            yield from map(functools.partial(tuple.__new__, kind), items)
     finally:
         if kept:
             os.close(kept[0])

@@ -40,6 +40,12 @@ def _lock_try(
 ) -> int: ...
 def _lock_release(slot: list[int], target: bytes, data: bytes, /) -> None: ...
 def _scan_suffix(
-    directory_fd: int, suffix: bytes, prefix: str, skip: object, locks: bool = False, /
+    directory_fd: int,
+    suffix: bytes,
+    prefix: str,
+    skip: object,
+    locks: bool = False,
+    kind: type[tuple[object, ...]] = ...,
+    /,
 ) -> Iterator[tuple[object, ...]]: ...
 def _publish(cls: type, module: str, /) -> None: ...

@@ -187,6 +187,7 @@ cdef long RAMFS_MAGIC = 0x858458f6
 
 # A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
+cdef tuple NONE_4 = (None, None, None, None)
 cdef tuple UNLOCKED = (False, None, None)  # a lock probe's answer: see _rundir.Entry.lock
 cdef object _make_extras = functools.partial(tuple.__new__, _common.Extras)
 cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
@@ -1160,15 +1161,18 @@ def _read_pid_file(bytes target not None, path, directory_fd=None):
 
 
 def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None,
-                 bint locks=False):
+                 bint locks=False, type kind=tuple):
     """``(prefix + name, verdict or OSError, the bytes judged, lock, record, extras)`` for each
     regular file of the open directory whose name ends with suffix, but those starting with "."
     for which ``skip(name)`` is true (a writer's temporary files: _rundir's rules, passed in so
     that this module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like patterns
     (readdir() in C spares the Python loop per file). With ``locks`` (shimpid ls), ``lock`` is
     ``(locked, pid, (dev, ino))`` probed on the descriptor read, and the record and its Extras
-    come decoded (see identity_at); else None."""
+    come decoded (see identity_at); else None. Each is a ``kind``, a tuple or a subclass whose
+    ``__new__`` it skips (_rundir.Entry: one object per file, not two)."""
     cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
+    if not issubclass(kind, tuple):
+        raise TypeError(f"kind must be tuple or a subclass, not {kind.__name__}")
     cdef int fd = unistd.dup(directory_fd)  # fdopendir() takes the descriptor over
     if fd < 0:
         raise OSError(errno, os.strerror(errno))
@@ -1184,6 +1188,8 @@ def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, s
     scan.prefix = prefix
     scan.skip = skip
     scan.locks = locks
+    scan.kind = kind
+    scan.read = []
     return scan
 
 
@@ -1197,6 +1203,8 @@ cdef class _SuffixScan:
     cdef bytes suffix
     cdef str prefix
     cdef object skip
+    cdef type kind
+    cdef list read  # identity_at's answers for the current file: one list for the whole scan
 
     def __iter__(self):
         return self
@@ -1217,7 +1225,7 @@ cdef class _SuffixScan:
         finally:
             self.running = False
 
-    cdef tuple _next(self):
+    cdef object _next(self):
         cdef const char *c_suffix = PyBytes_AS_STRING(self.suffix)
         cdef Py_ssize_t suffix_len = PyBytes_GET_SIZE(self.suffix), length
         cdef struct_stat info
@@ -1243,14 +1251,16 @@ cdef class _SuffixScan:
             if entry.d_name[0] == c'.' and self.skip(text):
                 continue
             path = self.prefix + text
-            read = []
+            read = self.read
+            del read[:]
             try:
                 # d_name stays valid until the next readdir(): not before this returns.
                 verdict = identity_at(self.directory_fd, entry.d_name, path, read, self.locks)
             except OSError as err:
                 verdict = err
-            read += [None] * (4 - len(read))
-            return path, verdict, read[0], read[1], read[2], read[3]
+            read += NONE_4[len(read):]
+            item = (path, verdict, read[0], read[1], read[2], read[3])
+            return item if self.kind is tuple else tuple.__new__(self.kind, item)
 
     def close(self):
         """Let go of the directory stream (``yield from`` calls it when its generator closes)."""

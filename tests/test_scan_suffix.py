@@ -127,3 +127,18 @@ def test_it_reads_through_its_own_descriptor(extension, tmp_path):
     finally:
         os.close(other)
     assert verdicts == [extension.Legacy(1)] * 2
+
+
+def test_it_makes_each_item_once_as_the_kind_asked(extension, directory_fd):
+    """scan() has its Entry made by the iterator itself (no second object per file): the same
+    six fields as the plain tuples shimpid ls takes."""
+    plain = list(scan(extension, directory_fd))
+    entries = list(
+        extension._scan_suffix(directory_fd, b".pid", "d/", _rundir.is_temp, False, _rundir.Entry)
+    )
+    assert [type(e) for e in entries] == [_rundir.Entry] * len(plain) and plain
+    assert [tuple.__getitem__(e, slice(None)) for e in entries] == [
+        (p[0], p[1], p[2], None, None, None) for p in plain
+    ]
+    with pytest.raises(TypeError):
+        extension._scan_suffix(directory_fd, b".pid", "d/", _rundir.is_temp, False, list)
