@@ -185,11 +185,11 @@ cdef long PIDFS_MAGIC = 0x50494446
 cdef long TMPFS_MAGIC = 0x01021994
 cdef long RAMFS_MAGIC = 0x858458f6
 
+cdef tuple UNLOCKED = (False, None, None)  # a lock probe's answer: see _rundir.Entry.lock
+cdef tuple NONE_4 = (None, None, None, None)  # a scan item's fields that identity_at left out
+cdef object _make_extras = functools.partial(tuple.__new__, _common.Extras)
 # A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
-cdef tuple NONE_4 = (None, None, None, None)
-cdef tuple UNLOCKED = (False, None, None)  # a lock probe's answer: see _rundir.Entry.lock
-cdef object _make_extras = functools.partial(tuple.__new__, _common.Extras)
 cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
                         | fcntl.O_CLOEXEC)
 # In place: no O_TRUNC, the file is checked first (see write_in_place).
