@@ -219,6 +219,11 @@ def buffer_too_small(size: int) -> str:
 TEMP_SUFFIX_MAX = 10 + 1 + 20 + 4
 #: Temporary names a writer tries before giving up (each taken one was left by a killed writer).
 TEMP_ATTEMPTS = 16
+#: Times an in-place write is made again: its file was removed as it was written, or a remover's
+#: lease kept it from being opened (then after a pause). Only a remover at work each time makes
+#: more than one.
+IN_PLACE_ATTEMPTS = 16
+IN_PLACE_PAUSE = 0.001
 #: Rounds of "the file changed under us, look again" before a lock gives up: only a process
 #: replacing the file continuously, against the protocol, makes more than a few.
 SETTLE_ATTEMPTS = 1000
@@ -340,12 +345,17 @@ def others_can_replace(directory: str | bytes) -> bool:
 # the atomic writer replaces, never follows). A directory fails with EISDIR, as rename() would;
 # a FIFO, socket or device with ENXIO, as opening it for writing without blocking does.
 NOT_REGULAR_TARGET = "PID file path holds a FIFO, socket or device, not a regular file"
+# EAGAIN from a writer: the file was removed (or leased by a remover) at each in-place attempt;
+# from the lock: replaced at each attempt.
+KEPT_CHANGING = "PID file kept being removed or replaced as it was written"
 
 
 def write_strerror(code: int) -> str:
     """What a writer's OSError says for errno ``code``."""
     if code == errno.ELOOP:
         return "PID file path is a symlink, which is never followed"
+    if code == errno.EAGAIN:
+        return KEPT_CHANGING
     return NOT_REGULAR_TARGET if code == errno.ENXIO else os.strerror(code)
 
 

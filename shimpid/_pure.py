@@ -18,6 +18,7 @@ import select
 import signal
 import stat
 import sys
+import time
 
 from . import _common
 from ._common import (
@@ -445,22 +446,33 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
-    _check_target(target)  # before opening: opening a FIFO or a device has effects of its own
-    kept = keep(os.open, target, _OPEN_IN_PLACE, mode)
-    try:
-        fd = kept[0]
-        info = os.fstat(fd)
-        # Checked before anything is written: a device (say) is never written to, and a file
-        # of another user's is never left holding our record under their name.
-        if info.st_mode & _S_IFMT != _S_IFREG:
-            raise OSError(errno.ENXIO, _common.NOT_REGULAR_TARGET)
-        if info.st_uid != os.geteuid():
-            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
-        os.ftruncate(fd, 0)
-        _write_all(fd, data)
-    finally:
-        if kept:
-            os.close(kept[0])  # an error from close() (NFS) fails the write
+    for attempt in range(_common.IN_PLACE_ATTEMPTS):
+        if attempt:
+            time.sleep(_common.IN_PLACE_PAUSE)
+        _check_target(target)  # before opening: opening a FIFO or a device has effects of its own
+        kept = keep(os.open, target, _OPEN_IN_PLACE, mode)
+        try:
+            try:
+                fd = kept[0]
+            except BlockingIOError:
+                continue  # a remover's lease: its file is going, look the path up again
+            info = os.fstat(fd)
+            # Checked before anything is written: a device (say) is never written to, and a
+            # file of another user's is never left holding our record under their name.
+            if info.st_mode & _S_IFMT != _S_IFREG:
+                raise OSError(errno.ENXIO, _common.NOT_REGULAR_TARGET)
+            if info.st_uid != os.geteuid():
+                raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+            os.ftruncate(fd, 0)
+            _write_all(fd, data)
+            if os.fstat(fd).st_nlink:
+                return
+            # Removed as it was written: a remover had judged it and let go before this open
+            # reached it. The record is in no file; write it again.
+        finally:
+            if kept:
+                os.close(kept[0])  # an error from close() (NFS) fails the write
+    raise OSError(errno.EAGAIN, _common.KEPT_CHANGING)
 
 
 def _check_target(target: bytes) -> bool:
@@ -619,7 +631,7 @@ def _lock_try_once(
                     os.close(fd)
                     return taken
             return _common.LOCK_TAKEN
-        raise OSError(errno.EAGAIN, "the pid file kept changing while being locked")
+        raise OSError(errno.EAGAIN, _common.KEPT_CHANGING)
     except BaseException:
         _discard_temp(made)
         raise

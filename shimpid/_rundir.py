@@ -10,10 +10,12 @@ comes from those bytes.
 
 Removal, which must never lose a record written meanwhile (in place, as boxlite writes, or
 atomically): the file is locked, checked to hold the bytes it was judged from, and renamed
-aside (which takes exactly what is at the path at that instant); then, once no other process
-has it open (a write lease says so; where leases are unavailable, once a grace period has
-passed), it is read again and removed only if it still holds those bytes, else put back
-(``link()``, which never replaces a newer file). Any error or exception on the way puts it back.
+aside (which takes exactly what is at the path at that instant); then, once a grace period has
+passed (a writer that had looked the name up has reached the file) and no other process has it
+open (a write lease says so, where leases are available), it is read again and removed only if
+it still holds those bytes, else put back (``link()``, which never replaces a newer file). Any
+error or exception on the way puts it back. shimpid's own in-place writer also checks, once it
+has written, that its file was not removed meanwhile, and writes again if it was.
 
 Both backends share this module: it is policy over the backend's decode and classification.
 """
@@ -62,9 +64,11 @@ ASIDE_PREFIX = ".shimpid-removing."
 # clean() leaves younger temporary files alone: a write takes microseconds, and a writer in
 # another pid namespace, whose pid means nothing here, may be at work.
 STALE_AFTER = 2.0
-# Where no write lease can be taken (another filesystem, another user's file without
-# CAP_LEASE), a file set aside is judged again only after this long: an in-place writer that
-# opened it before it was moved has written by then. Paid once per batch, not per file.
+# A file set aside is judged again only after this long. An in-place writer that looked its
+# name up before it was moved may reach the file itself only later (its open() stalled): by
+# then it has, and holds it open or has written. Without a lease (another filesystem, another
+# user's file without CAP_LEASE), this is also all that says it has written. Paid once per
+# batch, not per file.
 GRACE = 0.05
 # How long a file set aside may stay open by another process (an in-place writer at work)
 # before it is put back unjudged.
@@ -505,8 +509,13 @@ class _Aside:
         """``(name, removed, why kept)`` for each file set aside that can be settled now (with
         ``wait``, all of them, sleeping as long as needed)."""
         while self.pending:
-            waiting = False
-            for aside in list(self.pending):
+            now, due = time.monotonic(), []
+            for aside, (_, _, moved) in self.pending.items():
+                if now - moved < GRACE:
+                    break  # and so are all after it: files go aside in turn
+                due.append(aside)
+            waiting = len(due) < len(self.pending)
+            for aside in due:
                 outcome = self._settle_one(aside)
                 if outcome is None:
                     waiting = True
@@ -531,8 +540,6 @@ class _Aside:
                 if age < OPEN_LIMIT:
                     return None
                 why = "another process keeps it open"
-            elif not leased and age < GRACE:
-                return None
             else:
                 now = Read(aside, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
                 if now.same(expected) and not (leased and _lease_broken(fd)):

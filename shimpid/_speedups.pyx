@@ -67,6 +67,7 @@ from libc.stdio cimport rename
 from libc.string cimport memchr, memcmp, memcpy, memset, strdup, strlen
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
+from posix.time cimport nanosleep, timespec
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fchmod, fstat, lstat, struct_stat
 from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
@@ -151,6 +152,8 @@ cdef enum:
     TEMP_PATH_MAX = 4096
     TEMP_ATTEMPTS = 16
     SETTLE_ATTEMPTS = 1000
+    IN_PLACE_ATTEMPTS = 16
+    IN_PLACE_PAUSE_NS = 1000000
     # read_pid_file() failures that are not an errno
     FAIL_NOT_REGULAR = -1
     FAIL_TOO_LARGE = -2
@@ -203,10 +206,12 @@ if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFI
         _common.TEMP_PATH_MAX, _common.TEMP_ATTEMPTS, _common.SETTLE_ATTEMPTS,
         _common.STAT_READ_BYTES, _common.STATUS_READ_BYTES, _common.WRITE_MAX_BYTES,
         _common.PID_MAX, _common.BOOT_ID_BYTES, _common.PIDFS, _common.PIDFD, _common.NO_PIDFD,
-        _common.PIDFS_MAGIC, _common.CAPABILITY_MAX) != (
+        _common.PIDFS_MAGIC, _common.CAPABILITY_MAX, _common.IN_PLACE_ATTEMPTS,
+        round(_common.IN_PLACE_PAUSE * 1e9)) != (
         RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, TEMP_ATTEMPTS,
         SETTLE_ATTEMPTS, STAT_READ_BYTES, STATUS_READ_BYTES, WRITE_MAX_BYTES, PID_MAX,
-        BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX):
+        BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX, IN_PLACE_ATTEMPTS,
+        IN_PLACE_PAUSE_NS):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
 
 # This boot's identity, for the readers' comparisons without the GIL (empty: unknown).
@@ -819,27 +824,41 @@ cdef int _write_all(int fd, const char *data, Py_ssize_t size) noexcept nogil:
 
 cdef int _write_in_place(const char *path, const char *data, Py_ssize_t size,
                          mode_t mode) noexcept nogil:
-    """Open without O_TRUNC and check the file first (see _pure._write_in_place)."""
+    """Open without O_TRUNC and check the file first; again if a remover took it (see
+    _pure._write_in_place)."""
     cdef struct_stat info
-    cdef int fd, rc = _check_target(path)  # before opening: a FIFO's or a device's open has effects
-    if rc < 0:
-        return rc
-    fd = open_retry(path, OPEN_IN_PLACE, mode)
-    rc = 0
-    if fd < 0:
-        return -errno
-    if fstat(fd, &info) != 0:
-        rc = -errno
-    elif not S_ISREG(info.st_mode):
-        rc = -ENXIO  # a device, say: never written to
-    elif info.st_uid != unistd.geteuid():
-        rc = -EPERM  # another user's file must not hold our record under their name
-    elif ftruncate_retry(fd) != 0:
-        rc = -errno
-    else:
-        rc = _write_all(fd, data, size)
-    if unistd.close(fd) != 0 and rc == 0:
-        rc = -errno  # an error from close() (NFS) fails the write
+    cdef timespec pause = timespec(0, IN_PLACE_PAUSE_NS)
+    cdef int fd, attempt, rc = 0
+    for attempt in range(IN_PLACE_ATTEMPTS):
+        if attempt:
+            nanosleep(&pause, NULL)
+        rc = _check_target(path)  # before opening: a FIFO's or a device's open has effects
+        if rc < 0:
+            return rc
+        fd = open_retry(path, OPEN_IN_PLACE, mode)
+        rc = -EAGAIN
+        if fd < 0:
+            if errno == EAGAIN:
+                continue  # a remover's lease
+            return -errno
+        if fstat(fd, &info) != 0:
+            rc = -errno
+        elif not S_ISREG(info.st_mode):
+            rc = -ENXIO  # a device, say: never written to
+        elif info.st_uid != unistd.geteuid():
+            rc = -EPERM  # another user's file must not hold our record under their name
+        elif ftruncate_retry(fd) != 0:
+            rc = -errno
+        else:
+            rc = _write_all(fd, data, size)
+            if rc == 0 and fstat(fd, &info) != 0:
+                rc = -errno
+            elif rc == 0 and info.st_nlink == 0:
+                rc = -EAGAIN  # removed as it was written
+        if unistd.close(fd) != 0 and rc == 0:
+            rc = -errno  # an error from close() (NFS) fails the write
+        if rc != -EAGAIN:
+            return rc
     return rc
 
 

@@ -4,35 +4,41 @@
    between a dead record and a live one, every answer names one record and its own verdict.
 2. Removal never loses a record written meanwhile: in-place writers (shimpid's, and boxlite's
    ``std::fs::write``) alternate a stale record and their own live one while cleaners loop, and
-   every live record stays (perhaps set aside for a moment, then put back).
+   every live record stays (perhaps set aside for a moment, then put back). shimpid's writer
+   whose open reaches its file only once a remover has let go of it (unlinked, or leased) writes
+   again at the path.
 3. Removal under random KeyboardInterrupts and EMFILE: nothing is left aside, no live record is
    lost, and clean raises nothing else.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 import shimpid
-from _helpers import rounds, script_prelude, stop
+from _helpers import require_or_skip, rounds, script_prelude, stop
 from shimpid import _rundir
 
 
-def spawn(impl, body: str, **params) -> subprocess.Popen:
+def spawn(impl, body: str, prefix: tuple[str, ...] = (), **params) -> subprocess.Popen:
     """``python -c`` of body after script_prelude(impl), its parameters as JSON in sys.argv[1]
-    and the backend named in SHIMPID_PURE_PYTHON too."""
+    and the backend named in SHIMPID_PURE_PYTHON too (under ``prefix``, a command's start)."""
     # Not measured by coverage (tox -e coverage): a handler raising inside its tracer would
     # disable the Cython plugin there, and the records of the .pyx would not combine.
     env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE")}
     env["SHIMPID_PURE_PYTHON"] = "1" if impl.__name__ == "shimpid._pure" else "0"
     return subprocess.Popen(
-        [sys.executable, "-c", script_prelude(impl) + body, json.dumps(params)],
+        [*prefix, sys.executable, "-c", script_prelude(impl) + body, json.dumps(params)],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -238,6 +244,109 @@ def test_looping_cleaners_never_lose_a_record_written_in_place(impl, tmp_path, r
     assert lost == 0, f"{lost} of {4 * n} live records lost ({summary})"
     assert aside_files(run) == [], summary
     assert sum(c["removed"] for c in cleaned) > 0, f"no stale record was removed: {summary}"
+
+
+IN_PLACE_ONCE = """
+args = json.loads(sys.argv[1])
+impl.PidFileWriter.at(args["path"], atomic=False).write_current()
+print(json.dumps({"pid": os.getpid()}))
+"""
+
+
+def stalled_opens(path, inject: str) -> tuple[str, ...]:
+    """strace, tampering only with the opens of ``path`` (``inject``: strace's words)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        require_or_skip("strace not found")
+    trace = ("-qq", "-f", "-o", os.devnull, "-P", str(path), "-e", "trace=openat")
+    return (str(strace), *trace, "-e", f"inject=openat:{inject}")
+
+
+def wait_for(condition, child: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the writer never got there"
+        time.sleep(0.001)
+
+
+def test_an_in_place_write_into_a_file_removed_meanwhile_is_made_again(impl, tmp_path):
+    """A remover that judged the file unlinks it after the writer's open has reached it (an open
+    that looked the name up before the file went aside, and stalled: here strace holds the open
+    for 2 s). The writer finds, once it has written, that its file is gone, and writes again."""
+    path = tmp_path / "w.pid"
+    writer = spawn(
+        impl, IN_PLACE_ONCE, prefix=stalled_opens(path, "delay_exit=2000000:when=1"), path=str(path)
+    )
+    wait_for(path.exists, writer)  # created; the open has not returned
+    path.unlink()
+    pid = outcome(writer)["pid"]
+    assert impl.PidRecord.decode(path.read_bytes()).pid == pid
+
+
+def test_an_in_place_write_that_meets_a_removers_lease_looks_the_path_up_again(impl, tmp_path):
+    """A remover holds a write lease on the file it judges (and will unlink). The writer's open
+    meets the lease (it opens without blocking: EWOULDBLOCK), pauses and looks the path up
+    again, once the remover has let go: its record is at the path, the judged file untouched.
+    (strace slows the writer's later opens, so that the test has time to act as the remover.)"""
+    path, aside = tmp_path / "w.pid", tmp_path / "aside"
+    path.write_bytes(b"1\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)  # ignored, not SIGIO: it would end pytest
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        writer = spawn(
+            impl,
+            IN_PLACE_ONCE,
+            prefix=stalled_opens(path, "delay_enter=300000:when=2+"),
+            path=str(path),
+        )
+        wait_for(lambda: fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_WRLCK, writer)
+        os.rename(path, aside)
+    finally:
+        os.close(fd)  # and with it the lease
+    pid = outcome(writer)["pid"]
+    assert impl.PidRecord.decode(path.read_bytes()).pid == pid
+    assert aside.read_bytes() == b"1\n"
+
+
+ONE_CLEAN = """
+from shimpid import _operate, _rundir
+import shimpid
+_rundir._backend = _operate._backend = impl
+args = json.loads(sys.argv[1])
+_rundir.GRACE = args["grace"]
+print(json.dumps([list(removal) for removal in shimpid.clean(args["directory"])]))
+"""
+
+
+def test_a_removal_judges_the_file_only_once_a_stalled_open_has_reached_it(
+    impl, tmp_path, reaped_pid
+):
+    """An in-place writer looked the name up before the file went aside, and its open reaches
+    the file only after the move (emulated: an O_PATH descriptor taken before, reopened through
+    /proc after). The remover judges the file only a grace period after the move (2 s here), by
+    when that writer has written: the record is put back, never unlinked unread."""
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "w.pid"
+    impl.PidFileWriter.at(path).write(impl.PidRecord(reaped_pid, 1))
+    looked_up = os.open(path, os.O_PATH | os.O_CLOEXEC)  # no open file: no lease is refused
+    try:
+        cleaner = spawn(impl, ONE_CLEAN, directory=str(run), grace=2.0)
+        wait_for(lambda: aside_files(run) != [], cleaner)
+        reached = os.open(f"/proc/self/fd/{looked_up}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(reached, 0)
+            os.write(reached, impl.PidRecord.current().encode())
+        finally:
+            os.close(reached)
+    finally:
+        os.close(looked_up)
+    removals = outcome(cleaner)
+    assert removals == [[str(path), f"kept: {_rundir.CHANGED}", False]]
+    assert impl.PidRecord.decode(path.read_bytes()).pid == os.getpid()
+    assert aside_files(run) == []
 
 
 # ---- 3. random KeyboardInterrupts and EMFILE -----------------------------------------------
