@@ -198,3 +198,24 @@ def build_probe(name: str, directory, *flags: str) -> str:
         [cc, "-O2", "-o", out, os.path.join(HERE, "probe", f"{name}.c"), *flags], check=True
     )
     return out
+
+
+def flock_holder(path) -> subprocess.Popen:
+    """A process holding an exclusive flock() on path, as flock(1) does, and nothing else."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
+            "time.sleep(60)",
+            str(path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if child.stdout.readline() != "locked\n":
+        stop(child)
+        pytest.fail("the flock() holder did not start")
+    return child

@@ -16,13 +16,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 import shimpid
-from _helpers import PURE_ONLY, THOROUGH, bound_reader, cached_build, proc_state, require_or_skip
+from _helpers import (
+    PURE_ONLY,
+    THOROUGH,
+    bound_reader,
+    cached_build,
+    proc_state,
+    require_or_skip,
+    script_prelude,
+    stop,
+)
 from shimpid import _cli, _lock, _operate, _rundir
 
 # Property tests: a few hundred examples at a desk, thousands in CI (SHIMPID_THOROUGH=1, which
@@ -72,6 +82,13 @@ def _reader_on_impl(request: pytest.FixtureRequest):
 
 
 @pytest.fixture(scope="session")
+def backend():
+    """The backend this run's shimpid uses (the extension, unless SHIMPID_PURE_PYTHON), imported
+    directly as ``impl`` is: for code that is one whatever the backend, tested once."""
+    return importlib.import_module("shimpid._pure" if PURE_ONLY else "shimpid._speedups")
+
+
+@pytest.fixture(scope="session")
 def extension():
     """The Cython backend, for the tests of its own fast paths against the general rules; the
     pure leg skips them (it would compare the pure backend with itself)."""
@@ -89,6 +106,43 @@ def locking(impl, monkeypatch):
     monkeypatch.setattr(_rundir, "_backend", impl)
     monkeypatch.setattr(_operate, "_backend", impl)
     return PidFileLock
+
+
+def holder_script(impl, path, *, then: str = "time.sleep(60)") -> str:
+    """A ``python -c`` script that takes the lock on path with impl, says "locked" (or why not)
+    on stdout, then runs ``then``."""
+    return script_prelude(impl) + textwrap.dedent(f"""
+        from shimpid import _lock
+        _lock._backend = impl
+        lock = _lock.PidFileLock({str(path)!r})
+        try:
+            lock.acquire(timeout=0)
+        except _lock.AlreadyLocked as err:
+            print("held", err.pid, flush=True)
+            sys.exit(1)
+        print("locked", flush=True)
+        {then}
+        """)
+
+
+@pytest.fixture
+def hold(impl):
+    """Start a process holding the lock on a path; it is killed at the end of the test."""
+    children = []
+
+    def start(path, **kwargs):
+        child = subprocess.Popen(
+            [sys.executable, "-c", holder_script(impl, path, **kwargs)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        children.append(child)
+        assert child.stdout.readline() == "locked\n"
+        return child
+
+    yield start
+    for child in children:
+        stop(child)
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
-"""PidFileLock and ``shimpid lock``: one holder at a time, never blocked by a stale file, on both
-backends, with real processes."""
+"""PidFileLock through each backend's system calls (``_lock_try``, ``_lock_release``): one holder
+at a time, never blocked by a stale file, nothing at the path damaged, across fork and exec, the
+file's mode and owner. Both backends, real processes. The lock's policy, which is one code, is
+tested once in test_lock_policy.py."""
 
 from __future__ import annotations
 
@@ -7,8 +9,6 @@ import contextlib
 import errno
 import json
 import os
-import pickle
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +20,11 @@ import pytest
 import shimpid
 from _helpers import (
     PURE_ONLY,
+    flock_holder,
     proc_state,
     require_or_skip,
     rounds,
     run_in_child,
-    run_in_pid_namespace,
     script_prelude,
     stop,
 )
@@ -36,43 +36,6 @@ TOKEN = "services-mux-v1"
 def read_bytes(path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def holder_script(impl, path, *, then: str = "time.sleep(60)") -> str:
-    """A ``python -c`` script that takes the lock on path with impl, says "locked" (or why not)
-    on stdout, then runs ``then``."""
-    return script_prelude(impl) + textwrap.dedent(f"""
-        from shimpid import _lock
-        _lock._backend = impl
-        lock = _lock.PidFileLock({str(path)!r})
-        try:
-            lock.acquire(timeout=0)
-        except _lock.AlreadyLocked as err:
-            print("held", err.pid, flush=True)
-            sys.exit(1)
-        print("locked", flush=True)
-        {then}
-        """)
-
-
-@pytest.fixture
-def hold(impl):
-    """Start a process holding the lock on a path; it is killed at the end of the test."""
-    children = []
-
-    def start(path, **kwargs):
-        child = subprocess.Popen(
-            [sys.executable, "-c", holder_script(impl, path, **kwargs)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        children.append(child)
-        assert child.stdout.readline() == "locked\n"
-        return child
-
-    yield start
-    for child in children:
-        stop(child)
 
 
 # ---- one process ---------------------------------------------------------------------------------
@@ -113,40 +76,6 @@ def test_a_lock_is_never_taken_twice(locking, pid_path):
     assert not pid_path.exists() and not lock.i_am_locking()
 
 
-def test_already_locked_is_an_oserror_with_the_holder(locking, pid_path):
-    with locking(pid_path), pytest.raises(OSError) as info:
-        locking(pid_path).acquire(timeout=0)
-    err = info.value
-    assert type(err) is AlreadyLocked and err.errno == errno.EWOULDBLOCK
-    assert err.pid == os.getpid() and err.filename == str(pid_path)
-    assert f"locked by process {os.getpid()}" in str(err)
-    copy = pickle.loads(pickle.dumps(err))
-    assert (type(copy), copy.errno, copy.pid, copy.filename) == (
-        AlreadyLocked,
-        err.errno,
-        err.pid,
-        err.filename,
-    )
-
-
-@pytest.mark.parametrize("timeout", [-1, float("nan")])
-def test_a_bad_timeout_is_refused(locking, pid_path, timeout):
-    with pytest.raises(ValueError):
-        locking(pid_path).acquire(timeout=timeout)
-    with pytest.raises(TypeError):
-        locking(pid_path).acquire(timeout="1")
-    assert not pid_path.exists()
-
-
-def test_a_lock_cannot_be_pickled_and_copies_as_itself(locking, pid_path):
-    import copy
-
-    lock = locking(pid_path)
-    with pytest.raises(TypeError, match="pickle"):
-        pickle.dumps(lock)
-    assert copy.copy(lock) is lock and copy.deepcopy(lock) is lock
-
-
 def test_what_is_at_the_path_is_never_damaged(locking, tmp_path):
     (tmp_path / "dir.pid").mkdir()
     os.mkfifo(tmp_path / "fifo.pid")
@@ -165,11 +94,6 @@ def test_what_is_at_the_path_is_never_damaged(locking, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["dir.pid", "fifo.pid", "link.pid", "target"]
 
 
-def test_a_missing_directory_fails_when_the_lock_is_made(locking, tmp_path):
-    with pytest.raises(shimpid.StorageError):
-        locking(tmp_path / "missing" / "x.pid")
-
-
 def test_release_leaves_a_file_that_is_no_longer_ours(impl, locking, pid_path, sleeper):
     lock = locking(pid_path)
     lock.acquire()
@@ -180,34 +104,6 @@ def test_release_leaves_a_file_that_is_no_longer_ours(impl, locking, pid_path, s
 
 
 # ---- other processes -----------------------------------------------------------------------------
-
-
-def test_contention_names_the_holder(locking, pid_path, hold):
-    holder = hold(pid_path)
-    lock = locking(pid_path)
-    assert lock.is_locked() and not lock.i_am_locking()
-    assert lock.holder() == Verified(holder.pid) and lock.read_pid() == holder.pid
-    start = time.monotonic()
-    with pytest.raises(AlreadyLocked) as info:
-        lock.acquire(timeout=0)
-    assert info.value.pid == holder.pid
-    assert time.monotonic() - start < 0.5, "a verified holder fails a try at once"
-    start = time.monotonic()
-    with pytest.raises(AlreadyLocked):
-        lock.acquire(timeout=0.3)
-    assert 0.3 <= time.monotonic() - start < 2
-
-
-@pytest.mark.parametrize("timeout", [None, 10])
-def test_a_waiting_acquire_gets_the_lock_when_the_holder_lets_go(locking, pid_path, hold, timeout):
-    holder = hold(pid_path, then="time.sleep(0.1); lock.release(); time.sleep(60)")
-    lock = locking(pid_path)
-    start = time.monotonic()
-    lock.acquire(timeout=timeout)
-    assert lock.i_am_locking() and 0.05 < time.monotonic() - start < 5
-    assert lock.holder() == Verified(os.getpid())
-    lock.release()
-    assert holder.poll() is None
 
 
 def test_a_killed_holder_leaves_a_file_that_never_blocks(impl, locking, pid_path, hold):
@@ -340,40 +236,6 @@ def test_no_two_processes_ever_hold_the_lock_at_once(pid_path, tmp_path):
     assert not pid_path.exists()
 
 
-def test_pgrep_and_pkill_minus_l_accept_a_held_lock_only(locking, pid_path, hold):
-    pgrep = shutil.which("pgrep")
-    if pgrep is None:
-        require_or_skip("pgrep (procps) is not installed")
-    holder = hold(pid_path)
-    said = subprocess.run([pgrep, "-L", "-F", str(pid_path)], capture_output=True, text=True)
-    assert (said.returncode, said.stdout) == (0, f"{holder.pid}\n")
-    assert subprocess.run([shutil.which("pkill"), "-0", "-L", "-F", str(pid_path)]).returncode == 0
-    holder.kill()
-    holder.wait()  # the file stays, unlocked: -L refuses it
-    assert subprocess.run([pgrep, "-L", "-F", str(pid_path)], capture_output=True).returncode != 0
-
-
-def flock_holder(path) -> subprocess.Popen:
-    """A process holding an exclusive flock() on path, as flock(1) does, and nothing else."""
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\n"
-            "time.sleep(60)",
-            str(path),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    if child.stdout.readline() != "locked\n":
-        stop(child)
-        pytest.fail("the flock() holder did not start")
-    return child
-
-
 def test_a_file_locked_by_a_process_it_does_not_name(impl, locking, pid_path, reaped_pid):
     """flock(1), or a PidFileLock between locking and writing: held, so never taken, and a try
     waits briefly for the holder's record before it gives up."""
@@ -466,208 +328,6 @@ def test_an_exec_child_does_not_inherit_the_lock(locking, pid_path):
         child.wait()
 
 
-# ---- the command line ----------------------------------------------------------------------------
-
-
-def test_shimpid_lock_runs_the_command_holding_the_lock(impl, cli, pid_path):
-    run, env = cli, cli.env
-    command = "echo fd=$SHIMPID_LOCK_FD; exec sleep 60"
-    holder = subprocess.Popen(
-        [sys.executable, "-m", "shimpid", "lock", str(pid_path), "--", "sh", "-c", command],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().startswith("fd=")
-        # the record names the command itself: shimpid exec'd it
-        assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(holder.pid)
-        second = run("lock", pid_path, "--", "true")
-        assert second.returncode == 1
-        assert f"is locked by {holder.pid}" in second.stderr
-        assert run("status", pid_path).stdout == f"verified {holder.pid} (locked by {holder.pid})\n"
-        assert f"lock:             locked by {holder.pid}" in run("show", pid_path).stdout
-        shown = json.loads(run("show", "--json", pid_path).stdout)
-        assert (shown["locked"], shown["locked_by"]) == (True, holder.pid)
-        listed = json.loads(run("ls", "--json", pid_path.parent).stdout)["files"]
-        assert [(row["locked"], row["locked_by"]) for row in listed] == [(True, holder.pid)]
-        waited = run("lock", "--timeout", "0.1", pid_path, "--", "true")
-        assert waited.returncode == 1
-    finally:
-        stop(holder)
-    # killed: the file stays, naming a dead process, and takes the next lock at once
-    assert run("status", pid_path).stdout.startswith("absent ")
-    assert run("lock", pid_path, "--", "true").returncode == 0
-    assert not pid_path.exists() or run("status", pid_path).returncode == 1
-
-
-def test_shimpid_lock_exit_codes(cli, pid_path, tmp_path):
-    run = cli
-    assert run("lock", pid_path, "--", "sh", "-c", "exit 7").returncode == 7
-    missing = run("lock", pid_path, "--", "./no-such-command", cwd=tmp_path)
-    assert missing.returncode == 127 and "command not found" in missing.stderr
-    assert not pid_path.exists(), "given back, and removed, when the command cannot run"
-    (tmp_path / "plain").write_text("not executable\n")
-    assert run("lock", pid_path, "--", "./plain", cwd=tmp_path).returncode == 126
-    (tmp_path / "garbage").write_bytes(b"\x7fELF garbage")
-    os.chmod(tmp_path / "garbage", 0o755)
-    assert run("lock", pid_path, "--", "./garbage", cwd=tmp_path).returncode == 126  # ENOEXEC
-    assert run("lock", pid_path).returncode == 2
-    assert run("lock", tmp_path / "missing" / "x.pid", "--", "true").returncode == 1
-    assert run("lock", "--capability", "a\tb", pid_path, "--", "true").returncode == 2
-
-
-# ---- python-daemon -------------------------------------------------------------------------------
-
-
-DAEMON = """
-import daemon, shimpid, sys, time
-log = open(sys.argv[2], "a")
-lock = shimpid.PidFileLock(sys.argv[1])
-with daemon.DaemonContext(pidfile=lock, stdout=log, stderr=log):
-    print("running", flush=True)
-    time.sleep(60)
-"""
-
-DAEMON_TEST = """
-import shimpid
-path, log, daemon = sys.argv[1], sys.argv[2], sys.argv[3]
-def start():  # through sh: python-daemon detaches only what init did not start
-    return subprocess.run(["sh", "-c", '"$0" -c "$1" "$2" "$3"', sys.executable, daemon, path,
-                           log], timeout=30).returncode
-report = {"first": start()}
-deadline = time.monotonic() + 20
-reader = shimpid.PidFileReader.at(path)
-while not (os.path.exists(path) and shimpid.PidFileLock(path).is_locked()
-           and reader.process_identity() == shimpid.Verified(reader.read().pid)):
-    assert time.monotonic() < deadline, "the daemon did not take the lock"
-    time.sleep(0.02)
-report["daemon"] = reader.read().pid
-report["second"] = start()
-while "pid file is locked by" not in open(log).read():  # the message: the second daemon dies
-    assert time.monotonic() < deadline + 20, "the second daemon said nothing"
-    time.sleep(0.02)
-report["holder"] = shimpid.PidFileLock(path).read_pid()
-stop = subprocess.run([sys.executable, "-m", "shimpid", "stop", path], capture_output=True,
-                      text=True)
-report["stop"] = [stop.returncode, stop.stdout]
-report["left"] = os.path.exists(path)
-report["locked"] = shimpid.PidFileLock(path).is_locked()
-with open(log) as f:
-    report["log"] = f.read()
-print(json.dumps(report))
-"""
-
-
-def test_python_daemon_takes_the_lock_in_the_daemon(impl, tmp_path):
-    try:
-        import daemon  # noqa: F401
-    except ImportError:
-        require_or_skip("python-daemon is not installed")
-    path, log, script = tmp_path / "daemon.pid", tmp_path / "log", tmp_path / "daemon.py"
-    log.write_text("")
-    script.write_text(DAEMON)
-    os.chmod(tmp_path, 0o755)
-    prelude = script_prelude(impl) + "os.environ['PYTHONPATH'] = os.pathsep.join(sys.path)\n"
-    if impl is shimpid._pure:
-        prelude += "os.environ['SHIMPID_PURE_PYTHON'] = '1'\n"
-    code = prelude + f"sys.argv[1:] = {[str(path), str(log), DAEMON]!r}\n" + DAEMON_TEST
-    out = run_in_pid_namespace(code)
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout.splitlines()[-1])
-    assert report["first"] == 0 and report["second"] == 0  # each detached at once
-    assert report["holder"] == report["daemon"], report
-    assert report["log"].count("running") == 1, report["log"]
-    assert (
-        f"AlreadyLocked: [Errno {errno.EWOULDBLOCK}] pid file is locked by process "
-        f"{report['daemon']}" in report["log"]
-    )
-    assert report["stop"][0] == 0 and report["stop"][1].startswith(f"stopped {report['daemon']}")
-    assert not report["left"] and not report["locked"]
-
-
-OTHER_DAEMON = """
-import daemon, sys, time
-from daemon.pidfile import TimeoutPIDLockFile
-log = open(sys.argv[2], "a")
-with daemon.DaemonContext(pidfile=TimeoutPIDLockFile(sys.argv[1], 0), stdout=log, stderr=log):
-    print("running", flush=True)
-    time.sleep(60)
-"""
-
-BESIDE_TEST = """
-path, log, other, ours = sys.argv[1:5]
-def start(daemon):  # through sh: python-daemon detaches only what init did not start
-    return subprocess.run(["sh", "-c", '"$0" -c "$1" "$2" "$3"', sys.executable, daemon, path,
-                           log], timeout=30).returncode
-report = {"other": start(other)}
-deadline = time.monotonic() + 20
-while not (os.path.exists(path) and open(path).read().strip()):
-    assert time.monotonic() < deadline, "the other daemon wrote no pid file"
-    time.sleep(0.02)
-report["other pid"] = int(open(path).read())
-report["ours"] = start(ours)
-while "which is running" not in open(log).read():  # the message, not the traceback's start
-    assert time.monotonic() < deadline + 20, "shimpid's daemon said nothing"
-    time.sleep(0.02)
-report["file"] = open(path).read()
-with open(log) as f:
-    report["log"] = f.read()
-print(json.dumps(report))
-"""
-
-
-def test_a_daemon_of_another_tool_is_never_joined_by_a_second(impl, tmp_path):
-    """The issue's case, with the real package: a daemon holds python-daemon's
-    TimeoutPIDLockFile (an exclusive create, no flock); a DaemonContext with a PidFileLock of the
-    same path must refuse to start beside it, and leave its file alone."""
-    try:
-        import daemon  # noqa: F401
-    except ImportError:
-        require_or_skip("python-daemon is not installed")
-    path, log = tmp_path / "daemon.pid", tmp_path / "log"
-    log.write_text("")
-    os.chmod(tmp_path, 0o755)
-    prelude = script_prelude(impl) + "os.environ['PYTHONPATH'] = os.pathsep.join(sys.path)\n"
-    if impl is shimpid._pure:
-        prelude += "os.environ['SHIMPID_PURE_PYTHON'] = '1'\n"
-    argv = [str(path), str(log), OTHER_DAEMON, DAEMON]
-    out = run_in_pid_namespace(prelude + f"sys.argv[1:] = {argv!r}\n" + BESIDE_TEST)
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout.splitlines()[-1])
-    assert report["other"] == 0 and report["ours"] == 0  # each detached at once
-    assert report["log"].splitlines().count("running") == 1, report["log"]
-    assert (
-        f"shimpid.AlreadyRunning: [Errno {errno.EWOULDBLOCK}] pid file is not locked, but names "
-        f"process {report['other pid']}, which is running" in report["log"]
-    )
-    assert report["file"] == f"{report['other pid']}\n"
-
-
-def test_a_dropped_lock_object_keeps_the_lock_for_the_life_of_the_process(locking, pid_path):
-    import gc
-
-    locking(pid_path).acquire()  # the daemon idiom: held until the process ends
-    gc.collect()
-
-    def child(out):
-        try:
-            locking(pid_path).acquire(timeout=0)
-        except AlreadyLocked as err:
-            os.write(out, str(err.pid).encode())
-
-    code, said = run_in_child(child)
-    assert (code, said) == (0, str(os.getpid()).encode())
-    # this test's process cannot give it back: free it as its exit would, by closing the file
-    for fd in list(_lock._held):
-        if os.path.exists(f"/proc/self/fd/{fd}") and os.path.samefile(
-            f"/proc/self/fd/{fd}", pid_path
-        ):
-            del _lock._held[fd]
-            os.close(fd)
-    assert not locking(pid_path).is_locked()
-
-
 def test_a_stale_file_blocks_the_peers_and_not_shimpid(
     impl, locking, tmp_path, sleeper, reaped_pid
 ):
@@ -737,31 +397,6 @@ def test_clean_racing_a_takeover_never_makes_two_holders(
     taker.release()
 
 
-def test_a_record_is_not_taken_for_the_lock_holder(impl, locking, pid_path, sleeper, cli):
-    """A file naming a live process, locked by another: nobody is named as holding it."""
-    impl.PidFileWriter.at(pid_path).write_for(sleeper.pid)  # verified, not a lock's file
-    child = flock_holder(pid_path)
-    try:
-        lock = locking(pid_path)
-        assert lock.is_locked() and lock.holder() == Absent() and lock.read_pid() is None
-        if _lock.flock_holders(pid_path) is not None:  # /proc/locks tells who holds it
-            assert _lock.flock_holders(pid_path) == {child.pid}
-            run = cli
-            assert run("status", pid_path).stdout == (
-                f"verified {sleeper.pid} (locked by a process the file does not name)\n"
-            )
-    finally:
-        stop(child)
-
-
-def test_a_blocking_acquire_of_a_lock_this_process_holds_fails(locking, pid_path):
-    with locking(pid_path):
-        start = time.monotonic()
-        with pytest.raises(AlreadyLocked) as info:
-            locking(pid_path).acquire()  # would wait for itself for ever
-        assert info.value.pid == os.getpid() and time.monotonic() - start < 5
-
-
 def test_the_lock_never_takes_a_closed_standard_streams_number(impl, cli, pid_path):
     env = cli.env
     said = subprocess.run(
@@ -795,3 +430,40 @@ def test_a_waiter_killed_while_waiting_leaves_nothing_behind(impl, cli, pid_path
     waiter.terminate()  # our child: the default action, no cleanup
     assert waiter.wait(timeout=10) == -signal.SIGTERM
     assert os.listdir(pid_path.parent) == [pid_path.name]
+
+
+# ---- the file's mode and owner, which the system calls set ---------------------------------------
+
+
+def test_mode_is_exact_whatever_the_umask(locking, pid_path):
+    old = os.umask(0o077)
+    try:
+        for mode in (0o644, 0o640, 0o600):
+            with locking(pid_path, mode=mode):
+                assert os.stat(pid_path).st_mode & 0o7777 == mode
+    finally:
+        os.umask(old)
+
+
+def test_the_owner_can_be_set(locking, pid_path):
+    if os.geteuid() != 0:
+        require_or_skip("setting another owner needs root")
+    with locking(pid_path, uid=65534, gid=65534):
+        info = os.stat(pid_path)
+        assert (info.st_uid, info.st_gid) == (65534, 65534)
+    with locking(pid_path, gid=65534):
+        info = os.stat(pid_path)
+        assert (info.st_uid, info.st_gid) == (os.geteuid(), 65534)
+    for bad in (-2, 2**32, "0"):
+        with pytest.raises((ValueError, TypeError)):
+            locking(pid_path, uid=bad)
+
+
+def test_large_ids_and_set_id_modes(locking, pid_path):
+    if os.geteuid() != 0:
+        require_or_skip("setting another owner needs root")
+    with locking(pid_path, uid=3_000_000_000, gid=3_000_000_000):
+        info = os.stat(pid_path)
+        assert (info.st_uid, info.st_gid) == (3_000_000_000, 3_000_000_000)
+    with locking(pid_path, mode=0o2644, gid=65534, secure=False):  # owner first, then the mode
+        assert os.stat(pid_path).st_mode & 0o7777 == 0o2644
