@@ -87,6 +87,8 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 _CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
 # In place: no O_TRUNC, the file is checked first (see _write_in_place).
 _OPEN_IN_PLACE = os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
+# Once its file was unlinked as it was written: again, but only where nothing is.
+_CREATE_IN_PLACE = _OPEN_IN_PLACE | os.O_EXCL
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 _OPEN_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
 
@@ -446,16 +448,19 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
+    flags = _OPEN_IN_PLACE
     for attempt in range(_common.IN_PLACE_ATTEMPTS):
         if attempt:
             time.sleep(_common.IN_PLACE_PAUSE)
         _check_target(target)  # before opening: opening a FIFO or a device has effects of its own
-        kept = keep(os.open, target, _OPEN_IN_PLACE, mode)
+        kept = keep(os.open, target, flags, mode)
         try:
             try:
                 fd = kept[0]
             except BlockingIOError:
                 continue  # a remover's lease: its file is going, look the path up again
+            except FileExistsError:
+                return  # (only again) a newer file came to the path: it stands
             info = os.fstat(fd)
             # Checked before anything is written: a device (say) is never written to, and a
             # file of another user's is never left holding our record under their name.
@@ -467,8 +472,10 @@ def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
             _write_all(fd, data)
             if os.fstat(fd).st_nlink:
                 return
-            # Removed as it was written: a remover had judged it and let go before this open
-            # reached it. The record is in no file; write it again.
+            # Unlinked as it was written: replaced by a newer file (which stands), or removed
+            # by a remover that had judged it before this open reached it (the record is in no
+            # file): again, where nothing is.
+            flags = _CREATE_IN_PLACE
         finally:
             if kept:
                 os.close(kept[0])  # an error from close() (NFS) fails the write

@@ -75,6 +75,11 @@ GRACE = 0.05
 OPEN_LIMIT = 1.0
 # How long a remover waits for another, at work in the same directory, to settle its files.
 TURN_LIMIT = 5.0
+# clean() moves files aside for this long, then settles them all (the last one GRACE later) and
+# lets go of the directory's turn and of signals, for TURN_PAUSE: a remover waiting for the turn
+# (stop), or a ^C, gets in.
+BATCH = 0.25
+TURN_PAUSE = 0.005
 LOCKED = "still locked by a process the file does not name"
 GONE = "it is gone"
 NOT_STALE = "it is not stale"
@@ -454,6 +459,7 @@ class _Aside:
                 except FileNotFoundError:
                     del self.pending[aside]
                     return GONE
+                self.pending[aside] = (name, now, time.monotonic())  # GRACE runs from the move
                 return None
             finally:
                 if kept:
@@ -480,7 +486,7 @@ class _Aside:
                         self.refused = "another process keeps this directory's lock"
                         return self.refused
                     time.sleep(pause)
-                    pause = min(pause * 2, 0.02)
+                    pause = min(pause * 2, TURN_PAUSE / 2)  # within a clean()'s pause
                 except OSError as err:
                     if err.errno != errno.ENOSYS:
                         raise
@@ -504,6 +510,12 @@ class _Aside:
         mask, self._mask = self._mask, None
         if mask is not None and _SIGMASK is not None:
             _SIGMASK(signal.SIG_SETMASK, mask)
+
+    def aside_for(self) -> float:
+        """How long the oldest file still aside has been (0 if none)."""
+        for _, _, moved in self.pending.values():
+            return time.monotonic() - moved
+        return 0.0
 
     def settle(self, wait: bool = False) -> Iterator[tuple[bytes, bool, str | None]]:
         """``(name, removed, why kept)`` for each file set aside that can be settled now (with
@@ -1022,7 +1034,9 @@ def clean(
                     found = f"kept: cannot tell ({err})", False
                 if found is not None:
                     results[name] = Removal(shown + text, found[0], found[1] and not dry_run)
-                _settled(aside.settle(), results, shown)
+                if aside.aside_for() >= BATCH:
+                    _settled(aside.settle(wait=True), results, shown)
+                    time.sleep(TURN_PAUSE)
             _settled(aside.settle(wait=True), results, shown)
         finally:
             aside.restore_all()

@@ -198,6 +198,7 @@ cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLL
 # In place: no O_TRUNC, the file is checked first (see write_in_place).
 cdef int OPEN_IN_PLACE = (fcntl.O_WRONLY | fcntl.O_CREAT | O_NOFOLLOW | fcntl.O_CLOEXEC
                           | fcntl.O_NONBLOCK)
+cdef int CREATE_IN_PLACE = OPEN_IN_PLACE | fcntl.O_EXCL
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK
 
@@ -828,19 +829,20 @@ cdef int _write_in_place(const char *path, const char *data, Py_ssize_t size,
     _pure._write_in_place)."""
     cdef struct_stat info
     cdef timespec pause = timespec(0, IN_PLACE_PAUSE_NS)
-    cdef int fd, attempt, rc = 0
+    cdef int fd, attempt, rc, flags = OPEN_IN_PLACE
+    cdef bint unlinked
     for attempt in range(IN_PLACE_ATTEMPTS):
         if attempt:
             nanosleep(&pause, NULL)
         rc = _check_target(path)  # before opening: a FIFO's or a device's open has effects
         if rc < 0:
             return rc
-        fd = open_retry(path, OPEN_IN_PLACE, mode)
-        rc = -EAGAIN
+        fd = open_retry(path, flags, mode)
         if fd < 0:
             if errno == EAGAIN:
                 continue  # a remover's lease
-            return -errno
+            return 0 if errno == EEXIST else -errno  # (only again) a newer file: it stands
+        unlinked = False
         if fstat(fd, &info) != 0:
             rc = -errno
         elif not S_ISREG(info.st_mode):
@@ -851,15 +853,17 @@ cdef int _write_in_place(const char *path, const char *data, Py_ssize_t size,
             rc = -errno
         else:
             rc = _write_all(fd, data, size)
-            if rc == 0 and fstat(fd, &info) != 0:
-                rc = -errno
-            elif rc == 0 and info.st_nlink == 0:
-                rc = -EAGAIN  # removed as it was written
+            if rc == 0:
+                if fstat(fd, &info) != 0:
+                    rc = -errno
+                else:
+                    unlinked = info.st_nlink == 0
         if unistd.close(fd) != 0 and rc == 0:
             rc = -errno  # an error from close() (NFS) fails the write
-        if rc != -EAGAIN:
+        if rc != 0 or not unlinked:
             return rc
-    return rc
+        flags = CREATE_IN_PLACE  # unlinked as it was written (see _pure): again, where nothing is
+    return -EAGAIN
 
 
 cdef int ftruncate_retry(int fd) noexcept nogil:

@@ -284,6 +284,23 @@ def test_an_in_place_write_into_a_file_removed_meanwhile_is_made_again(impl, tmp
     assert impl.PidRecord.decode(path.read_bytes()).pid == pid
 
 
+def test_an_in_place_write_never_replaces_a_newer_file_put_there_as_it_wrote(
+    impl, tmp_path, reaped_pid
+):
+    """An atomic writer (or a lock) puts a newer record at the path while an in-place writer's
+    open is stalled (strace, 2 s): the in-place write finds its file unlinked, writes again only
+    where nothing is, and the newer record stands."""
+    path = tmp_path / "w.pid"
+    writer = spawn(
+        impl, IN_PLACE_ONCE, prefix=stalled_opens(path, "delay_exit=2000000:when=1"), path=str(path)
+    )
+    wait_for(path.exists, writer)  # created; the open has not returned
+    newer = impl.PidRecord(reaped_pid, 7)
+    impl.PidFileWriter.at(path).write(newer)
+    outcome(writer)
+    assert impl.PidRecord.decode(path.read_bytes()) == newer
+
+
 def test_an_in_place_write_that_meets_a_removers_lease_looks_the_path_up_again(impl, tmp_path):
     """A remover holds a write lease on the file it judges (and will unlink). The writer's open
     meets the lease (it opens without blocking: EWOULDBLOCK), pauses and looks the path up
@@ -335,6 +352,7 @@ def test_a_removal_judges_the_file_only_once_a_stalled_open_has_reached_it(
     try:
         cleaner = spawn(impl, ONE_CLEAN, directory=str(run), grace=2.0)
         wait_for(lambda: aside_files(run) != [], cleaner)
+        time.sleep(0.2)  # well inside the grace period: a remover without one has judged by now
         reached = os.open(f"/proc/self/fd/{looked_up}", os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.ftruncate(reached, 0)
@@ -347,6 +365,29 @@ def test_a_removal_judges_the_file_only_once_a_stalled_open_has_reached_it(
     assert removals == [[str(path), f"kept: {_rundir.CHANGED}", False]]
     assert impl.PidRecord.decode(path.read_bytes()).pid == os.getpid()
     assert aside_files(run) == []
+
+
+def test_a_long_clean_lets_another_remover_have_its_turn(impl, tmp_path, reaped_pid):
+    """clean() of many stale files settles them in batches and lets go of the directory's turn
+    between batches: a removal of another file there (as stop() makes) gets its turn while
+    clean() runs, not only once it has finished (or is refused after TURN_LIMIT)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = impl.PidRecord(reaped_pid, 1).encode()
+    for n in range(15_000):
+        (run / f"{n:05d}.pid").write_bytes(stale)
+    mine = run / "zzz.pid"  # the last name clean() comes to
+    mine.write_bytes(stale)
+    cleaner = spawn(impl, ONE_CLEAN, directory=str(run), grace=_rundir.GRACE)
+    wait_for(lambda: aside_files(run) != [], cleaner)
+    directory, read = _rundir.read_record_file(mine)
+    try:
+        assert _rundir.remove_at(directory, read.name, read) == (True, None)
+    finally:
+        os.close(directory)
+    assert cleaner.poll() is None, "the removal waited for the whole clean()"
+    assert len(outcome(cleaner)) == 15_000
+    assert os.listdir(run) == []
 
 
 # ---- 3. random KeyboardInterrupts and EMFILE -----------------------------------------------
