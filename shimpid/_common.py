@@ -345,9 +345,9 @@ def others_can_replace(directory: str | bytes) -> bool:
 # the atomic writer replaces, never follows). A directory fails with EISDIR, as rename() would;
 # a FIFO, socket or device with ENXIO, as opening it for writing without blocking does.
 NOT_REGULAR_TARGET = "PID file path holds a FIFO, socket or device, not a regular file"
-# EAGAIN from a writer: the file was removed (or leased by a remover) at each in-place attempt;
-# from the lock: replaced at each attempt.
-KEPT_CHANGING = "PID file kept being removed or replaced as it was written"
+# EAGAIN from a writer or the lock: the file was replaced or removed (or leased by a remover) at
+# each attempt.
+KEPT_CHANGING = "PID file kept being replaced or removed meanwhile, at each attempt"
 
 
 def write_strerror(code: int) -> str:
