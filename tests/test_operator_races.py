@@ -444,6 +444,9 @@ import tokenize  # traceback's own lazy import (3.13): never while short of desc
 from shimpid import _operate, _rundir
 import shimpid
 _rundir._backend = _operate._backend = impl
+# The grace period is not what is raced here: short, so that runs are many and interrupts land
+# all over clean(), not mostly in its wait for the grace period (signals held).
+_rundir.GRACE = 0.001
 args = json.loads(sys.argv[1])
 run, rng = args["directory"], random.Random(args["seed"])
 stale = impl.PidRecord(args["dead"], 1)
