@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import math
 import operator
@@ -831,6 +832,18 @@ _COLUMNS = ("path", "pid", "state", "start_time", "started", "age", "capability"
 
 
 def _ls(args: argparse.Namespace) -> int:
+    # 100,000 files make 300,000 objects (reads, rows, lines) and no cycle: the collector's
+    # passes over them, as they pile up, took a third of the time.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _listing(args)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _listing(args: argparse.Namespace) -> int:
     try:
         found = sorted(
             scan_reads(args.directory, args.pattern, True, _secure(args, False)),

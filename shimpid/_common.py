@@ -536,11 +536,8 @@ _OWN_LINE4 = b"shimpid boot=%s pidfs=" % _CURRENT_BOOT_BYTES if CURRENT_BOOT_ID 
 
 
 def from_another_boot(extras: Extras) -> bool:
-    return (
-        extras.boot_id is not None
-        and CURRENT_BOOT_ID is not None
-        and extras.boot_id != CURRENT_BOOT_ID
-    )
+    boot_id = extras[1]  # not the property: shimpid ls asks this of every file
+    return boot_id is not None and boot_id != CURRENT_BOOT_ID and CURRENT_BOOT_ID is not None
 
 
 #: Longest capability token a writer takes (boxlite's own is 15 bytes)

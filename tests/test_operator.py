@@ -4,7 +4,10 @@ trust walk, and acting through the directory opened once."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import gc
+import io
 import json
 import os
 import pathlib
@@ -17,7 +20,7 @@ import pytest
 
 import shimpid
 from _helpers import stop
-from shimpid import Absent, AlreadyLocked, Verified, _operate, _rundir
+from shimpid import Absent, AlreadyLocked, Verified, _cli, _operate, _rundir
 
 # ---- every lock kind counts ---------------------------------------------------------------------
 
@@ -579,3 +582,17 @@ def test_what_ls_decodes_in_c_is_the_rules_answer(impl, tmp_path, sleeper, monke
         if extras is not None:
             assert extras == shimpid._common.parse_extras(data), path
     assert decoded >= (6 if impl.BACKEND == "cython" else 0)
+
+
+def test_ls_gives_the_collector_back_as_it_found_it(tmp_path):
+    """ls turns the cyclic collector off while it lists (its objects hold no cycle), then on
+    again only if it was on."""
+    (tmp_path / "a.pid").write_bytes(b"1\n")
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                assert _cli.main(["ls", str(tmp_path)]) == 0
+            assert "a.pid" in out.getvalue() and gc.isenabled() is enabled
+        finally:
+            gc.enable()
