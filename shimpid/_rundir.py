@@ -151,6 +151,9 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
     euid = os.geteuid()
     trail = b"/" if raw.startswith(b"/") else b"."
     result = -1
+    # Signals held meanwhile (in the main thread): a handler's exception in the loop that
+    # closes what was opened would leave the rest open.
+    mask = _hold_signals() if threading.current_thread() is threading.main_thread() else None
     try:
         fd = open_kept(trail, _STEP)
         here = os.fstat(fd)
@@ -210,6 +213,13 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
         for kept in opened:
             if kept and kept[0] != result:
                 os.close(kept.pop(0))
+        if mask is not None and _SIGMASK is not None:
+            try:
+                _SIGMASK(signal.SIG_SETMASK, mask)  # a handler due runs here
+            except BaseException:
+                if result >= 0:
+                    os.close(result)  # the caller never gets it
+                raise
 
 
 def _not_ours(info: os.stat_result, euid: int) -> str | None:

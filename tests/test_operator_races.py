@@ -473,7 +473,14 @@ def top_up():
 
 
 def open_fds():
-    return len(os.listdir("/proc/self/fd"))
+    return set(os.listdir("/proc/self/fd"))
+
+
+def where(fd):
+    try:
+        return os.readlink("/proc/self/fd/" + fd)
+    except OSError:
+        return "?"
 
 
 top_up()
@@ -491,7 +498,7 @@ deadline = time.monotonic() + args["seconds"]
 while time.monotonic() < deadline:
     top_up()
     # Short of descriptors only while clean runs (one it leaked must not starve the loop).
-    resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + args["spare"], hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(open_fds()) + args["spare"], hard))
     hog = []
     try:
         while True:
@@ -546,7 +553,7 @@ print(json.dumps({
     "unexpected": unexpected[:3],
     "unexpected_count": len(unexpected),
     "strays": strays,
-    "fds_leaked": open_fds() - fds_before,
+    "leaked": sorted(map(where, open_fds() - fds_before)),
 }))
 """
 
@@ -567,7 +574,7 @@ def test_interrupted_and_starved_cleaning_leaves_nothing_aside(impl, tmp_path, r
     another process, interrupted at random points (once, or again and again, so that an interrupt
     lands while files are being put back) by KeyboardInterrupt, and short of descriptors at
     random. It raises nothing but KeyboardInterrupt (and EMFILE opening the directory itself),
-    leaves no file aside, and no live record goes missing."""
+    leaves no file aside and no descriptor open, and no live record goes missing."""
     run = tmp_path / "run"
     run.mkdir()
     halt = tmp_path / "stop"
@@ -609,6 +616,8 @@ def test_interrupted_and_starved_cleaning_leaves_nothing_aside(impl, tmp_path, r
         )
     if aside_files(run):
         problems.append(f"files aside at the end: {aside_files(run)}")
+    if result["leaked"]:
+        problems.append(f"descriptors left open: {result['leaked']}")
     if rewritten["lost"]:
         problems.append(f"{rewritten['lost']} live records went missing for over 3 s")
     if verdicts != [shimpid.Verified(rewriter.pid)] * len(lives):
