@@ -219,7 +219,7 @@ def buffer_too_small(size: int) -> str:
 TEMP_SUFFIX_MAX = 10 + 1 + 20 + 4
 #: Temporary names a writer tries before giving up (each taken one was left by a killed writer).
 TEMP_ATTEMPTS = 16
-#: Times an in-place write is made again: its file was removed as it was written, or a remover's
+#: Times an in-place write is made again: the file its open reached was unlinked, or a remover's
 #: lease kept it from being opened (then after a pause). Only a remover at work each time makes
 #: more than one.
 IN_PLACE_ATTEMPTS = 16

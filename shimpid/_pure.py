@@ -87,7 +87,7 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 _CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
 # In place: no O_TRUNC, the file is checked first (see _write_in_place).
 _OPEN_IN_PLACE = os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
-# Once its file was unlinked as it was written: again, but only where nothing is.
+# Once the file its open reached was unlinked: again, but only where nothing is.
 _CREATE_IN_PLACE = _OPEN_IN_PLACE | os.O_EXCL
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
 _OPEN_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
@@ -468,14 +468,16 @@ def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
                 raise OSError(errno.ENXIO, _common.NOT_REGULAR_TARGET)
             if info.st_uid != os.geteuid():
                 raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+            if not info.st_nlink:
+                # Unlinked already: this open looked the name up before a remover that judged
+                # the file (or a writer renaming a newer one over it) took it away, and reached
+                # it after. (While this holds it open, a remover's lease cannot be had.) Again,
+                # only where nothing is: a newer file there stands.
+                flags = _CREATE_IN_PLACE
+                continue
             os.ftruncate(fd, 0)
             _write_all(fd, data)
-            if os.fstat(fd).st_nlink:
-                return
-            # Unlinked as it was written: replaced by a newer file (which stands), or removed
-            # by a remover that had judged it before this open reached it (the record is in no
-            # file): again, where nothing is.
-            flags = _CREATE_IN_PLACE
+            return
         finally:
             if kept:
                 os.close(kept[0])  # an error from close() (NFS) fails the write

@@ -849,20 +849,17 @@ cdef int _write_in_place(const char *path, const char *data, Py_ssize_t size,
             rc = -ENXIO  # a device, say: never written to
         elif info.st_uid != unistd.geteuid():
             rc = -EPERM  # another user's file must not hold our record under their name
+        elif info.st_nlink == 0:
+            rc, unlinked = 0, True  # reached after a remover took it (see _pure)
         elif ftruncate_retry(fd) != 0:
             rc = -errno
         else:
             rc = _write_all(fd, data, size)
-            if rc == 0:
-                if fstat(fd, &info) != 0:
-                    rc = -errno
-                else:
-                    unlinked = info.st_nlink == 0
         if unistd.close(fd) != 0 and rc == 0:
             rc = -errno  # an error from close() (NFS) fails the write
         if rc != 0 or not unlinked:
             return rc
-        flags = CREATE_IN_PLACE  # unlinked as it was written (see _pure): again, where nothing is
+        flags = CREATE_IN_PLACE  # again, only where nothing is: a newer file stands
     return -EAGAIN
 
 

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -270,15 +271,31 @@ def wait_for(condition, child: subprocess.Popen) -> None:
         time.sleep(0.001)
 
 
-def test_an_in_place_write_into_a_file_removed_meanwhile_is_made_again(impl, tmp_path):
-    """A remover that judged the file unlinks it after the writer's open has reached it (an open
-    that looked the name up before the file went aside, and stalled: here strace holds the open
-    for 2 s). The writer finds, once it has written, that its file is gone, and writes again."""
+def held_open(path) -> bool:
+    """Whether some process has the file at path open (its writer, here)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                        return True
+    return False
+
+
+@pytest.mark.parametrize("there", [False, True], ids=["new", "stale file there"])
+def test_an_in_place_write_into_a_file_removed_meanwhile_is_made_again(
+    impl, tmp_path, reaped_pid, there
+):
+    """A remover that judged the file unlinks it as the writer's open reaches it (an open that
+    looked the name up before the file went aside, and stalled: here strace holds the open for
+    2 s). The writer finds its file unlinked, and writes again, at the path."""
     path = tmp_path / "w.pid"
+    if there:
+        path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
     writer = spawn(
         impl, IN_PLACE_ONCE, prefix=stalled_opens(path, "delay_exit=2000000:when=1"), path=str(path)
     )
-    wait_for(path.exists, writer)  # created; the open has not returned
+    wait_for(lambda: held_open(path), writer)  # opened; the open has not returned
     path.unlink()
     pid = outcome(writer)["pid"]
     assert impl.PidRecord.decode(path.read_bytes()).pid == pid
