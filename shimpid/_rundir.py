@@ -15,7 +15,7 @@ passed (a writer that had looked the name up has reached the file) and no other 
 open (a write lease says so, where leases are available), it is read again and removed only if
 it still holds those bytes, else put back (``link()``, which never replaces a newer file). Any
 error or exception on the way puts it back. shimpid's own in-place writer also checks, once it
-has written, that its file was not removed meanwhile, and writes again if it was.
+has opened its file, that it is not unlinked already, and writes again if it is.
 
 Both backends share this module: it is policy over the backend's decode and classification.
 """
