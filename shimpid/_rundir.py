@@ -153,7 +153,7 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
     result = -1
     # Signals held meanwhile (in the main thread): a handler's exception in the loop that
     # closes what was opened would leave the rest open.
-    mask = _hold_signals() if threading.current_thread() is threading.main_thread() else None
+    mask = _hold_signals()
     try:
         fd = open_kept(trail, _STEP)
         here = os.fstat(fd)
@@ -213,13 +213,12 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
         for kept in opened:
             if kept and kept[0] != result:
                 os.close(kept.pop(0))
-        if mask is not None and _SIGMASK is not None:
-            try:
-                _SIGMASK(signal.SIG_SETMASK, mask)  # a handler due runs here
-            except BaseException:
-                if result >= 0:
-                    os.close(result)  # the caller never gets it
-                raise
+        try:
+            _let_signals_in(mask)
+        except BaseException:
+            if result >= 0:
+                os.close(result)  # the caller never gets it
+            raise
 
 
 def _not_ours(info: os.stat_result, euid: int) -> str | None:
@@ -502,7 +501,7 @@ class _Aside:
                         raise
                     break
             self._turn = True
-        if self._mask is None and threading.current_thread() is threading.main_thread():
+        if self._mask is None:
             self._mask = _hold_signals()
         return None
 
@@ -518,8 +517,7 @@ class _Aside:
             except OSError:
                 pass
         mask, self._mask = self._mask, None
-        if mask is not None and _SIGMASK is not None:
-            _SIGMASK(signal.SIG_SETMASK, mask)
+        _let_signals_in(mask)
 
     def aside_for(self) -> float:
         """How long the oldest file still aside has been (0 if none)."""
@@ -686,9 +684,10 @@ _ALL_SIGNALS = set(map(int, signal.valid_signals())) if _SIGMASK is not None els
 
 
 def _hold_signals() -> set[int] | None:
-    """Block every signal in this thread and return the mask to go back to (None where signals
-    cannot be held). A handler already due runs here, before anything is held."""
-    if _SIGMASK is None:
+    """Block every signal in the main thread, whose handlers' exceptions they would be, and
+    return the mask to go back to (None where signals cannot be held, or in another thread). A
+    handler already due runs here, before anything is held."""
+    if _SIGMASK is None or threading.current_thread() is not threading.main_thread():
         return None
     old = _SIGMASK(signal.SIG_BLOCK, ())
     try:
@@ -697,6 +696,12 @@ def _hold_signals() -> set[int] | None:
         _SIGMASK(signal.SIG_SETMASK, old)
         raise
     return old
+
+
+def _let_signals_in(mask: set[int] | None) -> None:
+    """Go back to the mask _hold_signals() returned: a handler due runs here, and may raise."""
+    if mask is not None and _SIGMASK is not None:
+        _SIGMASK(signal.SIG_SETMASK, mask)
 
 
 def remove_at(directory: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
