@@ -114,12 +114,12 @@ PidRecord = _impl.PidRecord
 is_process_alive = _impl.is_process_alive
 process_start_time = _impl.process_start_time
 # Shown (reprs, tracebacks, pickles, documentation) as what they are to users: shimpid.X.
-for _public in (PidFileWriter, PidRecord):
-    if BACKEND == "cython":
-        _speedups_publish = getattr(_impl, "_publish")  # noqa: B009 (the extension's only)
-        _speedups_publish(_public, "shimpid")
-    else:
-        _public.__module__ = "shimpid"
+PidFileWriter.__module__ = "shimpid"
+if BACKEND == "cython":
+    _speedups_publish = getattr(_impl, "_publish")  # noqa: B009 (the extension's only)
+    _speedups_publish(PidRecord, "shimpid")
+else:
+    PidRecord.__module__ = "shimpid"
 _classify = _impl._classify
 _identity_at = _impl._identity_at
 _lock_release = _impl._lock_release

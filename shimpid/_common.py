@@ -879,8 +879,9 @@ class Final:
     def __getattr__(self, name: str) -> object:
         # Reached only for an unset slot (or a name that does not exist). Only shimpid's own
         # slots say "not initialised" (a subclass's are its own business).
-        ours = next(k for k in type(self).__mro__ if Final in k.__bases__)
-        if name in ours.__dict__.get("__slots__", ()):
+        mro = type(self).__mro__
+        ours = mro.index(next(k for k in mro if Final in k.__bases__))
+        if any(name in k.__dict__.get("__slots__", ()) for k in mro[ours:]):
             raise TypeError(NOT_INITIALISED.format(type(self).__name__))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

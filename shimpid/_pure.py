@@ -23,7 +23,6 @@ import time
 from . import _common
 from ._common import (
     ABSENT,
-    CURRENT_BOOT_ID,
     LOCK_EX,
     LOCK_NB,
     NO_PIDFD,
@@ -46,13 +45,14 @@ from ._common import Final as _Final
 from ._common import end_init as _end_init
 from ._common import mark_initialising as _mark_initialising
 from ._common import proc_state as _proc_state
+from ._writer import WriterPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Final, Literal
 
-    from ._common import Absent, PathArg
+    from ._common import Absent
 
 #: The backend's name, as shimpid.BACKEND gives it.
 BACKEND: Final[Literal["cython", "python"]] = "python"
@@ -265,21 +265,9 @@ def _byte_view(obj: object) -> memoryview:
 # ============================================================================
 
 
-class PidFileWriter(_Final):
-    """Writes records to one pid file; everything it needs is prepared when it is created.
-
-    ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
-    old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
-    as the reference does. ``identity_line=True`` adds line 4, this boot's identity and (from
-    ``write_current`` and ``write_for``) the process's pidfs inode; ``False`` writes exactly
-    ``record.encode()``. ``capability`` goes on line 3, as boxlite writes its own
-    (``services-mux-v1``): one to 64 characters of printable ASCII, without leading or
-    trailing spaces (boxlite trims them), else ``ValueError`` (``TypeError`` if not a ``str``).
-
-    ``path`` is a ``str``, ``bytes`` or path-like; a relative path is anchored to the current
-    directory now, and its directory must exist now. A NUL byte, or a path that names no file
-    (``""``, ``dir/``), raises ``StorageError``.
-    """
+class WriterCore:
+    """The writes of PidFileWriter (``shimpid._writer`` has the rest, and says what is whose):
+    what they need, prepared once."""
 
     __slots__ = (
         "_atomic",
@@ -292,98 +280,43 @@ class PidFileWriter(_Final):
         "_temp_prefix",
     )
 
-    def __init__(
+    def _prepare(
         self,
-        path: PathArg,
-        *,
-        atomic: bool = True,
-        mode: int = 0o644,
-        identity_line: bool = True,
-        capability: str | None = None,
+        given: str | bytes,
+        target: bytes,
+        temp_prefix: bytes,
+        atomic: bool,
+        mode: int,
+        identity: bytes,
+        capability: bytes,
+        info: os.stat_result,
     ) -> None:
-        self._begin_init("_target")
-        try:
-            # Each argument converted once, before any slot is set (see _mark_initialising).
-            mode = _common.check_mode(mode)
-            line3 = _common.check_capability(capability)
-            atomic = bool(atomic)
-            identity_line = bool(identity_line)
-            given, target, temp_prefix, _ = _common.writer_paths(path, atomic)
-            self._path, self._temp_prefix = given, temp_prefix
-            self._atomic = atomic
-            self._mode = mode
-            self._identity = _common.identity_prefix(identity_line)
-            self._capability = line3
-            # Decided here, in the parent: write_current() may run after fork().
-            self._pidfs = identity_line and _pidfd_level() == PIDFS
-            self._target = target
-        finally:
-            _end_init(self)
+        self._path, self._temp_prefix = given, temp_prefix
+        self._atomic, self._mode = atomic, mode
+        self._identity, self._capability = identity, capability
+        # Decided here, in the parent: write_current() may run after fork().
+        self._pidfs = bool(identity) and _pidfd_level() == PIDFS
+        self._target = target  # last: it says the writer is ready
 
-    @classmethod
-    def at(
-        cls,
-        path: PathArg,
-        *,
-        atomic: bool = True,
-        mode: int = 0o644,
-        identity_line: bool = True,
-        capability: str | None = None,
-    ) -> PidFileWriter:
-        """``PidFileWriter(path, ...)``: checks the path and prepares everything a write needs."""
-        return cls(
-            path, atomic=atomic, mode=mode, identity_line=identity_line, capability=capability
-        )
+    def _check(self) -> None:
+        self._target  # noqa: B018 (unset: Final says "not initialised")
 
     def _sibling(self, given: str | bytes, target: bytes) -> PidFileWriter | None:
         """A writer like this one for ``target``, a path checked by ``_common.writer_target``
         in the same directory, made without a system call (see _spawn). (The extension's
         answers ``None`` where it swaps files; this backend always renames.)"""
         sibling = object.__new__(PidFileWriter)
-        for slot in self.__slots__:
+        for slot in WriterCore.__slots__:
             setattr(sibling, slot, getattr(self, slot))
         sibling._path, sibling._temp_prefix = given, _common.temp_prefix(target)
         sibling._pidfs = bool(self._identity) and _pidfd_level() == PIDFS  # as __init__ would
         sibling._target = target
         return sibling
 
-    @property
-    def path(self) -> str | bytes:
-        """The path, as given."""
-        return self._path
-
-    @property
-    def atomic(self) -> bool:
-        """Whether writes replace the file atomically."""
-        return self._atomic
-
-    @property
-    def mode(self) -> int:
-        """The mode new files are created with (filtered by the umask)."""
-        return self._mode
-
-    @property
-    def boot_id(self) -> str | None:
-        """The boot identity this writer adds to each record, if any."""
-        return CURRENT_BOOT_ID if self._identity and CURRENT_BOOT_ID is not None else None
-
-    @property
-    def capability(self) -> str | None:
-        """The capability this writer puts on line 3, if any."""
-        return self._capability.decode() or None
-
-    def __repr__(self) -> str:
-        return f"PidFileWriter({self._path!r}, atomic={self._atomic}, mode={self._mode:#o})"
-
-    def write(self, record: PidRecord) -> None:
-        """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file.
-
-        The record is written as it is, with this boot's identity: a pidfs fingerprint is
-        added only by ``write_current`` and ``write_for``, which look at the live process.
-        """
+    def _write(self, record: PidRecord) -> None:
         if type(record) is not PidRecord:
             raise TypeError(_common.expected_record(record))
-        self._write(record, None)
+        self._put(record, None)
 
     def write_current(self) -> None:
         """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
@@ -394,25 +327,17 @@ class PidFileWriter(_Final):
             try:
                 pidfs_id = os.fstat(pidfd[0]).st_ino
             except OSError as err:
-                raise self._error(err) from None
+                raise _write_error(err, self._path) from None
             finally:
                 if pidfd:
                     os.close(pidfd[0])
-        self._write(record, pidfs_id)
+        self._put(record, pidfs_id)
 
-    def write_for(self, pid: int) -> None:
-        """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
-
-        Raises ``ProcessLookupError`` if no process holds ``pid``, or it names a thread, not a
-        process. A child that has exited but is not reaped still holds it, and is recorded.
-        Where the system keeps no start times (no /proc mounted) the record has none; a /proc
-        of another pid namespace raises ``ForeignProcError``.
-        """
-        pid = operator.index(pid)
+    def _write_for(self, pid: int) -> None:
         start_time, pidfs_id = _identity_of(pid, self._pidfs)
-        self._write(_new_record(pid, start_time), pidfs_id)
+        self._put(_new_record(pid, start_time), pidfs_id)
 
-    def _write(self, record: PidRecord, pidfs_id: int | None) -> None:
+    def _put(self, record: PidRecord, pidfs_id: int | None) -> None:
         data = _common.file_bytes(
             record.encode(),
             record._start_time is not None,
@@ -426,10 +351,12 @@ class PidFileWriter(_Final):
             else:
                 _write_in_place(self._target, data, self._mode)
         except OSError as err:
-            raise self._error(err) from None
+            raise _write_error(err, self._path) from None
 
-    def _error(self, err: OSError) -> OSError:
-        return _write_error(err, self._path)
+
+class PidFileWriter(WriterPolicy, WriterCore, _Final):
+    __doc__ = WriterPolicy.__doc__
+    __slots__ = ()
 
 
 def _write_error(err: OSError, path: str | bytes) -> OSError:

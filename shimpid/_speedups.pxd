@@ -1,6 +1,6 @@
 # The C-level API of shimpid's Cython backend, for Cython code that wants it without the GIL:
 #
-#     from shimpid._speedups cimport pid_record_t, writer_write_current, PidFileWriter
+#     from shimpid._speedups cimport pid_record_t, writer_write_current, WriterCore
 #
 # Every function here is async-signal-safe unless its comment says otherwise: it calls only
 # async-signal-safe system calls, allocates nothing and takes no lock, so it may run in a child
@@ -64,12 +64,12 @@ cdef class PidRecord:
     cdef bint _initialising  # while __init__ converts its arguments
 
 
-cdef class PidFileWriter:
-    cdef pid_writer_t writer  # writer.path is NULL until __init__: see _check()
-    cdef readonly object path
+# Every shimpid.PidFileWriter is one (it is PidFileWriter's C part): (<WriterCore>w).writer.
+cdef class WriterCore:
+    cdef pid_writer_t writer  # writer.path is NULL until prepared: see _ready()
+    cdef readonly object _path
     cdef bytes _target
     cdef bytes _temp_prefix
-    cdef bytes _identity
-    cdef bytes _capability
-    cdef bint _initialising  # while __init__ converts its arguments
-    cdef int _check(self) except -1
+    cdef readonly bytes _identity
+    cdef readonly bytes _capability
+    cdef int _ready(self) except -1

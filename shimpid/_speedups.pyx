@@ -23,7 +23,7 @@ in ``_speedups.pxd`` is ``record_*`` and ``writer_*``. Only here, with no pure c
   writers write (anything else goes to ``_common.decode_record``), ``_scan_suffix`` for
   ``scan()``, and ``replace`` choosing ``_replace_by_exchange`` (docs/benchmarks.md);
 - turning C results into the pure backend's objects: ``_verdict``, ``_process_error``,
-  ``_read_failure``, ``_extras_from``, and ``_check`` (an object made by ``__new__`` alone).
+  ``_read_failure``, ``_extras_from``, and ``_ready`` (an object made by ``__new__`` alone).
 
 Where Python code can run inside a method (the caller's, through a conversion; or a signal
 handler, a finaliser or another thread at any step that runs bytecode or allocates), and why
@@ -34,13 +34,14 @@ re-entered from a conversion raises ``TypeError`` and leaves it as it was (issue
 - ``PidRecord.__init__``: ``__index__`` of pid and start_time. Marked first (re-entry
   raises, ``__hash__`` raises: no value yet); the struct is set after. A record hashed once
   (even one made by ``__new__`` alone, PidRecord(0)) never changes.
-- ``PidFileWriter.__init__``: ``__index__`` (mode), ``__bool__`` (atomic, identity_line, each
-  once), ``__fspath__`` (path); a ``str``/``bytes`` subclass (path, capability) is copied to
-  the exact type before anything looks at it (``_common.exact_text``): its methods never run.
-  Marked first; methods find no path meanwhile (``_check``); the bytes and the C struct that
-  points into them are set together afterwards, once for good.
-- ``PidFileWriter.write_for``: ``__index__`` of pid; a writer never changes once made, so its
-  struct's pointers stay valid, and the record is built on the stack afterwards.
+- ``PidFileWriter.__init__`` (``shimpid._writer``): ``__index__`` (mode), ``__bool__``
+  (atomic, identity_line, each once), ``__fspath__`` (path); a ``str``/``bytes`` subclass
+  (path, capability) is copied to the exact type before anything looks at it
+  (``_common.exact_text``): its methods never run. Marked first; methods find no path
+  meanwhile (``_ready``); ``WriterCore._prepare`` then takes only converted values, and sets
+  the bytes and the C struct that points into them together, once for good.
+- ``PidFileWriter.write_for``: ``__index__`` of pid, in the policy; a writer never changes once
+  made, so its struct's pointers stay valid, and the record is built on the stack afterwards.
 - ``PidRecord.decode``, ``PidRecord.encode_into``: a buffer export and its release
   (``__buffer__``, ``__release_buffer__``). Nothing runs between the export and the use of
   its bytes; the general decode path copies them first.
@@ -74,7 +75,7 @@ from posix.types cimport gid_t, mode_t, pid_t, uid_t
 import functools
 import os
 
-from . import _common
+from . import _common, _writer
 from ._common import ABSENT, CURRENT_BOOT_ID, Legacy, StorageError, Verified
 
 cdef extern from "_speedups_compat.h":
@@ -468,87 +469,59 @@ cdef Py_ssize_t ascii_prefix(const unsigned char *s, Py_ssize_t size) noexcept n
 # ============================================================================
 
 
-@cython.final
-cdef class PidFileWriter:
-    """PidFileWriter(path, *, atomic=True, mode=0o644, identity_line=True, capability=None)
---
+@cython.auto_pickle(False)
+cdef class WriterCore:
+    """The writes of PidFileWriter (``shimpid._writer`` has the rest, and says what is whose),
+    over a C struct prepared once, so that ``write_current`` may run after ``fork()``."""
 
-    Writes records to one pid file; everything it needs is prepared when it is created.
-
-    ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
-    old record or the new one, never a torn one. ``atomic=False`` truncates and writes in place,
-    as the reference does. ``identity_line=True`` adds line 4, this boot's identity and (from
-    ``write_current`` and ``write_for``) the process's pidfs inode; ``False`` writes exactly
-    ``record.encode()``. ``capability`` goes on line 3, as boxlite writes its own
-    (``services-mux-v1``): one to 64 characters of printable ASCII, without leading or
-    trailing spaces (boxlite trims them), else ``ValueError`` (``TypeError`` if not a ``str``).
-
-    ``path`` is a ``str``, ``bytes`` or path-like; a relative path is anchored to the current
-    directory now, and its directory must exist now. A NUL byte, or a path that names no file
-    (``""``, ``dir/``), raises ``StorageError``.
-    """
-
-    def __init__(self, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
-        cdef bytes target, temp_prefix, identity, line3
-        cdef mode_t c_mode
-        cdef bint c_atomic, with_identity, exchange
-        cdef int level
+    def _prepare(self, given, bytes target not None, bytes temp_prefix not None, bint atomic,
+                 mode_t mode, bytes identity not None, bytes capability not None, info):
+        cdef bint exchange
         # The C struct points into the bytes set below, maybe from a write in another thread:
-        # they are set once. A conversion may call back (see the module's doc): an __init__
-        # re-entered from it is refused, any other method finds no path (_check).
-        if self.writer.path != NULL or self._initialising:
+        # they are set once. Everything is converted (typed parameters) or decided before.
+        if self.writer.path != NULL:
             raise TypeError(_common.ALREADY_INITIALISED.format("PidFileWriter"))
-        self._initialising = True
-        try:
-            c_mode = _common.check_mode(mode)
-            line3 = _common.check_capability(capability)
-            c_atomic = atomic
-            with_identity = identity_line
-            given, target, temp_prefix, info = _common.writer_paths(path, c_atomic)
-            # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
-            exchange = (SHIMPID_LINUX and not _common.others_can_write(info)
-                        and _fs_type(os.path.dirname(target), info.st_dev)
-                        not in (TMPFS_MAGIC, RAMFS_MAGIC))
-            identity = _common.identity_prefix(with_identity)
-            # Decided here, in the parent: write_current() may run after fork().
-            level = pidfd_level()
-        finally:
-            self._initialising = False
-        # Every argument converted: set it all in one step, with no Python code (nothing
-        # allocates, and the old values are None) between the check above and the last line.
-        self.path, self._target, self._temp_prefix = given, target, temp_prefix
-        self._identity, self._capability = identity, line3
-        self.writer.capability = PyBytes_AS_STRING(line3)
-        self.writer.capability_len = PyBytes_GET_SIZE(line3)
+        # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
+        exchange = (SHIMPID_LINUX and not _common.others_can_write(info)
+                    and _fs_type(os.path.dirname(target), info.st_dev)
+                    not in (TMPFS_MAGIC, RAMFS_MAGIC))
+        self._path, self._target, self._temp_prefix = given, target, temp_prefix
+        self._identity, self._capability = identity, capability
+        self.writer.capability = PyBytes_AS_STRING(capability)
+        self.writer.capability_len = PyBytes_GET_SIZE(capability)
         self.writer.temp_prefix = PyBytes_AS_STRING(temp_prefix)
         self.writer.temp_prefix_len = PyBytes_GET_SIZE(temp_prefix)
-        self.writer.atomic = c_atomic
-        self.writer.mode = c_mode
+        self.writer.atomic = atomic
+        self.writer.mode = mode
         self.writer.exchange = exchange
         self.writer.identity = PyBytes_AS_STRING(identity)
         self.writer.identity_len = PyBytes_GET_SIZE(identity)
-        self.writer.pidfd_level = level
-        self.writer.pidfs = with_identity and level == PIDFS
-        self.writer.path = PyBytes_AS_STRING(target)
+        # Decided here, in the parent: write_current() may run after fork().
+        self.writer.pidfd_level = pidfd_level()
+        self.writer.pidfs = self.writer.identity_len > 0 and self.writer.pidfd_level == PIDFS
+        self.writer.path = PyBytes_AS_STRING(target)  # last: it says the writer is ready
 
-    @classmethod
-    def at(cls, path, *, atomic=True, mode=0o644, identity_line=True, capability=None):
-        """``PidFileWriter(path, ...)``: checks the path and prepares everything a write needs."""
-        return cls(path, atomic=atomic, mode=mode, identity_line=identity_line,
-                   capability=capability)
+    def _check(self):
+        self._ready()
+
+    cdef int _ready(self) except -1:
+        # A writer made by __new__ alone has no path: never let C read one.
+        if self.writer.path == NULL:
+            raise TypeError(_common.NOT_INITIALISED.format("PidFileWriter"))
+        return 0
 
     def _sibling(self, given, bytes target not None):
         """A writer like this one for ``target``, a path checked by ``_common.writer_target``
         in the same directory, made without a system call (see _spawn); ``None`` where atomic
         writes swap files (the directory must be checked again: see replace())."""
-        cdef PidFileWriter sibling
-        self._check()
+        cdef WriterCore sibling
+        self._ready()
         _check_no_nul(target)  # as the pure backend's open() would refuse it
         if self.writer.atomic and self.writer.exchange:
             return None
-        sibling = PidFileWriter.__new__(PidFileWriter)
+        sibling = type(self).__new__(type(self))
         temp_prefix = _common.temp_prefix(target)
-        sibling.path, sibling._target, sibling._temp_prefix = given, target, temp_prefix
+        sibling._path, sibling._target, sibling._temp_prefix = given, target, temp_prefix
         sibling._identity, sibling._capability = self._identity, self._capability
         sibling.writer = self.writer
         sibling.writer.pidfd_level = pidfd_level()  # as __init__ would find it now
@@ -559,61 +532,23 @@ cdef class PidFileWriter:
         return sibling
 
     @property
-    def atomic(self):
-        self._check()
+    def _atomic(self):
         return bool(self.writer.atomic)
 
     @property
-    def mode(self):
-        self._check()
+    def _mode(self):
         return self.writer.mode
-
-    @property
-    def boot_id(self):
-        """The boot identity this writer adds to each record, if any."""
-        self._check()
-        return CURRENT_BOOT_ID if self.writer.identity_len > 7 else None
-
-    @property
-    def capability(self):
-        """The capability this writer puts on line 3, if any."""
-        self._check()
-        return self._capability.decode() or None
 
     @property
     def _replace_by_exchange(self):
         """Whether atomic writes swap the new file in with renameat2(RENAME_EXCHANGE)."""
         return bool(self.writer.exchange)
 
-    def __repr__(self):
-        self._check()
-        return f"PidFileWriter({self.path!r}, atomic={self.atomic}, mode={self.mode:#o})"
-
-    def __reduce__(self):
-        raise TypeError(_common.NOT_PICKLABLE.format("PidFileWriter"))
-
-    def __copy__(self):
-        return self  # nothing in it changes
-
-    def __deepcopy__(self, memo):
-        return self
-
-    cdef int _check(self) except -1:
-        # A writer made by __new__ alone has no path: never let C read one.
-        if self.writer.path == NULL:
-            raise TypeError(_common.NOT_INITIALISED.format("PidFileWriter"))
-        return 0
-
-    def write(self, record):
-        """Write ``record``; raises ``OSError`` (with the errno) and leaves no temporary file.
-
-        The record is written as it is, with this boot's identity: a pidfs fingerprint is
-        added only by ``write_current`` and ``write_for``, which look at the live process.
-        """
+    def _write(self, record):
         cdef char temp[TEMP_PATH_MAX]
         cdef pid_record_t copy
         cdef int rc
-        self._check()
+        self._ready()
         if type(record) is not PidRecord:
             raise TypeError(_common.expected_record(record))
         copy = (<PidRecord>record).rec
@@ -621,7 +556,7 @@ cdef class PidFileWriter:
         with nogil:  # a write to a slow disk should not stall the parent's other threads
             rc = write_entry(&self.writer, &copy, False, 0, temp)
         if rc:
-            raise _write_error(rc, self.path, temp)
+            raise _write_error(rc, self._path, temp)
 
     def write_current(self):
         """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
@@ -629,30 +564,22 @@ cdef class PidFileWriter:
         # fork(). Nothing here allocates until an error is raised.
         cdef char temp[TEMP_PATH_MAX]
         cdef int rc
-        self._check()
+        self._ready()
         temp[0] = 0
         rc = write_current(&self.writer, temp)
         if rc:
-            raise _write_error(rc, self.path, temp)
+            raise _write_error(rc, self._path, temp)
 
-    def write_for(self, pid):
-        """Write the record of process ``pid``, read from the parent (see ``shimpid.spawn``).
-
-        Raises ``ProcessLookupError`` if no process holds ``pid``, or it names a thread, not a
-        process. A child that has exited but is not reaped still holds it, and is recorded.
-        Where the system keeps no start times (no /proc mounted) the record has none; a /proc
-        of another pid namespace raises ``ForeignProcError``.
-        """
+    def _write_for(self, uint32_t pid):
         cdef char temp[TEMP_PATH_MAX]
         cdef pid_record_t record
         cdef uint64_t pidfs_id = 0
         cdef bint has_pidfs = False
         cdef int found, rc = 0
-        self._check()
-        pid = PyNumber_Index(pid)
-        if not _common.names_a_process(pid):
+        self._ready()
+        if not names_a_process(pid):
             raise _common.no_such_process(pid)
-        record.pid = <uint32_t>pid
+        record.pid = pid
         temp[0] = 0
         with nogil:
             found = _identity_of(&self.writer, &record, &has_pidfs, &pidfs_id)
@@ -663,7 +590,12 @@ cdef class PidFileWriter:
         if found:
             raise _process_error(found, pid)
         if rc:
-            raise _write_error(rc, self.path, temp)
+            raise _write_error(rc, self._path, temp)
+
+
+class PidFileWriter(_writer.WriterPolicy, WriterCore, _common.Final):
+    __doc__ = _writer.WriterPolicy.__doc__
+    __slots__ = ()
 
 
 cdef dict _fs_types = {}  # a filesystem's type, by its device: looked up once per device

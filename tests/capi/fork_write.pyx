@@ -4,10 +4,10 @@
 from posix.types cimport pid_t
 from posix.unistd cimport _exit, fork
 
-from shimpid._speedups cimport PidFileWriter, writer_write_current
+from shimpid._speedups cimport WriterCore, writer_write_current
 
 
-def fork_and_write(PidFileWriter writer not None):
+def fork_and_write(WriterCore writer not None):
     """Fork; the child writes its own record without the GIL and exits with -rc. Not reaped."""
     cdef pid_t pid
     cdef int rc
