@@ -520,22 +520,6 @@ def _lock_try(
     holding that file's lock, so that two takers of a stale file cannot both win (the loser
     locks an inode no longer at the path, and looks again).
     """
-    try:
-        return _lock_try_once(target, temp_prefix, data, mode, uid, gid, slot, stale)
-    except OSError as err:  # ENOLCK, EOPNOTSUPP (no locks here) too: never a lock held
-        raise _write_error(err, path) from None
-
-
-def _lock_try_once(
-    target: bytes,
-    temp_prefix: bytes,
-    data: bytes,
-    mode: int,
-    uid: int,
-    gid: int,
-    slot: list[int],
-    stale: Callable[[int], bool],
-) -> int:
     made: list[tuple[bytes, Kept]] = []
     try:
         _write_temp(made, temp_prefix, data, mode, _CREATE_LOCKED)
@@ -568,8 +552,10 @@ def _lock_try_once(
                     return taken
             return _common.LOCK_TAKEN
         raise OSError(errno.EAGAIN, _common.KEPT_CHANGING)
-    except BaseException:
+    except BaseException as err:
         _discard_temp(made)
+        if isinstance(err, OSError):  # ENOLCK, EOPNOTSUPP (no locks here) too: never held
+            raise _write_error(err, path) from None
         raise
     finally:
         # The record is at the path by now, or not to be. Inline: this runs without an
