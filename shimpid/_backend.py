@@ -113,8 +113,7 @@ PidFileWriter = _impl.PidFileWriter
 PidRecord = _impl.PidRecord
 is_process_alive = _impl.is_process_alive
 process_start_time = _impl.process_start_time
-# Shown (reprs, tracebacks, pickles, documentation) as what they are to users: shimpid.X.
-PidFileWriter.__module__ = "shimpid"
+# Shown (reprs, tracebacks, pickles, documentation) as what it is to users: shimpid.PidRecord.
 if BACKEND == "cython":
     _speedups_publish = getattr(_impl, "_publish")  # noqa: B009 (the extension's only)
     _speedups_publish(PidRecord, "shimpid")

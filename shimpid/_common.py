@@ -861,27 +861,42 @@ def end_init(obj: object) -> None:
     del _initialising_objects[id(obj)]
 
 
-class Final:
-    """Base of the reader, the pure backend's writer, and the lock: like the extension's types,
-    they cannot be subclassed (the lock allows it), and one made by ``__new__`` alone (an unset
-    slot) says so instead of failing obscurely."""
+def refuse_base(base: type) -> NoReturn:
+    raise TypeError(f"type '{base.__module__}.{base.__qualname__}' is not an acceptable base type")
+
+
+class Sealed:
+    """Not picklable (it names a path, maybe holds a descriptor: make one where it is used),
+    and its own copy (nothing in it changes)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(NOT_PICKLABLE.format(type(self).__name__))
+
+    def __copy__(self) -> Sealed:
+        return self
+
+    def __deepcopy__(self, memo: object) -> Sealed:
+        return self
+
+
+class Final(Sealed):
+    """Base of the reader and the lock: they cannot be subclassed (the lock allows it), and one
+    made by ``__new__`` alone (an unset slot) says so instead of failing obscurely."""
 
     __slots__ = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         if Final not in cls.__bases__:
-            base = cls.__mro__[1]
-            raise TypeError(
-                f"type '{base.__module__}.{base.__qualname__}' is not an acceptable base type"
-            )
+            refuse_base(cls.__mro__[1])
         super().__init_subclass__(**kwargs)
 
     def __getattr__(self, name: str) -> object:
         # Reached only for an unset slot (or a name that does not exist). Only shimpid's own
         # slots say "not initialised" (a subclass's are its own business).
-        mro = type(self).__mro__
-        ours = mro.index(next(k for k in mro if Final in k.__bases__))
-        if any(name in k.__dict__.get("__slots__", ()) for k in mro[ours:]):
+        ours = next(k for k in type(self).__mro__ if Final in k.__bases__)
+        if name in ours.__dict__.get("__slots__", ()):
             raise TypeError(NOT_INITIALISED.format(type(self).__name__))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -900,15 +915,6 @@ class Final:
             return
         end_init(self)
         raise TypeError(message)
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError(NOT_PICKLABLE.format(type(self).__name__))
-
-    def __copy__(self) -> Final:
-        return self  # nothing in it changes
-
-    def __deepcopy__(self, memo: object) -> Final:
-        return self
 
 
 # ---- /proc ---------------------------------------------------------------------------------

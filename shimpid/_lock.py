@@ -176,7 +176,7 @@ class PidFileLock(_common.Final):
         uid: int = -1,
         gid: int = -1,
     ) -> None:
-        self._begin_init("_target")  # as the writer's: see _common.mark_initialising
+        self._begin_init("_target")  # see _common.mark_initialising
         try:
             # Every conversion (which may run the caller's code) before anything changes.
             mode = _common.check_mode(mode)

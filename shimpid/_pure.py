@@ -20,7 +20,7 @@ import stat
 import sys
 import time
 
-from . import _common
+from . import _common, _writer
 from ._common import (
     ABSENT,
     LOCK_EX,
@@ -41,11 +41,9 @@ from ._common import (
 )
 from ._common import PROC_FOREIGN as _PROC_FOREIGN
 from ._common import PROC_NONE as _PROC_NONE
-from ._common import Final as _Final
 from ._common import end_init as _end_init
 from ._common import mark_initialising as _mark_initialising
 from ._common import proc_state as _proc_state
-from ._writer import WriterPolicy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -291,6 +289,8 @@ class WriterCore:
         capability: bytes,
         info: os.stat_result,
     ) -> None:
+        if hasattr(self, "_target"):
+            raise TypeError(_common.ALREADY_INITIALISED.format("PidFileWriter"))
         self._path, self._temp_prefix = given, temp_prefix
         self._atomic, self._mode = atomic, mode
         self._identity, self._capability = identity, capability
@@ -299,12 +299,14 @@ class WriterCore:
         self._target = target  # last: it says the writer is ready
 
     def _check(self) -> None:
-        self._target  # noqa: B018 (unset: Final says "not initialised")
+        if not hasattr(self, "_target"):
+            raise TypeError(_common.NOT_INITIALISED.format("PidFileWriter"))
 
     def _sibling(self, given: str | bytes, target: bytes) -> PidFileWriter | None:
         """A writer like this one for ``target``, a path checked by ``_common.writer_target``
         in the same directory, made without a system call (see _spawn). (The extension's
         answers ``None`` where it swaps files; this backend always renames.)"""
+        self._check()
         sibling = object.__new__(PidFileWriter)
         for slot in WriterCore.__slots__:
             setattr(sibling, slot, getattr(self, slot))
@@ -314,12 +316,14 @@ class WriterCore:
         return sibling
 
     def _write(self, record: PidRecord) -> None:
+        self._check()
         if type(record) is not PidRecord:
             raise TypeError(_common.expected_record(record))
         self._put(record, None)
 
-    def write_current(self) -> None:
+    def write_current(self, /) -> None:
         """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
+        self._check()
         record = PidRecord.current()
         pidfs_id = None
         if self._pidfs:
@@ -334,6 +338,7 @@ class WriterCore:
         self._put(record, pidfs_id)
 
     def _write_for(self, pid: int) -> None:
+        self._check()
         start_time, pidfs_id = _identity_of(pid, self._pidfs)
         self._put(_new_record(pid, start_time), pidfs_id)
 
@@ -354,8 +359,9 @@ class WriterCore:
             raise _write_error(err, self._path) from None
 
 
-class PidFileWriter(WriterPolicy, WriterCore, _Final):
-    __doc__ = WriterPolicy.__doc__
+class PidFileWriter(_writer.PidFileWriter, WriterCore):
+    __doc__ = _writer.PidFileWriter.__doc__
+    __module__ = "shimpid"  # shown as what it is to users (reprs, documentation)
     __slots__ = ()
 
 

@@ -6,6 +6,7 @@ from typing import Final, Literal
 from ._common import Absent, Legacy, ProcessIdentity, Verified
 from ._pure import PidFileWriter as PidFileWriter
 from ._pure import PidRecord as PidRecord
+from ._pure import WriterCore as WriterCore
 
 BACKEND: Final[Literal["cython", "python"]]
 

@@ -38,8 +38,11 @@ re-entered from a conversion raises ``TypeError`` and leaves it as it was (issue
   (atomic, identity_line, each once), ``__fspath__`` (path); a ``str``/``bytes`` subclass
   (path, capability) is copied to the exact type before anything looks at it
   (``_common.exact_text``): its methods never run. Marked first; methods find no path
-  meanwhile (``_ready``); ``WriterCore._prepare`` then takes only converted values, and sets
-  the bytes and the C struct that points into them together, once for good.
+  meanwhile (``_ready``). ``WriterCore._prepare`` then takes converted values; what it looks
+  at (the directory's stat) may run code, before it checks that the writer is not prepared
+  and sets the bytes and the C struct that points into them, with no Python code between,
+  once for good. Its methods check ``self``'s type (``binding(False)``), ``_sibling`` makes
+  its result with the core's own ``tp_new``, and the class is immutable.
 - ``PidFileWriter.write_for``: ``__index__`` of pid, in the policy; a writer never changes once
   made, so its struct's pointers stay valid, and the record is built on the stack afterwards.
 - ``PidRecord.decode``, ``PidRecord.encode_into``: a buffer export and its release
@@ -94,6 +97,8 @@ cdef extern from "_speedups_compat.h":
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
+    unsigned long Py_TPFLAGS_IMMUTABLETYPE
+    void PyType_Modified(object type)
 
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:
@@ -469,7 +474,12 @@ cdef Py_ssize_t ascii_prefix(const unsigned char *s, Py_ssize_t size) noexcept n
 # ============================================================================
 
 
+cdef str WRITER_ALREADY = _common.ALREADY_INITIALISED.format("PidFileWriter")
+cdef str WRITER_NOT_YET = _common.NOT_INITIALISED.format("PidFileWriter")
+
+
 @cython.auto_pickle(False)
+@cython.binding(False)  # methods that check self's type: WriterCore._check(object()) is refused
 cdef class WriterCore:
     """The writes of PidFileWriter (``shimpid._writer`` has the rest, and says what is whose),
     over a C struct prepared once, so that ``write_current`` may run after ``fork()``."""
@@ -477,29 +487,33 @@ cdef class WriterCore:
     def _prepare(self, given, bytes target not None, bytes temp_prefix not None, bint atomic,
                  mode_t mode, bytes identity not None, bytes capability not None, info):
         cdef bint exchange
-        # The C struct points into the bytes set below, maybe from a write in another thread:
-        # they are set once. Everything is converted (typed parameters) or decided before.
-        if self.writer.path != NULL:
-            raise TypeError(_common.ALREADY_INITIALISED.format("PidFileWriter"))
+        cdef int level = pidfd_level()  # decided here, in the parent: see write_current()
+        _check_no_nul(target)
+        _check_no_nul(temp_prefix)
         # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
         exchange = (SHIMPID_LINUX and not _common.others_can_write(info)
                     and _fs_type(os.path.dirname(target), info.st_dev)
                     not in (TMPFS_MAGIC, RAMFS_MAGIC))
-        self._path, self._target, self._temp_prefix = given, target, temp_prefix
-        self._identity, self._capability = identity, capability
-        self.writer.capability = PyBytes_AS_STRING(capability)
-        self.writer.capability_len = PyBytes_GET_SIZE(capability)
-        self.writer.temp_prefix = PyBytes_AS_STRING(temp_prefix)
-        self.writer.temp_prefix_len = PyBytes_GET_SIZE(temp_prefix)
-        self.writer.atomic = atomic
-        self.writer.mode = mode
-        self.writer.exchange = exchange
-        self.writer.identity = PyBytes_AS_STRING(identity)
-        self.writer.identity_len = PyBytes_GET_SIZE(identity)
-        # Decided here, in the parent: write_current() may run after fork().
-        self.writer.pidfd_level = pidfd_level()
-        self.writer.pidfs = self.writer.identity_len > 0 and self.writer.pidfd_level == PIDFS
-        self.writer.path = PyBytes_AS_STRING(target)  # last: it says the writer is ready
+        # The C struct points into the bytes set below, maybe for a write in another thread:
+        # they are set once, checked and set with no Python code between (none can run: the
+        # old values are None), and in a critical section where there is no GIL.
+        with cython.critical_section(self):
+            if self.writer.path != NULL:
+                raise TypeError(WRITER_ALREADY)
+            self._path, self._target, self._temp_prefix = given, target, temp_prefix
+            self._identity, self._capability = identity, capability
+            self.writer.capability = PyBytes_AS_STRING(capability)
+            self.writer.capability_len = PyBytes_GET_SIZE(capability)
+            self.writer.temp_prefix = PyBytes_AS_STRING(temp_prefix)
+            self.writer.temp_prefix_len = PyBytes_GET_SIZE(temp_prefix)
+            self.writer.atomic = atomic
+            self.writer.mode = mode
+            self.writer.exchange = exchange
+            self.writer.identity = PyBytes_AS_STRING(identity)
+            self.writer.identity_len = PyBytes_GET_SIZE(identity)
+            self.writer.pidfd_level = level
+            self.writer.pidfs = self.writer.identity_len > 0 and level == PIDFS
+            self.writer.path = PyBytes_AS_STRING(target)  # last: it says the writer is ready
 
     def _check(self):
         self._ready()
@@ -507,7 +521,7 @@ cdef class WriterCore:
     cdef int _ready(self) except -1:
         # A writer made by __new__ alone has no path: never let C read one.
         if self.writer.path == NULL:
-            raise TypeError(_common.NOT_INITIALISED.format("PidFileWriter"))
+            raise TypeError(WRITER_NOT_YET)
         return 0
 
     def _sibling(self, given, bytes target not None):
@@ -519,7 +533,9 @@ cdef class WriterCore:
         _check_no_nul(target)  # as the pure backend's open() would refuse it
         if self.writer.atomic and self.writer.exchange:
             return None
-        sibling = type(self).__new__(type(self))
+        # The core's own allocation, a new object: never a __new__ of Python's, which could
+        # hand back a live writer whose bytes the lines below would free.
+        sibling = WriterCore.__new__(type(self))
         temp_prefix = _common.temp_prefix(target)
         sibling._path, sibling._target, sibling._temp_prefix = given, target, temp_prefix
         sibling._identity, sibling._capability = self._identity, self._capability
@@ -559,7 +575,10 @@ cdef class WriterCore:
             raise _write_error(rc, self._path, temp)
 
     def write_current(self):
-        """Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
+        """write_current($self)
+--
+
+Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."""
         # The GIL stays held: releasing and retaking it takes a lock, and this may run after
         # fork(). Nothing here allocates until an error is raised.
         cdef char temp[TEMP_PATH_MAX]
@@ -593,9 +612,15 @@ cdef class WriterCore:
             raise _write_error(rc, self._path, temp)
 
 
-class PidFileWriter(_writer.WriterPolicy, WriterCore, _common.Final):
-    __doc__ = _writer.WriterPolicy.__doc__
+class PidFileWriter(_writer.PidFileWriter, WriterCore):
+    __doc__ = _writer.PidFileWriter.__doc__
+    __module__ = "shimpid"  # shown as what it is to users (reprs, documentation)
     __slots__ = ()
+
+
+# Immutable, as an extension type is: nobody replaces its methods, or its __new__.
+(<PyTypeObject *>PidFileWriter).tp_flags |= Py_TPFLAGS_IMMUTABLETYPE
+PyType_Modified(PidFileWriter)
 
 
 cdef dict _fs_types = {}  # a filesystem's type, by its device: looked up once per device

@@ -4,12 +4,14 @@ Each backend's ``PidFileWriter`` is this class over that backend's ``WriterCore`
 what a write needs and does the writes (in C in the extension: ``write_current`` may run after
 ``fork()``, and is the core's own method, with no Python frame in between)::
 
-    class PidFileWriter(WriterPolicy, WriterCore, Final): ...
+    class PidFileWriter(_writer.PidFileWriter, WriterCore): ...
 
-The core's part: ``_prepare`` sets everything at once (refusing a second time), ``_check``
-refuses a writer not yet prepared, ``_write``, ``write_current``, ``_write_for`` and
-``_sibling`` write, and ``_path``, ``_atomic``, ``_mode``, ``_identity`` and ``_capability``
-say what it was prepared with.
+and nothing may subclass that. The core's part: ``_prepare`` sets everything at once (and
+refuses a writer prepared already), ``_check`` refuses one not prepared yet, ``_write``,
+``write_current``, ``_write_for`` and ``_sibling`` write, and ``_path``, ``_atomic``,
+``_mode``, ``_identity`` and ``_capability`` say what it was prepared with. No ``__getattr__``
+anywhere: it would cost ``writer.write_current()`` CPython's method fast path, and an
+allocation after ``fork()``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import operator
 
 from . import _common
-from ._common import CURRENT_BOOT_ID, end_init, mark_initialising
+from ._common import CURRENT_BOOT_ID, Sealed, end_init, mark_initialising, refuse_base
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,10 +30,10 @@ if TYPE_CHECKING:
     from ._backend import PidRecord
     from ._common import PathArg
 
-__all__ = ["WriterPolicy"]
+__all__ = ["PidFileWriter"]
 
 
-class WriterPolicy:
+class PidFileWriter(Sealed):
     """Writes records to one pid file; everything it needs is prepared when it is created.
 
     ``atomic=True`` writes a temporary sibling and renames it over the path, so a reader sees the
@@ -48,6 +50,15 @@ class WriterPolicy:
     """
 
     __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # Each backend's PidFileWriter, and nothing below it.
+        if PidFileWriter not in cls.__bases__:
+            refuse_base(cls.__mro__[1])
+        for base in cls.__bases__:
+            if base is not PidFileWriter and issubclass(base, PidFileWriter):
+                refuse_base(base)
+        super().__init_subclass__(**kwargs)
 
     if TYPE_CHECKING:  # the core's part (see the module's doc)
         _path: str | bytes
@@ -70,7 +81,7 @@ class WriterPolicy:
         def _check(self) -> None: ...
         def _write(self, record: PidRecord) -> None: ...
         def _write_for(self, pid: int) -> None: ...
-        def write_current(self) -> None: ...
+        def write_current(self, /) -> None: ...
 
     def __init__(
         self,

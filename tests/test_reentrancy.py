@@ -220,6 +220,102 @@ def test_writer_reentry_cannot_write_through_freed_paths(impl, tmp_path):
     assert listing(tmp_path) == []  # no file, stray or otherwise
 
 
+# The writer's core, reached directly: its _prepare re-entered from the stat it is given, and
+# from another thread. Before the fix the inner call's bytes were freed under the C struct.
+PREPARE_SCRIPT = """
+import threading
+writer = impl.PidFileWriter.__new__(impl.PidFileWriter)
+seen = []
+
+def prepare(name, info):
+    target = os.fsencode(os.path.abspath(name))
+    try:
+        writer._prepare(name, target, target + b".", True, 0o644, b"", b"", info)
+    except TypeError as err:
+        seen.append(str(err))
+    else:
+        seen.append(name)
+
+class Info:
+    st_mode, st_dev = 0o40755, os.stat(".").st_dev
+    @property
+    def st_uid(self):  # the outer call looks at it; it prepares the writer first
+        prepare("inner.pid", os.stat("."))
+        [bytes(230) for _ in range(500)]  # churn the heap
+        return os.getuid()
+    st_gid = st_uid
+
+prepare("outer.pid", Info())
+racers = [threading.Thread(target=prepare, args=(f"t{i}.pid", os.stat("."))) for i in range(8)]
+fresh = impl.PidFileWriter.__new__(impl.PidFileWriter)
+for thread in racers:
+    thread.start()
+for thread in racers:
+    thread.join()
+writer.write(impl.PidRecord(7, 8))
+print(json.dumps([seen, str(writer.path)]))
+"""
+
+
+def test_writer_core_is_prepared_once(impl, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", script_prelude(impl) + PREPARE_SCRIPT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    seen, path = json.loads(done.stdout)
+    already = _common.ALREADY_INITIALISED.format("PidFileWriter")
+    # One call prepares it (the first to get there: on the extension, the inner one, which
+    # the outer's look at its stat ran); every other one is refused.
+    assert path in seen and seen.count(already) == len(seen) - 1, seen
+    assert len(seen) == (10 if impl.BACKEND == "cython" else 9), seen
+    assert listing(tmp_path) == [path]
+    assert shimpid.PidFileReader.at(tmp_path / path).read() == impl.PidRecord(7, 8)
+
+
+# Methods called unbound on another object: a TypeError, never a write through it.
+FOREIGN_SCRIPT = """
+outcomes = []
+for call in (
+    lambda: impl.PidFileWriter.write_current(5),
+    lambda: impl.PidFileWriter._check(object()),
+    lambda: impl.PidFileWriter._sibling(bytearray(100), "x", b"x"),
+    lambda: impl.PidFileWriter._write(object(), impl.PidRecord(1)),
+    lambda: impl.PidFileWriter._prepare(bytearray(200), "x", b"x", b"x.", 1, 0o644, b"", b"", None),
+):
+    try:
+        call()
+    except (TypeError, AttributeError) as err:
+        outcomes.append(type(err).__name__)
+print(json.dumps(outcomes))
+"""
+
+
+def test_writer_methods_refuse_another_object(impl, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", script_prelude(impl) + FOREIGN_SCRIPT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr  # a crash (SIGSEGV) before the fix
+    assert len(json.loads(done.stdout)) == 5
+    assert listing(tmp_path) == []
+
+
+def test_writer_class_cannot_be_changed_or_extended(impl):
+    for bases in [(impl.PidFileWriter,), (impl.PidFileWriter, _common.Final)]:
+        with pytest.raises(TypeError, match="not an acceptable base type"):
+            type("Sub", bases, {})
+    if impl.BACKEND == "cython":  # as an extension type; the pure backend's is Python's
+        with pytest.raises(TypeError, match=IMMUTABLE):
+            impl.PidFileWriter.__new__ = staticmethod(lambda cls: None)
+
+
 # ---- PidFileReader.__init__ and PidFileLock.__init__ -----------------------------------------
 
 
