@@ -98,7 +98,7 @@ cdef extern from "_speedups_compat.h":
 cdef extern from "Python.h":
     object PyUnicode_DecodeFSDefaultAndSize(const char *s, Py_ssize_t size)
     unsigned long Py_TPFLAGS_IMMUTABLETYPE
-    void PyType_Modified(object type)
+    void PyType_Modified(PyTypeObject *type)
 
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:
@@ -620,7 +620,7 @@ class PidFileWriter(_writer.PidFileWriter, WriterCore):
 
 # Immutable, as an extension type is: nobody replaces its methods, or its __new__.
 (<PyTypeObject *>PidFileWriter).tp_flags |= Py_TPFLAGS_IMMUTABLETYPE
-PyType_Modified(PidFileWriter)
+PyType_Modified(<PyTypeObject *>PidFileWriter)
 
 
 cdef dict _fs_types = {}  # a filesystem's type, by its device: looked up once per device
