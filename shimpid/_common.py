@@ -709,6 +709,12 @@ def flock(fd: int, operation: int) -> None:
 # ``if kept: os.close(kept[0])`` where one place closes it, or, where another may too,
 # ``kept[1] = 0`` first (closed, or handed over), which runs no handler. A cleanup that runs
 # only after an exception may call a function: one raise is what is guarded against.
+#
+# Loops. CPython 3.12 to 3.14 compile some loops with their back edge, where a handler runs,
+# outside the exception table that covers the rest of the loop (a conditional as the body's
+# last statement: gh-130279): a handler that raises there leaves the frame without its
+# ``finally`` or ``with`` cleanup. So a loop under a cleanup that matters is a function of its
+# own, with no handler, called inside the ``try``; test_hardening checks every loop.
 Kept = collections.defaultdict[int, int]
 
 

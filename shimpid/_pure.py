@@ -668,6 +668,17 @@ def _identity_at(
     return _classify(record._pid, record._start_time, extras.pidfs_id)
 
 
+def _read_on(fd: int, data: bytes) -> bytes:
+    """data and what follows it in fd, to one byte past the limit at most (a loop of its own:
+    see _common's note on loops)."""
+    while len(data) <= PID_FILE_MAX_BYTES:
+        chunk = os.read(fd, PID_FILE_MAX_BYTES + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = None) -> bytes:
     kept = keep(os.open, target, _OPEN_READ, dir_fd=directory_fd)
     try:
@@ -684,11 +695,7 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
             data = os.read(fd, PID_FILE_MAX_BYTES + 1)
             # One read returns a regular file whole; read on only after a short one.
             if len(data) != info.st_size:
-                while len(data) <= PID_FILE_MAX_BYTES:
-                    chunk = os.read(fd, PID_FILE_MAX_BYTES + 1 - len(data))
-                    if not chunk:
-                        break
-                    data += chunk
+                data = _read_on(fd, data)
         except StorageError:
             raise
         except OSError as err:

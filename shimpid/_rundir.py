@@ -160,12 +160,12 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
         why = _not_ours(here, euid) if trust else None
         if why:
             raise UntrustedPath(os.fsdecode(trail), why)
-        parts = raw.split(b"/")
+        parts = _components(raw)
         hops = 0
-        while parts:
+        while True:  # not "while parts": CPython 3.12 and 3.13 leave that test's jump unguarded
+            if not parts:
+                break
             part = parts.pop(0)
-            if part in (b"", b"."):
-                continue
             trail = os.path.join(trail, part)
             shown = os.fsdecode(trail)
             # Where others may write, whatever is (or is not) there now is theirs to change.
@@ -191,7 +191,7 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), shown)
                 # Only root or this user can change it: it and its directory passed.
                 target = os.readlink(part, dir_fd=fd)
-                parts[:0] = target.split(b"/")
+                parts[:0] = _components(target)
                 if target.startswith(b"/"):
                     fd = open_kept(b"/", _STEP)
                     here = os.fstat(fd)
@@ -210,15 +210,30 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
         result = open_kept(b".", _DIRECTORY, fd)
         return result
     finally:
-        for kept in opened:
-            if kept and kept[0] != result:
-                os.close(kept.pop(0))
+        _close_all_but(opened, result)
         try:
             _let_signals_in(mask)
         except BaseException:
             if result >= 0:
                 os.close(result)  # the caller never gets it
             raise
+
+
+def _close_all_but(opened: list[_common.Kept], result: int) -> None:
+    """Close what _walk opened but its result (a loop of its own: see _common's note on
+    loops; signals are held meanwhile, so a call before os.close loses nothing)."""
+    for kept in opened:
+        if kept and kept[0] != result:
+            os.close(kept.pop(0))
+
+
+def _components(path: bytes) -> list[bytes]:
+    """The names of a path that name something ("a//./b": a, b)."""
+    names = []
+    for part in path.split(b"/"):
+        if part not in (b"", b"."):
+            names.append(part)
+    return names
 
 
 def _not_ours(info: os.stat_result, euid: int) -> str | None:
@@ -487,10 +502,14 @@ class _Aside:
         if not self._turn:
             deadline, pause = time.monotonic() + TURN_LIMIT, 0.0005
             while True:
+                # Marked before it is taken: a handler that raises as flock() returns must not
+                # leave the turn taken and unmarked (unlocking one not held does nothing).
+                self._turn = True
                 try:
                     _common.flock(self.directory, _common.LOCK_EX | _common.LOCK_NB)
                     break
                 except BlockingIOError:
+                    self._turn = False
                     if time.monotonic() >= deadline:
                         self.refused = "another process keeps this directory's lock"
                         return self.refused
@@ -500,7 +519,6 @@ class _Aside:
                     if err.errno != errno.ENOSYS:
                         raise
                     break
-            self._turn = True
         if self._mask is None:
             self._mask = _hold_signals()
         return None
@@ -1039,26 +1057,39 @@ def clean(
             )
         aside = _Aside(directory_fd)
         try:
-            for name in names:
-                text = os.fsdecode(name)
-                try:
-                    found = _clean_one(aside, name, text, pattern, dry_run)
-                except FileNotFoundError:
-                    continue  # gone meanwhile
-                except OSError as err:
-                    found = f"kept: cannot tell ({err})", False
-                if found is not None:
-                    results[name] = Removal(shown + text, found[0], found[1] and not dry_run)
-                if aside.aside_for() >= BATCH:
-                    _settled(aside.settle(wait=True), results, shown)
-                    time.sleep(TURN_PAUSE)
-            _settled(aside.settle(wait=True), results, shown)
+            _clean_names(aside, names, pattern, dry_run, shown, results)
         finally:
             aside.restore_all()
     finally:
         if kept:
             os.close(kept[0])
     return [results[name] for name in sorted(results)]
+
+
+def _clean_names(
+    aside: _Aside,
+    names: list[bytes],
+    pattern: str,
+    dry_run: bool,
+    shown: str,
+    results: dict[bytes, Removal],
+) -> None:
+    """clean()'s pass over the names listed (its loop, in a function of its own: see _common's
+    note on loops)."""
+    for name in names:
+        text = os.fsdecode(name)
+        try:
+            found = _clean_one(aside, name, text, pattern, dry_run)
+        except FileNotFoundError:
+            continue  # gone meanwhile
+        except OSError as err:
+            found = f"kept: cannot tell ({err})", False
+        if found is not None:
+            results[name] = Removal(shown + text, found[0], found[1] and not dry_run)
+        if aside.aside_for() >= BATCH:
+            _settled(aside.settle(wait=True), results, shown)
+            time.sleep(TURN_PAUSE)
+    _settled(aside.settle(wait=True), results, shown)
 
 
 def _settled(
