@@ -196,13 +196,13 @@ class PidRecord:
             data = _byte_view(data).tobytes()
         return _new_record(*_common.decode_record(data))
 
-    def encode(self) -> bytes:
+    def encode(self, /) -> bytes:
         """The bytes a pid file holds: ``b"<pid>\\n<start_time>\\n"``, or ``b"<pid>\\n"``."""
         if self._start_time is None:
             return b"%d\n" % self._pid
         return b"%d\n%d\n" % (self._pid, self._start_time)
 
-    def encode_into(self, buffer: bytearray | memoryview) -> int:
+    def encode_into(self, /, buffer: bytearray | memoryview) -> int:
         """Write ``encode()`` into a writable buffer of at least 48 bytes; return its length."""
         view = _byte_view(buffer)
         if view.readonly:

@@ -236,6 +236,7 @@ if current_boot_known:
 
 @cython.final
 @cython.freelist(16)
+@cython.binding(False)  # methods that check self's type: PidRecord.encode(object()) is refused
 cdef class PidRecord:
     """PidRecord(pid, start_time=None)
 --
@@ -305,7 +306,10 @@ An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start
 
     @staticmethod
     def current():
-        """This process's pid and start time (``None`` where the platform gives none)."""
+        """current()
+--
+
+This process's pid and start time (``None`` where the platform gives none)."""
         cdef pid_record_t record
         # The GIL stays held: a caller after fork() must take no lock (see write_current).
         record_current(&record)
@@ -313,7 +317,10 @@ An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start
 
     @staticmethod
     def decode(data):
-        """Parse a pid file's bytes (any bytes-like object) exactly as the reference's
+        """decode(data)
+--
+
+Parse a pid file's bytes (any bytes-like object) exactly as the reference's
         ``PidRecord::decode`` does (the rules: the file format page); ``StorageError`` if they
         hold no record."""
         cdef Py_buffer view
@@ -327,12 +334,18 @@ An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start
             PyBuffer_Release(&view)
 
     def encode(self):
-        """The bytes a pid file holds: ``b"<pid>\\n<start_time>\\n"``, or ``b"<pid>\\n"``."""
+        """encode($self)
+--
+
+The bytes a pid file holds: ``b"<pid>\\n<start_time>\\n"``, or ``b"<pid>\\n"``."""
         cdef char buf[RECORD_MAX_BYTES]
         return PyBytes_FromStringAndSize(buf, record_encode(&self.rec, buf))
 
     def encode_into(self, buffer):
-        """Write ``encode()`` into a writable buffer of at least 48 bytes; return its length."""
+        """encode_into($self, buffer)
+--
+
+Write ``encode()`` into a writable buffer of at least 48 bytes; return its length."""
         cdef Py_buffer view
         _byte_view(buffer, &view)
         try:
@@ -1171,6 +1184,7 @@ def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, s
 
 
 @cython.final
+@cython.binding(False)  # as PidRecord's
 cdef class _SuffixScan:
     """_scan_suffix's iterator. A class, not a generator: each generator of Cython 3.3's leaks
     a reference to their shared type (CYTHON_USE_TYPE_SPECS off), as a debug CPython shows."""

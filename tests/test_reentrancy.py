@@ -276,7 +276,7 @@ def test_writer_core_is_prepared_once(impl, tmp_path):
     assert shimpid.PidFileReader.at(tmp_path / path).read() == impl.PidRecord(7, 8)
 
 
-# Methods called unbound on another object: a TypeError, never a write through it.
+# Methods called unbound on another object: a TypeError, never a read or write through it.
 FOREIGN_SCRIPT = """
 outcomes = []
 for call in (
@@ -285,6 +285,10 @@ for call in (
     lambda: impl.PidFileWriter._sibling(bytearray(100), "x", b"x"),
     lambda: impl.PidFileWriter._write(object(), impl.PidRecord(1)),
     lambda: impl.PidFileWriter._prepare(bytearray(200), "x", b"x", b"x.", 1, 0o644, b"", b"", None),
+    lambda: impl.PidRecord.encode(object()),
+    lambda: impl.PidRecord.encode_into(object(), bytearray(64)),
+    lambda: impl.PidRecord.__reduce__(object()),
+    lambda: getattr(impl, "_SuffixScan", impl.PidRecord).close(object()),
 ):
     try:
         call()
@@ -294,7 +298,7 @@ print(json.dumps(outcomes))
 """
 
 
-def test_writer_methods_refuse_another_object(impl, tmp_path):
+def test_methods_refuse_another_object(impl, tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", script_prelude(impl) + FOREIGN_SCRIPT],
         cwd=tmp_path,
@@ -303,7 +307,7 @@ def test_writer_methods_refuse_another_object(impl, tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr  # a crash (SIGSEGV) before the fix
-    assert len(json.loads(done.stdout)) == 5
+    assert len(json.loads(done.stdout)) == 9, done.stdout  # bytes read from object() before
     assert listing(tmp_path) == []
 
 
