@@ -431,7 +431,10 @@ def escaping_back_edges(code: types.CodeType) -> list[str]:
     return found
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception tables came in 3.11")
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info < (3, 11),
+    reason="CPython's exception tables, which came in 3.11",
+)
 def test_no_loop_leaves_its_cleanup_behind():
     """Every function of shimpid's (the modules' own code, run at import, aside) compiles, on
     this interpreter, to loops whose back edges are covered by the handlers that cover their
