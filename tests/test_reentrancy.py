@@ -34,6 +34,17 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+def run_script(impl, script: str, cwd) -> subprocess.CompletedProcess:
+    """``python -c`` of script after script_prelude(impl), in cwd: where a failure may crash."""
+    return subprocess.run(
+        [sys.executable, "-c", script_prelude(impl) + script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def listing(directory) -> list[str]:
     return sorted(os.listdir(directory))
 
@@ -204,13 +215,7 @@ print(json.dumps(seen))
 
 
 def test_writer_reentry_cannot_write_through_freed_paths(impl, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", script_prelude(impl) + UAF_SCRIPT],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_script(impl, UAF_SCRIPT, tmp_path)
     assert done.returncode == 0, done.stderr
 
     seen = json.loads(done.stdout)
@@ -258,13 +263,7 @@ print(json.dumps([seen, str(writer.path)]))
 
 
 def test_writer_core_is_prepared_once(impl, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", script_prelude(impl) + PREPARE_SCRIPT],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_script(impl, PREPARE_SCRIPT, tmp_path)
     assert done.returncode == 0, done.stderr
     seen, path = json.loads(done.stdout)
     already = _common.ALREADY_INITIALISED.format("PidFileWriter")
@@ -299,13 +298,7 @@ print(json.dumps(outcomes))
 
 
 def test_methods_refuse_another_object(impl, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", script_prelude(impl) + FOREIGN_SCRIPT],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_script(impl, FOREIGN_SCRIPT, tmp_path)
     assert done.returncode == 0, done.stderr  # a crash (SIGSEGV) before the fix
     assert len(json.loads(done.stdout)) == 9, done.stdout  # bytes read from object() before
     assert listing(tmp_path) == []
