@@ -710,11 +710,13 @@ def flock(fd: int, operation: int) -> None:
 # ``kept[1] = 0`` first (closed, or handed over), which runs no handler. A cleanup that runs
 # only after an exception may call a function: one raise is what is guarded against.
 #
-# Loops. CPython 3.12 to 3.14 compile some loops with their back edge, where a handler runs,
+# Loops. CPython 3.13 and 3.14 compile some loops with their back edge, where a handler runs,
 # outside the exception table that covers the rest of the loop (a conditional as the body's
-# last statement: gh-130279): a handler that raises there leaves the frame without its
-# ``finally`` or ``with`` cleanup. So a loop under a cleanup that matters is a function of its
-# own, with no handler, called inside the ``try``; test_hardening checks every loop.
+# last statement; 3.13, a ``while`` test too: gh-130279): a handler that raises there leaves
+# the frame without its ``finally`` or ``with`` cleanup. (3.12 compiles the same, but looks
+# the handler up from the instruction before the jump, which is covered.) So a loop under a
+# cleanup that matters is a function of its own, with no handler, called inside the ``try``;
+# test_hardening checks every loop.
 Kept = collections.defaultdict[int, int]
 
 

@@ -131,7 +131,9 @@ def open_directory(path: PathArg, *, secure: bool | None = None, create: bool = 
     if secure is None:
         secure = is_secure_default()
     if not secure and not create:
-        return os.open(raw, _DIRECTORY)
+        # Kept as it is made: "return os.open(...)" loses it to a handler that raises as the
+        # call returns (see _common's note on descriptors).
+        return _common.keep(os.open, raw, _DIRECTORY)[0]
     return _walk(raw, secure, create)
 
 
@@ -162,7 +164,7 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
             raise UntrustedPath(os.fsdecode(trail), why)
         parts = _components(raw)
         hops = 0
-        while True:  # not "while parts": CPython 3.12 and 3.13 leave that test's jump unguarded
+        while True:  # not "while parts": CPython 3.13 leaves that test's jump unguarded
             if not parts:
                 break
             part = parts.pop(0)
@@ -210,21 +212,24 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
         result = open_kept(b".", _DIRECTORY, fd)
         return result
     finally:
-        _close_all_but(opened, result)
         try:
+            _close_all_but(opened, result)
             _let_signals_in(mask)
         except BaseException:
-            if result >= 0:
-                os.close(result)  # the caller never gets it
+            # A handler raised: signals are held in the main thread only, and run there all
+            # the same when another thread takes them. Close the rest, the result too.
+            _close_all_but(opened, -1)
+            _let_signals_in(mask)
             raise
 
 
 def _close_all_but(opened: list[_common.Kept], result: int) -> None:
-    """Close what _walk opened but its result (a loop of its own: see _common's note on
-    loops; signals are held meanwhile, so a call before os.close loses nothing)."""
+    """Close what _walk opened but its result and what is closed already (a loop of its own:
+    see _common's note on loops)."""
     for kept in opened:
-        if kept and kept[0] != result:
-            os.close(kept.pop(0))
+        if kept and 1 not in kept and kept[0] != result:
+            kept[1] = 0  # marked first: a handler raising as it closes never has it closed twice
+            os.close(kept[0])
 
 
 def _components(path: bytes) -> list[bytes]:

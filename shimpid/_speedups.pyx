@@ -302,25 +302,25 @@ An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start
         return f"PidRecord(pid={self.rec.pid}, start_time={self.start_time!r})"
 
     def __reduce__(self):
+        """__reduce__($self)
+--
+
+"""
         return (PidRecord, (self.rec.pid, self.start_time))
 
     @staticmethod
+    @cython.binding(True)  # a function of the class's, as pure's: PidRecord.current pickles
     def current():
-        """current()
---
-
-This process's pid and start time (``None`` where the platform gives none)."""
+        """This process's pid and start time (``None`` where the platform gives none)."""
         cdef pid_record_t record
         # The GIL stays held: a caller after fork() must take no lock (see write_current).
         record_current(&record)
         return _new_record(&record)
 
     @staticmethod
+    @cython.binding(True)  # as current
     def decode(data):
-        """decode(data)
---
-
-Parse a pid file's bytes (any bytes-like object) exactly as the reference's
+        """Parse a pid file's bytes (any bytes-like object) exactly as the reference's
         ``PidRecord::decode`` does (the rules: the file format page); ``StorageError`` if they
         hold no record."""
         cdef Py_buffer view
@@ -1254,7 +1254,10 @@ cdef class _SuffixScan:
             return item if self.kind is tuple else tuple.__new__(self.kind, item)
 
     def close(self):
-        """Let go of the directory stream (``yield from`` calls it when its generator closes)."""
+        """close($self)
+--
+
+Let go of the directory stream (``yield from`` calls it when its generator closes)."""
         if self.running:
             raise ValueError("_scan_suffix iterator already executing")
         self._close()

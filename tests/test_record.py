@@ -93,6 +93,10 @@ def test_pickle_and_copy(impl):
     assert pickle.loads(pickle.dumps(r)) == r
     assert copy.copy(r) == r
     assert copy.deepcopy(r) == r
+    # the static methods too, as a process pool sends them: by their qualified names
+    decode, current = (pickle.loads(pickle.dumps(f)) for f in (r.decode, r.current))
+    assert decode(b"5\n") == impl.PidRecord(5)
+    assert current() == impl.PidRecord.current()
 
 
 def test_cannot_subclass(impl):
