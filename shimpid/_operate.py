@@ -113,7 +113,8 @@ def inspect(path: PathArg, *, secure: bool | None = None) -> Inspection:
     path that names no file, and ``OSError`` where the file cannot be read or the system cannot
     tell."""
     directory, read, shown = _open(path, secure)
-    _close(directory)
+    if directory is not None:
+        os.close(directory)  # inline: see _common's note on descriptors
     return _judged(shown, read)
 
 
@@ -138,11 +139,6 @@ def _open(path: PathArg, secure: bool | None) -> tuple[int | None, Read | None, 
     except BaseException:
         os.close(directory)
         raise
-
-
-def _close(directory: int | None) -> None:
-    if directory is not None:
-        os.close(directory)
 
 
 def _exists(directory: int, name: bytes) -> bool:
@@ -191,7 +187,8 @@ def _target(
         handle = open_entry(found.record, found.extras, _backend._pin_and_classify, allow_legacy)
         return directory, found, handle
     except BaseException:
-        _close(directory)
+        if directory is not None:
+            os.close(directory)
         raise
 
 
@@ -205,14 +202,17 @@ def send_signal(
     this user's or root's), ``Refused``, and ``OSError`` (not permitted, or cannot tell)."""
     sig = int(sig)  # before anything is opened: see the module's habits
     directory, found, handle = _target(path, bool(secure), bool(allow_legacy))
-    _close(directory)
-    found.outcome = "not running"
-    if handle is not None:
-        with handle:
-            # 0: whether it runs, which the handle just proved (no permission needed)
-            if not sig or handle.send_signal(sig):
-                found.outcome = "sent"  # (else it exited meanwhile)
-    return found
+    try:
+        found.outcome = "not running"
+        if handle is not None:
+            with handle:
+                # 0: whether it runs, which the handle just proved (no permission needed)
+                if not sig or handle.send_signal(sig):
+                    found.outcome = "sent"  # (else it exited meanwhile)
+        return found
+    finally:
+        if directory is not None:
+            os.close(directory)  # inline: see _common's note on descriptors
 
 
 def stop(
@@ -256,7 +256,8 @@ def stop(
             found.kept = f"cannot remove it: {err.strerror}"
         return found
     finally:
-        _close(directory)
+        if directory is not None:
+            os.close(directory)
 
 
 def never_signalled(pid: int) -> str | None:

@@ -214,12 +214,19 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
     finally:
         try:
             _close_all_but(opened, result)
+        except BaseException:
+            # Signals are held in the main thread only: one another thread took ran its handler
+            # here all the same. Close the rest, the result too (held here still).
+            try:
+                _close_all_but(opened, -1)
+            finally:
+                _let_signals_in(mask)  # whatever comes, signals are not left held
+            raise
+        try:
             _let_signals_in(mask)
         except BaseException:
-            # A handler raised: signals are held in the main thread only, and run there all
-            # the same when another thread takes them. Close the rest, the result too.
-            _close_all_but(opened, -1)
-            _let_signals_in(mask)
+            if result >= 0:
+                os.close(result)  # the caller never gets it (inline: a second handler may run)
             raise
 
 
