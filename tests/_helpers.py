@@ -81,6 +81,29 @@ def proc_state(pid: int) -> str:
         return f.read().rpartition(b")")[2].split()[0].decode()
 
 
+def reap(pid: int, timeout: float = 30) -> int:
+    """Wait for a child the test forked and return its wait status; one still running after
+    ``timeout`` seconds is killed, reaped, and fails the test: a stuck child (under ASan, a
+    fork() can leave one stuck in malloc) fails a test, never hangs the session."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} did not finish within {timeout} s")
+        time.sleep(0.005)
+
+
+def read_within(fd: int, timeout: float = 30) -> bytes:
+    """One os.read() of a pipe, which must have something (or its end) within ``timeout``."""
+    if not select.select([fd], [], [], timeout)[0]:
+        raise AssertionError(f"nothing to read within {timeout} s")
+    return os.read(fd, 65536)
+
+
 def run_in_child(fn, *, timeout: float = 30) -> tuple[int, bytes]:
     """Run ``fn(write_fd)`` in a forked child; return its exit status code and what it wrote.
 

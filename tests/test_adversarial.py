@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shimpid
-from _helpers import rounds, run_in_child, script_prelude
+from _helpers import reap, rounds, run_in_child, script_prelude
 from shimpid import Absent, StorageError, _common
 
 U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
@@ -153,7 +153,7 @@ def storm(impl, directory, *, atomic):
             last = record
     finally:
         os.close(stop_w)
-        os.waitpid(pid, 0)
+        reap(pid)
     assert changes >= min_changes, "the writer and the reader did not overlap enough"
     assert sorted(os.listdir(directory)) == ["shim.pid"], "no temporary file left behind"
     return counts

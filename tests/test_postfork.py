@@ -13,11 +13,19 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 
 import pytest
 
 import shimpid
-from _helpers import PURE_ONLY, bound_reader, cached_build, proc_state, require_or_skip
+from _helpers import (
+    PURE_ONLY,
+    bound_reader,
+    cached_build,
+    proc_state,
+    reap,
+    require_or_skip,
+)
 from shimpid._common import env_flag
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -182,14 +190,15 @@ def test_c_api_writes_from_a_child_forked_without_the_gil(fork_write, pid_path):
 
     writer = _speedups.PidFileWriter.at(pid_path)
     pid = fork_write.fork_and_write(writer)
+    deadline = time.monotonic() + 30
     try:
         while proc_state(pid) != "Z":  # wait for it to exit, without reaping it
-            pass
+            assert time.monotonic() < deadline, "the child did not exit"
         with bound_reader(_speedups):
             record = shimpid.PidFileReader.at(pid_path).read()
         assert record == _speedups.PidRecord(pid, _speedups.process_start_time(pid))
     finally:
-        _, status = os.waitpid(pid, 0)
+        status = reap(pid)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
@@ -200,7 +209,7 @@ def test_c_api_reports_errno(fork_write, tmp_path):
     writer = _speedups.PidFileWriter.at(tmp_path / "gone" / "shim.pid")
     (tmp_path / "gone").rmdir()
     pid = fork_write.fork_and_write(writer)
-    _, status = os.waitpid(pid, 0)
+    status = reap(pid)
     assert os.WEXITSTATUS(status) == 2  # ENOENT, returned as -ENOENT and exited with
 
 

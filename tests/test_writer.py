@@ -15,7 +15,7 @@ import threading
 import pytest
 
 import shimpid
-from _helpers import require_pidfd_level, run_in_child
+from _helpers import read_within, reap, require_pidfd_level, run_in_child
 from shimpid import StorageError, _common
 
 both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
@@ -312,7 +312,7 @@ def test_write_current_from_a_forked_child(impl, pid_path):
     os.close(status_w)
     os.close(release_r)
     try:
-        assert os.read(status_r, 100) == b"written"
+        assert read_within(status_r) == b"written"
         record = shimpid.PidFileReader.at(pid_path).read()
         assert record.pid == pid
         assert record.start_time == impl.process_start_time(pid)
@@ -320,7 +320,7 @@ def test_write_current_from_a_forked_child(impl, pid_path):
     finally:
         os.close(release_w)
         os.close(status_r)
-        os.waitpid(pid, 0)
+        reap(pid)
 
 
 @both_modes
