@@ -155,8 +155,9 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
     result = -1
     # Signals held meanwhile (in the main thread): a handler's exception in the loop that
     # closes what was opened would leave the rest open.
-    mask = _hold_signals()
+    mask = _signal_mask()
     try:
+        _hold_signals(mask)
         fd = open_kept(trail, _STEP)
         here = os.fstat(fd)
         why = _not_ours(here, euid) if trust else None
@@ -220,10 +221,12 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
             try:
                 _close_all_but(opened, -1)
             finally:
-                _let_signals_in(mask)  # whatever comes, signals are not left held
+                if mask is not None:
+                    _let_signals_in(mask)  # whatever comes, signals are not left held
             raise
         try:
-            _let_signals_in(mask)
+            if mask is not None:
+                _let_signals_in(mask)
         except BaseException:
             if result >= 0:
                 os.close(result)  # the caller never gets it (inline: a second handler may run)
@@ -532,7 +535,8 @@ class _Aside:
                         raise
                     break
         if self._mask is None:
-            self._mask = _hold_signals()
+            self._mask = _signal_mask()
+            _hold_signals(self._mask)
         return None
 
     def _end_if_idle(self) -> None:
@@ -540,14 +544,17 @@ class _Aside:
         that raises, raises here)."""
         if self.pending:
             return
-        if self._turn:
-            self._turn = False
-            try:
-                _common.flock(self.directory, _common.LOCK_UN)
-            except OSError:
-                pass
         mask, self._mask = self._mask, None
-        _let_signals_in(mask)
+        try:
+            if self._turn:
+                self._turn = False
+                try:
+                    _common.flock(self.directory, _common.LOCK_UN)
+                except OSError:
+                    pass
+        finally:
+            if mask is not None:
+                _let_signals_in(mask)
 
     def aside_for(self) -> float:
         """How long the oldest file still aside has been (0 if none)."""
@@ -713,25 +720,32 @@ _SIGMASK: Callable[[int, Any], set[int]] | None = getattr(_C_SIGNAL, "pthread_si
 _ALL_SIGNALS = set(map(int, signal.valid_signals())) if _SIGMASK is not None else set()
 
 
-def _hold_signals() -> set[int] | None:
-    """Block every signal in the main thread, whose handlers' exceptions they would be, and
-    return the mask to go back to (None where signals cannot be held, or in another thread). A
-    handler already due runs here, before anything is held."""
+def _signal_mask() -> set[int] | None:
+    """The main thread's signal mask, for _let_signals_in() to give back (None where signals
+    cannot be held, or in another thread). A handler already due runs here: nothing is held."""
     if _SIGMASK is None or threading.current_thread() is not threading.main_thread():
         return None
-    old = _SIGMASK(signal.SIG_BLOCK, ())
-    try:
-        _SIGMASK(signal.SIG_BLOCK, _ALL_SIGNALS)
-    except BaseException:
-        _SIGMASK(signal.SIG_SETMASK, old)
-        raise
-    return old
+    return _SIGMASK(signal.SIG_BLOCK, ())
 
 
-def _let_signals_in(mask: set[int] | None) -> None:
-    """Go back to the mask _hold_signals() returned: a handler due runs here, and may raise."""
-    if mask is not None and _SIGMASK is not None:
-        _SIGMASK(signal.SIG_SETMASK, mask)
+def _hold_signals(mask: set[int] | None) -> None:
+    """Block every signal in the main thread (where ``mask``, from _signal_mask(), is not None),
+    whose handlers' exceptions they would be. The caller keeps ``mask`` where it is given back
+    before this runs: a handler may raise here once the block is in place (see below)."""
+    if mask is not None:
+        _SIGMASK(signal.SIG_BLOCK, _ALL_SIGNALS)  # type: ignore[misc]
+
+
+# Gives a mask from _signal_mask() back (never None: the caller checks). A C callable, not a
+# function of ours: CPython runs a pending handler as a Python function starts, and one that
+# raised there would leave signals held for good. While the main thread holds them another
+# thread takes them, and their handlers run in the main thread all the same: anywhere but inside
+# a C call. Inside this one, a handler runs once the mask is back; its exception is the caller's.
+_let_signals_in: Callable[[set[int]], object] = (
+    functools.partial(_SIGMASK, signal.SIG_SETMASK)
+    if _SIGMASK is not None
+    else lambda mask: None  # (never called: no mask is held there)
+)
 
 
 def remove_at(directory: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
