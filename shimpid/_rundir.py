@@ -547,11 +547,13 @@ class _Aside:
         mask, self._mask = self._mask, None
         try:
             if self._turn:
-                self._turn = False
                 try:
                     _common.flock(self.directory, _common.LOCK_UN)
                 except OSError:
                     pass
+                # Marked after: a handler that raises as flock() starts leaves it marked, to be
+                # given back by the next call (unlocking one not held does nothing).
+                self._turn = False
         finally:
             if mask is not None:
                 _let_signals_in(mask)
@@ -736,11 +738,12 @@ def _hold_signals(mask: set[int] | None) -> None:
         _SIGMASK(signal.SIG_BLOCK, _ALL_SIGNALS)  # type: ignore[misc]
 
 
-# Gives a mask from _signal_mask() back (never None: the caller checks). A C callable, not a
-# function of ours: CPython runs a pending handler as a Python function starts, and one that
-# raised there would leave signals held for good. While the main thread holds them another
-# thread takes them, and their handlers run in the main thread all the same: anywhere but inside
-# a C call. Inside this one, a handler runs once the mask is back; its exception is the caller's.
+# Gives a mask from _signal_mask() back (never None: the caller checks). A C callable on
+# CPython, not a function of ours: CPython runs a pending handler as a Python function starts,
+# and one that raised there would leave signals held for good. While the main thread holds
+# them another thread takes them, and their handlers run in the main thread all the same:
+# anywhere but inside a C call. Inside this one, a handler runs once the mask is back; its
+# exception is the caller's.
 _let_signals_in: Callable[[set[int]], object] = (
     functools.partial(_SIGMASK, signal.SIG_SETMASK)
     if _SIGMASK is not None

@@ -274,6 +274,7 @@ def test_both_backends_fail_alike(extension, name):
 # {setup} makes `calls` (each a function of n) and `settle` (after the storm).
 STORM = """
 import signal
+blocked_at_start = signal.pthread_sigmask(signal.SIG_BLOCK, ())
 class Interrupted(Exception):
     pass
 armed = False
@@ -310,7 +311,7 @@ while (done <= {enough} or interrupted <= {enough}) and time.monotonic() < deadl
 signal.setitimer(signal.ITIMER_REAL, 0, 0)
 signal.signal(signal.SIGALRM, signal.SIG_IGN)
 settle()
-blocked = sorted(signal.pthread_sigmask(signal.SIG_BLOCK, ()))  # what a call held, and kept
+blocked = sorted(signal.pthread_sigmask(signal.SIG_BLOCK, ()) - blocked_at_start)  # and kept
 print(json.dumps([done, interrupted, len(os.listdir("/proc/self/fd")) - fds, blocked]))
 """
 
@@ -447,13 +448,13 @@ def test_a_raising_signal_handler_leaks_nothing_from_the_directory_calls(impl, t
     assert leaked == 0
 
 
-# One exception, raised in turn at each point of a call where CPython runs a pending signal
-# handler: a Python function's start, and the end of a call the interpreter made to a C function
-# (the call's result is then lost: the handler runs before it is stored). Loops' back edges are
-# left to test_no_loop_leaves_its_cleanup_behind. The k-th such point, for every k until the
-# call finishes first, whether signals are held or not: another thread takes the signals the
-# main thread holds, and the handler runs in the main thread all the same. After each: no
-# descriptor left open, no signal left blocked, nothing left aside.
+# One exception, raised in turn at each point of a call where CPython (3.11 and later) runs a
+# pending signal handler: a Python function's start, and the end of a call the interpreter made
+# to a built-in function (the call's result is then lost: the handler runs before it is stored).
+# Loops' back edges are left to test_no_loop_leaves_its_cleanup_behind. The k-th such point, for
+# every k until the call finishes first, whether signals are held or not: another thread takes
+# the signals the main thread holds, and the handler runs in the main thread all the same. After
+# each: no descriptor left open, no signal left blocked, nothing left aside.
 INJECTED = """
 import signal, threading
 from shimpid import _rundir
@@ -464,10 +465,22 @@ class Injected(Exception):
     pass
 def blocked():
     return signal.pthread_sigmask(signal.SIG_BLOCK, ())
+blocked_at_start = blocked()
+# Letting signals in is one C call, whose end the profiler does not see (not a built-in
+# function): a point of its own once the mask is back, where a handler runs inside that call.
+let_in = _rundir._let_signals_in
+def letting_in(mask):
+    let_in(mask)
+    point_where_the_mask_is_back()
+def point_where_the_mask_is_back():
+    pass
+_rundir._let_signals_in = letting_in
 def inject(call, k):
     seen = 0
     def profiler(frame, event, arg):
         nonlocal seen
+        if event == "call" and frame.f_code is letting_in.__code__:
+            return  # (not a point: it stands for a C call)
         if event in ("call", "c_return"):
             seen += 1
             if seen == k:
@@ -487,7 +500,10 @@ calls = {{
     "open_directory, trusted": lambda: os.close(_rundir.open_directory(deep, secure=True)),
     "open_directory": lambda: os.close(_rundir.open_directory(deep, secure=False)),
     "inspect, trusted": lambda: shimpid.inspect(os.path.join(deep, "x.pid"), secure=True),
+    "scan, trusted": lambda: list(shimpid.scan(deep, secure=True)),
     "clean": lambda: shimpid.clean(deep, secure=True),
+    # (pid 2147483647 is above any pid_max: nothing can be signalled; the stale file is removed)
+    "stop, stale": lambda: shimpid.stop(os.path.join(deep, "x.pid"), secure=True),
 }}
 for call in calls.values():  # what each imports, imported: the same points each time
     stale()
@@ -502,7 +518,7 @@ for name, call in calls.items():
         reached = inject(call, k)
         left = sorted(os.listdir("/proc/self/fd")), blocked(), [
             f for f in os.listdir(deep) if f.startswith(".")]
-        if left != (fds, set(), []):
+        if left != (fds, blocked_at_start, []):
             found.append(f"{{name}}, point {{k}}: {{left}}")
             break
         if not reached:
@@ -515,6 +531,11 @@ print(json.dumps([found, points]))
 @pytest.mark.skipif(
     sys.implementation.name != "cpython", reason="as above: PyPy runs handlers elsewhere"
 )
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="CPython 3.10 also runs a pending handler as any function returns: a descriptor a "
+    "function returns can be lost on the way (the guarantee starts at 3.11)",
+)
 def test_an_exception_at_any_point_a_handler_can_run_leaves_nothing_held(impl, tmp_path):
     script = script_prelude(impl) + INJECTED.format(directory=str(tmp_path))
     # (not under coverage: a tracer of its own there)
@@ -526,7 +547,7 @@ def test_an_exception_at_any_point_a_handler_can_run_leaves_nothing_held(impl, t
     found, points = json.loads(result.stdout)
     print(f"\n{impl.__name__}: points tried {points}")
     assert found == []
-    assert all(count > 10 for count in points.values()), "the injection reached the calls"
+    assert all(count >= 5 for count in points.values()), "the injection reached the calls"
 
 
 def escaping_back_edges(code: types.CodeType) -> list[str]:
