@@ -24,6 +24,7 @@ import pytest
 import shimpid
 from _helpers import bound_reader, rounds, script_prelude, stop
 from shimpid import Absent, StorageError, _common, _operate, _pure, _rundir
+from shimpid._common import env_flag
 
 both_modes = pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "in-place"])
 NOT_REGULAR = _common.NOT_REGULAR_TARGET
@@ -535,6 +536,14 @@ print(json.dumps([found, points]))
     sys.version_info < (3, 11),
     reason="CPython 3.10 also runs a pending handler as any function returns: a descriptor a "
     "function returns can be lost on the way (the guarantee starts at 3.11)",
+)
+@pytest.mark.skipif(
+    env_flag("SHIMPID_TRACE"),
+    reason="a traced build (coverage) reports the extension's own calls to the profiler, and "
+    "Cython's tracing code does not survive one that raises at a function's start: it releases "
+    "an argument the function reassigns before it has taken its reference (Cython 3.3.1; a use "
+    "after free under ASan, a heap corruption in CI). The build without tracing passes this "
+    "test under ASan (.ci/asan)",
 )
 def test_an_exception_at_any_point_a_handler_can_run_leaves_nothing_held(impl, tmp_path):
     script = script_prelude(impl) + INJECTED.format(directory=str(tmp_path))
