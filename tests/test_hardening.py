@@ -125,7 +125,12 @@ def test_a_directory_at_the_path_is_never_moved_even_for_an_instant(impl, tmp_pa
         for _ in range(2)
     ]
     failures = reads = 0
+    deadline = time.monotonic() + 60  # the writers stop after `seconds`: a stuck one fails
     while any(w.poll() is None for w in writers):
+        if time.monotonic() > deadline:
+            for w in writers:
+                stop(w)
+            raise AssertionError("the writers did not finish within 60 s")
         try:
             with open(target / "config") as f:
                 assert f.read() == "precious\n"

@@ -348,14 +348,20 @@ def run(request):
     """Runs a coroutine on asyncio's own event loop, then on uvloop's, which high-frequency
     async spawners often use."""
     if request.param == "asyncio":
-        return asyncio.run
-    if sys.implementation.name != "cpython":
-        pytest.skip("uvloop runs on CPython only")
-    try:
-        import uvloop
-    except ImportError:
-        require_or_skip("uvloop is not installed (pip install uvloop)")
-    return uvloop.run
+        runner = asyncio.run
+    else:
+        if sys.implementation.name != "cpython":
+            pytest.skip("uvloop runs on CPython only")
+        try:
+            import uvloop
+        except ImportError:
+            require_or_skip("uvloop is not installed (pip install uvloop)")
+        runner = uvloop.run
+
+    def run_within(coroutine):  # a wake-up that never comes fails the test, never hangs it
+        return runner(asyncio.wait_for(coroutine, 60))
+
+    return run_within
 
 
 def test_asyncio_records_a_live_child(backend, run, pid_path, no_stray_children):
