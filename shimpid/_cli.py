@@ -925,7 +925,7 @@ def _row(item: tuple[Any, ...], boot: float | None, now: float) -> tuple[Any, ..
     start = record.start_time
     started = age = None
     if start is not None and boot is not None and not _common.from_another_boot(extras):
-        when = boot + start / _TICKS
+        when = boot + start / _common.CLOCK_TICKS
         second = int(when)
         started = _DATES.get(second)
         if started is None:  # children a spawner starts in one second share it
@@ -937,7 +937,6 @@ def _row(item: tuple[Any, ...], boot: float | None, now: float) -> tuple[Any, ..
 
 _STATES = {Verified: "verified", Legacy: "legacy", type(ABSENT): "absent"}
 _DATES: dict[int, str] = {}
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _boot_time() -> float | None:

@@ -41,6 +41,7 @@ from ._common import (
 )
 from ._common import PROC_FOREIGN as _PROC_FOREIGN
 from ._common import PROC_NONE as _PROC_NONE
+from ._common import PROC_OURS as _PROC_OURS
 from ._common import end_init as _end_init
 from ._common import mark_initialising as _mark_initialising
 from ._common import proc_state as _proc_state
@@ -337,9 +338,9 @@ class WriterCore:
                     os.close(pidfd[0])
         self._put(record, pidfs_id)
 
-    def _write_for(self, pid: int) -> None:
+    def _write_for(self, pid: int, start_time: int | None = None) -> None:
         self._check()
-        start_time, pidfs_id = _identity_of(pid, self._pidfs)
+        start_time, pidfs_id = _identity_of(pid, self._pidfs, start_time)
         self._put(_new_record(pid, start_time), pidfs_id)
 
     def _put(self, record: PidRecord, pidfs_id: int | None) -> None:
@@ -842,11 +843,16 @@ def process_start_time(pid: int) -> int | None:
             os.close(pidfd[0])
 
 
-def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
+def _identity_of(
+    pid: int, with_pidfs: bool, start_time: int | None = None
+) -> tuple[int | None, int | None]:
     """``(start time, pidfs inode)`` of a process, for a record of it (``write_for``).
 
     ``ProcessLookupError`` if no process holds pid (or it is a thread). Unlike a verdict, a
     record can do without a start time where the system keeps none (no /proc mounted).
+    ``start_time``, where the caller knows it (``spawn``: ``_common.start_time_between``),
+    stands for the read of /proc, where /proc is this namespace's: elsewhere it is as if not
+    given.
     """
     if not _common.names_a_process(pid):
         raise _common.no_such_process(pid)
@@ -864,8 +870,11 @@ def _identity_of(pid: int, with_pidfs: bool) -> tuple[int | None, int | None]:
         if not _pinned(pidfd):
             raise _common.no_such_process(pid)
         pidfs_id = os.fstat(pidfd[0]).st_ino if with_pidfs else None
-        if _proc_state() == _PROC_NONE:
+        proc = _proc_state()
+        if proc == _PROC_NONE:
             return None, pidfs_id
+        if start_time is not None and proc == _PROC_OURS:
+            return start_time, pidfs_id
         return _stat_of_pinned(pid, pidfd[0])[1], pidfs_id
     finally:
         if pidfd:

@@ -602,19 +602,20 @@ Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."
         if rc:
             raise _write_error(rc, self._path, temp)
 
-    def _write_for(self, uint32_t pid):
+    def _write_for(self, uint32_t pid, start_time=None):
         cdef char temp[TEMP_PATH_MAX]
         cdef pid_record_t record
         cdef uint64_t pidfs_id = 0
-        cdef bint has_pidfs = False
+        cdef bint has_pidfs = False, known = start_time is not None
         cdef int found, rc = 0
         self._ready()
         if not names_a_process(pid):
             raise _common.no_such_process(pid)
         record.pid = pid
+        record.start_time = start_time if known else 0
         temp[0] = 0
         with nogil:
-            found = _identity_of(&self.writer, &record, &has_pidfs, &pidfs_id)
+            found = _identity_of(&self.writer, &record, &has_pidfs, &pidfs_id, known)
             if found == FOUND:
                 rc = write_entry(&self.writer, &record, has_pidfs, pidfs_id, temp)
         if found == GONE:
@@ -687,7 +688,7 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
     if not names_a_process(pid):
         return -ESRCH
     record.pid = pid
-    rc = _identity_of(writer, &record, &has_pidfs, &pidfs_id)
+    rc = _identity_of(writer, &record, &has_pidfs, &pidfs_id, False)
     if rc == GONE:
         return -ESRCH
     if rc:
@@ -696,16 +697,17 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
 
 
 cdef int _identity_of(const pid_writer_t *writer, pid_record_t *record, bint *has_pidfs,
-                      uint64_t *pidfs_id) noexcept nogil:
+                      uint64_t *pidfs_id, bint known) noexcept nogil:
     """The start time (and pidfs inode) of process record.pid, for a record of it: FOUND, GONE
     (nobody holds the pid, or it is a thread's) or -errno (-EXDEV: another namespace's /proc).
 
     Unlike a verdict, a record can do without a start time where the system keeps none (no
-    /proc mounted).
+    /proc mounted). known: record.start_time is the caller's (as _pure's start_time).
     """
     cdef struct_stat info
     cdef char state = 0
     cdef bint alive = False
+    cdef uint64_t given = record.start_time
     cdef int fd, rc, proc
     record.has_start_time = False
     record.start_time = 0
@@ -724,7 +726,10 @@ cdef int _identity_of(const pid_writer_t *writer, pid_record_t *record, bint *ha
             pidfs_id[0] = <uint64_t>info.st_ino
     if rc == FOUND:
         proc = _proc_state()
-        if proc != PROC_NONE:
+        if known and proc == PROC_OURS:
+            record.start_time = given
+            record.has_start_time = True
+        elif proc != PROC_NONE:
             rc = _stat_of_pinned(record.pid, fd, &state, &record.start_time,
                                  &record.has_start_time)
     unistd.close(fd)

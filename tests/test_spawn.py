@@ -45,6 +45,7 @@ def no_stray_children():
 def backend(impl, monkeypatch):
     """shimpid.spawn with ``impl``'s PidFileWriter (the package picks one at import)."""
     monkeypatch.setattr(shimpid._spawn, "PidFileWriter", impl.PidFileWriter)
+    monkeypatch.setattr(shimpid._spawn, "process_start_time", impl.process_start_time)
     monkeypatch.setattr(shimpid._spawn, "_usable_directories", {})  # no other backend's writers
     return impl
 
@@ -286,6 +287,83 @@ def test_many_threads_spawn_at_once(backend, tmp_path, no_stray_children):
             child.pid, backend.process_start_time(child.pid)
         )
     for child, _ in spawned:
+        child.wait()
+
+
+# ---- the start time told by the clock ------------------------------------------------------------
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """spawn's trust in the clock as a new process has it: CLOCK_CHECKS checks to go."""
+    if not _common.TICK_NS:
+        pytest.skip("start times are not counted in clock ticks here")
+    monkeypatch.setattr(shimpid._spawn, "_clock_checks_left", shimpid._spawn.CLOCK_CHECKS)
+    return shimpid._spawn
+
+
+def test_the_clock_tells_a_start_time_only_from_within_one_tick(clock):
+    tick, margin, start = _common.TICK_NS, _common.TICK_MARGIN_NS, 54321 * _common.TICK_NS
+    between = _common.start_time_between
+    assert between(start + margin, start + tick - margin - 1) == 54321
+    assert between(start + margin - 1, start + 2 * margin) is None  # too near the tick's start
+    assert between(start + 2 * margin, start + tick - margin) is None  # too near its end
+    assert between(start + margin, start + tick + margin) is None  # across two ticks
+
+
+def spawn_many(count, tmp_path):
+    spawned = []
+    try:
+        for i in range(count):
+            path = tmp_path / f"{i}.pid"
+            spawned.append((shimpid.spawn(["true"], path), path))
+    except BaseException:
+        for child, _ in spawned:
+            child.wait()
+        raise
+    return spawned
+
+
+def assert_records_are_procs(backend, spawned):
+    """Each record is the one /proc gives its child, unreaped till then; then each is reaped."""
+    try:
+        for child, path in spawned:
+            start = backend.process_start_time(child.pid)
+            assert record_of(backend, path) == backend.PidRecord(child.pid, start)
+    finally:
+        for child, _ in spawned:
+            child.wait()
+
+
+def test_spawn_trusts_the_clock_once_it_agrees_with_proc(
+    backend, clock, tmp_path, no_stray_children
+):
+    spawned = spawn_many(clock.CLOCK_CHECKS + 200, tmp_path)
+    assert clock._clock_checks_left == 0  # trusted: most of the 200 were told by the clock
+    assert_records_are_procs(backend, spawned)
+
+
+def test_a_clock_that_disagrees_with_proc_is_never_trusted(
+    backend, clock, monkeypatch, tmp_path, no_stray_children
+):
+    # a system that counted ten ticks a second where /proc counts CLOCK_TICKS
+    monkeypatch.setattr(_common, "TICK_NS", _common.TICK_NS * 10)
+    spawned = spawn_many(clock.CLOCK_CHECKS + 20, tmp_path)
+    assert clock._clock_checks_left == -1
+    assert_records_are_procs(backend, spawned)  # every one read from /proc
+
+
+def test_a_start_time_given_to_the_writer_stands_for_procs(backend, pid_path, no_stray_children):
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        start = backend.process_start_time(child.pid)
+        writer = backend.PidFileWriter.at(pid_path)
+        writer._write_for(child.pid, start + 1)  # not its own: written as given, /proc not read
+        assert record_of(backend, pid_path) == backend.PidRecord(child.pid, start + 1)
+        writer._write_for(child.pid)
+        assert record_of(backend, pid_path) == backend.PidRecord(child.pid, start)
+    finally:
+        child.kill()
         child.wait()
 
 
