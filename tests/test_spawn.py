@@ -526,6 +526,26 @@ def test_asyncio_from_many_tasks(backend, run, tmp_path, no_stray_children):
     run(main())
 
 
+def test_asyncio_trusts_the_clock_as_spawn_does(backend, clock, run, tmp_path, no_stray_children):
+    async def main():
+        started = []
+        try:
+            for n in range(clock.CLOCK_CHECKS + 40):
+                path = tmp_path / f"{n}.pid"
+                process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=path)
+                started.append((process, path))
+            assert clock._clock_checks_left == 0
+            for process, path in started:
+                start = backend.process_start_time(process.pid)
+                assert record_of(backend, path) == backend.PidRecord(process.pid, start)
+        finally:
+            for process, _ in started:
+                process.kill()
+                await process.wait()
+
+    run(main())
+
+
 def test_asyncio_bad_path_fails_before_anything_starts(backend, run, tmp_path, no_stray_children):
     async def main():
         with pytest.raises(StorageError):
