@@ -16,7 +16,7 @@ import threading
 from asyncio import base_subprocess
 from typing import Any
 
-from ._spawn import _boottime, _start_time, _writer, kill_and_reap
+from ._spawn import _writer, boot_clock, child_start_time, kill_and_reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class _RecordingTransport(base_subprocess.BaseSubprocessTransport):
         bufsize: int,
         **kwargs: Any,
     ) -> None:
-        before = _boottime()
+        before = boot_clock()
         self._proc = subprocess.Popen(
             args,
             shell=shell,
@@ -114,10 +114,10 @@ class _RecordingTransport(base_subprocess.BaseSubprocessTransport):
             bufsize=bufsize,
             **kwargs,
         )
-        after = _boottime()
         try:
+            after = boot_clock()  # in the try: a signal handler can raise as it returns
             pid = self._proc.pid
-            self._writer._write_for(pid, _start_time(pid, before, after))
+            self._writer._write_for(pid, child_start_time(pid, before, after))
         except BaseException:
             kill_and_reap(self._proc)
             raise

@@ -17,9 +17,8 @@ it about nothing). With no CPU to spare (many threads spawning at once) every st
 wherever it runs. So a new directory is checked before the child starts, so that a path that
 cannot be written fails without starting anything; the writer made there is kept, and the next
 path in that directory gets a copy of it with its own name (``PidFileWriter._sibling``: no
-system call), or, where atomic writes swap files with RENAME_EXCHANGE (which is safe only in a
-directory nobody else can write to, as it was when checked), a writer checked in full while
-the child starts.
+system call; where atomic writes swap files with RENAME_EXCHANGE, which is safe only in a
+directory nobody else can write to, one ``stat`` of the directory asks that again).
 """
 
 from __future__ import annotations
@@ -164,10 +163,10 @@ def spawn(
     absolute path in a directory where ``spawn`` wrote a record before (with the same
     ``atomic`` and ``capability``), its name and length are checked before, and the writer is
     made while the child starts, from the one made there before, with no further look at the
-    filesystem (or checked in full, where atomic writes swap files). If that directory has gone
-    since, the error (``StorageError``, as a check before would give) is raised once the child
-    has started: it is killed and reaped first, as when the record itself cannot be written,
-    and the next ``spawn`` there checks first.
+    filesystem (but one ``stat`` of the directory, where atomic writes swap files). If that
+    directory has gone since, the error (``StorageError``, as a check before would give) is
+    raised once the child has started: it is killed and reaped first, as when the record itself
+    cannot be written, and the next ``spawn`` there checks first.
     """
     key = known = None
     if isinstance(pidfile, PidFileWriter):
@@ -184,15 +183,15 @@ def spawn(
         # A new directory is checked before anything starts; a known one's writer is made
         # from the one kept for it, while the child starts.
         writer = known or PidFileWriter.at(given, atomic=atomic, capability=line3)
-    before = _boottime()
+    before = boot_clock()
     child = subprocess.Popen(args, **popen_kwargs)
-    after = _boottime()
     try:
+        after = boot_clock()  # in the try: a signal handler can raise as it returns
         if known is not None:
             writer = known._sibling(given, target) or PidFileWriter.at(
                 given, atomic=atomic, capability=line3
             )
-        writer._write_for(child.pid, _start_time(child.pid, before, after))
+        writer._write_for(child.pid, child_start_time(child.pid, before, after))
         if key is not None:
             _remember(key, writer)
     except BaseException as error:
@@ -212,31 +211,37 @@ def spawn(
 
 
 # The child's start time is told by the clock (_common.start_time_between), where it can be,
-# once that has agreed with /proc for the first CLOCK_CHECKS children: each costs a read of /proc
-# (about 25 us for a new child, 5% of a spawn, more where threads spawn at once). A system that
-# counts start times otherwise has /proc read for every child, as where the clock cannot tell.
+# once the clock has agreed with /proc for CLOCK_CHECKS children, and never once it has not: each
+# check costs a read of /proc (about 25 us for a new child, 5% of a spawn, more where threads
+# spawn at once). A system that counts start times otherwise has /proc read for every child, as
+# where the clock cannot tell. (Disagreement is a flag of its own, set and never cleared: no
+# other thread's count can undo it.)
 CLOCK_CHECKS = 8
-_clock_checks_left = CLOCK_CHECKS  # -1: the clock disagreed
-_boottime = (
+_clock_agreed = 0
+_clock_disagreed = False
+boot_clock = (
     functools.partial(time.clock_gettime_ns, time.CLOCK_BOOTTIME) if _common.TICK_NS else int
 )
 
 
-def _start_time(pid: int, before: int, after: int) -> int | None:
+def child_start_time(pid: int, before: int, after: int) -> int | None:
     """The start time of child ``pid``, forked between the clock readings before and after, if
     the clock tells it and is trusted; else None (the writer reads /proc)."""
-    global _clock_checks_left
+    global _clock_agreed, _clock_disagreed
     tick = _common.start_time_between(before, after)
-    if tick is None or _clock_checks_left < 0:
+    if tick is None or _clock_disagreed:
         return None
-    if _clock_checks_left:
-        try:
-            agreed = process_start_time(pid) == tick
-        except OSError:  # nothing to check with (no /proc): the writer's read says what to do
-            return None
-        _clock_checks_left = _clock_checks_left - 1 if agreed else -1
-        return None  # the record as before: read from /proc
-    return tick
+    if _clock_agreed >= CLOCK_CHECKS:
+        return tick
+    try:
+        read = process_start_time(pid)
+    except OSError:  # nothing to check with (no /proc): the writer's read says what to do
+        return None
+    if read == tick:
+        _clock_agreed += 1
+    else:
+        _clock_disagreed = True
+    return None  # the record as before: read from /proc
 
 
 def _remember(key: tuple[bytes, bool, str | None], writer: PidFileWriter) -> None:

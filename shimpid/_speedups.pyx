@@ -503,10 +503,7 @@ cdef class WriterCore:
         cdef int level = pidfd_level()  # decided here, in the parent: see write_current()
         _check_no_nul(target)
         _check_no_nul(temp_prefix)
-        # On tmpfs a plain rename is cheaper, and nothing is flushed anyway (see replace()).
-        exchange = (SHIMPID_LINUX and not _common.others_can_write(info)
-                    and _fs_type(os.path.dirname(target), info.st_dev)
-                    not in (TMPFS_MAGIC, RAMFS_MAGIC))
+        exchange = _exchanges(target, info)
         # The C struct points into the bytes set below, maybe for a write in another thread:
         # they are set once, checked and set with no Python code between (none can run: the
         # old values are None), and in a critical section where there is no GIL.
@@ -539,13 +536,19 @@ cdef class WriterCore:
 
     def _sibling(self, given, bytes target not None):
         """A writer like this one for ``target``, a path checked by ``_common.writer_target``
-        in the same directory, made without a system call (see _spawn); ``None`` where atomic
-        writes swap files (the directory must be checked again: see replace())."""
+        in the same directory, made without a system call (see _spawn); where atomic writes
+        swap files, with one: whether they still may is asked again (see replace()), and
+        ``None`` if the directory cannot be looked at (the full check says why)."""
         cdef WriterCore sibling
+        cdef bint exchange = self.writer.exchange
         self._ready()
         _check_no_nul(target)  # as the pure backend's open() would refuse it
-        if self.writer.atomic and self.writer.exchange:
-            return None
+        if self.writer.atomic and exchange:
+            try:
+                info = os.stat(os.path.dirname(target))
+            except OSError:
+                return None
+            exchange = _exchanges(target, info)
         # The core's own allocation, a new object: never a __new__ of Python's, which could
         # hand back a live writer whose bytes the lines below would free.
         sibling = WriterCore.__new__(type(self))
@@ -553,6 +556,7 @@ cdef class WriterCore:
         sibling._path, sibling._target, sibling._temp_prefix = given, target, temp_prefix
         sibling._identity, sibling._capability = self._identity, self._capability
         sibling.writer = self.writer
+        sibling.writer.exchange = exchange
         sibling.writer.pidfd_level = pidfd_level()  # as __init__ would find it now
         sibling.writer.pidfs = self.writer.identity_len > 0 and sibling.writer.pidfd_level == PIDFS
         sibling.writer.temp_prefix = PyBytes_AS_STRING(temp_prefix)
@@ -635,6 +639,14 @@ class PidFileWriter(_writer.PidFileWriter, WriterCore):
 # Immutable, as an extension type is: nobody replaces its methods, or its __new__.
 (<PyTypeObject *>PidFileWriter).tp_flags |= Py_TPFLAGS_IMMUTABLETYPE
 PyType_Modified(<PyTypeObject *>PidFileWriter)
+
+
+cdef bint _exchanges(bytes target, info) except -1:
+    """Whether atomic writes to target swap files in (replace()), info being its directory's
+    stat: only in a directory nobody else can write to. On tmpfs a plain rename is cheaper, and
+    nothing is flushed anyway."""
+    return (SHIMPID_LINUX and not _common.others_can_write(info)
+            and _fs_type(os.path.dirname(target), info.st_dev) not in (TMPFS_MAGIC, RAMFS_MAGIC))
 
 
 cdef dict _fs_types = {}  # a filesystem's type, by its device: looked up once per device

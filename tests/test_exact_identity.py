@@ -213,10 +213,12 @@ same.wait()
 
 writer = impl.PidFileWriter.at("{dir}/child.pid")
 attempt("write_for", lambda: writer.write_for(child.pid))
+attempt("write_for given a start time", lambda: writer._write_for(child.pid, 12345))
 attempt("process_start_time", lambda: impl.process_start_time(child.pid))
 attempt("is_process_alive", lambda: impl.is_process_alive(child.pid))
 import shimpid
 shimpid._spawn.PidFileWriter = impl.PidFileWriter
+shimpid._spawn._clock_agreed = shimpid._spawn.CLOCK_CHECKS  # the clock trusted: no /proc read
 attempt("spawn", lambda: shimpid.spawn(["sleep", "60"], "{dir}/spawned.pid"))
 # a child records itself: /proc/self is always right, and pidfs needs no /proc
 writer_child = subprocess.Popen([sys.executable, "-c", {self_write!r}])
@@ -253,6 +255,7 @@ def test_another_namespaces_proc_is_refused(impl, level, shared_dir):
     out = json.loads(result.stdout)
     assert out["pid"] == 2 and out["proc_self"] != "1", "the host's /proc, as intended"
     assert out["write_for"] == "ForeignProcError"
+    assert out["write_for given a start time"] == "ForeignProcError"  # given, /proc still asked
     assert out["process_start_time"] == "ForeignProcError"
     assert out["spawn"] == "ForeignProcError"
     assert not os.path.exists(os.path.join(shared_dir, "child.pid"))

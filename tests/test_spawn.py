@@ -14,6 +14,7 @@ import threading
 import pytest
 
 import shimpid
+import shimpid._aio
 from _helpers import proc_state, require_or_skip
 from shimpid import Absent, StorageError, Verified, _common
 
@@ -198,18 +199,17 @@ def test_a_known_directory_writes_what_a_new_writer_writes(backend, run_dir):
         assert b" pidfs=" in (run_dir / "pidfs.pid").read_bytes()
     writer = backend.PidFileWriter.at(run_dir / "x.pid", capability="services-mux-v1")
     sibling = writer._sibling(os.fsencode(run_dir / "y.pid"), os.fsencode(run_dir / "y.pid"))
-    if sibling is None:  # the extension's, where atomic writes swap files
-        assert writer._replace_by_exchange
-    else:
-        assert (sibling.path, sibling.atomic, sibling.mode, sibling.capability) == (
-            os.fsencode(run_dir / "y.pid"),
-            True,
-            0o644,
-            "services-mux-v1",
-        )
-        sibling.write(backend.PidRecord(4242, 17))
-        assert (run_dir / "y.pid").read_bytes().startswith(b"4242\n17\nservices-mux-v1\n")
-        assert not (run_dir / "x.pid").exists()
+    assert (sibling.path, sibling.atomic, sibling.mode, sibling.capability) == (
+        os.fsencode(run_dir / "y.pid"),
+        True,
+        0o644,
+        "services-mux-v1",
+    )
+    for start in (17, 18):  # a new file, then one replaced (swapped, where the writer swaps)
+        sibling.write(backend.PidRecord(4242, start))
+        assert (run_dir / "y.pid").read_bytes().startswith(b"4242\n%d\nservices-mux-v1\n" % start)
+    assert not (run_dir / "x.pid").exists()
+    assert not [n for n in os.listdir(run_dir) if n.endswith(".tmp")]
     in_place = backend.PidFileWriter.at(run_dir / "x.pid", atomic=False)
     assert in_place._sibling(b"y", os.fsencode(run_dir / "y.pid")) is not None  # never swaps
     target = os.fsencode(run_dir / "nul\0/../y.pid")
@@ -220,6 +220,27 @@ def test_a_known_directory_writes_what_a_new_writer_writes(backend, run_dir):
     with pytest.raises(ValueError):  # C would stop at the NUL: another file than the one named
         write_through_a_sibling()
     assert not (run_dir / "nul").exists()
+
+
+def test_a_sibling_asks_again_whether_it_may_swap_files(backend, tmp_path):
+    """Where atomic writes swap files (the extension's, on disk: safe only in a directory
+    nobody else can write to), a known directory's writer for a new name decides it anew."""
+    writer = backend.PidFileWriter.at(tmp_path / "x.pid")
+    if not getattr(writer, "_replace_by_exchange", False):  # the pure backend's never do
+        pytest.skip("this backend never swaps files here: it always renames")
+    name = os.fsencode(tmp_path / "y.pid")
+    assert writer._sibling(name, name)._replace_by_exchange
+    os.chmod(tmp_path, 0o777)
+    try:
+        assert not backend.PidFileWriter.at(tmp_path / "y.pid")._replace_by_exchange
+        assert not writer._sibling(name, name)._replace_by_exchange  # as a new writer decides
+    finally:
+        os.chmod(tmp_path, 0o700)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    in_gone = backend.PidFileWriter.at(gone / "x.pid")
+    gone.rmdir()
+    assert in_gone._sibling(b"y", os.fsencode(gone / "y.pid")) is None  # the full check says why
 
 
 def test_a_relative_path_is_checked_before_starting_and_named_as_given(
@@ -293,13 +314,39 @@ def test_many_threads_spawn_at_once(backend, tmp_path, no_stray_children):
 # ---- the start time told by the clock ------------------------------------------------------------
 
 
+class Clock:
+    """spawn's trust in the clock as a new process has it, and how many start times it told."""
+
+    def __init__(self, monkeypatch):
+        self.told = 0
+        self.module = shimpid._spawn
+        self.CLOCK_CHECKS = self.module.CLOCK_CHECKS
+        monkeypatch.setattr(self.module, "_clock_agreed", 0)
+        monkeypatch.setattr(self.module, "_clock_disagreed", False)
+        real = self.module.child_start_time
+
+        def counted(*args):
+            start = real(*args)
+            self.told += start is not None
+            return start
+
+        for module in (self.module, shimpid._aio):  # each calls it by its own name
+            monkeypatch.setattr(module, "child_start_time", counted)
+
+    @property
+    def trusted(self):
+        return self.module._clock_agreed >= self.CLOCK_CHECKS
+
+    @property
+    def disagreed(self):
+        return self.module._clock_disagreed
+
+
 @pytest.fixture
 def clock(monkeypatch):
-    """spawn's trust in the clock as a new process has it: CLOCK_CHECKS checks to go."""
     if not _common.TICK_NS:
         pytest.skip("start times are not counted in clock ticks here")
-    monkeypatch.setattr(shimpid._spawn, "_clock_checks_left", shimpid._spawn.CLOCK_CHECKS)
-    return shimpid._spawn
+    return Clock(monkeypatch)
 
 
 def test_the_clock_tells_a_start_time_only_from_within_one_tick(clock):
@@ -339,7 +386,8 @@ def test_spawn_trusts_the_clock_once_it_agrees_with_proc(
     backend, clock, tmp_path, no_stray_children
 ):
     spawned = spawn_many(clock.CLOCK_CHECKS + 200, tmp_path)
-    assert clock._clock_checks_left == 0  # trusted: most of the 200 were told by the clock
+    assert clock.trusted and not clock.disagreed
+    assert clock.told >= 100, "most of the 200 after the checks were told by the clock"
     assert_records_are_procs(backend, spawned)
 
 
@@ -349,8 +397,20 @@ def test_a_clock_that_disagrees_with_proc_is_never_trusted(
     # a system that counted ten ticks a second where /proc counts CLOCK_TICKS
     monkeypatch.setattr(_common, "TICK_NS", _common.TICK_NS * 10)
     spawned = spawn_many(clock.CLOCK_CHECKS + 20, tmp_path)
-    assert clock._clock_checks_left == -1
+    assert clock.disagreed and clock.told == 0
     assert_records_are_procs(backend, spawned)  # every one read from /proc
+
+
+def test_a_check_that_cannot_be_made_is_no_agreement(
+    backend, clock, monkeypatch, tmp_path, no_stray_children
+):
+    def unreadable(pid):  # as where /proc cannot be read
+        raise PermissionError(errno.EACCES, "no /proc to read")
+
+    monkeypatch.setattr(shimpid._spawn, "process_start_time", unreadable)
+    spawned = spawn_many(clock.CLOCK_CHECKS + 20, tmp_path)
+    assert not clock.trusted and not clock.disagreed and clock.told == 0
+    assert_records_are_procs(backend, spawned)  # the writer's own reads
 
 
 def test_a_start_time_given_to_the_writer_stands_for_procs(backend, pid_path, no_stray_children):
@@ -534,7 +594,7 @@ def test_asyncio_trusts_the_clock_as_spawn_does(backend, clock, run, tmp_path, n
                 path = tmp_path / f"{n}.pid"
                 process = await shimpid.create_subprocess_exec("sleep", "60", pidfile=path)
                 started.append((process, path))
-            assert clock._clock_checks_left == 0
+            assert clock.trusted and clock.told >= 20
             for process, path in started:
                 start = backend.process_start_time(process.pid)
                 assert record_of(backend, path) == backend.PidRecord(process.pid, start)
