@@ -354,7 +354,7 @@ class Clock:
     def disagreed(self):
         return self.module._clock_disagreed
 
-    def spawn_until(self, enough, spawn_and_check, limit=3000):
+    def spawn_until(self, enough, spawn_and_check, limit=1000):
         """spawn_and_check(n) until the clock could tell ``enough`` start times (else skip)."""
         for n in range(limit):
             spawn_and_check(n)
