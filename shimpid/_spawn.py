@@ -192,8 +192,8 @@ def spawn(
                 given, atomic=atomic, capability=line3
             )
         writer._write_for(child.pid, child_start_time(child.pid, before, after))
-        if key is not None:
-            _remember(key, writer)
+        if key is not None:  # the writer checked in full is kept: each copy asks anew
+            _remember(key, known or writer)
     except BaseException as error:
         kill_and_reap(child)
         if key is not None:

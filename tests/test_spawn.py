@@ -236,6 +236,14 @@ def test_a_sibling_asks_again_whether_it_may_swap_files(backend, tmp_path):
         assert not writer._sibling(name, name)._replace_by_exchange  # as a new writer decides
     finally:
         os.chmod(tmp_path, 0o700)
+    # spawn keeps the writer it made for the directory: once that is private again, a copy
+    # swaps again (a kept copy that did not would never be asked)
+    for n, mode in enumerate((0o700, 0o777, 0o700)):
+        os.chmod(tmp_path, mode)
+        shimpid.spawn(["true"], tmp_path / f"{n}.pid").wait()
+    os.chmod(tmp_path, 0o700)
+    kept = shimpid._spawn._usable_directories[(os.fsencode(tmp_path), True, None)]
+    assert kept._sibling(name, name)._replace_by_exchange
     gone = tmp_path / "gone"
     gone.mkdir()
     in_gone = backend.PidFileWriter.at(gone / "x.pid")
