@@ -16,7 +16,7 @@ import threading
 from asyncio import base_subprocess
 from typing import Any
 
-from ._spawn import _writer, boot_clock, child_start_time, kill_and_reap
+from ._spawn import _writer, boot_clock, kill_and_reap, write_child
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,9 +115,7 @@ class _RecordingTransport(base_subprocess.BaseSubprocessTransport):
             **kwargs,
         )
         try:
-            after = boot_clock()  # in the try: a signal handler can raise as it returns
-            pid = self._proc.pid
-            self._writer._write_for(pid, child_start_time(pid, before, after))
+            write_child(self._writer, self._proc.pid, before)
         except BaseException:
             kill_and_reap(self._proc)
             raise

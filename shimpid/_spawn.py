@@ -186,12 +186,11 @@ def spawn(
     before = boot_clock()
     child = subprocess.Popen(args, **popen_kwargs)
     try:
-        after = boot_clock()  # in the try: a signal handler can raise as it returns
         if known is not None:
             writer = known._sibling(given, target) or PidFileWriter.at(
                 given, atomic=atomic, capability=line3
             )
-        writer._write_for(child.pid, child_start_time(child.pid, before, after))
+        write_child(writer, child.pid, before)
         if key is not None:  # the writer checked in full is kept: each copy asks anew
             _remember(key, known or writer)
     except BaseException as error:
@@ -222,6 +221,12 @@ _clock_disagreed = False
 boot_clock = (
     functools.partial(time.clock_gettime_ns, time.CLOCK_BOOTTIME) if _common.TICK_NS else int
 )
+
+
+def write_child(writer: PidFileWriter, pid: int, before: int) -> None:
+    """Write the record of child ``pid``, forked after the clock read ``before`` (boot_clock()):
+    called in the caller's try, which kills and reaps the child if this raises."""
+    writer._write_for(pid, child_start_time(pid, before, boot_clock()))
 
 
 def child_start_time(pid: int, before: int, after: int) -> int | None:
