@@ -419,35 +419,58 @@ def is_boot_id(value: str) -> bool:
     )
 
 
-class Extras(tuple[str | None, str | None, int | None]):
-    """What lines 3 and 4 of a pid file say (see above): ``(capability, boot_id, pidfs_id)``.
+class Extras(tuple[object, ...]):
+    """What lines 3 and 4 of a pid file say: line 3's capability, then line 4's fields in
+    ``LINE4_FIELDS``' order (``(capability, boot_id, pidfs_id)``), None where a line says nothing.
 
     A namedtuple, written out: ``collections.namedtuple`` compiles code when it is defined, a
-    cost every importer of shimpid would pay.
+    cost every importer of shimpid would pay. The attributes are the annotations below, in order.
     """
 
     __slots__ = ()
+    capability: str | None
+    boot_id: str | None
+    pidfs_id: int | None
 
-    def __new__(cls, capability: str | None, boot_id: str | None, pidfs_id: int | None) -> Extras:
-        return tuple.__new__(cls, (capability, boot_id, pidfs_id))
-
-    @property
-    def capability(self) -> str | None:
-        return self[0]
-
-    @property
-    def boot_id(self) -> str | None:
-        return self[1]
-
-    @property
-    def pidfs_id(self) -> int | None:
-        return self[2]
+    def __new__(cls, *values: object) -> Extras:
+        if len(values) != len(_EXTRAS_NAMES):
+            raise TypeError(f"Extras takes {len(_EXTRAS_NAMES)} values, got {len(values)}")
+        return tuple.__new__(cls, values)
 
     def __repr__(self) -> str:
-        return "Extras(capability={!r}, boot_id={!r}, pidfs_id={!r})".format(*self)
+        fields = zip(_EXTRAS_NAMES, self, strict=True)
+        return "Extras({})".format(", ".join(f"{name}={value!r}" for name, value in fields))
 
 
-NO_EXTRAS = Extras(None, None, None)
+_EXTRAS_NAMES = tuple(Extras.__annotations__)
+for _index, _name in enumerate(_EXTRAS_NAMES):
+    setattr(Extras, _name, property(operator.itemgetter(_index)))
+del _index, _name
+NO_EXTRAS = Extras(*(None for _ in _EXTRAS_NAMES))
+
+
+def _boot_value(value: bytes) -> str | None:
+    return value.decode() if _is_boot_id(value) else None
+
+
+def _u64_value(value: bytes) -> int | None:
+    # bytes.isdigit(): ASCII digits only. 0 names no inode.
+    if value.isdigit() and len(value) <= 20 and 0 < int(value) <= U64_MAX:
+        return int(value)
+    return None
+
+
+#: Line 4's fields after the tag, ``key=value``: each key's position in Extras and the rule for
+#: its value, which returns what the value says or None where it is not well formed (the field
+#: is then ignored, as the reference ignores a garbled start time). A new field is a row here and
+#: its annotation in Extras; a writer puts a field of its own in identity_prefix() (which the
+#: extension's writer copies), a field of each process in file_bytes() and the extension's
+#: write_entry().
+LINE4_FIELDS: dict[bytes, tuple[int, Callable[[bytes], object]]] = {
+    b"boot": (_EXTRAS_NAMES.index("boot_id"), _boot_value),
+    b"pidfs": (_EXTRAS_NAMES.index("pidfs_id"), _u64_value),
+}
+_BOOT_AT, _PIDFS_AT = LINE4_FIELDS[b"boot"][0], LINE4_FIELDS[b"pidfs"][0]
 
 
 def parse_extras(data: bytes) -> Extras:
@@ -461,18 +484,12 @@ def parse_extras(data: bytes) -> Extras:
     if len(lines) < 3:
         return NO_EXTRAS
     line3, line4 = lines[2], (lines[3] if len(lines) > 3 else b"")
-    # What this boot's writers write, "\nshimpid boot=<this boot> pidfs=<n>\n", the rule's answer
+    # What this process's writers write, "\n<identity_prefix> pidfs=<n>\n", the rule's answer
     # without its steps (a directory of 100,000 such files is listed in a second).
-    if (
-        len(lines) == 5
-        and not lines[4]
-        and not line3
-        and _OWN_LINE4 is not None
-        and line4.startswith(_OWN_LINE4)
-    ):
-        value = line4[len(_OWN_LINE4) :]
-        if value.isdigit() and len(value) <= 20 and 0 < int(value) <= U64_MAX:
-            return tuple.__new__(Extras, (None, CURRENT_BOOT_ID, int(value)))
+    if len(lines) == 5 and not lines[4] and not line3 and line4.startswith(_OWN_PIDFS):
+        pidfs_id = _u64_value(line4[len(_OWN_PIDFS) :])
+        if pidfs_id is not None:
+            return tuple.__new__(Extras, (None, *_OWN_HEAD, pidfs_id, *_OWN_TAIL))
     # decode() has checked the whole file is UTF-8. For ASCII, bytes.strip() strips exactly the
     # White_Space characters (U+0009..U+000D, U+0020): the usual case takes no decoding.
     if line3.isascii():
@@ -483,27 +500,22 @@ def parse_extras(data: bytes) -> Extras:
         line4 = line4.strip()
     else:
         line4 = line4.decode().strip(WHITE_SPACE).encode()
-    capability, boot_id, pidfs_id = line3.decode() or None, None, None
-    if capability is not None and _is_boot_id(line3):  # shimpid 0.1: the boot, not a capability
-        capability, boot_id = None, capability
+    values: list[object] = [line3.decode() or None, *(None for _ in LINE4_FIELDS)]
+    if values[0] is not None and _is_boot_id(line3):  # shimpid 0.1: the boot, not a capability
+        values[0], values[_BOOT_AT] = None, values[0]
     fields = line4.split(b" ")
     if fields[0] == _IDENTITY_TAG:
         seen = set()
         for field in fields[1:]:
             key, _, value = field.partition(b"=")
-            if key in seen:
-                continue  # the first one counts
+            if key in seen or key not in LINE4_FIELDS:
+                continue  # the first one counts; keys of later versions are ignored
             seen.add(key)
-            if key == b"boot" and _is_boot_id(value):
-                boot_id = value.decode()
-            elif (
-                key == b"pidfs"
-                and value.isdigit()
-                and len(value) <= 20
-                and 0 < int(value) <= U64_MAX
-            ):
-                pidfs_id = int(value)  # bytes.isdigit(): ASCII digits only
-    return tuple.__new__(Extras, (capability, boot_id, pidfs_id))  # namedtuple's __new__ is slow
+            at, rule = LINE4_FIELDS[key]
+            parsed = rule(value)
+            if parsed is not None:
+                values[at] = parsed
+    return tuple.__new__(Extras, values)  # namedtuple's __new__ is slow
 
 
 def _is_boot_id(value: bytes) -> bool:
@@ -532,8 +544,6 @@ def read_boot_id() -> str | None:
 #: checkpointed and restored across a reboot, with CRIU say, would carry the old one.)
 CURRENT_BOOT_ID = read_boot_id()
 _CURRENT_BOOT_BYTES = b"" if CURRENT_BOOT_ID is None else CURRENT_BOOT_ID.encode()
-# parse_extras' fast path (never matches where this boot's identity is unknown)
-_OWN_LINE4 = b"shimpid boot=%s pidfs=" % _CURRENT_BOOT_BYTES if CURRENT_BOOT_ID else None
 
 
 def from_another_boot(extras: Extras) -> bool:
@@ -543,18 +553,13 @@ def from_another_boot(extras: Extras) -> bool:
 
 #: Longest capability token a writer takes (boxlite's own is 15 bytes)
 CAPABILITY_MAX = 64
+#: Room for line 4 as a writer prepares it (identity_prefix): the tag, this boot, and whatever
+#: fields a later version adds there.
+IDENTITY_PREFIX_MAX = 128
 #: The longest file a writer writes: the record, an empty line 2, line 3 (the capability) and
 #: line 4 with its pidfs field, each with its newline.
 WRITE_MAX_BYTES = (
-    PID_RECORD_MAX_BYTES
-    + 1
-    + CAPABILITY_MAX
-    + 1
-    + len("shimpid boot=")
-    + BOOT_ID_BYTES
-    + len(" pidfs=")
-    + 20
-    + 1
+    PID_RECORD_MAX_BYTES + 1 + CAPABILITY_MAX + 1 + IDENTITY_PREFIX_MAX + len(" pidfs=") + 20 + 1
 )
 
 
@@ -583,11 +588,30 @@ def check_capability(capability: str | None) -> bytes:
 _IDENTITY_PREFIX = (
     IDENTITY_TAG + (f" boot={CURRENT_BOOT_ID}" if CURRENT_BOOT_ID is not None else "")
 ).encode()
+assert len(_IDENTITY_PREFIX) <= IDENTITY_PREFIX_MAX
 
 
 def identity_prefix(enabled: bool) -> bytes:
     """The start of line 4 that a writer prepares: the tag and this boot."""
     return _IDENTITY_PREFIX if enabled else b""
+
+
+# What this process's writers write on line 4 (the readers' fast paths: parse_extras, and the
+# extension's extras_canonical): the prefix, then maybe the pidfs field.
+_OWN_PIDFS = _IDENTITY_PREFIX + b" pidfs="
+_OWN_FIELDS = parse_extras(b"\n\n\n" + _IDENTITY_PREFIX + b"\n")
+
+
+_OWN_HEAD, _OWN_TAIL = _OWN_FIELDS[1:_PIDFS_AT], _OWN_FIELDS[_PIDFS_AT + 1 :]
+_NO_FIELDS = NO_EXTRAS[1:]
+
+
+def own_extras(capability: str | None, line4: bool, pidfs_id: int | None) -> Extras:
+    """The Extras of a file as this process's writers write it: capability on line 3, then, if
+    there is a line 4, identity_prefix() and pidfs_id."""
+    if line4:
+        return tuple.__new__(Extras, (capability, *_OWN_HEAD, pidfs_id, *_OWN_TAIL))
+    return tuple.__new__(Extras, (capability, *_NO_FIELDS))
 
 
 # ============================================================================

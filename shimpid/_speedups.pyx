@@ -75,7 +75,6 @@ from posix.time cimport nanosleep, timespec
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fchmod, fstat, lstat, struct_stat
 from posix.types cimport gid_t, mode_t, pid_t, uid_t
 
-import functools
 import os
 
 from . import _common, _writer
@@ -146,8 +145,7 @@ cdef enum:
     RECORD_MAX_BYTES = 48
     FILE_MAX_BYTES = 4096
     BOOT_ID_BYTES = 36
-    # Line 4 as a writer prepares it: "shimpid boot=<uuid>"
-    IDENTITY_PREFIX_MAX = 7 + 6 + BOOT_ID_BYTES
+    IDENTITY_PREFIX_MAX = 128  # line 4 as a writer prepares it (_common.identity_prefix)
     CAPABILITY_MAX = 64
     # What a writer writes: the record, an empty line 2 if it has no start time, line 3 (the
     # capability, or empty), line 4 with " pidfs=<u64>", and their newlines.
@@ -196,7 +194,7 @@ cdef long RAMFS_MAGIC = 0x858458f6
 
 cdef tuple UNLOCKED = (False, None, None)  # a lock probe's answer: see _rundir.Entry.lock
 cdef tuple NONE_4 = (None, None, None, None)  # a scan item's fields that identity_at left out
-cdef object _make_extras = functools.partial(tuple.__new__, _common.Extras)
+cdef object _own_extras = _common.own_extras
 # A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
 cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
@@ -214,11 +212,11 @@ if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFI
         _common.STAT_READ_BYTES, _common.STATUS_READ_BYTES, _common.WRITE_MAX_BYTES,
         _common.PID_MAX, _common.BOOT_ID_BYTES, _common.PIDFS, _common.PIDFD, _common.NO_PIDFD,
         _common.PIDFS_MAGIC, _common.CAPABILITY_MAX, _common.IN_PLACE_ATTEMPTS,
-        round(_common.IN_PLACE_PAUSE * 1e9)) != (
+        round(_common.IN_PLACE_PAUSE * 1e9), _common.IDENTITY_PREFIX_MAX) != (
         RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, TEMP_ATTEMPTS,
         SETTLE_ATTEMPTS, STAT_READ_BYTES, STATUS_READ_BYTES, WRITE_MAX_BYTES, PID_MAX,
         BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX, IN_PLACE_ATTEMPTS,
-        IN_PLACE_PAUSE_NS):
+        IN_PLACE_PAUSE_NS, IDENTITY_PREFIX_MAX):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
 
 # This boot's identity, for the readers' comparisons without the GIL (empty: unknown).
@@ -227,6 +225,10 @@ cdef bint current_boot_known = CURRENT_BOOT_ID is not None
 cdef bytes _boot = CURRENT_BOOT_ID.encode() if current_boot_known else b""
 if current_boot_known:
     memcpy(current_boot_id, PyBytes_AS_STRING(_boot), BOOT_ID_BYTES)
+# Line 4 as this process's writers write it, up to its pidfs field (extras_canonical).
+cdef bytes _own_pidfs = _common._OWN_PIDFS
+cdef const char *own_pidfs = PyBytes_AS_STRING(_own_pidfs)
+cdef Py_ssize_t own_pidfs_len = PyBytes_GET_SIZE(_own_pidfs)
 
 
 # ============================================================================
@@ -1297,7 +1299,7 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
     cdef unsigned char buf[FILE_MAX_BYTES + 1]
     cdef pid_record_t record
     cdef extras_t extras
-    cdef Py_ssize_t size, end
+    cdef Py_ssize_t size, end = 0
     cdef int failure = 0, verdict, level = pidfd_level()
     cdef bint canonical = False
     with nogil:
@@ -1306,9 +1308,8 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
             # What writers write takes one pass in C; anything else, the general rules.
             canonical = (decode_canonical(buf, size, &record, &end)
                          and extras_canonical(buf, end, size, &extras))
-            if canonical:
-                verdict = (IDENTITY_ABSENT if from_another_boot(&extras)
-                           else classify(&record, &extras, level, NULL))
+            if canonical:  # written in this boot (extras_canonical)
+                verdict = classify(&record, &extras, level, NULL)
     if read is not None:
         read.append(PyBytes_FromStringAndSize(<char *>buf, size) if size >= 0 else None)
         if locks and size >= 0:
@@ -1349,25 +1350,17 @@ cdef object _canonical_extras(const unsigned char *buf, Py_ssize_t end, Py_ssize
     cdef Py_ssize_t i = end
     while i < size and buf[i] != c'\n':
         i += 1
-    capability = None
-    if i > end and not is_boot_id(buf + end, i - end):
-        capability = PyUnicode_DecodeASCII(<const char *>buf + end, i - end, NULL)
-    boot = None
-    if extras.has_boot:
-        boot = (CURRENT_BOOT_ID if current_boot_known
-                and memcmp(extras.boot, current_boot_id, BOOT_ID_BYTES) == 0
-                else PyUnicode_DecodeASCII(extras.boot, BOOT_ID_BYTES, NULL))
-    return _make_extras((capability, boot, extras.pidfs_id if extras.has_pidfs else None))
+    capability = PyUnicode_DecodeASCII(<const char *>buf + end, i - end, NULL) if i > end else None
+    return _own_extras(capability, i + 1 < size, extras.pidfs_id if extras.has_pidfs else None)
 
 
 cdef bint extras_canonical(const unsigned char *data, Py_ssize_t i, Py_ssize_t size,
                            extras_t *out) noexcept nogil:
-    """Lines 3 and 4 (from data[i]) as writers write them, or False: the general rule decides.
-
-    Line 3 printable ASCII, or shimpid 0.1's bare boot id; line 4 exactly
-    ``shimpid[ boot=<uuid>][ pidfs=<1-19 digits>]``; each line ends in a newline.
-    """
-    cdef Py_ssize_t start = i, digits
+    """Lines 3 and 4 (from data[i]) as this process's writers write them, or False: the general
+    rule (_common.parse_extras) decides. Line 3 printable ASCII but not a boot id (shimpid 0.1's);
+    line 4 identity_prefix(), then maybe ``pidfs=<1-19 digits>`` (_common._OWN_PIDFS); each line
+    ends in a newline. What the prefix says is this process's: no boot to compare."""
+    cdef Py_ssize_t start = i, digits = 0
     cdef uint64_t value = 0
     out.has_boot = False
     out.has_pidfs = False
@@ -1377,33 +1370,25 @@ cdef bint extras_canonical(const unsigned char *data, Py_ssize_t i, Py_ssize_t s
         if not 0x21 <= data[i] <= 0x7E:
             return False
         i += 1
-    if i == size:
+    if i == size or is_boot_id(data + start, i - start):
         return False
-    if is_boot_id(data + start, i - start):  # line 3 of shimpid 0.1
-        out.has_boot = True
-        memcpy(out.boot, data + start, BOOT_ID_BYTES)
-        return i + 1 == size
     i += 1
     if i == size:
         return True
-    if size - i < 8 or memcmp(data + i, b"shimpid", 7) != 0:
+    # the prefix alone (no pidfs field): own_pidfs without " pidfs="
+    if size - i == own_pidfs_len - 6 and memcmp(data + i, own_pidfs, own_pidfs_len - 7) == 0:
+        return data[size - 1] == c'\n'
+    if size - i < own_pidfs_len + 2 or memcmp(data + i, own_pidfs, own_pidfs_len) != 0:
         return False
-    i += 7
-    if size - i >= 6 + BOOT_ID_BYTES and memcmp(data + i, b" boot=", 6) == 0:
-        if not is_boot_id(data + i + 6, BOOT_ID_BYTES):
-            return False
-        out.has_boot = True
-        memcpy(out.boot, data + i + 6, BOOT_ID_BYTES)
-        i += 6 + BOOT_ID_BYTES
-    if size - i >= 8 and memcmp(data + i, b" pidfs=", 7) == 0 and c'1' <= data[i + 7] <= c'9':
-        i += 7
-        digits = 0
-        while i < size and c'0' <= data[i] <= c'9' and digits < 19:
-            value = value * 10 + (data[i] - c'0')
-            i += 1
-            digits += 1
-        out.has_pidfs = True
-        out.pidfs_id = value
+    i += own_pidfs_len
+    if not c'1' <= data[i] <= c'9':
+        return False
+    while i < size and c'0' <= data[i] <= c'9' and digits < 19:
+        value = value * 10 + (data[i] - c'0')
+        i += 1
+        digits += 1
+    out.has_pidfs = True
+    out.pidfs_id = value
     return i + 1 == size and data[i] == c'\n'
 
 

@@ -446,6 +446,12 @@ OTHER = "0000abcd-1111-2222-3333-4444444444ef"
         (b"\nshimpid: pidfs=42\n", (None, None, None)),
         (b"\n\nshimpid pidfs=42\n", (None, None, None)),  # line 5
         ("\n \u3000shimpid pidfs=42\u2028\n".encode(), (None, None, 42)),  # Unicode trim
+        # what this process's writers write (the readers' fast paths), and near misses
+        (b"\n" + _common._OWN_PIDFS + b"42\n", (None, BOOT, 42)),
+        (b"\n" + _common._OWN_PIDFS + b"042\n", (None, BOOT, 42)),
+        (b"\n" + _common._OWN_PIDFS + b"42 x=1\n", (None, BOOT, 42)),
+        (b"\n" + _common._OWN_PIDFS + b"0\n", (None, BOOT, None)),
+        (b"cap\n" + _common._OWN_PIDFS[:-7] + b"\n", ("cap", BOOT, None)),
     ],
 )
 def test_lines_3_and_4(impl, pid_path, tail, expected):
@@ -454,6 +460,22 @@ def test_lines_3_and_4(impl, pid_path, tail, expected):
     assert reader.read() == impl.PidRecord(5, 6)
     assert _common.parse_extras(b"5\n6\n" + tail) == expected
     assert (reader.read_boot_id(), reader.read_pidfs_id()) == expected[1:]
+
+
+def test_extras_are_the_line_4_table():
+    """Extras has line 3's capability, then one attribute per row of _common.LINE4_FIELDS, in
+    the table's order: a new field of line 4 is a row there (and its annotation)."""
+    names = ("capability", "boot_id", "pidfs_id")
+    assert tuple(_common.Extras.__annotations__) == names
+    assert sorted(at for at, _ in _common.LINE4_FIELDS.values()) == [1, 2]
+    extras = _common.Extras("cap", OTHER, 7)
+    assert tuple(getattr(extras, name) for name in names) == ("cap", OTHER, 7)
+    assert repr(extras) == f"Extras(capability='cap', boot_id='{OTHER}', pidfs_id=7)"
+    assert _common.NO_EXTRAS == (None, None, None)
+    with pytest.raises(TypeError):
+        _common.Extras("cap", OTHER)
+    with pytest.raises(AttributeError):
+        extras.pidfs_id = 8  # type: ignore[misc]
 
 
 @st.composite
@@ -513,3 +535,25 @@ def test_the_extensions_reader_agrees_with_the_rules(extension, tmp_path_factory
         except StorageError as err:  # pragma: no cover - a failure to read is a test failure
             verdicts.append(err)
     assert verdicts[0] == verdicts[1]
+
+
+@given(own_files())
+def test_what_the_extension_decodes_in_one_pass_is_the_rules_answer(
+    extension, tmp_path_factory, data
+):
+    """The Extras the extension hands back from its one C pass (shimpid ls) are
+    _common.parse_extras' of the same bytes, for every mutation of what writers write."""
+    from shimpid import _rundir
+
+    directory = tmp_path_factory.mktemp("extras")
+    (directory / "shim.pid").write_bytes(data)
+    saved, _rundir._backend = _rundir._backend, extension
+    try:
+        [(_, _, read, _, record, extras)] = _rundir.scan_reads(directory, "*.pid", True, None)
+    finally:
+        _rundir._backend = saved
+    assert read == data
+    if extras is not None:
+        assert record == extension.PidRecord.decode(data)
+        assert extras == _common.parse_extras(data)
+        assert type(extras) is _common.Extras
