@@ -419,9 +419,9 @@ def is_boot_id(value: str) -> bool:
     )
 
 
-class Extras(tuple[object, ...]):
+class Extras(tuple[str | None, str | None, int | None]):
     """What lines 3 and 4 of a pid file say: line 3's capability, then line 4's fields in
-    ``LINE4_FIELDS``' order (``(capability, boot_id, pidfs_id)``), None where a line says nothing.
+    ``LINE4_FIELDS``' order, ``(capability, boot_id, pidfs_id)``, None where a line says nothing.
 
     A namedtuple, written out: ``collections.namedtuple`` compiles code when it is defined, a
     cost every importer of shimpid would pay. The attributes are the annotations below, in order.
@@ -432,10 +432,8 @@ class Extras(tuple[object, ...]):
     boot_id: str | None
     pidfs_id: int | None
 
-    def __new__(cls, *values: object) -> Extras:
-        if len(values) != len(_EXTRAS_NAMES):
-            raise TypeError(f"Extras takes {len(_EXTRAS_NAMES)} values, got {len(values)}")
-        return tuple.__new__(cls, values)
+    def __new__(cls, capability: str | None, boot_id: str | None, pidfs_id: int | None) -> Extras:
+        return tuple.__new__(cls, (capability, boot_id, pidfs_id))
 
     def __repr__(self) -> str:
         fields = zip(_EXTRAS_NAMES, self, strict=True)
@@ -444,9 +442,16 @@ class Extras(tuple[object, ...]):
 
 _EXTRAS_NAMES = tuple(Extras.__annotations__)
 for _index, _name in enumerate(_EXTRAS_NAMES):
-    setattr(Extras, _name, property(operator.itemgetter(_index)))
+    setattr(
+        Extras,
+        _name,
+        property(
+            operator.itemgetter(_index),
+            doc="line 3's token, or None" if _index == 0 else "a field of line 4, or None",
+        ),
+    )
 del _index, _name
-NO_EXTRAS = Extras(*(None for _ in _EXTRAS_NAMES))
+NO_EXTRAS = tuple.__new__(Extras, (None for _ in _EXTRAS_NAMES))
 
 
 def _boot_value(value: bytes) -> str | None:
@@ -462,10 +467,10 @@ def _u64_value(value: bytes) -> int | None:
 
 #: Line 4's fields after the tag, ``key=value``: each key's position in Extras and the rule for
 #: its value, which returns what the value says or None where it is not well formed (the field
-#: is then ignored, as the reference ignores a garbled start time). A new field is a row here and
-#: its annotation in Extras; a writer puts a field of its own in identity_prefix() (which the
-#: extension's writer copies), a field of each process in file_bytes() and the extension's
-#: write_entry().
+#: is then ignored, as the reference ignores a garbled start time). A new field is a row here,
+#: and its annotation, parameter and type in Extras. A writer puts a field of its own in
+#: identity_prefix() (which the extension's writer copies), a field of each process in
+#: file_bytes() and the extension's write_entry() (CONTRIBUTING.md: "A new field on line 4").
 LINE4_FIELDS: dict[bytes, tuple[int, Callable[[bytes], object]]] = {
     b"boot": (_EXTRAS_NAMES.index("boot_id"), _boot_value),
     b"pidfs": (_EXTRAS_NAMES.index("pidfs_id"), _u64_value),
@@ -500,7 +505,8 @@ def parse_extras(data: bytes) -> Extras:
         line4 = line4.strip()
     else:
         line4 = line4.decode().strip(WHITE_SPACE).encode()
-    values: list[object] = [line3.decode() or None, *(None for _ in LINE4_FIELDS)]
+    values: list[object] = [None] * len(_EXTRAS_NAMES)
+    values[0] = line3.decode() or None
     if values[0] is not None and _is_boot_id(line3):  # shimpid 0.1: the boot, not a capability
         values[0], values[_BOOT_AT] = None, values[0]
     fields = line4.split(b" ")
@@ -508,13 +514,12 @@ def parse_extras(data: bytes) -> Extras:
         seen = set()
         for field in fields[1:]:
             key, _, value = field.partition(b"=")
-            if key in seen or key not in LINE4_FIELDS:
-                continue  # the first one counts; keys of later versions are ignored
+            if key in seen:
+                continue  # the first one counts
             seen.add(key)
-            at, rule = LINE4_FIELDS[key]
-            parsed = rule(value)
-            if parsed is not None:
-                values[at] = parsed
+            row = LINE4_FIELDS.get(key)  # None: a key of a later version, ignored
+            if row is not None and (parsed := row[1](value)) is not None:
+                values[row[0]] = parsed
     return tuple.__new__(Extras, values)  # namedtuple's __new__ is slow
 
 
@@ -547,7 +552,7 @@ _CURRENT_BOOT_BYTES = b"" if CURRENT_BOOT_ID is None else CURRENT_BOOT_ID.encode
 
 
 def from_another_boot(extras: Extras) -> bool:
-    boot_id = extras[1]  # not the property: shimpid ls asks this of every file
+    boot_id = extras[_BOOT_AT]  # not the property: shimpid ls asks this of every file
     return boot_id is not None and boot_id != CURRENT_BOOT_ID and CURRENT_BOOT_ID is not None
 
 

@@ -478,6 +478,56 @@ def test_extras_are_the_line_4_table():
         extras.pidfs_id = 8  # type: ignore[misc]
 
 
+def own_pidfs_fields(inode: int) -> list[bytes]:
+    """What may follow the writers' prefix on line 4: their pidfs field, and its near misses."""
+    return [
+        b"",
+        b" pidfs=%d" % inode,
+        b" pidfs=%d" % (inode + 1),
+        b" pidfs=0%d" % inode,
+        b" pidfs=0",
+        b" pidfs=",
+        b" pidfs=1234567890123456789",  # 19 digits: the one pass's longest
+        b" pidfs=18446744073709551615",  # 20 digits, the largest
+        b" pidfs=18446744073709551616",
+        b" pidfs=%d x=1" % inode,
+        b" pidfs=%d " % inode,
+        b"x",
+    ]
+
+
+@pytest.mark.parametrize("line3", [b"", b"cap", BOOT.encode(), OTHER.encode()])
+@pytest.mark.parametrize("end", [b"\n", b"", b"\r\n", b"\n\n"])
+@pytest.mark.parametrize("field", range(13))  # 12: no line 4
+def test_the_one_pass_at_each_edge_is_the_rules_answer(extension, tmp_path, line3, end, field):
+    """Line 4 as this process's writers write it, and each near miss, read by the extension's
+    one pass (scan, ls, the reader's verdict) and by the general rules: the same record, Extras
+    and verdict. The record is this process's, so a wrong pidfs answer shows as a verdict."""
+    from shimpid import _rundir
+
+    own = _pure.PidRecord.current()
+    fd = os.pidfd_open(own.pid)
+    inode = os.fstat(fd).st_ino
+    os.close(fd)
+    fields = own_pidfs_fields(inode)
+    line4 = _common._OWN_PIDFS[:-7] + fields[field] if field < len(fields) else b""
+    data = b"%d\n%d\n%s\n%s%s" % (own.pid, own.start_time, line3, line4, line4 and end)
+    path = tmp_path / "shim.pid"
+    path.write_bytes(data)
+    with bound_reader(_pure):
+        expected = shimpid.PidFileReader.at(path).process_identity()
+    with bound_reader(extension):
+        assert shimpid.PidFileReader.at(path).process_identity() == expected
+    saved, _rundir._backend = _rundir._backend, extension
+    try:
+        [(_, verdict, read, _, record, extras)] = _rundir.scan_reads(tmp_path, "*.pid", True, None)
+    finally:
+        _rundir._backend = saved
+    assert (read, verdict) == (data, expected)
+    assert record == extension.PidRecord.decode(data)
+    assert extras == _common.parse_extras(data)
+
+
 @st.composite
 def own_files(draw):
     """This process's record with lines 3 and 4 drawn from what matters to a verdict, mutated."""
@@ -509,13 +559,19 @@ def own_files(draw):
         )
     )
     tag = draw(st.sampled_from([b"shimpid", b"shimpid", b"shimpi", b" shimpid"]))
+    line4 = b" ".join([tag, *fields])
+    if draw(st.booleans()):  # as this process's writers write it (the one-pass reader's shape)
+        line4 = _common._OWN_PIDFS[:-7] + draw(st.sampled_from(own_pidfs_fields(inode)))
     data = bytearray(
-        b"%d\n%s\n%s\n%s\n"
-        % (own.pid, b"" if start is None else b"%d" % start, line3, b" ".join([tag, *fields]))
+        b"%d\n%s\n%s\n%s\n" % (own.pid, b"" if start is None else b"%d" % start, line3, line4)
     )
     for _ in range(draw(st.integers(0, 2))):
         where = draw(st.integers(0, len(data)))
-        data[where:where] = draw(st.sampled_from([b"\n", b" ", b"\r", b"\xff", b"9"]))
+        byte = draw(st.sampled_from([b"\n", b" ", b"\r", b"\xff", b"9", b"0"]))
+        if draw(st.booleans()):
+            data[where:where] = byte  # inserted
+        else:
+            data[where : where + 1] = byte  # in place of one
     if draw(st.booleans()):
         del data[draw(st.integers(0, len(data))) :]
     return bytes(data)
