@@ -127,9 +127,15 @@ def _reap_when_done(loop: asyncio.AbstractEventLoop, transport: _RecordingTransp
     assert pid is not None  # the child was started in the transport's constructor
     try:
         pidfd = os.pidfd_open(pid)  # Linux 5.3+: readable once the child has exited
-        loop.add_reader(pidfd, _exited, loop, transport, pidfd)
-    except (AttributeError, NotImplementedError, OSError):
-        threading.Thread(target=_wait_in_thread, args=(loop, transport), daemon=True).start()
+    except (AttributeError, OSError):
+        pidfd = -1
+    if pidfd >= 0:
+        try:
+            loop.add_reader(pidfd, _exited, loop, transport, pidfd)
+            return
+        except (NotImplementedError, OSError):  # a loop that watches no descriptors
+            os.close(pidfd)
+    threading.Thread(target=_wait_in_thread, args=(loop, transport), daemon=True).start()
 
 
 def _exited(loop: asyncio.AbstractEventLoop, transport: _RecordingTransport, pidfd: int) -> None:

@@ -595,6 +595,28 @@ def test_asyncio_records_a_child_that_exits_at_once(backend, run, tmp_path, no_s
     run(main())
 
 
+def test_asyncio_on_a_loop_that_watches_no_descriptors(backend, pid_path, no_stray_children):
+    """Where the loop cannot watch the child's pidfd (add_reader refused), a thread reaps the
+    child, and the pidfd is closed, not left open."""
+
+    class Loop(asyncio.SelectorEventLoop):
+        def add_reader(self, *args):
+            raise NotImplementedError
+
+    async def main():
+        process = await shimpid.create_subprocess_exec("sh", "-c", "exit 3", pidfile=pid_path)
+        assert record_of(backend, pid_path).pid == process.pid
+        return await process.wait()
+
+    loop = Loop()
+    try:
+        before = os.listdir("/proc/self/fd")
+        assert loop.run_until_complete(asyncio.wait_for(main(), 60)) == 3
+        assert os.listdir("/proc/self/fd") == before
+    finally:
+        loop.close()
+
+
 def test_asyncio_exit_status_and_signals(backend, run, pid_path, no_stray_children):
     async def main():
         process = await shimpid.create_subprocess_exec("sh", "-c", "exit 7", pidfile=pid_path)
