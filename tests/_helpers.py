@@ -127,20 +127,15 @@ def run_in_child(fn, *, timeout: float = 30) -> tuple[int, bytes]:
     chunks = []
     deadline = time.monotonic() + timeout
     try:
-        while True:
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([read_fd], [], [], max(remaining, 0))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise AssertionError(f"child did not finish within {timeout} s")
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                break
+        while chunk := read_within(read_fd, max(deadline - time.monotonic(), 0)):
             chunks.append(chunk)
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"child did not finish within {timeout} s") from None
     finally:
         os.close(read_fd)
-    _, status = os.waitpid(pid, 0)
+    status = reap(pid, max(deadline - time.monotonic(), 1))
     if os.WIFSIGNALED(status):
         return -os.WTERMSIG(status), b"".join(chunks)
     return os.WEXITSTATUS(status), b"".join(chunks)
