@@ -471,6 +471,7 @@ def test_extras_are_the_line_4_table():
     extras = _common.Extras("cap", OTHER, 7)
     assert tuple(getattr(extras, name) for name in names) == ("cap", OTHER, 7)
     assert repr(extras) == f"Extras(capability='cap', boot_id='{OTHER}', pidfs_id=7)"
+    assert _common.Extras(capability="cap", boot_id=OTHER, pidfs_id=7) == extras
     assert _common.NO_EXTRAS == (None, None, None)
     with pytest.raises(TypeError):
         _common.Extras("cap", OTHER)
