@@ -602,11 +602,10 @@ def identity_prefix(enabled: bool) -> bytes:
 
 
 # What this process's writers write on line 4 (the readers' fast paths: parse_extras, and the
-# extension's extras_canonical): the prefix, then maybe the pidfs field.
+# extension's extras_canonical): the prefix, then maybe the pidfs field; and what the prefix
+# says, by the general rule, on either side of the pidfs field.
 _OWN_PIDFS = _IDENTITY_PREFIX + b" pidfs="
 _OWN_FIELDS = parse_extras(b"\n\n\n" + _IDENTITY_PREFIX + b"\n")
-
-
 _OWN_HEAD, _OWN_TAIL = _OWN_FIELDS[1:_PIDFS_AT], _OWN_FIELDS[_PIDFS_AT + 1 :]
 _NO_FIELDS = NO_EXTRAS[1:]
 
