@@ -633,7 +633,7 @@ def _spawn(args: argparse.Namespace) -> int:
         return 0
     written = _our_record(args.pidfile, child.pid)
     forward.to(child)
-    code = child.wait()
+    code = forward.wait()
     if written is not None:
         directory, read = written
         try:
@@ -688,6 +688,46 @@ class _Forwarder:
         self.child = child
         for signum in self.pending:
             self._received(signum, None)
+
+    def wait(self) -> int:
+        """The child's ``wait()``, passing signals on as they come.
+
+        Not ``Popen.wait()``: CPython runs a handler between bytecodes, so a signal that comes
+        as ``waitpid()`` is entered, or that another thread takes, would be passed on only once
+        the child has exited (a ``shimpid spawn`` deaf to SIGTERM for as long as its command
+        runs). This waits in ``select()`` on the descriptor the C-level handler writes to
+        (``signal.set_wakeup_fd``), which a signal makes readable whenever it comes: the
+        forwarded ones, and SIGCHLD, handled meanwhile, for the child's exit.
+        """
+        import select
+
+        child = self.child
+        assert child is not None
+        read, write = os.pipe()
+        try:
+            os.set_blocking(read, False)
+            os.set_blocking(write, False)
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+            try:
+                on_child = signal.signal(signal.SIGCHLD, _ignore)
+                try:
+                    while child.poll() is None:  # after the handler: no exit goes unseen
+                        select.select([read], [], [])
+                        with contextlib.suppress(BlockingIOError):
+                            while os.read(read, 512):
+                                pass
+                finally:  # (None: a handler set outside Python; put back the default)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL if on_child is None else on_child)
+            finally:
+                signal.set_wakeup_fd(previous)
+        finally:
+            os.close(read)
+            os.close(write)
+        return child.returncode
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass  # SIGCHLD: the wakeup descriptor is what tells
 
 
 # ---- lock ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -167,6 +168,40 @@ def test_spawn_in_the_foreground_passes_signals_on(cli, pid_path):
         assert not pid_path.exists()
     finally:
         stop(shim)
+
+
+def test_spawn_in_the_foreground_passes_on_a_signal_another_thread_takes():
+    """A signal the kernel gives another thread (or one that comes just as the wait begins) is
+    passed on at once. Waiting in waitpid(), CPython would run the handler only once the
+    command had exited: the signal would never reach it (seen in CI as a foreground spawn that
+    outlived SIGTERM)."""
+    from shimpid import _cli
+
+    saved = {
+        signum: signal.getsignal(signum) for signum in (*_cli._Forwarder.SIGNALS, signal.SIGCHLD)
+    }
+    child = subprocess.Popen(["sleep", "5"])
+    try:
+        forward = _cli._Forwarder()
+        forward.to(child)
+
+        def take_it():  # this thread takes the signal: the main one is not interrupted
+            time.sleep(0.2)
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+        thread = threading.Thread(target=take_it)
+        thread.start()
+        started = time.monotonic()
+        code = forward.wait()
+        thread.join()
+        assert code == -signal.SIGTERM and time.monotonic() - started < 4
+        assert signal.set_wakeup_fd(-1) == -1  # as it was: none
+        assert signal.getsignal(signal.SIGCHLD) == saved[signal.SIGCHLD]
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        child.kill()
+        child.wait()
 
 
 @pytest.mark.parametrize(
