@@ -159,8 +159,8 @@ for _how in ("shimpid.spawn", "shimpid.spawn, prepared writer"):
         baseline_target(f"{_how} at 1 GiB: <= 1.10x plain Popen", f"{_how} / Popen [1 GiB]", 1.10)
     )
 for _operation in FLOOR_OF:
-    # The pure backend keeps rename() (see the documentation); a lock cycle is a dozen system calls,
-    # each of which costs the pure backend its Python call: reported, not a target.
+    # The pure backend keeps rename() (see the documentation). The lock is one Python code over
+    # either backend: its Cython row is the target, its pure row the same code again.
     if "atomic" not in _operation and "PidFileLock" not in _operation:
         TARGETS.append(floor_target(_operation, _operation, "pure", 1.5))
 

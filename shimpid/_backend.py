@@ -13,7 +13,6 @@ from ._common import env_flag
 
 TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true; typing costs 7 ms to import
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Literal, Protocol
 
     from . import _pure, _speedups
@@ -47,21 +46,6 @@ if TYPE_CHECKING:
         def _read_pid_file(
             self, target: bytes, path: str | bytes, directory_fd: int | None = None, /
         ) -> bytes: ...
-        # the lock's system calls (shimpid._lock is its policy)
-        def _lock_try(
-            self,
-            target: bytes,
-            temp_prefix: bytes,
-            data: bytes,
-            mode: int,
-            uid: int,
-            gid: int,
-            slot: list[int],
-            path: str | bytes,
-            stale: Callable[[int], bool],
-            /,
-        ) -> int: ...
-        def _lock_release(self, slot: list[int], target: bytes, data: bytes, /) -> None: ...
 
     _pure_backend: Backend = _pure
     _extension_backend: Backend = _speedups
@@ -121,8 +105,6 @@ else:
     PidRecord.__module__ = "shimpid"
 _classify = _impl._classify
 _identity_at = _impl._identity_at
-_lock_release = _impl._lock_release
-_lock_try = _impl._lock_try
 _pidfd_level = _impl._pidfd_level
 _pin_and_classify = _impl._pin_and_classify
 _read_pid_file = _impl._read_pid_file

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import errno
 import functools
+import itertools
 import operator
 import os
 import stat
@@ -361,9 +362,114 @@ def write_strerror(code: int) -> str:
 
 
 def write_error(err: OSError, path: str | bytes) -> OSError:
-    """A writer's (or the lock's) failure as it is raised: the errno, its words, and path."""
+    """A writer's (or the lock's) failure as it is raised: the errno, its words, and path (the
+    temporary name where no name was free)."""
+    if isinstance(err, TempNamesTaken):
+        return FileExistsError(errno.EEXIST, err.strerror, err.filename)
     code = err.errno or errno.EIO
     return OSError(code, write_strerror(code), path)
+
+
+# ---- the files the pure writer and the lock make (the extension's writer: in C) -------------
+
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+O_BINARY = getattr(os, "O_BINARY", 0)
+# A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
+# at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
+CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_BINARY
+# In place: no O_TRUNC, the file is checked first (see _pure._write_in_place).
+OPEN_IN_PLACE = os.O_WRONLY | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_BINARY
+# Once the file its open reached was unlinked: again, but only where nothing is.
+CREATE_IN_PLACE = OPEN_IN_PLACE | os.O_EXCL
+# O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
+OPEN_READ = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_BINARY
+
+S_IFMT, S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a call
+
+# Temporary-file names must differ between writers: the pid tells processes apart, the counter
+# tells apart threads and successive writes of one process.
+_temp_counter = itertools.count()
+
+
+class TempNamesTaken(FileExistsError):
+    """Every temporary name tried was taken (left by killed writers that had our pid)."""
+
+    def __init__(self, temp: bytes) -> None:
+        super().__init__(errno.EEXIST, TEMP_NAMES_TAKEN, os.fsdecode(temp))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    while data:  # os.write retries EINTR itself (PEP 475)
+        written = os.write(fd, data)
+        if written == 0:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))  # no progress: fail, never spin
+        data = data[written:]
+
+
+def check_target(target: bytes) -> bool:
+    """Whether ``target`` holds a regular file (False: nothing, or a symlink to replace).
+
+    Raises for anything else, before anything is done: a directory is never moved, a FIFO,
+    socket or device never replaced.
+    """
+    try:
+        kind = os.lstat(target).st_mode & S_IFMT
+    except FileNotFoundError:
+        return False
+    if kind == S_IFREG:
+        return True
+    if kind == stat.S_IFLNK:
+        return False
+    if kind == stat.S_IFDIR:
+        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+    raise OSError(errno.ENXIO, NOT_REGULAR_TARGET)
+
+
+def write_temp(
+    made: list[tuple[bytes, Kept]],
+    temp_prefix: bytes,
+    data: bytes,
+    mode: int,
+    flags: int = CREATE_TEMP,
+) -> None:
+    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data, its name and its
+    descriptor (still open) in ``made[0]``, put there before the file is created: whatever
+    interrupts, the caller can release it (``discard_temp``)."""
+    pid = os.getpid()
+    for _ in range(TEMP_ATTEMPTS):
+        temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
+        kept = keep(os.open, temp, flags, mode)
+        made[:] = [(temp, kept)]
+        try:
+            fd = kept[0]
+        except FileExistsError:
+            continue  # left by a killed writer that had our pid: never touch it
+        write_all(fd, data)
+        return
+    raise TempNamesTaken(temp)
+
+
+def discard_temp(made: list[tuple[bytes, Kept]]) -> None:
+    """After an exception, release what ``write_temp`` made: the descriptor unless closed or
+    handed over, and the file if it created one (a name another process holds is never
+    touched)."""
+    if made and 0 in made[0][1]:
+        temp, kept = made[0]
+        try:
+            if 1 not in kept:
+                kept[1] = 0
+                os.close(kept[0])
+        finally:
+            unlink_temp(temp)
+
+
+def unlink_temp(temp: bytes) -> None:
+    try:
+        os.unlink(temp)
+    except OSError:
+        pass  # renamed already, or the directory went
 
 
 RECORD_IMMUTABLE = "PidRecord is immutable: it cannot be initialised again"
@@ -678,9 +784,6 @@ PIDFS_MAGIC = 0x50494446
 
 # flock(2), the lock of PidFileLock (see shimpid._lock). Values as on Linux, macOS and the BSDs.
 LOCK_SH, LOCK_EX, LOCK_NB, LOCK_UN = 1, 2, 4, 8
-# What a backend's _lock_try answers (the extension's enum has the same values): the lock is
-# ours; another process holds it; its file is unlocked but the policy's stale() refused it.
-LOCK_HELD, LOCK_TAKEN, LOCK_OCCUPIED = 0, 1, 4
 
 
 # struct flock for F_OFD_GETLK (Linux) and F_GETLK (macOS, the BSDs): the lock probe.

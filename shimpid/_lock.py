@@ -15,8 +15,9 @@ over a stale file, by ``rename()`` while holding that file's lock, so two proces
 the same stale file cannot both win: the loser's lock is on an inode no longer at the path, which
 it checks after locking.
 
-This module is the lock's policy (waiting, ownership, fork); its system calls are the
-backend's ``_lock_try`` and ``_lock_release`` (``_pure``'s say what they do).
+This module is the whole lock, one code whatever the backend: its policy (waiting, ownership,
+fork) and its system calls (``_lock_try``, ``_lock_release``), through ``os``. The verdicts it
+asks for (is a stale file's process alive?) are the backend's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import operator
 import os
 import signal
 import stat
+import threading
 import time
 
 from . import _backend, _common
@@ -59,6 +61,11 @@ if TYPE_CHECKING:
 __all__ = ["AlreadyLocked", "AlreadyRunning", "PidFileLock", "exit_on_sigterm"]
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# The lock's file is made read-write: release() reads the record back.
+_CREATE_LOCKED = _common.CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR
+# What _lock_try answers: the lock is ours; another process holds it; its file is unlocked but
+# the policy's stale() refused it.
+_HELD, _TAKEN, _OCCUPIED = 0, 1, 4
 
 # A try-once acquire() that finds the file locked by a process the file does not (yet) name
 # waits this long for it to: a reader's probe (is_locked(), pgrep -L) holds a shared lock for
@@ -303,20 +310,22 @@ class PidFileLock(_common.Final):
         delay = 0.001
         try:
             while True:
-                taken = _backend._lock_try(
-                    self._target,
-                    self._temp_prefix,
-                    data,
-                    self._mode,
-                    self._uid,
-                    self._gid,
-                    slot,
-                    self._path,
-                    self._stale,
-                )
-                if taken == _common.LOCK_TAKEN:
-                    break
-                if timeout is None and taken == _common.LOCK_HELD:
+                with _taking:  # a fork() meanwhile waits: see _taking
+                    taken = _lock_try(
+                        self._target,
+                        self._temp_prefix,
+                        data,
+                        self._mode,
+                        self._uid,
+                        self._gid,
+                        slot,
+                        self._path,
+                        self._stale,
+                    )
+                    if taken == _TAKEN:
+                        _held[slot[0]] = self
+                        break
+                if timeout is None and taken == _HELD:
                     if _held_here(self._target):  # it would wait for itself, for ever
                         raise AlreadyLocked(self._path, pid)
                     _wait_for_holder(self._target, self._path)
@@ -325,7 +334,7 @@ class PidFileLock(_common.Final):
                 if deadline == math.inf:  # the first try failed: from now on, the clock counts
                     deadline = now + (math.inf if timeout is None else timeout)
                     grace = now + UNNAMED_HOLDER_GRACE
-                if taken == _common.LOCK_OCCUPIED:
+                if taken == _OCCUPIED:
                     # A file being written (no pid yet) is given the grace of an unnamed holder.
                     refused = self._refused[-1]
                     if now >= deadline and (refused[0] is not None or now >= grace):
@@ -341,7 +350,6 @@ class PidFileLock(_common.Final):
             self._slot = slot
             self._data = data
             self._owner = pid
-            _held[slot[0]] = self
         except BaseException as error:
             # Taken (or half taken) as the exception came: give it back. A handler that raises
             # again (at _lock_release's entry, before it took the descriptor) leaves it to do
@@ -349,8 +357,9 @@ class PidFileLock(_common.Final):
             raised = error
             while slot[0] >= 0:
                 try:
-                    _held.pop(slot[0], None)
-                    _backend._lock_release(slot, self._target, data)
+                    with _taking:
+                        _held.pop(slot[0], None)
+                        _lock_release(slot, self._target, data)
                 except BaseException as again:
                     raised = again
             raise raised  # noqa: B904 (a later one has the first as its context already)
@@ -360,15 +369,16 @@ class PidFileLock(_common.Final):
 
         Does nothing where this object does not hold it (as ``pid.PidFile.close()``): never
         taken, released already, or a child forked while the parent held it (the lock is the
-        parent's). If a signal handler raises before the file is removed (the pure backend),
-        the lock is still held: call it again.
+        parent's). If a signal handler raises before the file is removed, the lock is still
+        held: call it again.
         """
         slot = self._slot
         if slot[0] < 0 or self._owner != _pid:
             return
-        _held.pop(slot[0], None)
-        _handed_out.discard(slot[0])
-        _backend._lock_release(slot, self._target, self._data)
+        with _taking:  # a fork() meanwhile waits: see _taking
+            _held.pop(slot[0], None)
+            _handed_out.discard(slot[0])
+            _lock_release(slot, self._target, self._data)
 
     def fileno(self) -> int:
         """The descriptor holding the lock (to hand it to a program run by exec, as ``shimpid
@@ -584,9 +594,158 @@ def _own_record(capability: bytes) -> bytes:
     return data
 
 
+# ---- the system calls ------------------------------------------------------------------------
+
+# Held while a lock is taken or given back, and by os.fork() (the hooks below) in whichever
+# thread forks: a child forked meanwhile would get a copy of the descriptor of a lock half taken
+# or half given back, which nothing in it knows to close, and keep the file locked for as long
+# as it lives. Outside, a lock held is in _held, whose descriptors a child closes. (A fork that
+# execs at once, as subprocess does, runs no hooks and needs none: every descriptor here is
+# close-on-exec.)
+_taking = threading.RLock()
+
+
+def _lock_try(
+    target: bytes,
+    temp_prefix: bytes,
+    data: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    slot: list[int],
+    path: str | bytes,
+    stale: Callable[[int], bool],
+) -> int:
+    """One try, without waiting, to lock the pid file at target with data as its record, in a
+    file of exactly ``mode`` (not filtered by the umask) and owner ``uid``:``gid`` (-1: unchanged):
+    ``_TAKEN`` once it is ours, its descriptor in ``slot[0]``; ``_HELD`` if another process
+    holds it; ``_OCCUPIED`` if nobody does but ``stale(fd)``, asked with the file open and
+    locked by us, says it is not stale. A failure raises the writers' ``OSError`` for path;
+    ``slot[0]`` may then hold a descriptor, which the caller gives back with ``_lock_release``
+    (which removes the file only if it is ours).
+
+    The record goes into a temporary file, locked there, which then takes the path: by
+    ``link()`` where nothing is (it never replaces), or by ``rename()`` over a stale file, while
+    holding that file's lock, so that two takers of a stale file cannot both win (the loser
+    locks an inode no longer at the path, and looks again).
+    """
+    made: list[tuple[bytes, _common.Kept]] = []
+    try:
+        _common.write_temp(made, temp_prefix, data, mode, _CREATE_LOCKED)
+        temp, kept = made[0]
+        if kept[0] <= 2:  # a closed standard stream's number: a program would write into it
+            import fcntl  # loaded already, by flock()
+
+            high = _common.keep(fcntl.fcntl, kept[0], fcntl.F_DUPFD_CLOEXEC, 3)
+            high[0]  # the duplicate, kept from the moment it exists, and made's at once:
+            made[:] = [(temp, high)]
+            kept[1] = 0
+            os.close(kept[0])
+            kept = high
+        slot[0] = kept[0]  # the caller's to give back from here on, whatever happens:
+        kept[1] = 0  # handed over (no handler can run between these two)
+        if uid != -1 or gid != -1:  # first: a change of owner clears the set-id bits
+            os.fchown(slot[0], uid, gid)
+        os.fchmod(slot[0], mode)  # exact: not filtered by the umask
+        _common.flock(slot[0], _common.LOCK_EX | _common.LOCK_NB)  # a new inode: nobody has it
+        for _ in range(_common.SETTLE_ATTEMPTS):
+            try:
+                os.link(temp, target)  # only where nothing is
+            except FileExistsError:
+                taken = _take_over(target, temp, stale)
+                if taken is None:
+                    continue  # it changed under us: look again
+                if taken != _TAKEN:
+                    fd, slot[0] = slot[0], -1
+                    os.close(fd)
+                    return taken
+            return _TAKEN
+        raise OSError(errno.EAGAIN, _common.KEPT_CHANGING)
+    except BaseException as err:
+        _common.discard_temp(made)
+        if isinstance(err, OSError):  # ENOLCK, EOPNOTSUPP (no locks here) too: never held
+            raise _common.write_error(err, path) from None
+        raise
+    finally:
+        # The record is at the path by now, or not to be. Inline: this runs without an
+        # exception too, when a handler may strike at a function's entry.
+        if made:
+            try:
+                os.unlink(made[0][0])
+            except OSError:
+                pass
+
+
+def _take_over(target: bytes, temp: bytes, stale: Callable[[int], bool]) -> int | None:
+    """Put temp at target if nobody holds target locked and ``stale`` agrees: ``_TAKEN`` if
+    done, ``_HELD`` or ``_OCCUPIED`` if not, None if target changed meanwhile (look again)."""
+    # Looked at before it is opened, as by a writer: opening a device has effects of its own.
+    if not _common.check_target(target) and not os.path.islink(target):
+        return None  # gone meanwhile; a symlink fails to open (ELOOP) below
+    old = _common.keep(os.open, target, _common.OPEN_READ)
+    try:
+        try:
+            fd = old[0]
+        except FileNotFoundError:
+            return None
+        if os.fstat(fd).st_mode & _common.S_IFMT != _common.S_IFREG:
+            return None  # replaced since it was looked at
+        try:
+            _common.flock(fd, _common.LOCK_EX | _common.LOCK_NB)
+        except BlockingIOError:
+            return _HELD
+        if _common.record_locked(fd)[0]:  # a POSIX or OFD lock counts (lockf, fasteners)
+            return _HELD
+        # Locked: is it still the file at the path? (Its holder may have removed it.)
+        if not _is_at(fd, target):
+            return None
+        if not stale(fd):
+            return _OCCUPIED
+        if not _is_at(fd, target):
+            return None
+        os.rename(temp, target)  # over the stale file, whose lock we hold
+        return _TAKEN
+    finally:
+        if old:
+            os.close(old[0])
+
+
+def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
+    """Let go of the lock whose descriptor is in ``slot[0]``, removing the file first if it
+    still is ours: our inode at the path, with our record in it.
+
+    A signal handler that raises before the file is removed leaves the lock held and
+    ``slot[0]`` set: the caller may call again (letting go first would leave our record behind
+    unlocked, which no retry could remove). A failure to look or remove lets go and raises.
+    """
+    fd = slot[0]
+    try:
+        if _is_at(fd, target) and os.pread(fd, _common.WRITE_MAX_BYTES + 1, 0) == data:
+            os.unlink(target)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        fd, slot[0] = slot[0], -1  # inline, no call between: see _common.keep
+        os.close(fd)
+        raise
+    fd, slot[0] = slot[0], -1
+    os.close(fd)  # the lock goes with the last descriptor
+
+
+def _is_at(fd: int, target: bytes) -> bool:
+    """Whether the file open at fd is the one at target."""
+    info = os.fstat(fd)
+    try:
+        now = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    return now.st_ino == info.st_ino and now.st_dev == info.st_dev
+
+
 def _after_fork_in_child() -> None:
-    global _pid
+    global _pid, _taking
     _pid = os.getpid()
+    _taking = threading.RLock()  # the parent's is held, by the thread that forked
     _own.clear()
     for fd in _held:
         try:
@@ -612,5 +771,9 @@ def _release_at_exit() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=lambda: _taking.acquire(),
+        after_in_parent=lambda: _taking.release(),
+        after_in_child=_after_fork_in_child,
+    )
 atexit.register(_release_at_exit)

@@ -11,20 +11,16 @@ file objects cost more than the calls themselves on these paths.
 from __future__ import annotations
 
 import errno
-import itertools
 import operator
 import os
 import select
 import signal
-import stat
 import sys
 import time
 
 from . import _common, _writer
 from ._common import (
     ABSENT,
-    LOCK_EX,
-    LOCK_NB,
     NO_PIDFD,
     PID_FILE_MAX_BYTES,
     PID_RECORD_MAX_BYTES,
@@ -39,16 +35,26 @@ from ._common import (
     Verified,
     keep,
 )
+from ._common import CREATE_IN_PLACE as _CREATE_IN_PLACE
+from ._common import O_CLOEXEC as _O_CLOEXEC
+from ._common import OPEN_IN_PLACE as _OPEN_IN_PLACE
+from ._common import OPEN_READ as _OPEN_READ
 from ._common import PROC_FOREIGN as _PROC_FOREIGN
 from ._common import PROC_NONE as _PROC_NONE
 from ._common import PROC_OURS as _PROC_OURS
+from ._common import S_IFMT as _S_IFMT
+from ._common import S_IFREG as _S_IFREG
+from ._common import check_target as _check_target
+from ._common import discard_temp as _discard_temp
 from ._common import end_init as _end_init
 from ._common import mark_initialising as _mark_initialising
 from ._common import proc_state as _proc_state
+from ._common import write_all as _write_all
+from ._common import write_error as _write_error
+from ._common import write_temp as _write_temp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Final, Literal
 
     from ._common import Absent
@@ -64,8 +70,6 @@ __all__ = [
     "PidRecord",
     "_classify",
     "_identity_at",
-    "_lock_release",
-    "_lock_try",
     "_pidfd_level",
     "_pin_and_classify",
     "_read_pid_file",
@@ -76,27 +80,6 @@ __all__ = [
 _LINUX = sys.platform.startswith("linux")
 _DARWIN = sys.platform == "darwin"
 _WINDOWS = sys.platform == "win32"
-
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)
-# A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
-# at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
-_CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
-# In place: no O_TRUNC, the file is checked first (see _write_in_place).
-_OPEN_IN_PLACE = os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
-# Once the file its open reached was unlinked: again, but only where nothing is.
-_CREATE_IN_PLACE = _OPEN_IN_PLACE | os.O_EXCL
-# O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
-_OPEN_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK | _O_BINARY
-
-_S_IFMT, _S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a call
-
-# Temporary-file names must differ between writers: the pid tells processes apart, the counter
-# tells apart threads and successive writes of one process.
-_temp_counter = itertools.count()
-
 
 # ============================================================================
 # PidRecord: the codec
@@ -366,21 +349,6 @@ class PidFileWriter(_writer.PidFileWriter, WriterCore):
     __slots__ = ()
 
 
-def _write_error(err: OSError, path: str | bytes) -> OSError:
-    """A writer's failure as it is raised: the errno, in words about the pid file, and path."""
-    if isinstance(err, _TempNamesTaken):
-        return FileExistsError(errno.EEXIST, err.strerror, err.filename)
-    return _common.write_error(err, path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:  # os.write retries EINTR itself (PEP 475)
-        written = os.write(fd, data)
-        if written == 0:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))  # no progress: fail, never spin
-        data = data[written:]
-
-
 def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
     flags = _OPEN_IN_PLACE
     for attempt in range(_common.IN_PLACE_ATTEMPTS):
@@ -418,25 +386,6 @@ def _write_in_place(target: bytes, data: bytes, mode: int) -> None:
     raise OSError(errno.EAGAIN, _common.KEPT_CHANGING)
 
 
-def _check_target(target: bytes) -> bool:
-    """Whether ``target`` holds a regular file (False: nothing, or a symlink to replace).
-
-    Raises for anything else, before anything is done: a directory is never moved, a FIFO,
-    socket or device never replaced.
-    """
-    try:
-        kind = os.lstat(target).st_mode & _S_IFMT
-    except FileNotFoundError:
-        return False
-    if kind == _S_IFREG:
-        return True
-    if kind == stat.S_IFLNK:
-        return False
-    if kind == stat.S_IFDIR:
-        raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
-    raise OSError(errno.ENXIO, _common.NOT_REGULAR_TARGET)
-
-
 def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> None:
     _check_target(target)
     made: list[tuple[bytes, Kept]] = []
@@ -449,201 +398,6 @@ def _write_atomic(target: bytes, temp_prefix: bytes, data: bytes, mode: int) -> 
     except BaseException:
         _discard_temp(made)
         raise
-
-
-def _write_temp(
-    made: list[tuple[bytes, Kept]],
-    temp_prefix: bytes,
-    data: bytes,
-    mode: int,
-    flags: int = _CREATE_TEMP,
-) -> None:
-    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data, its name and its
-    descriptor (still open) in ``made[0]``, put there before the file is created: whatever
-    interrupts, the caller can release it (``_discard_temp``)."""
-    pid = os.getpid()
-    for _ in range(_common.TEMP_ATTEMPTS):
-        temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
-        kept = keep(os.open, temp, flags, mode)
-        made[:] = [(temp, kept)]
-        try:
-            fd = kept[0]
-        except FileExistsError:
-            continue  # left by a killed writer that had our pid: never touch it
-        _write_all(fd, data)
-        return
-    raise _TempNamesTaken(temp)
-
-
-def _discard_temp(made: list[tuple[bytes, Kept]]) -> None:
-    """After an exception, release what ``_write_temp`` made: the descriptor unless closed or
-    handed over, and the file if it created one (a name another process holds is never
-    touched)."""
-    if made and 0 in made[0][1]:
-        temp, kept = made[0]
-        try:
-            if 1 not in kept:
-                kept[1] = 0
-                os.close(kept[0])
-        finally:
-            _unlink_temp(temp)
-
-
-def _unlink_temp(temp: bytes) -> None:
-    try:
-        os.unlink(temp)
-    except OSError:
-        pass  # renamed already, or the directory went
-
-
-# ============================================================================
-# PidFileLock's system calls (shimpid._lock has the rest of it)
-# ============================================================================
-
-_CREATE_LOCKED = _CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR  # release reads the record back
-
-
-def _lock_try(
-    target: bytes,
-    temp_prefix: bytes,
-    data: bytes,
-    mode: int,
-    uid: int,
-    gid: int,
-    slot: list[int],
-    path: str | bytes,
-    stale: Callable[[int], bool],
-) -> int:
-    """One try, without waiting, to lock the pid file at target with data as its record, in a
-    file of exactly ``mode`` (not filtered by the umask) and owner ``uid``:``gid`` (-1: unchanged):
-    ``LOCK_TAKEN`` once it is ours, its descriptor in ``slot[0]``; ``LOCK_HELD`` if another
-    process holds it; ``LOCK_OCCUPIED`` if nobody does but ``stale(fd)``, asked with the file
-    open and locked by us, says it is not stale. A failure raises the writers' ``OSError`` for
-    path; ``slot[0]`` may then hold a descriptor, which the caller gives back with
-    ``_lock_release`` (which removes the file only if it is ours).
-
-    The record goes into a temporary file, locked there, which then takes the path: by
-    ``link()`` where nothing is (it never replaces), or by ``rename()`` over a stale file, while
-    holding that file's lock, so that two takers of a stale file cannot both win (the loser
-    locks an inode no longer at the path, and looks again).
-    """
-    made: list[tuple[bytes, Kept]] = []
-    try:
-        _write_temp(made, temp_prefix, data, mode, _CREATE_LOCKED)
-        temp, kept = made[0]
-        if kept[0] <= 2:  # a closed standard stream's number: a program would write into it
-            import fcntl  # loaded already, by flock()
-
-            high = keep(fcntl.fcntl, kept[0], fcntl.F_DUPFD_CLOEXEC, 3)
-            high[0]  # the duplicate, kept from the moment it exists, and made's at once:
-            made[:] = [(temp, high)]
-            kept[1] = 0
-            os.close(kept[0])
-            kept = high
-        slot[0] = kept[0]  # the caller's to give back from here on, whatever happens:
-        kept[1] = 0  # handed over (no handler can run between these two)
-        if uid != -1 or gid != -1:  # first: a change of owner clears the set-id bits
-            os.fchown(slot[0], uid, gid)
-        os.fchmod(slot[0], mode)  # exact: not filtered by the umask
-        _common.flock(slot[0], LOCK_EX | LOCK_NB)  # a new inode: nobody has it
-        for _ in range(_common.SETTLE_ATTEMPTS):
-            try:
-                os.link(temp, target)  # only where nothing is
-            except FileExistsError:
-                taken = _take_over(target, temp, stale)
-                if taken is None:
-                    continue  # it changed under us: look again
-                if taken != _common.LOCK_TAKEN:
-                    fd, slot[0] = slot[0], -1
-                    os.close(fd)
-                    return taken
-            return _common.LOCK_TAKEN
-        raise OSError(errno.EAGAIN, _common.KEPT_CHANGING)
-    except BaseException as err:
-        _discard_temp(made)
-        if isinstance(err, OSError):  # ENOLCK, EOPNOTSUPP (no locks here) too: never held
-            raise _write_error(err, path) from None
-        raise
-    finally:
-        # The record is at the path by now, or not to be. Inline: this runs without an
-        # exception too, when a handler may strike at a function's entry.
-        if made:
-            try:
-                os.unlink(made[0][0])
-            except OSError:
-                pass
-
-
-def _take_over(target: bytes, temp: bytes, stale: Callable[[int], bool]) -> int | None:
-    """Put temp at target if nobody holds target locked and ``stale`` agrees: ``LOCK_TAKEN``
-    if done, ``LOCK_HELD`` or ``LOCK_OCCUPIED`` if not, None if target changed meanwhile (look
-    again)."""
-    # Looked at before it is opened, as by a writer: opening a device has effects of its own.
-    if not _check_target(target) and not os.path.islink(target):
-        return None  # gone meanwhile; a symlink fails to open (ELOOP) below
-    old = keep(os.open, target, _OPEN_READ)
-    try:
-        try:
-            fd = old[0]
-        except FileNotFoundError:
-            return None
-        if os.fstat(fd).st_mode & _S_IFMT != _S_IFREG:
-            return None  # replaced since it was looked at
-        try:
-            _common.flock(fd, LOCK_EX | LOCK_NB)
-        except BlockingIOError:
-            return _common.LOCK_HELD
-        if _common.record_locked(fd)[0]:  # a POSIX or OFD lock counts (lockf, fasteners)
-            return _common.LOCK_HELD
-        # Locked: is it still the file at the path? (Its holder may have removed it.)
-        if not _is_at(fd, target):
-            return None
-        if not stale(fd):
-            return _common.LOCK_OCCUPIED
-        if not _is_at(fd, target):
-            return None
-        os.rename(temp, target)  # over the stale file, whose lock we hold
-        return _common.LOCK_TAKEN
-    finally:
-        if old:
-            os.close(old[0])
-
-
-def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
-    """Let go of the lock whose descriptor is in ``slot[0]``, removing the file first if it
-    still is ours: our inode at the path, with our record in it.
-
-    A signal handler that raises before the file is removed leaves the lock held and
-    ``slot[0]`` set: the caller may call again (letting go first would leave our record behind
-    unlocked, which no retry could remove). A failure to look or remove lets go and raises.
-    """
-    fd = slot[0]
-    try:
-        if _is_at(fd, target) and os.pread(fd, _common.WRITE_MAX_BYTES + 1, 0) == data:
-            os.unlink(target)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        fd, slot[0] = slot[0], -1  # inline, no call between: see _common.keep
-        os.close(fd)
-        raise
-    fd, slot[0] = slot[0], -1
-    os.close(fd)  # the lock goes with the last descriptor
-
-
-def _is_at(fd: int, target: bytes) -> bool:
-    """Whether the file open at fd is the one at target."""
-    info = os.fstat(fd)
-    try:
-        now = os.lstat(target)
-    except FileNotFoundError:
-        return False
-    return now.st_ino == info.st_ino and now.st_dev == info.st_dev
-
-
-class _TempNamesTaken(FileExistsError):
-    def __init__(self, temp: bytes) -> None:
-        super().__init__(errno.EEXIST, _common.TEMP_NAMES_TAKEN, os.fsdecode(temp))
 
 
 # ============================================================================

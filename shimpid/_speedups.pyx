@@ -55,7 +55,6 @@ re-entered from a conversion raises ``TypeError`` and leaves it as it was (issue
 - ``_scan_suffix``: its ``skip`` and the consumer between items. ``d_name`` is used before
   ``__next__`` returns, and only its iterator, which refuses to be re-entered (``close()``
   too) while it runs, calls ``readdir()`` on its stream.
-- ``_lock_try`` and ``_lock_release`` take an exact list and exact bytes.
 """
 
 cimport cython
@@ -64,7 +63,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyTypeObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, ELOOP,
+from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR,
                          ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
@@ -72,8 +71,8 @@ from libc.string cimport memchr, memcmp, memcpy, memset, strdup, strlen
 from posix cimport fcntl, unistd
 from posix.signal cimport kill
 from posix.time cimport nanosleep, timespec
-from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fchmod, fstat, lstat, struct_stat
-from posix.types cimport gid_t, mode_t, pid_t, uid_t
+from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstat, lstat, struct_stat
+from posix.types cimport mode_t, pid_t
 
 import os
 
@@ -117,13 +116,9 @@ cdef extern from "<sys/stat.h>" nogil:
     int fstatat(int dirfd, const char *path, struct_stat *buf, int flags)
     enum: AT_SYMLINK_NOFOLLOW
 
-cdef extern from "<fcntl.h>" nogil:
-    enum: F_DUPFD_CLOEXEC
-
 cdef extern from "<sys/file.h>" nogil:
     int flock(int fd, int operation)
     enum: LOCK_SH
-    enum: LOCK_EX
     enum: LOCK_NB
 
 cdef extern from "<poll.h>" nogil:
@@ -155,7 +150,6 @@ cdef enum:
     TEMP_SUFFIX_MAX = 35
     TEMP_PATH_MAX = 4096
     TEMP_ATTEMPTS = 16
-    SETTLE_ATTEMPTS = 1000
     IN_PLACE_ATTEMPTS = 16
     IN_PLACE_PAUSE_NS = 1000000
     # read_pid_file() failures that are not an errno
@@ -208,13 +202,13 @@ cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NON
 
 # Every limit _common defines, as this module was compiled with it.
 if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFIX_MAX,
-        _common.TEMP_PATH_MAX, _common.TEMP_ATTEMPTS, _common.SETTLE_ATTEMPTS,
+        _common.TEMP_PATH_MAX, _common.TEMP_ATTEMPTS,
         _common.STAT_READ_BYTES, _common.STATUS_READ_BYTES, _common.WRITE_MAX_BYTES,
         _common.PID_MAX, _common.BOOT_ID_BYTES, _common.PIDFS, _common.PIDFD, _common.NO_PIDFD,
         _common.PIDFS_MAGIC, _common.CAPABILITY_MAX, _common.IN_PLACE_ATTEMPTS,
         round(_common.IN_PLACE_PAUSE * 1e9), _common.IDENTITY_PREFIX_MAX) != (
         RECORD_MAX_BYTES, FILE_MAX_BYTES, TEMP_SUFFIX_MAX, TEMP_PATH_MAX, TEMP_ATTEMPTS,
-        SETTLE_ATTEMPTS, STAT_READ_BYTES, STATUS_READ_BYTES, WRITE_MAX_BYTES, PID_MAX,
+        STAT_READ_BYTES, STATUS_READ_BYTES, WRITE_MAX_BYTES, PID_MAX,
         BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX, IN_PLACE_ATTEMPTS,
         IN_PLACE_PAUSE_NS, IDENTITY_PREFIX_MAX):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
@@ -861,7 +855,7 @@ cdef int ftruncate_retry(int fd) noexcept nogil:
 
 cdef int _check_target(const char *path) noexcept nogil:
     """1: a regular file is there; 0: nothing, or a symlink (replaced, never followed); -errno:
-    anything else, refused before anything is done (see _pure._check_target)."""
+    anything else, refused before anything is done (see _common.check_target)."""
     cdef struct_stat info
     if lstat(path, &info) != 0:
         return 0 if errno == ENOENT else -errno
@@ -896,7 +890,7 @@ cdef int _write_atomic(const pid_writer_t *writer, const char *data, Py_ssize_t 
 
 cdef int _write_temp(const char *temp_prefix, Py_ssize_t prefix, int flags, mode_t mode,
                      const char *data, Py_ssize_t size, char *temp, char *temp_out) noexcept nogil:
-    """A new temporary file ``<temp_prefix><pid>.<n>.tmp`` holding data (see _pure._write_temp):
+    """A new temporary file ``<temp_prefix><pid>.<n>.tmp`` holding data (see _common.write_temp):
     its descriptor, its name in temp (room for TEMP_PATH_MAX), or -errno. temp_out (or NULL)
     receives the last name tried when every one is taken (-EEXIST)."""
     cdef uint64_t pid = <uint64_t>unistd.getpid()
@@ -950,180 +944,6 @@ cdef int replace(const char *temp, const char *path, bint exchange) noexcept nog
     if rename(temp, path) != 0:
         return -errno
     return 0
-
-
-# ============================================================================
-# PidFileLock's system calls: _pure's _lock_try and _lock_release, in C
-# ============================================================================
-
-cdef int CREATE_LOCKED = (CREATE_TEMP & ~fcntl.O_WRONLY) | fcntl.O_RDWR
-cdef enum:
-    # the steps' answers besides -errno; _lock_try returns HELD, TAKEN or OCCUPIED
-    HELD = 0
-    TAKEN = 1
-    CHANGED = 2
-    ASK = 3
-    OCCUPIED = 4
-
-
-def _lock_try(bytes target not None, bytes temp_prefix not None, bytes data not None,
-              int mode, long long uid, long long gid, list slot not None, path,
-              stale not None):
-    """_pure._lock_try: TAKEN once the lock is ours (its descriptor in slot[0]), HELD if another
-    process holds it, OCCUPIED if ``stale`` refused its file. Errors name path; nothing is left
-    for the caller to give back.
-
-    Runs with the GIL held: a fork() in another thread never catches the lock half taken.
-    """
-    cdef char temp[TEMP_PATH_MAX]
-    cdef char temp_out[TEMP_PATH_MAX]
-    cdef const char *c_target = PyBytes_AS_STRING(target)
-    cdef int fd = -1, old = -1, rc, attempt = 0, answer
-    if len(slot) != 1:
-        raise ValueError("slot must be a list of one item")
-    temp_out[0] = 0
-    rc = _lock_temp(PyBytes_AS_STRING(temp_prefix), PyBytes_GET_SIZE(temp_prefix),
-                    PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), <mode_t>mode,
-                    <uid_t>uid, <gid_t>gid, &fd, temp, temp_out)
-    if rc < 0:
-        raise _write_error(rc, path, temp_out)
-    try:
-        while True:
-            rc = _lock_place(c_target, temp, &old)
-            if rc == ASK:  # a file nobody holds locked: is it stale? (its lock is ours now)
-                answer = OCCUPIED
-                try:
-                    if stale(old):
-                        answer = ASK
-                finally:
-                    if answer != ASK:
-                        unistd.close(old)
-                rc = _lock_replace(old, c_target, temp) if answer == ASK else OCCUPIED
-            if rc != CHANGED:
-                break
-            attempt += 1  # it changed under us: look again
-            if attempt >= SETTLE_ATTEMPTS:
-                rc = -EAGAIN
-                break
-    finally:
-        unistd.unlink(temp)  # the record is at the path by now, or not to be
-        if rc != TAKEN:
-            unistd.close(fd)
-    if rc < 0:
-        raise _write_error(rc, path, temp_out)
-    if rc == TAKEN:
-        slot[0] = fd  # no Python code runs between: a signal handler cannot lose it
-    return rc
-
-
-cdef int _lock_temp(const char *temp_prefix, Py_ssize_t prefix, const char *data,
-                    Py_ssize_t size, mode_t mode, uid_t uid, gid_t gid, int *fd_out,
-                    char *temp, char *temp_out) noexcept nogil:
-    """The record in a new temporary file, with exactly mode and the owner asked for, locked:
-    0 (its descriptor in fd_out, its name in temp) or -errno (nothing left)."""
-    cdef int fd, low, rc = 0
-    fd = _write_temp(temp_prefix, prefix, CREATE_LOCKED, mode, data, size, temp, temp_out)
-    if fd < 0:
-        return fd
-    if fd <= 2:  # a closed standard stream's number: a program would write into it
-        low = fd
-        fd = fcntl.fcntl(low, F_DUPFD_CLOEXEC, 3)
-        unistd.close(low)
-        if fd < 0:
-            rc = -errno
-    # the owner first: a change of owner clears the set-id bits
-    if rc == 0 and (uid != <uid_t>-1 or gid != <gid_t>-1) and unistd.fchown(fd, uid, gid) != 0:
-        rc = -errno
-    if rc == 0 and fchmod(fd, mode) != 0:  # exact: not filtered by the umask
-        rc = -errno
-    if rc == 0 and flock(fd, LOCK_EX | LOCK_NB) != 0:  # a new inode: nobody has it
-        rc = -errno
-    if rc == 0:
-        fd_out[0] = fd
-        return 0
-    if fd >= 0:
-        unistd.close(fd)
-    unistd.unlink(temp)
-    return rc
-
-
-cdef int _lock_place(const char *target, const char *temp, int *old) noexcept nogil:
-    """Put temp at target where nothing is: TAKEN; HELD if a process holds the file there
-    locked; ASK with that file open in old, locked by us and still at target, if nobody does;
-    CHANGED (look again) or -errno."""
-    cdef struct_stat info
-    cdef int rc, fd, holder
-    if unistd.link(temp, target) == 0:  # only where nothing is
-        return TAKEN
-    if errno != EEXIST:
-        return -errno
-    rc = _check_target(target)
-    if rc < 0:
-        return rc  # a directory, FIFO, socket or device: never touched
-    if rc == 0:  # nothing there now, or a symlink
-        if lstat(target, &info) != 0:
-            return CHANGED if errno == ENOENT else -errno
-        return -ELOOP if S_ISLNK(info.st_mode) else CHANGED
-    fd = open_retry(target, OPEN_READ, 0)
-    if fd < 0:
-        return CHANGED if errno == ENOENT else -errno
-    if fstat(fd, &info) != 0:
-        rc = -errno
-    elif not S_ISREG(info.st_mode):
-        rc = CHANGED  # replaced since it was looked at
-    elif flock(fd, LOCK_EX | LOCK_NB) != 0:
-        rc = HELD if errno == EAGAIN else -errno  # EWOULDBLOCK is EAGAIN on Linux and BSDs
-    elif shimpid_record_locked(fd, &holder):
-        rc = HELD  # a POSIX or OFD lock counts as one (lockf, fasteners, many daemons)
-    elif not _is_at(fd, target):  # its holder removed it as it let go
-        rc = CHANGED
-    else:
-        old[0] = fd
-        return ASK
-    unistd.close(fd)
-    return rc
-
-
-cdef int _lock_replace(int old, const char *target, const char *temp) noexcept nogil:
-    """Put temp over the stale file open (and locked) at old: TAKEN, CHANGED or -errno. Closes
-    old."""
-    cdef int rc = TAKEN
-    if not _is_at(old, target):
-        rc = CHANGED
-    elif rename(temp, target) != 0:  # over the stale file, whose lock we hold
-        rc = -errno
-    unistd.close(old)
-    return rc
-
-
-cdef bint _is_at(int fd, const char *target) noexcept nogil:
-    """Whether the file open at fd is the one at target."""
-    cdef struct_stat info, now
-    if fstat(fd, &info) != 0 or lstat(target, &now) != 0:
-        return False
-    return info.st_ino == now.st_ino and info.st_dev == now.st_dev
-
-
-def _lock_release(list slot not None, bytes target not None, bytes data not None):
-    """_pure._lock_release: let go of the lock in slot[0], removing the file first if it still
-    is ours."""
-    cdef unsigned char buf[WRITE_MAX_BYTES + 1]
-    cdef const char *c_target = PyBytes_AS_STRING(target)
-    cdef const char *c_data = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(data), n
-    cdef int fd = slot[0], rc = 0
-    slot[0] = -1
-    with nogil:
-        if _is_at(fd, c_target):
-            n = unistd.pread(fd, buf, WRITE_MAX_BYTES + 1, 0)
-            if n < 0:
-                rc = -errno
-            elif (n == size and memcmp(buf, c_data, n) == 0
-                    and unistd.unlink(c_target) != 0 and errno != ENOENT):
-                rc = -errno
-        unistd.close(fd)  # the lock goes with the last descriptor
-    if rc:
-        raise OSError(-rc, os.strerror(-rc), os.fsdecode(target))
 
 
 # ============================================================================

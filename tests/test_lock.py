@@ -1,7 +1,7 @@
-"""PidFileLock through each backend's system calls (``_lock_try``, ``_lock_release``): one holder
-at a time, never blocked by a stale file, nothing at the path damaged, across fork and exec, the
-file's mode and owner. Both backends, real processes. The lock's policy, which is one code, is
-tested once in test_lock_policy.py."""
+"""PidFileLock's system calls (``_lock_try``, ``_lock_release``): one holder at a time, never
+blocked by a stale file, nothing at the path damaged, across fork and exec, the file's mode and
+owner. Real processes. The lock is one code whatever the backend (shimpid/_lock.py), so these
+run once, on the run's backend; its policy is in test_lock_policy.py."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ from _helpers import (
 from shimpid import Absent, AlreadyLocked, Verified, _common, _lock, _rundir
 
 TOKEN = "services-mux-v1"
+
+
+@pytest.fixture(scope="session")
+def impl(backend):
+    """The run's backend, for every test here (and the fixtures they take): once, not twice."""
+    return backend
 
 
 def read_bytes(path) -> bytes:
@@ -313,6 +319,51 @@ def test_a_forked_child_that_outlives_its_parent_does_not_keep_the_lock(impl, lo
     assert proc_state(orphan) in "SR"  # alive (for 5 s), not holding the lock
     with locking(pid_path) as lock:
         assert lock.holder() == Verified(os.getpid())
+
+
+FORKER = """
+import os, sys, threading
+sys.path[:0] = {path!r}
+from shimpid import PidFileLock
+directory, rounds = {directory!r}, {rounds}
+done = threading.Event()
+
+def lock_and_unlock():
+    lock = PidFileLock(os.path.join(directory, "x.pid"))
+    while not done.is_set():
+        lock.acquire(0)
+        lock.release()
+
+thread = threading.Thread(target=lock_and_unlock)
+thread.start()
+caught = 0
+for _ in range(rounds):
+    child = os.fork()
+    if child == 0:  # the lock files this child holds a descriptor of, temporary ones included
+        held = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                held += os.readlink(f"/proc/self/fd/{{fd}}").startswith(directory + "/")
+            except OSError:
+                pass
+        os._exit(held)
+    caught += os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) != 0
+done.set()
+thread.join()
+print(caught)
+"""
+
+
+def test_a_child_forked_while_another_thread_locks_holds_nothing_of_it(tmp_path):
+    """os.fork() (multiprocessing's) in one thread while another takes and gives back a lock,
+    over and over: no child ever holds a descriptor of the lock's file, or of its temporary
+    file. Without the guard (_lock._taking), most children do."""
+    script = FORKER.format(path=sys.path, directory=str(tmp_path), rounds=rounds(100, 300))
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"], out.stderr
 
 
 def test_an_exec_child_does_not_inherit_the_lock(locking, pid_path):

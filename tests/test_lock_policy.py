@@ -1,10 +1,8 @@
 """PidFileLock's policy (``shimpid/_lock.py``, one code whatever the backend), as users of ``pid``,
 python-daemon and lockfile expect it: a running daemon of another tool is never taken over, the
 file goes at exit, the peers' options (a timeout for ``with``, a decorator, the directory made,
-subclasses), errors, contention, and ``shimpid lock``. Real processes.
-
-Once, on the run's backend: the system calls the policy makes through each backend
-(``_lock_try``, ``_lock_release``) are tested on both in test_lock.py."""
+subclasses), errors, contention, and ``shimpid lock``. Real processes, once, on the run's
+backend; the lock's system calls are in test_lock.py."""
 
 from __future__ import annotations
 
