@@ -1,6 +1,6 @@
 # The extension: the pure module's types (the same API, tested by test_package), and its own
 # functions, declared with their signatures; shimpid._backend checks both against its Protocol.
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Final, Literal
 
 from ._common import Absent, Legacy, ProcessIdentity, Verified
@@ -27,19 +27,6 @@ def _read_pid_file(
 ) -> bytes: ...
 def _set_pidfd_level(level: int, /) -> int: ...
 def _parse_stat(data: bytes, /) -> tuple[int, int | None]: ...
-def _lock_try(
-    target: bytes,
-    temp_prefix: bytes,
-    data: bytes,
-    mode: int,
-    uid: int,
-    gid: int,
-    slot: list[int],
-    path: str | bytes,
-    stale: Callable[[int], bool],
-    /,
-) -> int: ...
-def _lock_release(slot: list[int], target: bytes, data: bytes, /) -> None: ...
 def _scan_suffix(
     directory_fd: int,
     suffix: bytes,
