@@ -31,7 +31,6 @@ import operator
 import os
 import signal
 import stat
-import threading
 import time
 
 from . import _backend, _common
@@ -215,7 +214,7 @@ class PidFileLock(_common.Final):
             self._refused: list[tuple[int | None, str]] = []
             self._stale = _always if running else functools.partial(_stale, self._refused)
             self._uid, self._gid = uid, gid
-            # The lock's descriptor while held, in a list the backend fills: a signal handler
+            # The lock's descriptor while held, in a list _lock_try fills: a signal handler
             # that raises as acquire() returns cannot lose it.
             self._slot = [-1]
             self._owner = 0  # the pid that acquired it
@@ -310,21 +309,20 @@ class PidFileLock(_common.Final):
         delay = 0.001
         try:
             while True:
-                with _taking:  # a fork() meanwhile waits: see _taking
-                    taken = _lock_try(
-                        self._target,
-                        self._temp_prefix,
-                        data,
-                        self._mode,
-                        self._uid,
-                        self._gid,
-                        slot,
-                        self._path,
-                        self._stale,
-                    )
-                    if taken == _TAKEN:
-                        _held[slot[0]] = self
-                        break
+                taken = _lock_try(
+                    self._target,
+                    self._temp_prefix,
+                    data,
+                    self._mode,
+                    self._uid,
+                    self._gid,
+                    slot,
+                    self._path,
+                    self._stale,
+                )
+                if taken == _TAKEN:
+                    _held[slot[0]] = self
+                    break
                 if timeout is None and taken == _HELD:
                     if _held_here(self._target):  # it would wait for itself, for ever
                         raise AlreadyLocked(self._path, pid)
@@ -357,9 +355,8 @@ class PidFileLock(_common.Final):
             raised = error
             while slot[0] >= 0:
                 try:
-                    with _taking:
-                        _held.pop(slot[0], None)
-                        _lock_release(slot, self._target, data)
+                    _held.pop(slot[0], None)
+                    _lock_release(slot, self._target, data, self._path)
                 except BaseException as again:
                     raised = again
             raise raised  # noqa: B904 (a later one has the first as its context already)
@@ -375,10 +372,9 @@ class PidFileLock(_common.Final):
         slot = self._slot
         if slot[0] < 0 or self._owner != _pid:
             return
-        with _taking:  # a fork() meanwhile waits: see _taking
-            _held.pop(slot[0], None)
-            _handed_out.discard(slot[0])
-            _lock_release(slot, self._target, self._data)
+        _held.pop(slot[0], None)
+        _handed_out.discard(slot[0])
+        _lock_release(slot, self._target, self._data, self._path)
 
     def fileno(self) -> int:
         """The descriptor holding the lock (to hand it to a program run by exec, as ``shimpid
@@ -436,7 +432,7 @@ def _check_id(value: int, name: str) -> int:
 
 
 def _stale(refused: list[tuple[int | None, str]], fd: int) -> bool:
-    """The takeover policy, asked by the backend with the unlocked file open (and locked by
+    """The takeover policy, asked by _take_over with the unlocked file open (and locked by
     us): whether the file is stale. Not if its record is ``Verified`` (another process's), or
     ``Legacy`` (no fingerprint, its pid alive): another program's, or an instance of this one
     locking otherwise, may run; nor if it is empty and new (``FRESH_EMPTY``). Dead, reused and
@@ -596,14 +592,6 @@ def _own_record(capability: bytes) -> bytes:
 
 # ---- the system calls ------------------------------------------------------------------------
 
-# Held while a lock is taken or given back, and by os.fork() (the hooks below) in whichever
-# thread forks: a child forked meanwhile would get a copy of the descriptor of a lock half taken
-# or half given back, which nothing in it knows to close, and keep the file locked for as long
-# as it lives. Outside, a lock held is in _held, whose descriptors a child closes. (A fork that
-# execs at once, as subprocess does, runs no hooks and needs none: every descriptor here is
-# close-on-exec.)
-_taking = threading.RLock()
-
 
 def _lock_try(
     target: bytes,
@@ -668,8 +656,9 @@ def _lock_try(
         raise
     finally:
         # The record is at the path by now, or not to be. Inline: this runs without an
-        # exception too, when a handler may strike at a function's entry.
-        if made:
+        # exception too, when a handler may strike at a function's entry. Only a file this
+        # try made: where every name was taken, the last one tried is another's.
+        if made and 0 in made[0][1]:
             try:
                 os.unlink(made[0][0])
             except OSError:
@@ -710,13 +699,14 @@ def _take_over(target: bytes, temp: bytes, stale: Callable[[int], bool]) -> int 
             os.close(old[0])
 
 
-def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
+def _lock_release(slot: list[int], target: bytes, data: bytes, path: str | bytes) -> None:
     """Let go of the lock whose descriptor is in ``slot[0]``, removing the file first if it
     still is ours: our inode at the path, with our record in it.
 
     A signal handler that raises before the file is removed leaves the lock held and
     ``slot[0]`` set: the caller may call again (letting go first would leave our record behind
-    unlocked, which no retry could remove). A failure to look or remove lets go and raises.
+    unlocked, which no retry could remove). A failure to look or remove lets go and raises the
+    writers' ``OSError`` for path.
     """
     fd = slot[0]
     try:
@@ -724,10 +714,10 @@ def _lock_release(slot: list[int], target: bytes, data: bytes) -> None:
             os.unlink(target)
     except FileNotFoundError:
         pass
-    except OSError:
+    except OSError as err:
         fd, slot[0] = slot[0], -1  # inline, no call between: see _common.keep
         os.close(fd)
-        raise
+        raise _common.write_error(err, path) from None
     fd, slot[0] = slot[0], -1
     os.close(fd)  # the lock goes with the last descriptor
 
@@ -743,9 +733,8 @@ def _is_at(fd: int, target: bytes) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    global _pid, _taking
+    global _pid
     _pid = os.getpid()
-    _taking = threading.RLock()  # the parent's is held, by the thread that forked
     _own.clear()
     for fd in _held:
         try:
@@ -771,9 +760,5 @@ def _release_at_exit() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=lambda: _taking.acquire(),
-        after_in_parent=lambda: _taking.release(),
-        after_in_child=_after_fork_in_child,
-    )
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_release_at_exit)

@@ -33,7 +33,10 @@ from _helpers import (
     script_prelude,
     stop,
 )
-from shimpid import _cli, _lock, _operate, _rundir
+
+# _pure too: tests compare it, as shimpid._pure, with the backend they run on, and the package
+# loads it only where it is the backend.
+from shimpid import _cli, _lock, _operate, _pure, _rundir  # noqa: F401
 
 # Property tests: a few hundred examples at a desk, thousands in CI (SHIMPID_THOROUGH=1, which
 # also lengthens the race tests: see _helpers.rounds). No deadline: these machines are noisy.
