@@ -600,7 +600,7 @@ def parse_extras(data: bytes) -> Extras:
     if len(lines) == 5 and not lines[4] and not line3 and line4.startswith(_OWN_PIDFS):
         pidfs_id = _u64_value(line4[len(_OWN_PIDFS) :])
         if pidfs_id is not None:
-            return tuple.__new__(Extras, (None, *_OWN_HEAD, pidfs_id, *_OWN_TAIL))
+            return own_extras(None, True, pidfs_id)
     # decode() has checked the whole file is UTF-8. For ASCII, bytes.strip() strips exactly the
     # White_Space characters (U+0009..U+000D, U+0020): the usual case takes no decoding.
     if line3.isascii():

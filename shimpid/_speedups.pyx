@@ -219,10 +219,14 @@ cdef bint current_boot_known = CURRENT_BOOT_ID is not None
 cdef bytes _boot = CURRENT_BOOT_ID.encode() if current_boot_known else b""
 if current_boot_known:
     memcpy(current_boot_id, PyBytes_AS_STRING(_boot), BOOT_ID_BYTES)
-# Line 4 as this process's writers write it, up to its pidfs field (extras_canonical).
+# Line 4 as this process's writers write it, up to its pidfs field (extras_canonical): the
+# writers' prefix (its first own_prefix_len bytes), then " pidfs=".
 cdef bytes _own_pidfs = _common._OWN_PIDFS
 cdef const char *own_pidfs = PyBytes_AS_STRING(_own_pidfs)
 cdef Py_ssize_t own_pidfs_len = PyBytes_GET_SIZE(_own_pidfs)
+cdef Py_ssize_t own_prefix_len = len(_common._IDENTITY_PREFIX)
+if _own_pidfs[:own_prefix_len] != _common._IDENTITY_PREFIX:
+    raise ImportError("shimpid._common._OWN_PIDFS does not begin with the writers' prefix")
 
 
 # ============================================================================
@@ -1195,8 +1199,8 @@ cdef bint extras_canonical(const unsigned char *data, Py_ssize_t i, Py_ssize_t s
     i += 1
     if i == size:
         return True
-    # the prefix alone (no pidfs field): own_pidfs without " pidfs="
-    if size - i == own_pidfs_len - 6 and memcmp(data + i, own_pidfs, own_pidfs_len - 7) == 0:
+    # the prefix alone (no pidfs field), and its newline
+    if size - i == own_prefix_len + 1 and memcmp(data + i, own_pidfs, own_prefix_len) == 0:
         return data[size - 1] == c'\n'
     if size - i < own_pidfs_len + 2 or memcmp(data + i, own_pidfs, own_pidfs_len) != 0:
         return False

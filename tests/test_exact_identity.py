@@ -500,10 +500,15 @@ def own_pidfs_fields(inode: int) -> list[bytes]:
 @pytest.mark.parametrize("line3", [b"", b"cap", (BOOT or OTHER).encode(), OTHER.encode()])
 @pytest.mark.parametrize("end", [b"\n", b"", b"\r\n", b"\n\n"])
 @pytest.mark.parametrize("field", range(13))  # 12: no line 4
-def test_the_one_pass_at_each_edge_is_the_rules_answer(extension, tmp_path, line3, end, field):
+@pytest.mark.parametrize("edit", [None, "first", "last"])
+def test_the_one_pass_at_each_edge_is_the_rules_answer(
+    extension, tmp_path, line3, end, field, edit
+):
     """Line 4 as this process's writers write it, and each near miss, read by the extension's
     one pass (scan, ls, the reader's verdict) and by the general rules: the same record, Extras
-    and verdict. The record is this process's, so a wrong pidfs answer shows as a verdict."""
+    and verdict. The record is this process's, so a wrong pidfs answer shows as a verdict. The
+    writers' prefix is also tried with its first or its last byte changed (the last: another
+    boot's id, one hex digit off, where this boot's is known)."""
     from shimpid import _rundir
 
     own = _pure.PidRecord.current()
@@ -511,7 +516,12 @@ def test_the_one_pass_at_each_edge_is_the_rules_answer(extension, tmp_path, line
     inode = os.fstat(fd).st_ino
     os.close(fd)
     fields = own_pidfs_fields(inode)
-    line4 = _common._OWN_PIDFS[:-7] + fields[field] if field < len(fields) else b""
+    prefix = bytearray(_common._OWN_PIDFS[:-7])
+    if edit == "first":
+        prefix[:1] = b"S"
+    elif edit == "last":
+        prefix[-1:] = b"1" if prefix[-1:] == b"0" else b"0"
+    line4 = bytes(prefix) + fields[field] if field < len(fields) else b""
     data = b"%d\n%d\n%s\n%s%s" % (own.pid, own.start_time, line3, line4, line4 and end)
     path = tmp_path / "shim.pid"
     path.write_bytes(data)
