@@ -2,6 +2,8 @@
 
 Defined once, so ``shimpid._pure`` and ``shimpid._speedups`` raise the same exceptions with the
 same words and return the same verdict objects; tests compare the two backends on exactly that.
+Also the steps in Python that more than one module takes: the pure writer's temporary file,
+which the lock (``shimpid._lock``) makes too, and the lock probe.
 """
 
 from __future__ import annotations

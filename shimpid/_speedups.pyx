@@ -9,7 +9,8 @@ calls until it execs. Python objects are made only for results and errors, with 
 The rules are ``_pure.py``'s; read the two side by side.
 
 Names: a function or method with the same role has ``_pure.py``'s name (``_byte_view``,
-``_classify``, ...). The ``nogil`` body of a ``def _x`` is ``x``
+``_classify``, ...; ``_check_target`` and ``_write_temp`` are ``_common``'s ``check_target`` and
+``write_temp``, which the pure writer uses). The ``nogil`` body of a ``def _x`` is ``x``
 (``classify``, ``identity_at``, ``parse_stat``, ``pidfd_level``, ``read_pid_file``); those of
 ``is_process_alive`` and ``process_start_time`` are ``process_alive`` and ``start_time_of``.
 ``_common``'s rules written in C keep ``_common``'s names (``names_a_process``, ``is_boot_id``,

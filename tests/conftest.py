@@ -102,7 +102,7 @@ def extension():
 
 @pytest.fixture
 def locking(impl, monkeypatch):
-    """PidFileLock with ``impl``'s system calls and verdicts."""
+    """PidFileLock asking ``impl`` for its verdicts (its system calls are one code)."""
     from shimpid import PidFileLock, _lock, _operate, _rundir
 
     monkeypatch.setattr(_lock, "_backend", impl)

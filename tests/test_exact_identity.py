@@ -493,13 +493,15 @@ def own_pidfs_fields(inode: int) -> list[bytes]:
         b" pidfs=18446744073709551616",
         b" pidfs=%d x=1" % inode,
         b" pidfs=%d " % inode,
+        b" pidfs:%d" % inode,
+        b" pidfz=%d" % inode,
         b"x",
     ]
 
 
 @pytest.mark.parametrize("line3", [b"", b"cap", (BOOT or OTHER).encode(), OTHER.encode()])
 @pytest.mark.parametrize("end", [b"\n", b"", b"\r\n", b"\n\n"])
-@pytest.mark.parametrize("field", range(13))  # 12: no line 4
+@pytest.mark.parametrize("field", range(15))  # 14: no line 4
 @pytest.mark.parametrize("edit", [None, "first", "last"])
 def test_the_one_pass_at_each_edge_is_the_rules_answer(
     extension, tmp_path, line3, end, field, edit
