@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = ["AlreadyLocked", "AlreadyRunning", "PidFileLock", "exit_on_sigterm"]
 
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # The lock's file is made read-write: release() reads the record back.
 _CREATE_LOCKED = _common.CREATE_TEMP & ~os.O_WRONLY | os.O_RDWR
 # What _lock_try answers: the lock is ours; another process holds it; its file is unlocked but
@@ -502,7 +501,7 @@ def _wait_for_holder(target: bytes, path: str | bytes) -> None:
     """Wait until no process holds the pid file at target locked (or there is none), holding
     nothing meanwhile but a descriptor of it: a waiter killed leaves nothing behind. Not on the
     hot path (a free lock is taken at the first try), so written once, here."""
-    kept = _common.keep(os.open, target, _READ)
+    kept = _common.keep(os.open, target, _common.OPEN_READ)
     try:
         _common.flock(kept[0], _common.LOCK_EX)  # let go at once: the next try takes it properly
     except FileNotFoundError:  # from the open: nothing there to wait for
@@ -518,7 +517,7 @@ def _look(path: str | bytes) -> tuple[Read | None, int | None]:
     """``(the read if locked else None, holder)`` from one read of the file, lock included. In
     acquire()'s loop, where a signal handler may raise at any point: the descriptor is kept as
     it is made (_common.keep), never lost."""
-    kept = _common.keep(os.open, path, _READ)
+    kept = _common.keep(os.open, path, _common.OPEN_READ)
     try:
         try:
             fd = kept[0]
