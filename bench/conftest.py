@@ -95,6 +95,7 @@ class Target:
     comparison: str  # a key of COMPARE
     limit: float
     figure: str  # what value_of() reads, for results.json: "alternated: <name>" or "floor: ..."
+    beside: str | None = None  # an alternated figure shown with it: its floor where one exists
 
     def passes(self, value: float) -> bool:
         return COMPARE[self.comparison](value, self.limit)
@@ -112,9 +113,14 @@ def floor_target(label: str, operation: str, backend: str, limit: float) -> Targ
     )
 
 
-def baseline_target(description: str, name: str, limit: float, comparison: str = "<=") -> Target:
-    """The alternated ratio ``BASELINES[name]`` is at most ``limit`` (or as ``comparison`` says)."""
-    return Target(description, lambda: BASELINES[name], comparison, limit, f"alternated: {name}")
+def baseline_target(
+    description: str, name: str, limit: float, comparison: str = "<=", beside: str | None = None
+) -> Target:
+    """The alternated ratio ``BASELINES[name]`` is at most ``limit`` (or as ``comparison`` says);
+    ``beside``, the alternated ratio shown with it."""
+    return Target(
+        description, lambda: BASELINES[name], comparison, limit, f"alternated: {name}", beside
+    )
 
 
 TARGETS: list[Target] = [
@@ -209,6 +215,7 @@ def _build_floor() -> ctypes.CDLL:
     lib.floor_time.restype = ctypes.c_double
     lib.floor_scan.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
     lib.floor_scan.restype = ctypes.c_double
+    lib.floor_record.argtypes = [ctypes.c_char_p, ctypes.c_int]
     return lib
 
 
@@ -413,8 +420,10 @@ def pytest_terminal_summary(terminalreporter, config):
         if value is None:
             write(f"  [ n/a ] {target.description}: not measured in this run")
             continue
+        also = BASELINES.get(target.beside) if target.beside else None
         write(
             f"  [{' ok  ' if target.passes(value) else 'MISSED'}] {target.description}: {value:.2f}"
+            + ("" if also is None else f" (floor, in C: {also:.2f})")
         )
 
 
@@ -656,6 +665,8 @@ def _target(target: Target) -> dict:
         "measured": _figure(value),
         "met": met,
         "status": "n/a" if met is None else ("ok" if met else "MISSED"),
+        "beside": None if target.beside is None else f"alternated: {target.beside}",
+        "beside_measured": _figure(BASELINES.get(target.beside)) if target.beside else None,
     }
 
 

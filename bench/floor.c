@@ -9,12 +9,12 @@
  *                             read as the library reads it (a large process's stat takes the
  *                             kernel longer to render than a small one's)
  *   floor_time(NAME, CALLS)   nanoseconds for CALLS calls of operation NAME (-1: no such one)
+ *   floor_record(DIR, PID)    the record shimpid.spawn writes for child PID (see there)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +24,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -241,36 +240,49 @@ static void op_write_for(void) {
     op_write_rename();
 }
 
-/* Spawning /bin/true, and spawning it plus the parent-side record shimpid.spawn writes: pin the
-   child and read its pidfs inode and stat before reaping it, write a temporary file, rename it
-   over the pid file. */
-extern char **environ;
+/* The record shimpid.spawn writes for a child, from the parent: floor_record(DIR, PID) pins the
+   child for its pidfs inode, reads the clock (its start time, once shimpid trusts the clock:
+   /proc is not read), looks at the path, and writes a temporary file and renames it over a new
+   pid file in DIR. bench/test_spawning.py calls it right after Popen: the floor of spawn's
+   rows, the record's system calls with no Python around them. The files stay until
+   floor_record_sweep() (untimed), as bench/test_spawning.py's FreshPaths do. */
+static char record_dir[4096];
+static unsigned long records;  /* pid files made, named by a counter: floor-record-<n>.pid */
 
-static pid_t start_true(void) {
-    static char *argv[] = {"/bin/true", NULL};
-    pid_t pid;
-    if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ) != 0) die("posix_spawn");
-    return pid;
-}
-
-static void reap(pid_t pid) {
-    int status;
-    if (waitpid(pid, &status, 0) != pid) die("waitpid");
-}
-
-static void op_spawn(void) { reap(start_true()); }
-
-static void op_spawn_record(void) {
-    pid_t pid = start_true();
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = pidfd_open_(pid);
+int floor_record(const char *dir, int pid) {
+    char path[8200], temp[8300], text[160];
+    struct stat st;
+    struct timespec now;
+    unsigned long n = __atomic_fetch_add(&records, 1, __ATOMIC_RELAXED);
+    if (n == 0) snprintf(record_dir, sizeof record_dir, "%s", dir);
+    int fd = pidfd_open_((pid_t)pid);
     if (fd < 0) die("pidfd_open");
-    sink += pidfs_inode(fd);
-    sink += read_stat(path);
+    uint64_t inode = pidfs_inode(fd);
     close(fd);
-    op_write_rename();
-    reap(pid);
+    clock_gettime(CLOCK_BOOTTIME, &now);
+    snprintf(path, sizeof path, "%s/floor-record-%lu.pid", dir, n);
+    snprintf(temp, sizeof temp, "%s/.floor-record-%lu.pid.%d.%lu.tmp", dir, n, (int)getpid(), n);
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) die("not a regular file");
+    int len = snprintf(text, sizeof text,
+                       "%d\n%llu\n\nshimpid boot=00000000-1111-2222-3333-444444444444"
+                       " pidfs=%llu\n", pid,
+                       (unsigned long long)now.tv_sec * 100 + (unsigned long long)now.tv_nsec / 10000000,
+                       (unsigned long long)inode);
+    fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) die("open temp");
+    if (write(fd, text, (size_t)len) != len) die("write");
+    close(fd);
+    if (rename(temp, path) != 0) die("rename");
+    return 0;
+}
+
+void floor_record_sweep(void) {
+    char path[8200];
+    for (unsigned long n = 0; n < records; n++) {
+        snprintf(path, sizeof path, "%s/floor-record-%lu.pid", record_dir, n);
+        unlink(path);
+    }
+    records = 0;
 }
 
 static double now_ns(void) {
@@ -295,8 +307,6 @@ static const struct {
     {"process_identity_proc", op_identity_proc},
     {"write_current", op_write_current},
     {"write_for", op_write_for},
-    {"spawn", op_spawn},
-    {"spawn_record", op_spawn_record},
     {"lock", op_lock},
 };
 

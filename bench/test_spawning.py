@@ -6,7 +6,9 @@ and keeps the fast path. The pid files go to tmpfs, so the spawn is what is meas
 
 Then what recording costs per child, each child recorded in a new pid file (on tmpfs and on
 disk, from 16 threads at once, through asyncio, and with the disk kept busy by another process's
-fsync()s): alternated ratios to the same spawns without a record.
+fsync()s): alternated ratios to the same spawns without a record. Beside the targets, their
+floor: the same ratio for ``Popen`` followed by one call of bench/floor.c's ``floor_record``, the
+record's system calls in C, with no Python around them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import conftest
 import shimpid
 from conftest import BASELINES, PLACES, TARGETS, alternate, baseline_target, rounds, timed
 
@@ -28,37 +31,48 @@ TRUE = ["/bin/true"]
 # What recording costs per child, each pid file new (a fresh name per spawn): alternated ratios
 # to the same spawns without a record.
 NEW_FILE = "shimpid.spawn, new file per child / Popen"
-THREADED = "16 threads spawning, new file per child: Popen/s / shimpid.spawn/s [tmpfs, 0 GiB]"
+THREADED = "16 threads spawning, new file per child: Popen/s / shimpid.spawn/s [tmpfs, {}]"
 ASYNC_NEW_FILE = (
     "shimpid.create_subprocess_exec, new file per child / asyncio.create_subprocess_exec"
     " [tmpfs, 0 GiB]"
 )
-BUSY_DISK = f"{NEW_FILE} [disk busy with 1 MiB write+fsync, 0 GiB]"
-for _place, _limit in (("tmpfs", 1.05), ("disk", 1.10)):
-    for _parent in ("0 GiB", "1 GiB"):
+BUSY_DISK = f"{NEW_FILE} [disk busy with 1 MiB write+fsync, {{}}]"
+# Their floor: Popen, then the record written by floor.c in one call.
+C_NEW_FILE = "Popen + floor.c's record, new file per child / Popen"
+C_THREADED = (
+    "16 threads spawning, new file per child: Popen/s / (Popen + floor.c's record)/s [tmpfs, {}]"
+)
+for _parent in ("0 GiB", "1 GiB"):
+    for _place, _limit in (("tmpfs", 1.05), ("disk", 1.10)):
         TARGETS.append(
             baseline_target(
                 f"shimpid.spawn, new file per child [{_place}, {_parent}]: <= {_limit:.2f}x Popen",
                 f"{NEW_FILE} [{_place}, {_parent}]",
                 _limit,
+                beside=f"{C_NEW_FILE} [{_place}, {_parent}]",
             )
         )
-TARGETS += [
-    baseline_target(
-        "16 threads spawning, new file per child: shimpid.spawn >= 0.91x Popen's throughput"
-        " (Popen/shimpid <= 1.10)",
-        THREADED,
-        1.10,
-    ),
+    TARGETS += [
+        baseline_target(
+            f"16 threads spawning, new file per child [{_parent}]: shimpid.spawn >= 0.91x"
+            " Popen's throughput (Popen/shimpid <= 1.10)",
+            THREADED.format(_parent),
+            1.10,
+            beside=C_THREADED.format(_parent),
+        ),
+        baseline_target(
+            f"shimpid.spawn, new file per child, disk busy with fsync [{_parent}]: <= 1.5x Popen",
+            BUSY_DISK.format(_parent),
+            1.5,
+        ),
+    ]
+TARGETS.append(
     baseline_target(
         "shimpid.create_subprocess_exec, new file per child: <= 1.05x asyncio's",
         ASYNC_NEW_FILE,
         1.05,
-    ),
-    baseline_target(
-        "shimpid.spawn, new file per child, disk busy with fsync: <= 1.5x Popen", BUSY_DISK, 1.5
-    ),
-]
+    )
+)
 
 
 def resident_mib() -> int:
@@ -258,12 +272,41 @@ def new_file_ratio(paths: FreshPaths, count: int) -> float:
     return alternate(recorded, plain, count)
 
 
+def popen_recorded_in_c(place: str):
+    """``spawn(name)`` for batch_of: Popen, then floor.c's record of the child in PLACES[place]
+    (a new file; floor_record_sweep() removes them)."""
+    floor, directory = conftest.FLOOR, PLACES[place].encode()
+    assert floor is not None
+
+    def spawn(_):
+        child = subprocess.Popen(TRUE)
+        floor.floor_record(directory, child.pid)
+        return child
+
+    return spawn
+
+
+def floor_ratio(place: str, count: int) -> float:
+    """new_file_ratio's floor: Popen + floor.c's record against Popen."""
+    assert conftest.FLOOR is not None
+    sweep, recorded = conftest.FLOOR.floor_record_sweep, batch_of(popen_recorded_in_c(place), None)
+
+    def in_c() -> float:
+        elapsed = recorded()
+        sweep()  # after the timing, as FreshPaths.remove
+        return elapsed
+
+    plain = batch_of(lambda _: subprocess.Popen(TRUE), None)
+    in_c(), plain()
+    return alternate(in_c, plain, count)
+
+
 @pytest.mark.parametrize("place", ["tmpfs", "disk"])
 def test_spawn_new_file_per_child(parent, place, fresh, pytestconfig):
     small_or_1gib(parent)
-    BASELINES[f"{NEW_FILE} [{place}, {parent}]"] = new_file_ratio(
-        fresh(place), rounds(pytestconfig, 400)
-    )
+    count = rounds(pytestconfig, 400)
+    BASELINES[f"{NEW_FILE} [{place}, {parent}]"] = new_file_ratio(fresh(place), count)
+    BASELINES[f"{C_NEW_FILE} [{place}, {parent}]"] = floor_ratio(place, count)
 
 
 THREADS = 16
@@ -272,7 +315,7 @@ PER_THREAD = 8  # spawns each thread makes per round
 
 def test_spawn_new_file_per_child_threads(parent, fresh, pytestconfig):
     """Throughput of 16 threads each spawning and waiting in a loop: whole rounds alternated."""
-    small_only(parent)
+    small_or_1gib(parent)
     paths = fresh("tmpfs")
 
     def loop(spawn, names):
@@ -281,7 +324,7 @@ def test_spawn_new_file_per_child_threads(parent, fresh, pytestconfig):
 
     with ThreadPoolExecutor(THREADS) as pool:
 
-        def round_of(spawn, with_files: bool):
+        def round_of(spawn, with_files: bool, after=None):
             def run() -> float:
                 names = [
                     paths.take(PER_THREAD) if with_files else [None] * PER_THREAD
@@ -294,15 +337,20 @@ def test_spawn_new_file_per_child_threads(parent, fresh, pytestconfig):
                 if with_files:
                     for each in names:
                         paths.remove(each)
+                if after:
+                    after()
                 return elapsed
 
             return run
 
         recorded = round_of(lambda path: shimpid.spawn(TRUE, path), True)
         plain = round_of(lambda _: subprocess.Popen(TRUE), False)
-        recorded(), plain()  # warm up: all the pool's threads started
+        in_c = round_of(popen_recorded_in_c("tmpfs"), False, conftest.FLOOR.floor_record_sweep)
+        recorded(), plain(), in_c()  # warm up: all the pool's threads started
         # Same number of spawns per round: shimpid's time / Popen's = Popen/s / shimpid/s.
-        BASELINES[THREADED] = alternate(recorded, plain, rounds(pytestconfig, 200))
+        count = rounds(pytestconfig, 200)
+        BASELINES[THREADED.format(parent)] = alternate(recorded, plain, count)
+        BASELINES[C_THREADED.format(parent)] = alternate(in_c, plain, count)
 
 
 def test_asyncio_new_file_per_child(parent, fresh, pytestconfig):
@@ -382,5 +430,5 @@ def busy_disk():
 
 
 def test_spawn_new_file_per_child_busy_disk(parent, busy_disk, fresh, pytestconfig):
-    small_only(parent)
-    BASELINES[BUSY_DISK] = new_file_ratio(fresh("disk"), rounds(pytestconfig, 400))
+    small_or_1gib(parent)
+    BASELINES[BUSY_DISK.format(parent)] = new_file_ratio(fresh("disk"), rounds(pytestconfig, 400))

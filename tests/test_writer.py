@@ -157,6 +157,21 @@ def test_a_path_that_names_no_file_is_a_storage_error(impl, path):
         impl.PidFileWriter.at(path)
 
 
+def test_a_path_is_encoded_as_os_fsencode_encodes_it(impl, tmp_path):
+    """A str path's undecodable bytes (surrogate escapes) name the same file as the bytes do,
+    also through a doubled "/" (the temporary name beside it too); a str the file system
+    encoding cannot encode is a StorageError."""
+    raw = os.fsencode(tmp_path) + b"//\xff\xfe.pid"
+    given = os.fsdecode(raw)
+    assert "\udcff" in given
+    writer = impl.PidFileWriter.at(given)
+    writer.write(impl.PidRecord(7))
+    assert os.listdir(os.fsencode(tmp_path)) == [b"\xff\xfe.pid"]
+    assert shimpid.PidFileReader.at(raw).read() == impl.PidRecord(7)
+    with pytest.raises(StorageError, match="cannot be encoded"):
+        impl.PidFileWriter.at(str(tmp_path / "\ud800.pid"))
+
+
 def test_path_types_and_path_back(impl, tmp_path):
     for given in [str(tmp_path / "a.pid"), os.fsencode(tmp_path / "b.pid"), tmp_path / "c.pid"]:
         writer = impl.PidFileWriter.at(given)
