@@ -215,7 +215,7 @@ def _build_floor() -> ctypes.CDLL:
     lib.floor_time.restype = ctypes.c_double
     lib.floor_scan.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
     lib.floor_scan.restype = ctypes.c_double
-    lib.floor_record.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    lib.floor_record.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int]
     return lib
 
 
@@ -242,14 +242,23 @@ def rounds(config, full: int) -> int:
 
 def alternate(first: Callable[[], float], second: Callable[[], float], count: int) -> float:
     """The median of ``first() / second()`` over ``count`` alternations (each returns seconds)."""
-    ratios = []
+    return median_ratio(*rotate([first, second], count))
+
+
+def rotate(runs: list[Callable[[], float]], count: int) -> list[list[float]]:
+    """``count`` rounds, each calling every run once (each returns seconds), the first of a round
+    rotating so that none always runs right after another's caches: each run's times, by round."""
+    times: list[list[float]] = [[] for _ in runs]
     for n in range(count):
-        if n % 2:  # either may go first: neither always runs right after the other's caches
-            b, a = second(), first()
-        else:
-            a, b = first(), second()
-        ratios.append(a / b)
-    return statistics.median(ratios)
+        for k in range(len(runs)):
+            i = (n + k) % len(runs)
+            times[i].append(runs[i]())
+    return times
+
+
+def median_ratio(a: list[float], b: list[float]) -> float:
+    """The median of the ratios of a's times to b's, round by round."""
+    return statistics.median([x / y for x, y in zip(a, b, strict=True)])
 
 
 def timed(fn: Callable[[], object]) -> Callable[[], float]:

@@ -9,7 +9,7 @@
  *                             read as the library reads it (a large process's stat takes the
  *                             kernel longer to render than a small one's)
  *   floor_time(NAME, CALLS)   nanoseconds for CALLS calls of operation NAME (-1: no such one)
- *   floor_record(DIR, PID)    the record shimpid.spawn writes for child PID (see there)
+ *   floor_record(DIR, PID, SWAPS)  the record shimpid.spawn writes for child PID (see there)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -240,33 +240,41 @@ static void op_write_for(void) {
     op_write_rename();
 }
 
-/* The record shimpid.spawn writes for a child, from the parent: floor_record(DIR, PID) pins the
-   child for its pidfs inode, reads the clock (its start time, once shimpid trusts the clock:
-   /proc is not read), looks at the path, and writes a temporary file and renames it over a new
-   pid file in DIR. bench/test_spawning.py calls it right after Popen: the floor of spawn's
-   rows, the record's system calls with no Python around them. The files stay until
-   floor_record_sweep() (untimed), as bench/test_spawning.py's FreshPaths do. */
+/* The record shimpid.spawn writes for a child, from the parent: floor_record(DIR, PID, SWAPS)
+   pins the child for its pidfs inode, reads the clock (its start time once shimpid trusts the
+   clock: /proc is not read, which shimpid still does for the few children the clock cannot
+   place), looks at the path, and writes a temporary file and renames it over a new pid file in
+   DIR; with SWAPS, first a stat() of DIR and geteuid(), as shimpid asks again for each file in a
+   directory where its atomic writes may swap files (outside tmpfs). bench/test_spawning.py calls
+   it right after Popen: the floor of spawn's rows, the record's system calls with no Python
+   around them. The files stay until floor_record_sweep() (untimed), as FreshPaths' do there. */
 static char record_dir[4096];
-static unsigned long records;  /* pid files made, named by a counter: floor-record-<n>.pid */
+static unsigned long records; /* pid files made, named by a counter: floor-record-<pid>-<n>.pid */
 
-int floor_record(const char *dir, int pid) {
+int floor_record(const char *dir, int pid, int swaps) {
     char path[8200], temp[8300], text[160];
     struct stat st;
     struct timespec now;
     unsigned long n = __atomic_fetch_add(&records, 1, __ATOMIC_RELAXED);
     if (n == 0) snprintf(record_dir, sizeof record_dir, "%s", dir);
+    if (swaps) {
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) die("stat directory");
+        sink += (uint64_t)(st.st_uid == geteuid());
+    }
     int fd = pidfd_open_((pid_t)pid);
     if (fd < 0) die("pidfd_open");
     uint64_t inode = pidfs_inode(fd);
     close(fd);
     clock_gettime(CLOCK_BOOTTIME, &now);
-    snprintf(path, sizeof path, "%s/floor-record-%lu.pid", dir, n);
-    snprintf(temp, sizeof temp, "%s/.floor-record-%lu.pid.%d.%lu.tmp", dir, n, (int)getpid(), n);
+    int self = (int)getpid();
+    snprintf(path, sizeof path, "%s/floor-record-%d-%lu.pid", dir, self, n);
+    snprintf(temp, sizeof temp, "%s/.floor-record-%d-%lu.pid.%d.%lu.tmp", dir, self, n, self, n);
     if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) die("not a regular file");
     int len = snprintf(text, sizeof text,
                        "%d\n%llu\n\nshimpid boot=00000000-1111-2222-3333-444444444444"
                        " pidfs=%llu\n", pid,
-                       (unsigned long long)now.tv_sec * 100 + (unsigned long long)now.tv_nsec / 10000000,
+                       (unsigned long long)now.tv_sec * 100 +
+                           (unsigned long long)now.tv_nsec / 10000000,
                        (unsigned long long)inode);
     fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) die("open temp");
@@ -279,7 +287,7 @@ int floor_record(const char *dir, int pid) {
 void floor_record_sweep(void) {
     char path[8200];
     for (unsigned long n = 0; n < records; n++) {
-        snprintf(path, sizeof path, "%s/floor-record-%lu.pid", record_dir, n);
+        snprintf(path, sizeof path, "%s/floor-record-%d-%lu.pid", record_dir, (int)getpid(), n);
         unlink(path);
     }
     records = 0;

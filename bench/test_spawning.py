@@ -24,7 +24,17 @@ import pytest
 
 import conftest
 import shimpid
-from conftest import BASELINES, PLACES, TARGETS, alternate, baseline_target, rounds, timed
+from conftest import (
+    BASELINES,
+    PLACES,
+    TARGETS,
+    alternate,
+    baseline_target,
+    median_ratio,
+    rotate,
+    rounds,
+    timed,
+)
 
 TRUE = ["/bin/true"]
 
@@ -37,10 +47,16 @@ ASYNC_NEW_FILE = (
     " [tmpfs, 0 GiB]"
 )
 BUSY_DISK = f"{NEW_FILE} [disk busy with 1 MiB write+fsync, {{}}]"
-# Their floor: Popen, then the record written by floor.c in one call.
+# Their floor: Popen, then the record written by floor.c in one call; and shimpid against it,
+# from the same rounds.
 C_NEW_FILE = "Popen + floor.c's record, new file per child / Popen"
 C_THREADED = (
     "16 threads spawning, new file per child: Popen/s / (Popen + floor.c's record)/s [tmpfs, {}]"
+)
+ABOVE_FLOOR = "shimpid.spawn, new file per child / (Popen + floor.c's record)"
+ABOVE_FLOOR_THREADED = (
+    "16 threads spawning, new file per child: (Popen + floor.c's record)/s / shimpid.spawn/s"
+    " [tmpfs, {}]"
 )
 for _parent in ("0 GiB", "1 GiB"):
     for _place, _limit in (("tmpfs", 1.05), ("disk", 1.10)):
@@ -265,48 +281,61 @@ def batch_of(spawn, paths: FreshPaths | None, size: int = BATCH):
     return run
 
 
-def new_file_ratio(paths: FreshPaths, count: int) -> float:
-    recorded = batch_of(lambda path: shimpid.spawn(TRUE, path), paths)
-    plain = batch_of(lambda _: subprocess.Popen(TRUE), None)
-    recorded(), plain()  # warm up: the directory, the code paths
-    return alternate(recorded, plain, count)
-
-
 def popen_recorded_in_c(place: str):
     """``spawn(name)`` for batch_of: Popen, then floor.c's record of the child in PLACES[place]
-    (a new file; floor_record_sweep() removes them)."""
+    (a new file; floor_record_sweep() removes them), with the directory's stat where shimpid's
+    writer asks for it (where its atomic writes may swap files)."""
     floor, directory = conftest.FLOOR, PLACES[place].encode()
     assert floor is not None
+    probe = shimpid.PidFileWriter.at(os.path.join(PLACES[place], "probe.pid"))
+    swaps = int(getattr(probe, "_replace_by_exchange", False))
 
     def spawn(_):
         child = subprocess.Popen(TRUE)
-        floor.floor_record(directory, child.pid)
+        floor.floor_record(directory, child.pid, swaps)
         return child
 
     return spawn
 
 
-def floor_ratio(place: str, count: int) -> float:
-    """new_file_ratio's floor: Popen + floor.c's record against Popen."""
+def swept(run):
+    """run, then floor.c's records removed (after the timing, as FreshPaths.remove)."""
     assert conftest.FLOOR is not None
-    sweep, recorded = conftest.FLOOR.floor_record_sweep, batch_of(popen_recorded_in_c(place), None)
+    sweep = conftest.FLOOR.floor_record_sweep
 
-    def in_c() -> float:
-        elapsed = recorded()
-        sweep()  # after the timing, as FreshPaths.remove
-        return elapsed
+    def then_swept() -> float:
+        try:
+            return run()
+        finally:
+            sweep()
 
+    return then_swept
+
+
+def new_file_ratios(place: str, paths: FreshPaths, count: int) -> tuple[float, float, float]:
+    """shimpid.spawn / Popen, (Popen + floor.c's record) / Popen and shimpid.spawn / (Popen +
+    floor.c's record), each spawn with a new pid file, from the same rotated rounds."""
+    recorded = batch_of(lambda path: shimpid.spawn(TRUE, path), paths)
+    in_c = swept(batch_of(popen_recorded_in_c(place), None))
     plain = batch_of(lambda _: subprocess.Popen(TRUE), None)
-    in_c(), plain()
-    return alternate(in_c, plain, count)
+    recorded(), in_c(), plain()  # warm up: the directory, the code paths
+    shimpid_times, c_times, plain_times = rotate([recorded, in_c, plain], count)
+    return (
+        median_ratio(shimpid_times, plain_times),
+        median_ratio(c_times, plain_times),
+        median_ratio(shimpid_times, c_times),
+    )
 
 
 @pytest.mark.parametrize("place", ["tmpfs", "disk"])
 def test_spawn_new_file_per_child(parent, place, fresh, pytestconfig):
     small_or_1gib(parent)
-    count = rounds(pytestconfig, 400)
-    BASELINES[f"{NEW_FILE} [{place}, {parent}]"] = new_file_ratio(fresh(place), count)
-    BASELINES[f"{C_NEW_FILE} [{place}, {parent}]"] = floor_ratio(place, count)
+    where = f"[{place}, {parent}]"
+    (
+        BASELINES[f"{NEW_FILE} {where}"],
+        BASELINES[f"{C_NEW_FILE} {where}"],
+        BASELINES[f"{ABOVE_FLOOR} {where}"],
+    ) = new_file_ratios(place, fresh(place), rounds(pytestconfig, 400))
 
 
 THREADS = 16
@@ -324,7 +353,7 @@ def test_spawn_new_file_per_child_threads(parent, fresh, pytestconfig):
 
     with ThreadPoolExecutor(THREADS) as pool:
 
-        def round_of(spawn, with_files: bool, after=None):
+        def round_of(spawn, with_files: bool):
             def run() -> float:
                 names = [
                     paths.take(PER_THREAD) if with_files else [None] * PER_THREAD
@@ -337,20 +366,21 @@ def test_spawn_new_file_per_child_threads(parent, fresh, pytestconfig):
                 if with_files:
                     for each in names:
                         paths.remove(each)
-                if after:
-                    after()
                 return elapsed
 
             return run
 
         recorded = round_of(lambda path: shimpid.spawn(TRUE, path), True)
+        in_c = swept(round_of(popen_recorded_in_c("tmpfs"), False))
         plain = round_of(lambda _: subprocess.Popen(TRUE), False)
-        in_c = round_of(popen_recorded_in_c("tmpfs"), False, conftest.FLOOR.floor_record_sweep)
-        recorded(), plain(), in_c()  # warm up: all the pool's threads started
+        recorded(), in_c(), plain()  # warm up: all the pool's threads started
         # Same number of spawns per round: shimpid's time / Popen's = Popen/s / shimpid/s.
-        count = rounds(pytestconfig, 200)
-        BASELINES[THREADED.format(parent)] = alternate(recorded, plain, count)
-        BASELINES[C_THREADED.format(parent)] = alternate(in_c, plain, count)
+        shimpid_times, c_times, plain_times = rotate(
+            [recorded, in_c, plain], rounds(pytestconfig, 200)
+        )
+        BASELINES[THREADED.format(parent)] = median_ratio(shimpid_times, plain_times)
+        BASELINES[C_THREADED.format(parent)] = median_ratio(c_times, plain_times)
+        BASELINES[ABOVE_FLOOR_THREADED.format(parent)] = median_ratio(shimpid_times, c_times)
 
 
 def test_asyncio_new_file_per_child(parent, fresh, pytestconfig):
@@ -431,4 +461,8 @@ def busy_disk():
 
 def test_spawn_new_file_per_child_busy_disk(parent, busy_disk, fresh, pytestconfig):
     small_or_1gib(parent)
-    BASELINES[BUSY_DISK.format(parent)] = new_file_ratio(fresh("disk"), rounds(pytestconfig, 400))
+    paths, count = fresh("disk"), rounds(pytestconfig, 400)
+    recorded = batch_of(lambda path: shimpid.spawn(TRUE, path), paths)
+    plain = batch_of(lambda _: subprocess.Popen(TRUE), None)
+    recorded(), plain()
+    BASELINES[BUSY_DISK.format(parent)] = alternate(recorded, plain, count)

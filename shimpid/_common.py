@@ -245,27 +245,19 @@ def resolve_path(path: PathArg) -> tuple[str | bytes, bytes]:
     A relative path is anchored to the current directory now, not when the file is written: a
     writer made in a parent may run in a child that has changed directory (``Popen(cwd=...)``).
     """
-    # os.fsencode and posixpath's basename and isabs, as bytes methods: this runs once per
-    # child in spawn, where each Python call the library makes costs (see _spawn).
     given = exact_text(os.fspath(path))
-    if isinstance(given, str):  # exact: isinstance looks up no __class__ of the caller's
-        try:
-            raw = given.encode(_FS_ENCODING, _FS_ERRORS)
-        except UnicodeEncodeError as err:
-            raise StorageError(f"PID file path cannot be encoded: {given!r}") from err
-    else:
-        raw = given
+    try:
+        raw = os.fsencode(given)
+    except UnicodeEncodeError as err:
+        raise StorageError(f"PID file path cannot be encoded: {given!r}") from err
     if b"\0" in raw:
         raise StorageError(f"PID file path contains a NUL byte: {given!r}")
-    if raw[raw.rfind(b"/") + 1 :] in (b"", b".", b".."):  # the name, after the last "/"
+    name = os.path.basename(raw)
+    if name in (b"", b".", b".."):
         raise StorageError(f"PID file path does not name a file: {given!r}")
-    if not raw.startswith(b"/"):
+    if not os.path.isabs(raw):
         raw = os.path.join(os.getcwdb(), raw)
     return given, raw
-
-
-# os.fsencode's: fixed when the interpreter starts.
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def exact_text(text: str | bytes) -> str | bytes:
@@ -310,10 +302,15 @@ def writer_names(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes
 
 
 def temp_prefix(target: bytes) -> bytes:
-    """The atomic writer's temporary names for ``target`` begin with ``<dir>/.<name>.``: a "."
-    before the name and after it (bytes methods, as resolve_path)."""
-    name = target.rfind(b"/") + 1
-    return b"%s.%s." % (target[:name], target[name:])
+    """The atomic writer's temporary names for ``target`` begin with ``<dir>/.<name>.``."""
+    if _SLASH_ONLY:  # "." before the name and after it: os.path's calls cost spawn() (_spawn)
+        cut = target.rfind(b"/") + 1
+        return b"%s.%s." % (target[:cut], target[cut:])
+    directory, name = os.path.split(target)
+    return os.path.join(directory, b"." + name + b".")
+
+
+_SLASH_ONLY = os.sep == "/" and os.altsep is None  # where "/" alone separates a path's parts
 
 
 def writer_paths(path: PathArg, atomic: bool) -> tuple[str | bytes, bytes, bytes, os.stat_result]:

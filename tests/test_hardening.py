@@ -338,11 +338,11 @@ LOCKS = """
 from shimpid import _lock
 _lock._backend = impl
 if sys.version_info < (3, 11, 6):
-    # CPython's own bug (gh-102890, gh-109613, fixed in 3.11.6): os.stat() and os.fstat() ignore
-    # an error making the time fields, where int multiplication runs signal handlers, and return
-    # with the handler's exception set (a debug build aborts). _lock's calls run with SIGALRM
-    # held, so the storm still finds whatever the extension does.
-    import types
+    # CPython's own bug (gh-102890, gh-109613, fixed in 3.11.6): os.stat(), os.lstat() and
+    # os.fstat() ignore an error making the time fields, where int multiplication runs signal
+    # handlers, and return with the handler's exception set (a debug build aborts). They run
+    # with SIGALRM held, wherever they are called from (_lock, _common's checks, os.path), so
+    # the storm still finds whatever the lock and the extension do.
     def held(call):
         def during(*args, **kwargs):
             signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
@@ -351,7 +351,7 @@ if sys.version_info < (3, 11, 6):
             finally:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])  # raises, if due
         return during
-    _lock.os = types.SimpleNamespace(**dict(vars(os), stat=held(os.stat), fstat=held(os.fstat)))
+    os.stat, os.lstat, os.fstat = held(os.stat), held(os.lstat), held(os.fstat)
 lock = _lock.PidFileLock(path)
 def cycle(n):
     try:
