@@ -172,6 +172,16 @@ def test_a_path_is_encoded_as_os_fsencode_encodes_it(impl, tmp_path):
         impl.PidFileWriter.at(str(tmp_path / "\ud800.pid"))
 
 
+@pytest.mark.parametrize("target", [b"/x.pid", b"/run/app/x.pid", b"/a b/\xff\n.pid"])
+def test_temporary_names_begin_beside_the_target(target, monkeypatch):
+    """Where "/" alone separates (this system), the prefix is made with bytes methods; elsewhere
+    with os.path: the same bytes."""
+    by_os_path = os.path.join(os.path.dirname(target), b"." + os.path.basename(target) + b".")
+    assert _common.temp_prefix(target) == by_os_path
+    monkeypatch.setattr(_common, "_SLASH_ONLY", False)
+    assert _common.temp_prefix(target) == by_os_path
+
+
 def test_path_types_and_path_back(impl, tmp_path):
     for given in [str(tmp_path / "a.pid"), os.fsencode(tmp_path / "b.pid"), tmp_path / "c.pid"]:
         writer = impl.PidFileWriter.at(given)
