@@ -342,15 +342,6 @@ def others_can_write(info: os.stat_result) -> bool:
     )
 
 
-def others_can_replace(directory: str | bytes) -> bool:
-    """Whether another user could replace a file of this one's (or root's) in ``directory``: the
-    sticky bit (as on /tmp) keeps them from renaming or removing files they do not own."""
-    info = os.stat(directory)
-    return info.st_uid not in (0, os.geteuid()) or (
-        bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) and not info.st_mode & stat.S_ISVTX
-    )
-
-
 # What a writer refuses to replace: anything at the path but a regular file or a symlink (which
 # the atomic writer replaces, never follows). A directory fails with EISDIR, as rename() would;
 # a FIFO, socket or device with ENXIO, as opening it for writing without blocking does.
@@ -396,9 +387,10 @@ OPEN_READ = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_BINARY
 
 S_IFMT, S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a call
 
-# Temporary-file names must differ between writers: the pid tells processes apart, the counter
-# tells apart threads and successive writes of one process.
-_temp_counter = itertools.count()
+# The names this process makes for its own files (writers' and the lock's temporary files, a
+# remover's files set aside) must differ: the pid tells processes apart, this counter, one for
+# every such name, tells apart threads and successive names of one process.
+unique_number = itertools.count().__next__
 
 
 class TempNamesTaken(FileExistsError):
@@ -441,14 +433,15 @@ def write_temp(
     data: bytes,
     mode: int,
     flags: int = CREATE_TEMP,
+    dir_fd: int | None = None,
 ) -> None:
-    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data, its name and its
-    descriptor (still open) in ``made[0]``, put there before the file is created: whatever
-    interrupts, the caller can release it (``discard_temp``)."""
+    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``, relative to ``dir_fd`` if given)
+    holding data, its name and its descriptor (still open) in ``made[0]``, put there before the
+    file is created: whatever interrupts, the caller can release it (``discard_temp``)."""
     pid = os.getpid()
     for _ in range(TEMP_ATTEMPTS):
-        temp = b"%s%d.%d.tmp" % (temp_prefix, pid, next(_temp_counter))
-        kept = keep(os.open, temp, flags, mode)
+        temp = b"%s%d.%d.tmp" % (temp_prefix, pid, unique_number())
+        kept = keep(os.open, temp, flags, mode, dir_fd=dir_fd)
         made[:] = [(temp, kept)]
         try:
             fd = kept[0]
@@ -459,7 +452,7 @@ def write_temp(
     raise TempNamesTaken(temp)
 
 
-def discard_temp(made: list[tuple[bytes, Kept]]) -> None:
+def discard_temp(made: list[tuple[bytes, Kept]], dir_fd: int | None = None) -> None:
     """After an exception, release what ``write_temp`` made: the descriptor unless closed or
     handed over, and the file if it created one (a name another process holds is never
     touched)."""
@@ -470,12 +463,12 @@ def discard_temp(made: list[tuple[bytes, Kept]]) -> None:
                 kept[1] = 0
                 os.close(kept[0])
         finally:
-            unlink_temp(temp)
+            unlink_temp(temp, dir_fd)
 
 
-def unlink_temp(temp: bytes) -> None:
+def unlink_temp(temp: bytes, dir_fd: int | None = None) -> None:
     try:
-        os.unlink(temp)
+        os.unlink(temp, dir_fd=dir_fd)
     except OSError:
         pass  # renamed already, or the directory went
 
@@ -605,8 +598,8 @@ def parse_extras(data: bytes) -> Extras:
     line3, line4 = lines[2], (lines[3] if len(lines) > 3 else b"")
     # What this process's writers write, "\n<identity_prefix> pidfs=<n>\n", the rule's answer
     # without its steps (a directory of 100,000 such files is listed in a second).
-    if len(lines) == 5 and not lines[4] and not line3 and line4.startswith(_OWN_PIDFS):
-        pidfs_id = _u64_value(line4[len(_OWN_PIDFS) :])
+    if len(lines) == 5 and not lines[4] and not line3 and line4.startswith(OWN_PIDFS):
+        pidfs_id = _u64_value(line4[len(OWN_PIDFS) :])
         if pidfs_id is not None:
             return own_extras(None, True, pidfs_id)
     # decode() has checked the whole file is UTF-8. For ASCII, bytes.strip() strips exactly the
@@ -704,22 +697,22 @@ def check_capability(capability: str | None) -> bytes:
     return capability.encode()
 
 
-_IDENTITY_PREFIX = (
+IDENTITY_PREFIX = (
     IDENTITY_TAG + (f" boot={CURRENT_BOOT_ID}" if CURRENT_BOOT_ID is not None else "")
 ).encode()
-assert len(_IDENTITY_PREFIX) <= IDENTITY_PREFIX_MAX
+assert len(IDENTITY_PREFIX) <= IDENTITY_PREFIX_MAX
 
 
 def identity_prefix(enabled: bool) -> bytes:
     """The start of line 4 that a writer prepares: the tag and this boot."""
-    return _IDENTITY_PREFIX if enabled else b""
+    return IDENTITY_PREFIX if enabled else b""
 
 
 # What this process's writers write on line 4 (the readers' fast paths: parse_extras, and the
 # extension's extras_canonical): the prefix, then maybe the pidfs field; and what the prefix
 # says, by the general rule, on either side of the pidfs field.
-_OWN_PIDFS = _IDENTITY_PREFIX + b" pidfs="
-_OWN_FIELDS = parse_extras(b"\n\n\n" + _IDENTITY_PREFIX + b"\n")
+OWN_PIDFS = IDENTITY_PREFIX + b" pidfs="
+_OWN_FIELDS = parse_extras(b"\n\n\n" + IDENTITY_PREFIX + b"\n")
 _OWN_HEAD, _OWN_TAIL = _OWN_FIELDS[1:_PIDFS_AT], _OWN_FIELDS[_PIDFS_AT + 1 :]
 _NO_FIELDS = NO_EXTRAS[1:]
 

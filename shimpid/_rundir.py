@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import itertools
 import operator
 import os
 import signal
@@ -56,7 +55,6 @@ __all__ = [
     "why_absent",
 ]
 
-_aside_counter = itertools.count()
 # A file renamed aside for removal: ".shimpid-removing.<remover's pid>.<counter>.<its name>",
 # the name left out where it would not fit NAME_MAX. Should the remover die before it settles
 # the file, clean() puts back what it holds if that is a live record (hence the name).
@@ -491,7 +489,7 @@ class _Aside:
                 there = os.stat(name, dir_fd=self.directory, follow_symlinks=False)
                 if (there.st_ino, there.st_dev) != (now.info.st_ino, now.info.st_dev):
                     return CHANGED
-                aside = _aside_name(name)
+                aside = _aside_name(self.directory, name)
                 self.pending[aside] = (name, now, time.monotonic())
                 try:
                     os.rename(name, aside, src_dir_fd=self.directory, dst_dir_fd=self.directory)
@@ -622,39 +620,37 @@ class _Aside:
     def _reborn(self, fd: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
         """The file removed under ``fd`` was opened as it went: wait for its opener to close it
         (a lease can be taken again), and write at ``name`` (never over another file) what it
-        wrote, if it wrote anything."""
+        wrote, if it wrote anything. The file is gone from the directory already: a failure here
+        is said (and clean() exits 1), never raised into the caller, which would put it back."""
         import fcntl
 
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)  # let it in
-        deadline = time.monotonic() + OPEN_LIMIT
-        while not _lease(fd) and time.monotonic() < deadline:
-            time.sleep(0.001)
-        data = os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0)
-        if data == expected.data:
-            return True, None
-        info = os.fstat(fd)
-        # A writer's temporary name: clean() removes it, should this process die right here.
-        temp = b".%s.%d.%d.tmp" % (name, os.getpid(), next(_aside_counter))
-        if len(temp) > _common.NAME_MAX:
-            temp = b".shimpid-reborn.%d.%d.tmp" % (os.getpid(), next(_aside_counter))
-        kept = _common.keep(
-            os.open,
-            temp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            stat.S_IMODE(info.st_mode),
-            dir_fd=self.directory,
-        )
+        made: list[tuple[bytes, _common.Kept]] = []
         try:
-            os.write(kept[0], data)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)  # let it in
+            deadline = time.monotonic() + OPEN_LIMIT
+            while not _lease(fd) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            data = os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0)
+            if data == expected.data:
+                return True, None
+            info = os.fstat(fd)
+            # A writer's temporary name: clean() removes it, should this process die right here.
+            prefix = b".%s." % name
+            if len(prefix) + 40 > _common.NAME_MAX:  # its pid, counter and ".tmp" would not fit
+                prefix = b".shimpid-reborn."
+            _common.write_temp(
+                made, prefix, data, stat.S_IMODE(info.st_mode), dir_fd=self.directory
+            )
             if os.geteuid() == 0:
-                os.fchown(kept[0], info.st_uid, info.st_gid)
-            os.link(temp, name, src_dir_fd=self.directory, dst_dir_fd=self.directory)
-        except FileExistsError:
-            pass  # a newer file is at the name
+                os.fchown(made[0][1][0], info.st_uid, info.st_gid)
+            try:
+                os.link(made[0][0], name, src_dir_fd=self.directory, dst_dir_fd=self.directory)
+            except FileExistsError:
+                pass  # a newer file is at the name
+        except OSError as err:  # no space, no descriptor, every temporary name taken...
+            return False, f"written again as it was removed; putting it back failed: {err.strerror}"
         finally:
-            if kept:
-                os.close(kept[0])
-                os.unlink(temp, dir_fd=self.directory)
+            _common.discard_temp(made, self.directory)
         return False, "written again as it was removed: put back"
 
     def _restore(self, aside: bytes) -> None:
@@ -1129,9 +1125,21 @@ def _settled(
             results[name] = Removal(shown + os.fsdecode(name), f"kept: {why}", False)
 
 
-def _aside_name(name: bytes) -> bytes:
-    aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), next(_aside_counter))
-    return aside + b"." + name if len(aside) + 1 + len(name) <= _common.NAME_MAX else aside
+def _aside_name(directory: int, name: bytes) -> bytes:
+    """A name to set ``name`` aside under that nothing in ``directory`` holds: ``rename()``
+    replaces what is there, and a name with this process's pid may be a file that a remover
+    with the same pid (another pid namespace's, or before a reboot) left aside, holding a
+    record that clean() would put back. Looked up under the directory's turn, which every
+    remover takes before it sets a file aside."""
+    for _ in range(_common.TEMP_ATTEMPTS):
+        aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), _common.unique_number())
+        if len(aside) + 1 + len(name) <= _common.NAME_MAX:
+            aside += b"." + name
+        try:
+            os.stat(aside, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            return aside
+    raise _common.TempNamesTaken(aside)
 
 
 def aside_file(name: str) -> tuple[int, str | None] | None:

@@ -222,12 +222,12 @@ if current_boot_known:
     memcpy(current_boot_id, PyBytes_AS_STRING(_boot), BOOT_ID_BYTES)
 # Line 4 as this process's writers write it, up to its pidfs field (extras_canonical): the
 # writers' prefix (its first own_prefix_len bytes), then " pidfs=".
-cdef bytes _own_pidfs = _common._OWN_PIDFS
+cdef bytes _own_pidfs = _common.OWN_PIDFS
 cdef const char *own_pidfs = PyBytes_AS_STRING(_own_pidfs)
 cdef Py_ssize_t own_pidfs_len = PyBytes_GET_SIZE(_own_pidfs)
-cdef Py_ssize_t own_prefix_len = len(_common._IDENTITY_PREFIX)
-if _own_pidfs[:own_prefix_len] != _common._IDENTITY_PREFIX:
-    raise ImportError("shimpid._common._OWN_PIDFS does not begin with the writers' prefix")
+cdef Py_ssize_t own_prefix_len = len(_common.IDENTITY_PREFIX)
+if _own_pidfs[:own_prefix_len] != _common.IDENTITY_PREFIX:
+    raise ImportError("shimpid._common.OWN_PIDFS does not begin with the writers' prefix")
 
 
 # ============================================================================
@@ -1183,7 +1183,7 @@ cdef bint extras_canonical(const unsigned char *data, Py_ssize_t i, Py_ssize_t s
                            extras_t *out) noexcept nogil:
     """Lines 3 and 4 (from data[i]) as this process's writers write them, or False: the general
     rule (_common.parse_extras) decides. Line 3 printable ASCII but not a boot id (shimpid 0.1's);
-    line 4 identity_prefix(), then maybe ``pidfs=<1-19 digits>`` (_common._OWN_PIDFS); each line
+    line 4 identity_prefix(), then maybe ``pidfs=<1-19 digits>`` (_common.OWN_PIDFS); each line
     ends in a newline. What the prefix says is this process's: no boot to compare."""
     cdef Py_ssize_t start = i, digits = 0
     cdef uint64_t value = 0

@@ -447,11 +447,11 @@ OTHER = "0000abcd-1111-2222-3333-4444444444ef"
         (b"\n\nshimpid pidfs=42\n", (None, None, None)),  # line 5
         ("\n \u3000shimpid pidfs=42\u2028\n".encode(), (None, None, 42)),  # Unicode trim
         # what this process's writers write (the readers' fast paths), and near misses
-        (b"\n" + _common._OWN_PIDFS + b"42\n", (None, BOOT, 42)),
-        (b"\n" + _common._OWN_PIDFS + b"042\n", (None, BOOT, 42)),
-        (b"\n" + _common._OWN_PIDFS + b"42 x=1\n", (None, BOOT, 42)),
-        (b"\n" + _common._OWN_PIDFS + b"0\n", (None, BOOT, None)),
-        (b"cap\n" + _common._OWN_PIDFS[:-7] + b"\n", ("cap", BOOT, None)),
+        (b"\n" + _common.OWN_PIDFS + b"42\n", (None, BOOT, 42)),
+        (b"\n" + _common.OWN_PIDFS + b"042\n", (None, BOOT, 42)),
+        (b"\n" + _common.OWN_PIDFS + b"42 x=1\n", (None, BOOT, 42)),
+        (b"\n" + _common.OWN_PIDFS + b"0\n", (None, BOOT, None)),
+        (b"cap\n" + _common.OWN_PIDFS[:-7] + b"\n", ("cap", BOOT, None)),
     ],
 )
 def test_lines_3_and_4(impl, pid_path, tail, expected):
@@ -518,7 +518,7 @@ def test_the_one_pass_at_each_edge_is_the_rules_answer(
     inode = os.fstat(fd).st_ino
     os.close(fd)
     fields = own_pidfs_fields(inode)
-    prefix = bytearray(_common._OWN_PIDFS[:-7])
+    prefix = bytearray(_common.OWN_PIDFS[:-7])
     if edit == "first":
         prefix[:1] = b"S"
     elif edit == "last":
@@ -574,7 +574,7 @@ def own_files(draw):
     tag = draw(st.sampled_from([b"shimpid", b"shimpid", b"shimpi", b" shimpid"]))
     line4 = b" ".join([tag, *fields])
     if draw(st.booleans()):  # as this process's writers write it (the one-pass reader's shape)
-        line4 = _common._OWN_PIDFS[:-7] + draw(st.sampled_from(own_pidfs_fields(inode)))
+        line4 = _common.OWN_PIDFS[:-7] + draw(st.sampled_from(own_pidfs_fields(inode)))
     data = bytearray(
         b"%d\n%s\n%s\n%s\n" % (own.pid, b"" if start is None else b"%d" % start, line3, line4)
     )

@@ -20,7 +20,7 @@ import pytest
 
 import shimpid
 from _helpers import stop
-from shimpid import Absent, AlreadyLocked, Verified, _cli, _operate, _rundir
+from shimpid import Absent, AlreadyLocked, Verified, _cli, _common, _operate, _rundir
 
 # ---- every lock kind counts ---------------------------------------------------------------------
 
@@ -486,6 +486,97 @@ def test_a_writer_that_opens_during_the_lease_is_never_lost(
         stop(opener)
     assert path.read_text() == live
     assert shimpid.PidFileReader.at(path).process_identity() == Verified(sleeper.pid)
+
+
+def planted_names(template: str, count: int) -> list[str]:
+    """The next ``count`` names this process would make from template (``{pid}``, ``{n}``):
+    where a killed remover or writer with our pid (another pid namespace's) left files."""
+    after = _common.unique_number()
+    return [template.format(pid=os.getpid(), n=after + k) for k in range(1, count + 1)]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "O_PATH") or not hasattr(fcntl, "F_SETLEASE"),
+    reason="no O_PATH or no leases here (PyPy): the grace period stands in for the lease",
+)
+@pytest.mark.parametrize("taken", [4, _common.TEMP_ATTEMPTS + 2])
+def test_a_record_written_into_the_removed_file_is_put_back_past_taken_names(
+    impl, tmp_path, reaped_pid, sleeper, monkeypatch, taken
+):
+    """A writer that looked the name up before the file went aside opens it as the remover
+    unlinks it (between its two looks at the lease): the remover lets it write, then puts what
+    it wrote back at the name, through a temporary file whose names a killed writer with our
+    pid may have taken. Those stay as they were, and the record is there. Where every name is
+    taken, the record is lost, and clean() says so (exit 1), never crashes."""
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    path = tmp_path / "app.pid"
+    path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode().decode()
+    opener = subprocess.Popen(
+        [sys.executable, "-c", OPENER, str(path), live],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    real, looks = _rundir._lease_broken, []
+
+    def broken_after_the_first_look(fd):
+        broken = real(fd)
+        looks.append(broken)
+        if len(looks) == 1:  # the look before the unlink: the writer opens right after it
+            opener.stdin.write("go\n")
+            opener.stdin.flush()
+            time.sleep(0.2)  # it is in open(), waiting for the lease
+        return broken
+
+    try:
+        assert opener.stdout.readline() == "ready\n"
+        planted = planted_names(".app.pid.{pid}.{n}.tmp", taken)  # the next aside name's too
+        for name in planted:
+            (tmp_path / name).write_bytes(b"a killed writer's\n")
+        monkeypatch.setattr(_rundir, "_lease_broken", broken_after_the_first_look)
+        results = shimpid.clean(tmp_path)
+        assert opener.stdout.readline() == "wrote\n"
+        assert opener.wait(10) == 0
+    finally:
+        stop(opener)
+    assert looks == [False, True], "the write did not land between the two looks"
+    for name in planted:
+        assert (tmp_path / name).read_bytes() == b"a killed writer's\n"
+    if taken < _common.TEMP_ATTEMPTS:
+        assert [(r.path, r.why) for r in results] == [
+            (str(path), "kept: written again as it was removed: put back")
+        ]
+        assert path.read_text() == live
+        assert sorted(os.listdir(tmp_path)) == sorted([*planted, "app.pid"])
+    else:
+        assert [(r.path, r.why) for r in results] == [
+            (
+                str(path),
+                "kept: written again as it was removed; putting it back failed: "
+                + _common.TEMP_NAMES_TAKEN,
+            )
+        ]
+        assert sorted(os.listdir(tmp_path)) == sorted(planted)
+
+
+def test_a_file_set_aside_never_replaces_one_left_aside_under_the_same_name(
+    impl, tmp_path, reaped_pid, sleeper, monkeypatch
+):
+    """Setting a file aside is a rename, which replaces what is at the new name: a name a
+    remover with our pid (another pid namespace's, or before a reboot) left a live record
+    under, for clean() to put back. Names that are taken are passed over."""
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
+    (tmp_path / "app.pid").write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    planted = planted_names(_rundir.ASIDE_PREFIX + "{pid}.{n}.app.pid", 3)
+    for name in planted:
+        (tmp_path / name).write_bytes(live)
+    removals = shimpid.clean(tmp_path)
+    assert [(r.path, r.action) for r in removals] == [(str(tmp_path / "app.pid"), "removed")]
+    assert sorted(os.listdir(tmp_path)) == sorted(planted)
+    for name in planted:
+        assert (tmp_path / name).read_bytes() == live
 
 
 def test_pid_needs_no_permission_to_signal(impl, shared_dir, sleeper, monkeypatch):
