@@ -387,9 +387,10 @@ OPEN_READ = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_BINARY
 
 S_IFMT, S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a call
 
-# The names this process makes for its own files (writers' and the lock's temporary files, a
-# remover's files set aside) must differ: the pid tells processes apart, this counter, one for
-# every such name, tells apart threads and successive names of one process.
+# The names this process makes for its own files (the pure writer's and the lock's temporary
+# files, a remover's files set aside) must differ: the pid tells processes apart, this counter
+# threads and successive names of one process. (The extension's writer counts in C: its names
+# may meet these, and O_EXCL passes over a name that is taken.)
 unique_number = itertools.count().__next__
 
 
@@ -433,15 +434,14 @@ def write_temp(
     data: bytes,
     mode: int,
     flags: int = CREATE_TEMP,
-    dir_fd: int | None = None,
 ) -> None:
-    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``, relative to ``dir_fd`` if given)
-    holding data, its name and its descriptor (still open) in ``made[0]``, put there before the
-    file is created: whatever interrupts, the caller can release it (``discard_temp``)."""
+    """A new temporary file (``<temp_prefix><pid>.<n>.tmp``) holding data, its name and its
+    descriptor (still open) in ``made[0]``, put there before the file is created: whatever
+    interrupts, the caller can release it (``discard_temp``)."""
     pid = os.getpid()
     for _ in range(TEMP_ATTEMPTS):
         temp = b"%s%d.%d.tmp" % (temp_prefix, pid, unique_number())
-        kept = keep(os.open, temp, flags, mode, dir_fd=dir_fd)
+        kept = keep(os.open, temp, flags, mode)
         made[:] = [(temp, kept)]
         try:
             fd = kept[0]
@@ -452,7 +452,7 @@ def write_temp(
     raise TempNamesTaken(temp)
 
 
-def discard_temp(made: list[tuple[bytes, Kept]], dir_fd: int | None = None) -> None:
+def discard_temp(made: list[tuple[bytes, Kept]]) -> None:
     """After an exception, release what ``write_temp`` made: the descriptor unless closed or
     handed over, and the file if it created one (a name another process holds is never
     touched)."""
@@ -463,12 +463,12 @@ def discard_temp(made: list[tuple[bytes, Kept]], dir_fd: int | None = None) -> N
                 kept[1] = 0
                 os.close(kept[0])
         finally:
-            unlink_temp(temp, dir_fd)
+            unlink_temp(temp)
 
 
-def unlink_temp(temp: bytes, dir_fd: int | None = None) -> None:
+def unlink_temp(temp: bytes) -> None:
     try:
-        os.unlink(temp, dir_fd=dir_fd)
+        os.unlink(temp)
     except OSError:
         pass  # renamed already, or the directory went
 

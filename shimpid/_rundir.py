@@ -82,6 +82,7 @@ LOCKED = "still locked by a process the file does not name"
 GONE = "it is gone"
 NOT_STALE = "it is not stale"
 CHANGED = "it was written again since it was read"
+ASIDE_NAMES_TAKEN = "no free name to set the file aside under: files left aside by killed removers?"
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -489,7 +490,7 @@ class _Aside:
                 there = os.stat(name, dir_fd=self.directory, follow_symlinks=False)
                 if (there.st_ino, there.st_dev) != (now.info.st_ino, now.info.st_dev):
                     return CHANGED
-                aside = _aside_name(self.directory, name)
+                aside = _free_aside_name(self.directory, name)
                 self.pending[aside] = (name, now, time.monotonic())
                 try:
                     os.rename(name, aside, src_dir_fd=self.directory, dst_dir_fd=self.directory)
@@ -619,9 +620,9 @@ class _Aside:
 
     def _reborn(self, fd: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
         """The file removed under ``fd`` was opened as it went: wait for its opener to close it
-        (a lease can be taken again), and write at ``name`` (never over another file) what it
-        wrote, if it wrote anything. The file is gone from the directory already: a failure here
-        is said (and clean() exits 1), never raised into the caller, which would put it back."""
+        (a lease can be taken again), and put what it wrote, if anything, back at ``name``
+        (never over another file). The file is gone from the directory and from ``pending``
+        already: a failure is said (clean() exits 1), not raised into the caller."""
         import fcntl
 
         made: list[tuple[bytes, _common.Kept]] = []
@@ -634,44 +635,47 @@ class _Aside:
             if data == expected.data:
                 return True, None
             info = os.fstat(fd)
-            # A writer's temporary name: clean() removes it, should this process die right here.
-            prefix = b".%s." % name
-            if len(prefix) + 40 > _common.NAME_MAX:  # its pid, counter and ".tmp" would not fit
-                prefix = b".shimpid-reborn."
-            _common.write_temp(
-                made, prefix, data, stat.S_IMODE(info.st_mode), dir_fd=self.directory
-            )
-            if os.geteuid() == 0:
-                os.fchown(made[0][1][0], info.st_uid, info.st_gid)
-            try:
-                os.link(made[0][0], name, src_dir_fd=self.directory, dst_dir_fd=self.directory)
-            except FileExistsError:
-                pass  # a newer file is at the name
-        except OSError as err:  # no space, no descriptor, every temporary name taken...
+            # Written under an aside name: should this process die before it is at its name,
+            # the next clean() puts it back if it is a live record (_left_aside).
+            mode = stat.S_IMODE(info.st_mode)
+            for _ in range(_common.TEMP_ATTEMPTS):
+                aside = _aside_name(name)
+                kept = _common.keep(
+                    os.open, aside, _common.CREATE_TEMP, mode, dir_fd=self.directory
+                )
+                made[:] = [(aside, kept)]  # before it is opened: the finally sees it
+                try:
+                    new = kept[0]
+                    break
+                except FileExistsError:
+                    continue  # left aside by a remover with our pid: never touched
+            else:
+                raise FileExistsError(errno.EEXIST, ASIDE_NAMES_TAKEN)
+            _common.write_all(new, data)
+            if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(new, info.st_uid, info.st_gid)  # before the mode: it clears set-id
+                except PermissionError:
+                    pass  # a remover that is not root (CAP_LEASE): its own, as any writer's
+            os.fchmod(new, mode)  # exact: not filtered by the umask
+            if not _put_back(self.directory, aside, name):
+                return False, "written again as it was removed; a newer file is at its name"
+        except OSError as err:  # no space, no descriptor, every name taken...
             return False, f"written again as it was removed; putting it back failed: {err.strerror}"
         finally:
-            _common.discard_temp(made, self.directory)
+            if made and 0 in made[0][1]:  # the aside name goes, and with it a record not put back
+                os.close(made[0][1][0])
+                _unlink_if_there(self.directory, made[0][0])
         return False, "written again as it was removed: put back"
 
     def _restore(self, aside: bytes) -> None:
         """Put a file set aside back at its name, unless a newer one is there already."""
-        name = self.pending[aside][0]
-        directory = self.directory
         try:
-            os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
-        except FileExistsError:
-            pass  # a newer file is at the name: this one is older
+            _put_back(self.directory, aside, self.pending[aside][0])
         except FileNotFoundError:
-            del self.pending[aside]  # never moved (interrupted before the rename)
-            return
-        except OSError:  # no hard links here: rename, if the name is still free
-            try:
-                os.stat(name, dir_fd=directory, follow_symlinks=False)
-            except FileNotFoundError:
-                os.rename(aside, name, src_dir_fd=directory, dst_dir_fd=directory)
-                del self.pending[aside]
-                return
-        os.unlink(aside, dir_fd=directory)
+            pass  # never moved (interrupted before the rename)
+        else:
+            _unlink_if_there(self.directory, aside)  # linked back, or a newer file is there
         del self.pending[aside]
 
     def restore_all(self) -> None:
@@ -683,6 +687,33 @@ class _Aside:
             except OSError:
                 self.pending.pop(aside, None)  # nothing more can be done for it
         self._end_if_idle()
+
+
+def _put_back(directory: int, aside: bytes, name: bytes) -> bool:
+    """Put the file at ``aside`` back at ``name``, never over another file: True if it is there
+    now (linked, ``aside`` naming it too; or renamed where there are no hard links), False if a
+    file holds the name (a newer one). ``FileNotFoundError`` if nothing is at ``aside``."""
+    try:
+        os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        raise
+    except OSError:  # no hard links here (EPERM: vfat, some FUSE): rename, if the name is free
+        try:
+            os.stat(name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(aside, name, src_dir_fd=directory, dst_dir_fd=directory)
+            return True
+        return False
+    return True
+
+
+def _unlink_if_there(directory: int, name: bytes) -> None:
+    try:
+        os.unlink(name, dir_fd=directory)
+    except FileNotFoundError:
+        pass
 
 
 def _lease_broken(fd: int) -> bool:
@@ -1125,21 +1156,24 @@ def _settled(
             results[name] = Removal(shown + os.fsdecode(name), f"kept: {why}", False)
 
 
-def _aside_name(directory: int, name: bytes) -> bytes:
+def _aside_name(name: bytes) -> bytes:
+    aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), _common.unique_number())
+    return aside + b"." + name if len(aside) + 1 + len(name) <= _common.NAME_MAX else aside
+
+
+def _free_aside_name(directory: int, name: bytes) -> bytes:
     """A name to set ``name`` aside under that nothing in ``directory`` holds: ``rename()``
     replaces what is there, and a name with this process's pid may be a file that a remover
     with the same pid (another pid namespace's, or before a reboot) left aside, holding a
     record that clean() would put back. Looked up under the directory's turn, which every
     remover takes before it sets a file aside."""
     for _ in range(_common.TEMP_ATTEMPTS):
-        aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), _common.unique_number())
-        if len(aside) + 1 + len(name) <= _common.NAME_MAX:
-            aside += b"." + name
+        aside = _aside_name(name)
         try:
             os.stat(aside, dir_fd=directory, follow_symlinks=False)
         except FileNotFoundError:
             return aside
-    raise _common.TempNamesTaken(aside)
+    raise FileExistsError(errno.EEXIST, ASIDE_NAMES_TAKEN, os.fsdecode(aside))
 
 
 def aside_file(name: str) -> tuple[int, str | None] | None:
@@ -1238,17 +1272,9 @@ def _left_aside(directory: int, name: bytes, dry_run: bool) -> tuple[str, bool] 
         return f"kept: a live record left aside by remover {remover}, its name unknown", False
     if dry_run:
         return f"would put back {original}: a live record left aside by remover {remover}", True
-    try:
-        os.link(
-            name,
-            os.fsencode(original),
-            src_dir_fd=directory,
-            dst_dir_fd=directory,
-            follow_symlinks=False,
-        )
-    except FileExistsError:
+    if not _put_back(directory, name, os.fsencode(original)):
         return f"kept: a live record left aside by remover {remover}; {original} is taken", False
-    os.unlink(name, dir_fd=directory)
+    _unlink_if_there(directory, name)
     return f"put back as {original}: a live record left aside by remover {remover}", True
 
 

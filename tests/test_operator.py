@@ -5,6 +5,7 @@ trust walk, and acting through the directory opened once."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gc
 import io
@@ -12,6 +13,7 @@ import json
 import os
 import pathlib
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -438,6 +440,10 @@ fd = os.open(sys.argv[1], os.O_PATH)  # looked up now, before the file is moved
 print("ready", flush=True)
 sys.stdin.readline()  # the remover holds its lease now
 target = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_TRUNC)  # waits for the lease
+if len(sys.argv) > 3:  # and another writer puts a newer file at the name meanwhile
+    newer = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    os.write(newer, sys.argv[3].encode())
+    os.close(newer)
 os.write(target, sys.argv[2].encode())
 os.close(target)
 print("wrote", flush=True)
@@ -495,35 +501,49 @@ def planted_names(template: str, count: int) -> list[str]:
     return [template.format(pid=os.getpid(), n=after + k) for k in range(1, count + 1)]
 
 
+def _no_hard_links(*args, **kwargs):
+    raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))  # as vfat, some FUSE
+
+
 @pytest.mark.skipif(
     not hasattr(os, "O_PATH") or not hasattr(fcntl, "F_SETLEASE"),
     reason="no O_PATH or no leases here (PyPy): the grace period stands in for the lease",
 )
-@pytest.mark.parametrize("taken", [4, _common.TEMP_ATTEMPTS + 2])
-def test_a_record_written_into_the_removed_file_is_put_back_past_taken_names(
-    impl, tmp_path, reaped_pid, sleeper, monkeypatch, taken
+@pytest.mark.parametrize("case", ["names taken", "no hard links", "every name taken", "newer"])
+def test_a_record_written_into_the_removed_file_is_put_back(
+    backend, tmp_path, reaped_pid, sleeper, monkeypatch, case
 ):
     """A writer that looked the name up before the file went aside opens it as the remover
     unlinks it (between its two looks at the lease): the remover lets it write, then puts what
-    it wrote back at the name, through a temporary file whose names a killed writer with our
-    pid may have taken. Those stay as they were, and the record is there. Where every name is
-    taken, the record is lost, and clean() says so (exit 1), never crashes."""
-    monkeypatch.setattr(_rundir, "_backend", impl)
+    it wrote back at the name, never over a newer file, with the file's mode and owner, through
+    a file under an aside name (a killed remover's is put back by the next clean): past names a
+    remover with our pid left (they stay as they were), and by rename where there are no hard
+    links. Where every name is taken, the record is lost and clean() says so (exit 1), never
+    crashes. The remover is one code: tested once."""
+    impl = backend
     path = tmp_path / "app.pid"
     path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    os.chmod(path, 0o664)
+    owner = (65534, 65534) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+    os.chown(path, *owner)
     live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode().decode()
+    newer = impl.PidRecord(os.getpid(), impl.process_start_time(os.getpid())).encode().decode()
     opener = subprocess.Popen(
-        [sys.executable, "-c", OPENER, str(path), live],
+        [sys.executable, "-c", OPENER, str(path), live, *([newer] if case == "newer" else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    real, looks = _rundir._lease_broken, []
+    real, looks, planted = _rundir._lease_broken, [], []
+    taken = {"names taken": 3, "every name taken": _common.TEMP_ATTEMPTS}.get(case, 0)
 
     def broken_after_the_first_look(fd):
         broken = real(fd)
         looks.append(broken)
         if len(looks) == 1:  # the look before the unlink: the writer opens right after it
+            planted.extend(planted_names(_rundir.ASIDE_PREFIX + "{pid}.{n}.app.pid", taken))
+            for name in planted:
+                (tmp_path / name).write_bytes(b"a killed remover's\n")
             opener.stdin.write("go\n")
             opener.stdin.flush()
             time.sleep(0.2)  # it is in open(), waiting for the lease
@@ -531,10 +551,9 @@ def test_a_record_written_into_the_removed_file_is_put_back_past_taken_names(
 
     try:
         assert opener.stdout.readline() == "ready\n"
-        planted = planted_names(".app.pid.{pid}.{n}.tmp", taken)  # the next aside name's too
-        for name in planted:
-            (tmp_path / name).write_bytes(b"a killed writer's\n")
         monkeypatch.setattr(_rundir, "_lease_broken", broken_after_the_first_look)
+        if case == "no hard links":
+            monkeypatch.setattr(os, "link", _no_hard_links)
         results = shimpid.clean(tmp_path)
         assert opener.stdout.readline() == "wrote\n"
         assert opener.wait(10) == 0
@@ -542,31 +561,35 @@ def test_a_record_written_into_the_removed_file_is_put_back_past_taken_names(
         stop(opener)
     assert looks == [False, True], "the write did not land between the two looks"
     for name in planted:
-        assert (tmp_path / name).read_bytes() == b"a killed writer's\n"
-    if taken < _common.TEMP_ATTEMPTS:
-        assert [(r.path, r.why) for r in results] == [
-            (str(path), "kept: written again as it was removed: put back")
-        ]
+        assert (tmp_path / name).read_bytes() == b"a killed remover's\n"
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [*planted] + ([] if case == "every name taken" else ["app.pid"])
+    )
+    why = {
+        "names taken": "put back",
+        "no hard links": "put back",
+        "newer": "a newer file is at its name",
+        "every name taken": "putting it back failed: " + _rundir.ASIDE_NAMES_TAKEN,
+    }[case]
+    sep = ": " if why == "put back" else "; "
+    assert [(r.path, r.why) for r in results] == [
+        (str(path), f"kept: written again as it was removed{sep}{why}")
+    ]
+    if case in ("names taken", "no hard links"):
         assert path.read_text() == live
-        assert sorted(os.listdir(tmp_path)) == sorted([*planted, "app.pid"])
-    else:
-        assert [(r.path, r.why) for r in results] == [
-            (
-                str(path),
-                "kept: written again as it was removed; putting it back failed: "
-                + _common.TEMP_NAMES_TAKEN,
-            )
-        ]
-        assert sorted(os.listdir(tmp_path)) == sorted(planted)
+        info = path.stat()
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o664, *owner)
+    elif case == "newer":
+        assert path.read_text() == newer
 
 
 def test_a_file_set_aside_never_replaces_one_left_aside_under_the_same_name(
-    impl, tmp_path, reaped_pid, sleeper, monkeypatch
+    backend, tmp_path, reaped_pid, sleeper
 ):
     """Setting a file aside is a rename, which replaces what is at the new name: a name a
     remover with our pid (another pid namespace's, or before a reboot) left a live record
-    under, for clean() to put back. Names that are taken are passed over."""
-    monkeypatch.setattr(_rundir, "_backend", impl)
+    under, for clean() to put back. Names that are taken are passed over. Tested once."""
+    impl = backend
     live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
     (tmp_path / "app.pid").write_bytes(impl.PidRecord(reaped_pid, 1).encode())
     planted = planted_names(_rundir.ASIDE_PREFIX + "{pid}.{n}.app.pid", 3)
