@@ -28,6 +28,7 @@ import operator
 import os
 import signal
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -626,56 +627,44 @@ class _Aside:
         import fcntl
 
         made: list[tuple[bytes, _common.Kept]] = []
+        leave = False  # whether the aside name keeps its file: renamed away, or to put back later
         try:
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)  # let it in
-            deadline = time.monotonic() + OPEN_LIMIT
-            while not _lease(fd) and time.monotonic() < deadline:
-                time.sleep(0.001)
+            _wait_for_lease(fd)
             data = os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0)
             if data == expected.data:
                 return True, None
             info = os.fstat(fd)
-            # Written under an aside name: should this process die before it is at its name,
-            # the next clean() puts it back if it is a live record (_left_aside).
-            mode = stat.S_IMODE(info.st_mode)
-            for _ in range(_common.TEMP_ATTEMPTS):
-                aside = _aside_name(name)
-                kept = _common.keep(
-                    os.open, aside, _common.CREATE_TEMP, mode, dir_fd=self.directory
-                )
-                made[:] = [(aside, kept)]  # before it is opened: the finally sees it
-                try:
-                    new = kept[0]
-                    break
-                except FileExistsError:
-                    continue  # left aside by a remover with our pid: never touched
-            else:
-                raise FileExistsError(errno.EEXIST, ASIDE_NAMES_TAKEN)
+            # Made under an aside name, its owner and mode first: a remover killed before it is
+            # at its name leaves it empty (stale), or whole, and the next clean() puts it back.
+            new = _create_aside(made, self.directory, name, stat.S_IMODE(info.st_mode))
+            _take_owner_and_mode(new, info)
             _common.write_all(new, data)
-            if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
-                try:
-                    os.fchown(new, info.st_uid, info.st_gid)  # before the mode: it clears set-id
-                except PermissionError:
-                    pass  # a remover that is not root (CAP_LEASE): its own, as any writer's
-            os.fchmod(new, mode)  # exact: not filtered by the umask
-            if not _put_back(self.directory, aside, name):
+            leave = True  # whole: should putting it back fail, a later clean() does it
+            put = _put_back(self.directory, made[0][0], name)
+            leave = put == _RENAMED  # nothing left at the aside name
+            if put == _TAKEN:
                 return False, "written again as it was removed; a newer file is at its name"
         except OSError as err:  # no space, no descriptor, every name taken...
-            return False, f"written again as it was removed; putting it back failed: {err.strerror}"
+            left = f", left as {os.fsdecode(made[0][0])} for clean()" if leave else ""
+            return False, f"written again as it was removed; putting it back failed{left}: " + (
+                err.strerror or str(err)
+            )
         finally:
-            if made and 0 in made[0][1]:  # the aside name goes, and with it a record not put back
+            if made and 0 in made[0][1]:
                 os.close(made[0][1][0])
-                _unlink_if_there(self.directory, made[0][0])
+                if not leave:  # put back by a link, older than the file at the name, or partial
+                    _unlink_if_there(self.directory, made[0][0])
         return False, "written again as it was removed: put back"
 
     def _restore(self, aside: bytes) -> None:
         """Put a file set aside back at its name, unless a newer one is there already."""
         try:
-            _put_back(self.directory, aside, self.pending[aside][0])
+            put = _put_back(self.directory, aside, self.pending[aside][0])
         except FileNotFoundError:
-            pass  # never moved (interrupted before the rename)
-        else:
-            _unlink_if_there(self.directory, aside)  # linked back, or a newer file is there
+            put = _RENAMED  # never moved (interrupted before the rename): nothing there
+        if put != _RENAMED:  # linked back, or older than the file at the name
+            _unlink_if_there(self.directory, aside)
         del self.pending[aside]
 
     def restore_all(self) -> None:
@@ -689,24 +678,115 @@ class _Aside:
         self._end_if_idle()
 
 
-def _put_back(directory: int, aside: bytes, name: bytes) -> bool:
-    """Put the file at ``aside`` back at ``name``, never over another file: True if it is there
-    now (linked, ``aside`` naming it too; or renamed where there are no hard links), False if a
-    file holds the name (a newer one). ``FileNotFoundError`` if nothing is at ``aside``."""
+def _wait_for_lease(fd: int) -> None:
+    """Until no other process has the file open (a lease can be had), OPEN_LIMIT at most."""
+    deadline = time.monotonic() + OPEN_LIMIT
+    while not _lease(fd) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _create_aside(
+    made: list[tuple[bytes, _common.Kept]], directory: int, name: bytes, mode: int
+) -> int:
+    """A new empty file under an aside name for ``name``, its name and descriptor in ``made[0]``
+    before it is created (as ``_common.write_temp``); its descriptor."""
+    for _ in range(_common.TEMP_ATTEMPTS):
+        aside = _aside_name(name)
+        kept = _common.keep(os.open, aside, _common.CREATE_TEMP, mode, dir_fd=directory)
+        made[:] = [(aside, kept)]
+        try:
+            return kept[0]
+        except FileExistsError:
+            continue  # left aside by a remover with our pid: never touched
+    raise FileExistsError(errno.EEXIST, ASIDE_NAMES_TAKEN)
+
+
+def _take_owner_and_mode(fd: int, info: os.stat_result) -> None:
+    """Give the file open at fd the owner and mode that ``info`` describes, as far as this
+    process may: a remover that is not root keeps its own uid, an id this user namespace does
+    not map fails (EINVAL), as does a full quota (EDQUOT). The record matters, not its owner."""
+    mine = os.fstat(fd)
+    uid = -1 if mine.st_uid == info.st_uid else info.st_uid
+    gid = -1 if mine.st_gid == info.st_gid else info.st_gid
+    try:
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)  # before the mode: a change of owner clears set-id bits
+    except OSError:
+        pass
+    try:
+        os.fchmod(fd, stat.S_IMODE(info.st_mode))  # exact: not filtered by the umask
+    except OSError:
+        pass
+
+
+# What _put_back did: linked (the aside name is the file's too), renamed (it is not), or nothing
+# (another file holds the name)
+_LINKED, _RENAMED, _TAKEN = 1, 2, 3
+
+
+def _put_back(directory: int, aside: bytes, name: bytes) -> int:
+    """Put the file at ``aside`` back at ``name``, never over another file: ``_LINKED`` (also
+    where a remover killed before it unlinked ``aside`` had linked it back already),
+    ``_RENAMED`` (where it cannot be linked: no hard links, as on vfat, or another user's file
+    under ``fs.protected_hardlinks``), ``_TAKEN`` (another file, a newer one, holds the name).
+    ``FileNotFoundError`` if nothing is at ``aside``; the link's error where no rename can
+    refuse to replace (it is left where it is)."""
     try:
         os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+        return _LINKED
     except FileExistsError:
-        return False
+        pass
     except FileNotFoundError:
         raise
-    except OSError:  # no hard links here (EPERM: vfat, some FUSE): rename, if the name is free
-        try:
-            os.stat(name, dir_fd=directory, follow_symlinks=False)
-        except FileNotFoundError:
-            os.rename(aside, name, src_dir_fd=directory, dst_dir_fd=directory)
-            return True
+    except OSError as err:
+        renamed = _rename_noreplace(directory, aside, name)
+        if renamed is None:
+            raise err from None
+        if renamed:
+            return _RENAMED
+    at_name = os.stat(name, dir_fd=directory, follow_symlinks=False)
+    at_aside = os.stat(aside, dir_fd=directory, follow_symlinks=False)
+    same = (at_name.st_ino, at_name.st_dev) == (at_aside.st_ino, at_aside.st_dev)
+    return _LINKED if same else _TAKEN
+
+
+_renameat2: Any = None  # libc's renameat2, looked up when first needed (False: there is none)
+
+
+def _rename_noreplace(directory: int, old: bytes, new: bytes) -> bool | None:
+    """``renameat2(RENAME_NOREPLACE)`` within the directory: True if renamed, False if something
+    is at ``new``, None where the system offers no such rename (not Linux, a C library before
+    glibc 2.28, a filesystem without it). A look, then ``rename()``, could replace a file
+    another process put at ``new`` in between."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        if sys.platform.startswith("linux"):
+            import ctypes  # only here: a few milliseconds to import, on a path seldom taken
+
+            try:
+                function = ctypes.CDLL(None, use_errno=True).renameat2
+            except (AttributeError, OSError):
+                pass
+            else:
+                c_int, c_path = ctypes.c_int, ctypes.c_char_p
+                function.argtypes = [c_int, c_path, c_int, c_path, ctypes.c_uint]
+                function.restype = ctypes.c_int
+                _renameat2 = (function, ctypes.get_errno)
+    if not _renameat2:
+        return None
+    function, get_errno = _renameat2
+    result = function(directory, old, directory, new, 1)  # RENAME_NOREPLACE
+    while result != 0 and get_errno() == errno.EINTR:
+        result = function(directory, old, directory, new, 1)
+    if result == 0:
+        return True
+    err = get_errno()
+    if err == errno.EEXIST:
         return False
-    return True
+    if err in (errno.ENOSYS, errno.EINVAL):
+        return None
+    raise OSError(err, os.strerror(err))
 
 
 def _unlink_if_there(directory: int, name: bytes) -> None:
@@ -1272,9 +1352,11 @@ def _left_aside(directory: int, name: bytes, dry_run: bool) -> tuple[str, bool] 
         return f"kept: a live record left aside by remover {remover}, its name unknown", False
     if dry_run:
         return f"would put back {original}: a live record left aside by remover {remover}", True
-    if not _put_back(directory, name, os.fsencode(original)):
+    put = _put_back(directory, name, os.fsencode(original))
+    if put == _TAKEN:
         return f"kept: a live record left aside by remover {remover}; {original} is taken", False
-    _unlink_if_there(directory, name)
+    if put == _LINKED:
+        _unlink_if_there(directory, name)
     return f"put back as {original}: a live record left aside by remover {remover}", True
 
 

@@ -505,11 +505,18 @@ def _no_hard_links(*args, **kwargs):
     raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))  # as vfat, some FUSE
 
 
+def _unmapped(*args, **kwargs):
+    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+
 @pytest.mark.skipif(
     not hasattr(os, "O_PATH") or not hasattr(fcntl, "F_SETLEASE"),
     reason="no O_PATH or no leases here (PyPy): the grace period stands in for the lease",
 )
-@pytest.mark.parametrize("case", ["names taken", "no hard links", "every name taken", "newer"])
+@pytest.mark.parametrize(
+    "case",
+    ["names taken", "no hard links", "owner refused", "every name taken", "newer", "no way back"],
+)
 def test_a_record_written_into_the_removed_file_is_put_back(
     backend, tmp_path, reaped_pid, sleeper, monkeypatch, case
 ):
@@ -518,8 +525,9 @@ def test_a_record_written_into_the_removed_file_is_put_back(
     it wrote back at the name, never over a newer file, with the file's mode and owner, through
     a file under an aside name (a killed remover's is put back by the next clean): past names a
     remover with our pid left (they stay as they were), and by rename where there are no hard
-    links. Where every name is taken, the record is lost and clean() says so (exit 1), never
-    crashes. The remover is one code: tested once."""
+    links; where neither can be, it stays under its aside name for a later clean(). Where every
+    name is taken, the record is lost and clean() says so (exit 1), never crashes. The remover
+    is one code: tested once."""
     impl = backend
     path = tmp_path / "app.pid"
     path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
@@ -552,8 +560,12 @@ def test_a_record_written_into_the_removed_file_is_put_back(
     try:
         assert opener.stdout.readline() == "ready\n"
         monkeypatch.setattr(_rundir, "_lease_broken", broken_after_the_first_look)
-        if case == "no hard links":
+        if case in ("no hard links", "no way back"):
             monkeypatch.setattr(os, "link", _no_hard_links)
+        if case == "no way back":  # and no rename that refuses to replace (not Linux)
+            monkeypatch.setattr(_rundir, "_rename_noreplace", lambda *args: None)
+        if case == "owner refused":  # an id this user namespace does not map, as in a container
+            monkeypatch.setattr(os, "fchown", _unmapped)
         results = shimpid.clean(tmp_path)
         assert opener.stdout.readline() == "wrote\n"
         assert opener.wait(10) == 0
@@ -562,12 +574,24 @@ def test_a_record_written_into_the_removed_file_is_put_back(
     assert looks == [False, True], "the write did not land between the two looks"
     for name in planted:
         assert (tmp_path / name).read_bytes() == b"a killed remover's\n"
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        [*planted] + ([] if case == "every name taken" else ["app.pid"])
-    )
+    names = sorted(os.listdir(tmp_path))
+    if case == "no way back":  # left for a clean() once this remover has gone
+        (left,) = set(names) - set(planted)
+        assert left.startswith(f"{_rundir.ASIDE_PREFIX}{os.getpid()}.")
+        assert left.endswith(".app.pid") and (tmp_path / left).read_text() == live
+        assert [(r.path, r.why) for r in results] == [
+            (
+                str(path),
+                "kept: written again as it was removed; putting it back failed, left as "
+                f"{left} for clean(): {os.strerror(errno.EPERM)}",
+            )
+        ]
+        return
+    assert names == sorted([*planted] + ([] if case == "every name taken" else ["app.pid"]))
     why = {
         "names taken": "put back",
         "no hard links": "put back",
+        "owner refused": "put back",
         "newer": "a newer file is at its name",
         "every name taken": "putting it back failed: " + _rundir.ASIDE_NAMES_TAKEN,
     }[case]
@@ -575,9 +599,11 @@ def test_a_record_written_into_the_removed_file_is_put_back(
     assert [(r.path, r.why) for r in results] == [
         (str(path), f"kept: written again as it was removed{sep}{why}")
     ]
-    if case in ("names taken", "no hard links"):
+    if case in ("names taken", "no hard links", "owner refused"):
         assert path.read_text() == live
         info = path.stat()
+        if case == "owner refused":
+            owner = (os.geteuid(), os.getegid())
         assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o664, *owner)
     elif case == "newer":
         assert path.read_text() == newer
@@ -600,6 +626,95 @@ def test_a_file_set_aside_never_replaces_one_left_aside_under_the_same_name(
     assert sorted(os.listdir(tmp_path)) == sorted(planted)
     for name in planted:
         assert (tmp_path / name).read_bytes() == live
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["links", "no hard links"])
+def test_a_dead_removers_record_goes_back_by_rename_never_over_another(
+    backend, tmp_path, reaped_pid, sleeper, monkeypatch, links
+):
+    """A live record a dead remover left aside goes back at its name by link(), or by a rename
+    that refuses to replace where no hard link can be made (vfat; another user's file under
+    fs.protected_hardlinks); never over a newer file. One a remover killed between the link and
+    the unlink left (the same file at both names) is back already: its aside name goes."""
+    impl = backend
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
+    newer = impl.PidRecord(os.getpid(), impl.process_start_time(os.getpid())).encode()
+    prefix = f"{_rundir.ASIDE_PREFIX}{reaped_pid}"
+    (tmp_path / f"{prefix}.0.app.pid").write_bytes(live)
+    (tmp_path / f"{prefix}.1.taken.pid").write_bytes(live)
+    (tmp_path / "taken.pid").write_bytes(newer)
+    (tmp_path / "linked.pid").write_bytes(live)
+    os.link(tmp_path / "linked.pid", tmp_path / f"{prefix}.2.linked.pid")
+    monkeypatch.setattr(_rundir, "STALE_AFTER", 0.0)
+    if not links:
+        monkeypatch.setattr(os, "link", _no_hard_links)
+    results = {os.path.basename(r.path): r.why for r in shimpid.clean(tmp_path)}
+    by = f"a live record left aside by remover {reaped_pid}"
+    assert results == {
+        f"{prefix}.0.app.pid": f"put back as app.pid: {by}",
+        f"{prefix}.1.taken.pid": f"kept: {by}; taken.pid is taken",
+        f"{prefix}.2.linked.pid": f"put back as linked.pid: {by}",
+    }
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["app.pid", "linked.pid", "taken.pid", f"{prefix}.1.taken.pid"]
+    )
+    assert (tmp_path / "app.pid").read_bytes() == live
+    assert (tmp_path / "taken.pid").read_bytes() == newer
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETLEASE"), reason="no leases here (PyPy)")
+@pytest.mark.parametrize("newer", [False, True], ids=["free", "newer at the name"])
+def test_a_file_written_while_aside_goes_back_by_rename_never_over_another(
+    backend, tmp_path, reaped_pid, sleeper, monkeypatch, newer
+):
+    """A file written again while it was aside goes back at its name: by a rename that refuses
+    to replace where no hard link can be made, never over a newer file put at the name
+    meanwhile (the older one set aside then goes)."""
+    impl = backend
+    path = tmp_path / "app.pid"
+    path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
+    latest = impl.PidRecord(os.getpid(), impl.process_start_time(os.getpid())).encode()
+    real, calls = _rundir._lease, []
+
+    def written_meanwhile(fd):
+        if not calls:  # as the remover comes to judge it: written again, aside
+            (aside,) = [n for n in os.listdir(tmp_path) if n.startswith(_rundir.ASIDE_PREFIX)]
+            (tmp_path / aside).write_bytes(live)
+            if newer:
+                path.write_bytes(latest)
+        calls.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(_rundir, "_lease", written_meanwhile)
+    monkeypatch.setattr(os, "link", _no_hard_links)
+    results = [(r.path, r.why) for r in shimpid.clean(tmp_path)]
+    assert results == [(str(path), f"kept: {_rundir.CHANGED}")]
+    assert os.listdir(tmp_path) == ["app.pid"]
+    assert path.read_bytes() == (latest if newer else live)
+
+
+def test_a_rename_that_never_replaces(backend, tmp_path):
+    """_put_back's rename where no hard link can be made: renameat2(RENAME_NOREPLACE), which
+    refuses a name that is taken (a look, then rename(), could replace a file put there in
+    between). Linux with glibc 2.28 or later has it."""
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        renamed = _rundir._rename_noreplace(directory, b"a", b"b")
+        if renamed is None and not sys.platform.startswith("linux"):
+            pytest.skip("no renameat2 here: the link's error is raised, the file stays aside")
+        assert renamed is False
+        assert _rundir._rename_noreplace(directory, b"a", b"c") is True
+        with pytest.raises(FileNotFoundError):
+            _rundir._rename_noreplace(directory, b"a", b"d")
+    finally:
+        os.close(directory)
+    assert {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)} == {
+        "b": b"b",
+        "c": b"a",
+    }
 
 
 def test_pid_needs_no_permission_to_signal(impl, shared_dir, sleeper, monkeypatch):
