@@ -13,9 +13,10 @@ atomically): the file is locked, checked to hold the bytes it was judged from, a
 aside (which takes exactly what is at the path at that instant); then, once a grace period has
 passed (a writer that had looked the name up has reached the file) and no other process has it
 open (a write lease says so, where leases are available), it is read again and removed only if
-it still holds those bytes, else put back (``link()``, which never replaces a newer file). Any
-error or exception on the way puts it back. shimpid's own in-place writer also checks, once it
-has opened its file, that it is not unlinked already, and writes again if it is.
+it still holds those bytes, else put back (``_put_back``: ``link()``, or a rename, neither of
+which replaces a newer file). Any error or exception on the way puts it back. shimpid's own
+in-place writer also checks, once it has opened its file, that it is not unlinked already, and
+writes again if it is.
 
 Both backends share this module: it is policy over the backend's decode and classification.
 """
@@ -603,13 +604,8 @@ class _Aside:
                 now = Read(aside, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
                 if now.same(expected) and not (leased and _lease_broken(fd)):
                     os.unlink(aside, dir_fd=self.directory)  # under the lease: nobody has it
-                    del self.pending[aside]
-                    if leased and _lease_broken(fd):
-                        # Opened meanwhile by a process that had looked the name up before the
-                        # file was moved: it waits for the lease, then writes to the file just
-                        # removed. Let it finish, and put back what it wrote.
-                        return name, *self._reborn(fd, name, expected)
-                    return name, True, None
+                    del self.pending[aside]  # from here on, nothing raises: it is not aside
+                    return name, *self._reborn(fd, name, expected, leased)
                 why = CHANGED
         except OSError as err:  # EMFILE...: put it back, unjudged
             why = f"put back: {err.strerror}"
@@ -619,26 +615,41 @@ class _Aside:
         self._restore(aside)
         return name, False, why
 
-    def _reborn(self, fd: int, name: bytes, expected: Read) -> tuple[bool, str | None]:
-        """The file removed under ``fd`` was opened as it went: wait for its opener to close it
-        (a lease can be taken again), and put what it wrote, if anything, back at ``name``
-        (never over another file). The file is gone from the directory and from ``pending``
-        already: a failure is said (clean() exits 1), not raised into the caller."""
-        import fcntl
-
+    def _reborn(
+        self, fd: int, name: bytes, expected: Read, leased: bool
+    ) -> tuple[bool, str | None]:
+        """After the file at ``fd`` was removed: if it was opened as it went (by a process that
+        had looked the name up before it was moved, and waited for the lease), wait for its
+        opener to close it, and put what it wrote, if anything, back at ``name`` (never over
+        another file). ``(removed, why kept)``. The file is gone from the directory and from
+        ``pending`` already: a failure is said (clean() exits 1), never raised."""
         made: list[tuple[bytes, _common.Kept]] = []
         leave = False  # whether the aside name keeps its file: renamed away, or to put back later
         try:
+            if not (leased and _lease_broken(fd)):
+                return True, None
+        except OSError as err:
+            return False, f"removed; whether it was written as it went cannot be told: {err}"
+        try:
+            import fcntl
+
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)  # let it in
             _wait_for_lease(fd)
             data = os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0)
             if data == expected.data:
                 return True, None
             info = os.fstat(fd)
-            # Made under an aside name, its owner and mode first: a remover killed before it is
-            # at its name leaves it empty (stale), or whole, and the next clean() puts it back.
+            # Made under an aside name, with its owner and mode before the record: a remover
+            # killed before it is at its name leaves it empty (stale), or whole (a record, 4 KiB
+            # at most, is one write()), and the next clean() judges it.
             new = _create_aside(made, self.directory, name, stat.S_IMODE(info.st_mode))
-            _take_owner_and_mode(new, info)
+            if not _take_owner_and_mode(new, info):
+                # Put back as the remover's, another user's record would be trusted as ours
+                # (stop, signal): lost rather than that.
+                return False, (
+                    "written again as it was removed; not put back: its owner (uid "
+                    f"{info.st_uid}) cannot be given back to it"
+                )
             _common.write_all(new, data)
             leave = True  # whole: should putting it back fail, a later clean() does it
             put = _put_back(self.directory, made[0][0], name)
@@ -652,9 +663,7 @@ class _Aside:
             )
         finally:
             if made and 0 in made[0][1]:
-                os.close(made[0][1][0])
-                if not leave:  # put back by a link, older than the file at the name, or partial
-                    _unlink_if_there(self.directory, made[0][0])
+                _close_and_drop(self.directory, made[0][1][0], None if leave else made[0][0])
         return False, "written again as it was removed: put back"
 
     def _restore(self, aside: bytes) -> None:
@@ -701,22 +710,37 @@ def _create_aside(
     raise FileExistsError(errno.EEXIST, ASIDE_NAMES_TAKEN)
 
 
-def _take_owner_and_mode(fd: int, info: os.stat_result) -> None:
-    """Give the file open at fd the owner and mode that ``info`` describes, as far as this
-    process may: a remover that is not root keeps its own uid, an id this user namespace does
-    not map fails (EINVAL), as does a full quota (EDQUOT). The record matters, not its owner."""
+def _take_owner_and_mode(fd: int, info: os.stat_result) -> bool:
+    """Give the file open at fd the owner and mode that ``info`` describes; False if its owner
+    cannot be had: a remover that is not root cannot give a file away, an id this user
+    namespace does not map fails (EINVAL). A group it cannot give (EPERM, EDQUOT) is let be:
+    trust goes by owner and mode bits."""
     mine = os.fstat(fd)
-    uid = -1 if mine.st_uid == info.st_uid else info.st_uid
-    gid = -1 if mine.st_gid == info.st_gid else info.st_gid
     try:
-        if uid != -1 or gid != -1:
-            os.fchown(fd, uid, gid)  # before the mode: a change of owner clears set-id bits
+        if mine.st_uid != info.st_uid:
+            os.fchown(fd, info.st_uid, -1)  # before the mode: a change of owner clears set-id
+    except OSError:
+        return False
+    try:
+        if mine.st_gid != info.st_gid:
+            os.fchown(fd, -1, info.st_gid)
     except OSError:
         pass
+    os.fchmod(fd, stat.S_IMODE(info.st_mode))  # exact: not filtered by the umask
+    return True
+
+
+def _close_and_drop(directory: int, fd: int, name: bytes | None) -> None:
+    """Close fd and unlink ``name`` (if given and there): cleanup that never raises."""
     try:
-        os.fchmod(fd, stat.S_IMODE(info.st_mode))  # exact: not filtered by the umask
+        os.close(fd)
     except OSError:
         pass
+    if name is not None:
+        try:
+            os.unlink(name, dir_fd=directory)
+        except OSError:
+            pass
 
 
 # What _put_back did: linked (the aside name is the file's too), renamed (it is not), or nothing
@@ -729,50 +753,46 @@ def _put_back(directory: int, aside: bytes, name: bytes) -> int:
     where a remover killed before it unlinked ``aside`` had linked it back already),
     ``_RENAMED`` (where it cannot be linked: no hard links, as on vfat, or another user's file
     under ``fs.protected_hardlinks``), ``_TAKEN`` (another file, a newer one, holds the name).
-    ``FileNotFoundError`` if nothing is at ``aside``; the link's error where no rename can
-    refuse to replace (it is left where it is)."""
-    try:
-        os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
-        return _LINKED
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        renamed = _rename_noreplace(directory, aside, name)
-        if renamed is None:
-            raise err from None
-        if renamed:
-            return _RENAMED
-    at_name = os.stat(name, dir_fd=directory, follow_symlinks=False)
-    at_aside = os.stat(aside, dir_fd=directory, follow_symlinks=False)
-    same = (at_name.st_ino, at_name.st_dev) == (at_aside.st_ino, at_aside.st_dev)
-    return _LINKED if same else _TAKEN
+    ``FileNotFoundError`` if nothing is at ``aside``. Where the system has no rename that
+    refuses to replace, a look at the name, then ``rename()``: a writer's rename landing in
+    between is replaced, the one window left there."""
+    for _ in range(3):  # again only where the name's file went between two looks
+        renamed: bool | None = False
+        try:
+            os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
+            return _LINKED
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            raise
+        except OSError:
+            renamed = _rename_noreplace(directory, aside, name)
+            if renamed:
+                return _RENAMED
+        try:
+            at_name = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            if renamed is None:  # no rename that refuses to replace: look, then rename
+                os.rename(aside, name, src_dir_fd=directory, dst_dir_fd=directory)
+                return _RENAMED
+            continue  # gone since: try again
+        at_aside = os.stat(aside, dir_fd=directory, follow_symlinks=False)
+        same = (at_name.st_ino, at_name.st_dev) == (at_aside.st_ino, at_aside.st_dev)
+        return _LINKED if same else _TAKEN
+    return _TAKEN
 
 
-_renameat2: Any = None  # libc's renameat2, looked up when first needed (False: there is none)
+_renameat2: Any = None  # libc's renameat2 and ctypes.get_errno, once looked up (False: none)
 
 
 def _rename_noreplace(directory: int, old: bytes, new: bytes) -> bool | None:
     """``renameat2(RENAME_NOREPLACE)`` within the directory: True if renamed, False if something
-    is at ``new``, None where the system offers no such rename (not Linux, a C library before
-    glibc 2.28, a filesystem without it). A look, then ``rename()``, could replace a file
-    another process put at ``new`` in between."""
+    is at ``new``, None where the system offers no such rename (not Linux; glibc before 2.28,
+    musl before 1.2.5, a kernel before 3.15; a filesystem without it: NFS, FUSE, EINVAL). A
+    look, then ``rename()``, could replace a file another process put at ``new`` in between."""
     global _renameat2
     if _renameat2 is None:
-        _renameat2 = False
-        if sys.platform.startswith("linux"):
-            import ctypes  # only here: a few milliseconds to import, on a path seldom taken
-
-            try:
-                function = ctypes.CDLL(None, use_errno=True).renameat2
-            except (AttributeError, OSError):
-                pass
-            else:
-                c_int, c_path = ctypes.c_int, ctypes.c_char_p
-                function.argtypes = [c_int, c_path, c_int, c_path, ctypes.c_uint]
-                function.restype = ctypes.c_int
-                _renameat2 = (function, ctypes.get_errno)
+        _renameat2 = _find_renameat2()  # a race of first callers finds it twice: no harm
     if not _renameat2:
         return None
     function, get_errno = _renameat2
@@ -787,6 +807,21 @@ def _rename_noreplace(directory: int, old: bytes, new: bytes) -> bool | None:
     if err in (errno.ENOSYS, errno.EINVAL):
         return None
     raise OSError(err, os.strerror(err))
+
+
+def _find_renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes  # only here: a few milliseconds to import, on a path seldom taken
+
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (ImportError, AttributeError, OSError):  # no ctypes, or a C library without it
+        return False
+    c_int, c_path = ctypes.c_int, ctypes.c_char_p
+    function.argtypes = [c_int, c_path, c_int, c_path, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function, ctypes.get_errno
 
 
 def _unlink_if_there(directory: int, name: bytes) -> None:

@@ -21,7 +21,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import stop
+from _helpers import require_or_skip, stop
 from shimpid import Absent, AlreadyLocked, Verified, _cli, _common, _operate, _rundir
 
 # ---- every lock kind counts ---------------------------------------------------------------------
@@ -505,18 +505,32 @@ def _no_hard_links(*args, **kwargs):
     raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))  # as vfat, some FUSE
 
 
-def _unmapped(*args, **kwargs):
-    raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+def _fails(code: int):
+    def failing(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return failing
+
+
+# What each case of the test below changes, and what clean() then says after "written again as
+# it was removed" (and whether the record is at its name, with its mode and owner)
+REBORN = {
+    "names taken": (": put back", True),
+    "no hard links": (": put back", True),
+    "no renameat2": (": put back", True),  # a look, then rename(): where nothing else can
+    "owner refused": ("; not put back: its owner (uid {uid}) cannot be given back to it", False),
+    "every name taken": ("; putting it back failed: " + _rundir.ASIDE_NAMES_TAKEN, False),
+    "no space": ("; putting it back failed: " + os.strerror(errno.ENOSPC), False),
+    "no way back": ("; putting it back failed, left as {left} for clean(): {eio}", False),
+    "newer": ("; a newer file is at its name", False),
+}
 
 
 @pytest.mark.skipif(
     not hasattr(os, "O_PATH") or not hasattr(fcntl, "F_SETLEASE"),
     reason="no O_PATH or no leases here (PyPy): the grace period stands in for the lease",
 )
-@pytest.mark.parametrize(
-    "case",
-    ["names taken", "no hard links", "owner refused", "every name taken", "newer", "no way back"],
-)
+@pytest.mark.parametrize("case", [*REBORN, "second look fails"])
 def test_a_record_written_into_the_removed_file_is_put_back(
     backend, tmp_path, reaped_pid, sleeper, monkeypatch, case
 ):
@@ -524,10 +538,11 @@ def test_a_record_written_into_the_removed_file_is_put_back(
     unlinks it (between its two looks at the lease): the remover lets it write, then puts what
     it wrote back at the name, never over a newer file, with the file's mode and owner, through
     a file under an aside name (a killed remover's is put back by the next clean): past names a
-    remover with our pid left (they stay as they were), and by rename where there are no hard
-    links; where neither can be, it stays under its aside name for a later clean(). Where every
-    name is taken, the record is lost and clean() says so (exit 1), never crashes. The remover
-    is one code: tested once."""
+    remover with our pid left (they stay as they were), by a rename that never replaces where
+    there are no hard links. Where the owner cannot be given back, it is not put back (as the
+    remover's, another user's record would be trusted); where it cannot be written, it is lost;
+    where it is written but cannot go back, it stays aside for a later clean(). Each is said
+    (exit 1), never raised. The remover is one code: tested once."""
     impl = backend
     path = tmp_path / "app.pid"
     path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
@@ -546,6 +561,8 @@ def test_a_record_written_into_the_removed_file_is_put_back(
     taken = {"names taken": 3, "every name taken": _common.TEMP_ATTEMPTS}.get(case, 0)
 
     def broken_after_the_first_look(fd):
+        if looks and case == "second look fails":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         broken = real(fd)
         looks.append(broken)
         if len(looks) == 1:  # the look before the unlink: the writer opens right after it
@@ -557,56 +574,61 @@ def test_a_record_written_into_the_removed_file_is_put_back(
             time.sleep(0.2)  # it is in open(), waiting for the lease
         return broken
 
+    def half_then_no_space(fd, data):
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_rundir, "_lease_broken", broken_after_the_first_look)
+    if case in ("no hard links", "no renameat2", "no way back"):
+        monkeypatch.setattr(os, "link", _no_hard_links)
+    if case == "no renameat2":  # not Linux, an old C library, NFS
+        monkeypatch.setattr(_rundir, "_rename_noreplace", lambda *args: None)
+    if case == "no way back":
+        monkeypatch.setattr(_rundir, "_rename_noreplace", _fails(errno.EIO))
+    if case == "owner refused":  # an id this user namespace does not map, as in a container
+        monkeypatch.setattr(os, "fchown", _fails(errno.EINVAL))
+    if case == "no space":
+        monkeypatch.setattr(_common, "write_all", half_then_no_space)
     try:
         assert opener.stdout.readline() == "ready\n"
-        monkeypatch.setattr(_rundir, "_lease_broken", broken_after_the_first_look)
-        if case in ("no hard links", "no way back"):
-            monkeypatch.setattr(os, "link", _no_hard_links)
-        if case == "no way back":  # and no rename that refuses to replace (not Linux)
-            monkeypatch.setattr(_rundir, "_rename_noreplace", lambda *args: None)
-        if case == "owner refused":  # an id this user namespace does not map, as in a container
-            monkeypatch.setattr(os, "fchown", _unmapped)
-        results = shimpid.clean(tmp_path)
-        assert opener.stdout.readline() == "wrote\n"
-        assert opener.wait(10) == 0
+        results = [(r.path, r.why) for r in shimpid.clean(tmp_path)]
+        if case != "second look fails":
+            assert opener.stdout.readline() == "wrote\n"
+            assert opener.wait(10) == 0
     finally:
         stop(opener)
-    assert looks == [False, True], "the write did not land between the two looks"
     for name in planted:
         assert (tmp_path / name).read_bytes() == b"a killed remover's\n"
-    names = sorted(os.listdir(tmp_path))
-    if case == "no way back":  # left for a clean() once this remover has gone
-        (left,) = set(names) - set(planted)
-        assert left.startswith(f"{_rundir.ASIDE_PREFIX}{os.getpid()}.")
-        assert left.endswith(".app.pid") and (tmp_path / left).read_text() == live
-        assert [(r.path, r.why) for r in results] == [
+    left = sorted(set(os.listdir(tmp_path)) - set(planted) - {"app.pid"})
+    if case == "second look fails":
+        assert results == [
             (
                 str(path),
-                "kept: written again as it was removed; putting it back failed, left as "
-                f"{left} for clean(): {os.strerror(errno.EPERM)}",
+                "kept: removed; whether it was written as it went cannot be told: "
+                f"[Errno {errno.EIO}] {os.strerror(errno.EIO)}",
             )
         ]
+        assert os.listdir(tmp_path) == []
         return
-    assert names == sorted([*planted] + ([] if case == "every name taken" else ["app.pid"]))
-    why = {
-        "names taken": "put back",
-        "no hard links": "put back",
-        "owner refused": "put back",
-        "newer": "a newer file is at its name",
-        "every name taken": "putting it back failed: " + _rundir.ASIDE_NAMES_TAKEN,
-    }[case]
-    sep = ": " if why == "put back" else "; "
-    assert [(r.path, r.why) for r in results] == [
-        (str(path), f"kept: written again as it was removed{sep}{why}")
-    ]
-    if case in ("names taken", "no hard links", "owner refused"):
+    assert looks == [False, True], "the write did not land between the two looks"
+    if case == "owner refused" and os.geteuid() != 0:
+        pytest.skip("only root gives a file away: nothing to refuse")
+    said, back = REBORN[case]
+    said = said.format(uid=owner[0], left=left[0] if left else None, eio=os.strerror(errno.EIO))
+    assert results == [(str(path), "kept: written again as it was removed" + said)]
+    if case == "no way back":  # whole, under its aside name, for a clean() once we have gone
+        assert len(left) == 1 and left[0].startswith(f"{_rundir.ASIDE_PREFIX}{os.getpid()}.")
+        assert (tmp_path / left[0]).read_text() == live
+    else:
+        assert left == []
+    if back:
         assert path.read_text() == live
         info = path.stat()
-        if case == "owner refused":
-            owner = (os.geteuid(), os.getegid())
         assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o664, *owner)
     elif case == "newer":
         assert path.read_text() == newer
+    else:
+        assert not path.exists()
 
 
 def test_a_file_set_aside_never_replaces_one_left_aside_under_the_same_name(
@@ -662,7 +684,6 @@ def test_a_dead_removers_record_goes_back_by_rename_never_over_another(
     assert (tmp_path / "taken.pid").read_bytes() == newer
 
 
-@pytest.mark.skipif(not hasattr(fcntl, "F_SETLEASE"), reason="no leases here (PyPy)")
 @pytest.mark.parametrize("newer", [False, True], ids=["free", "newer at the name"])
 def test_a_file_written_while_aside_goes_back_by_rename_never_over_another(
     backend, tmp_path, reaped_pid, sleeper, monkeypatch, newer
@@ -703,8 +724,11 @@ def test_a_rename_that_never_replaces(backend, tmp_path):
     directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         renamed = _rundir._rename_noreplace(directory, b"a", b"b")
-        if renamed is None and not sys.platform.startswith("linux"):
-            pytest.skip("no renameat2 here: the link's error is raised, the file stays aside")
+        if renamed is None:
+            why = "no renameat2(RENAME_NOREPLACE) here: files go back by a look, then rename()"
+            if sys.platform.startswith("linux"):
+                require_or_skip(why)
+            pytest.skip(why)
         assert renamed is False
         assert _rundir._rename_noreplace(directory, b"a", b"c") is True
         with pytest.raises(FileNotFoundError):
@@ -715,6 +739,109 @@ def test_a_rename_that_never_replaces(backend, tmp_path):
         "b": b"b",
         "c": b"a",
     }
+
+
+def test_a_file_goes_back_where_the_file_at_its_name_went_between_two_looks(tmp_path, monkeypatch):
+    """link() finds the name taken, and the file there goes before it is looked at: the link is
+    tried again (not taken for a newer file, nor for nothing aside)."""
+    (tmp_path / "aside").write_bytes(b"old")
+    (tmp_path / "name").write_bytes(b"newer")
+    real, calls = os.link, []
+
+    def link_as_it_goes(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            os.unlink(tmp_path / "name")  # removed by its writer as the link failed on it
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link_as_it_goes)
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _rundir._put_back(directory, b"aside", b"name") == _rundir._LINKED
+    finally:
+        os.close(directory)
+    assert len(calls) == 2 and (tmp_path / "name").read_bytes() == b"old"
+
+
+def test_a_rename_that_never_replaces_tells_each_answer(monkeypatch):
+    """renameat2's answers: done; EINTR, tried again; EEXIST, the name is taken; ENOSYS and
+    EINVAL (an old kernel, a filesystem without the flag), no such rename; anything else raised.
+    (A stand-in for libc's function: EINTR cannot be had at will.)"""
+    import ctypes
+
+    answers: list[int] = []
+
+    def renameat2(*args):
+        code = answers.pop(0)
+        ctypes.set_errno(code)
+        return -1 if code else 0
+
+    monkeypatch.setattr(_rundir, "_renameat2", (renameat2, ctypes.get_errno))
+    for given, expected in [
+        ([errno.EINTR, errno.EINTR, 0], True),
+        ([errno.EEXIST], False),
+        ([errno.ENOSYS], None),
+        ([errno.EINTR, errno.EINVAL], None),
+    ]:
+        answers[:] = given
+        assert _rundir._rename_noreplace(3, b"a", b"b") is expected
+        assert answers == []
+    answers[:] = [errno.EACCES]
+    with pytest.raises(PermissionError):
+        _rundir._rename_noreplace(3, b"a", b"b")
+
+
+FIRST_CALLERS = """
+import json, os, sys, threading
+from shimpid import _rundir
+
+assert "ctypes" not in sys.modules  # its import is the slow part of the first look
+directory = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+results, start = {}, threading.Barrier(8)
+
+
+def rename(n):
+    start.wait()
+    results[n] = _rundir._rename_noreplace(directory, b"a%d" % n, b"b%d" % n)
+
+
+threads = [threading.Thread(target=rename, args=(n,)) for n in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps([results[n] for n in range(8)]))
+"""
+
+
+def test_renameat2_is_there_for_every_first_caller_and_none_without_ctypes(tmp_path, monkeypatch):
+    """Threads of a new process that ask first, together, each rename (none is told there is
+    no such rename while another looks it up); without ctypes there is none (not an
+    ImportError)."""
+    for n in range(8):
+        (tmp_path / f"a{n}").write_bytes(b"")
+    ran = subprocess.run(
+        [sys.executable, "-c", FIRST_CALLERS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    results = json.loads(ran.stdout)
+    if results == [None] * 8:
+        why = "no renameat2(RENAME_NOREPLACE) here"
+        if sys.platform.startswith("linux"):
+            require_or_skip(why)
+        pytest.skip(why)
+    assert results == [True] * 8
+    monkeypatch.setattr(_rundir, "_renameat2", None)
+    monkeypatch.setitem(sys.modules, "ctypes", None)
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _rundir._rename_noreplace(directory, b"b0", b"c0") is None
+    finally:
+        os.close(directory)
+    assert sorted(os.listdir(tmp_path)) == [f"b{n}" for n in range(8)]
 
 
 def test_pid_needs_no_permission_to_signal(impl, shared_dir, sleeper, monkeypatch):
