@@ -492,15 +492,7 @@ class _Aside:
                 there = os.stat(name, dir_fd=self.directory, follow_symlinks=False)
                 if (there.st_ino, there.st_dev) != (now.info.st_ino, now.info.st_dev):
                     return CHANGED
-                aside = _free_aside_name(self.directory, name)
-                self.pending[aside] = (name, now, time.monotonic())
-                try:
-                    os.rename(name, aside, src_dir_fd=self.directory, dst_dir_fd=self.directory)
-                except FileNotFoundError:
-                    del self.pending[aside]
-                    return GONE
-                self.pending[aside] = (name, now, time.monotonic())  # GRACE runs from the move
-                return None
+                return None if self._move_aside(name, now) else GONE
             finally:
                 if kept:
                     os.close(kept[0])  # lets go of the lock
@@ -508,6 +500,32 @@ class _Aside:
             return GONE
         finally:
             self._end_if_idle()
+
+    def _move_aside(self, name: bytes, now: Read) -> bool:
+        """Rename ``name`` aside, listed in ``pending`` before it moves (an interrupt at any
+        point leaves it to ``restore_all``); False if it is gone. Never over another file: a
+        name with this process's pid may be one a remover with the same pid (another pid
+        namespace's, or one before a reboot) left a live record under, for clean() to put back.
+        Where there is no rename that refuses to replace, a look, then ``rename()``, under the
+        directory's turn, which every remover takes before it sets a file aside."""
+        directory = self.directory
+        for _ in range(_common.TEMP_ATTEMPTS):
+            aside = _aside_name(name)
+            self.pending[aside] = (name, now, time.monotonic())
+            try:
+                moved = _rename_noreplace(directory, name, aside)
+                if moved is None:
+                    moved = not _exists(directory, aside)
+                    if moved:
+                        os.rename(name, aside, src_dir_fd=directory, dst_dir_fd=directory)
+            except FileNotFoundError:
+                del self.pending[aside]
+                return False
+            if moved:
+                self.pending[aside] = (name, now, time.monotonic())  # GRACE runs from the move
+                return True
+            del self.pending[aside]  # taken: the next name
+        raise FileExistsError(errno.EEXIST, ASIDE_NAMES_TAKEN, os.fsdecode(name))
 
     def _begin(self) -> str | None:
         """Take this directory's turn and hold off signals, before a file goes aside; why not,
@@ -822,6 +840,14 @@ def _find_renameat2() -> Any:
     function.argtypes = [c_int, c_path, c_int, c_path, ctypes.c_uint]
     function.restype = ctypes.c_int
     return function, ctypes.get_errno
+
+
+def _exists(directory: int, name: bytes) -> bool:
+    try:
+        os.stat(name, dir_fd=directory, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _unlink_if_there(directory: int, name: bytes) -> None:
@@ -1274,21 +1300,6 @@ def _settled(
 def _aside_name(name: bytes) -> bytes:
     aside = b"%s%d.%d" % (ASIDE_PREFIX.encode(), os.getpid(), _common.unique_number())
     return aside + b"." + name if len(aside) + 1 + len(name) <= _common.NAME_MAX else aside
-
-
-def _free_aside_name(directory: int, name: bytes) -> bytes:
-    """A name to set ``name`` aside under that nothing in ``directory`` holds: ``rename()``
-    replaces what is there, and a name with this process's pid may be a file that a remover
-    with the same pid (another pid namespace's, or before a reboot) left aside, holding a
-    record that clean() would put back. Looked up under the directory's turn, which every
-    remover takes before it sets a file aside."""
-    for _ in range(_common.TEMP_ATTEMPTS):
-        aside = _aside_name(name)
-        try:
-            os.stat(aside, dir_fd=directory, follow_symlinks=False)
-        except FileNotFoundError:
-            return aside
-    raise FileExistsError(errno.EEXIST, ASIDE_NAMES_TAKEN, os.fsdecode(aside))
 
 
 def aside_file(name: str) -> tuple[int, str | None] | None:
