@@ -21,6 +21,7 @@ from ._handle import ProcessHandle, open_entry
 from ._rundir import (
     Read,
     UntrustedPath,
+    exists_at,
     fs_bytes,
     judge,
     lock_holder,
@@ -133,20 +134,12 @@ def _open(path: PathArg, secure: bool | None) -> tuple[int | None, Read | None, 
         return None, None, shown
     try:
         read = read_at(directory, name, lock=True)
-        if read is None and _exists(directory, name):  # a FIFO, a directory, a symlink
+        if read is None and exists_at(directory, name):  # a FIFO, a directory, a symlink
             raise _common.content_error(_common.NOT_REGULAR, shown)
         return directory, read, shown
     except BaseException:
         os.close(directory)
         raise
-
-
-def _exists(directory: int, name: bytes) -> bool:
-    try:
-        os.stat(name, dir_fd=directory, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _judged(shown: str, read: Read | None) -> Inspection:

@@ -515,7 +515,7 @@ class _Aside:
             try:
                 moved = _rename_noreplace(directory, name, aside)
                 if moved is None:
-                    moved = not _exists(directory, aside)
+                    moved = not exists_at(directory, aside)
                     if moved:
                         os.rename(name, aside, src_dir_fd=directory, dst_dir_fd=directory)
             except FileNotFoundError:
@@ -842,7 +842,8 @@ def _find_renameat2() -> Any:
     return function, ctypes.get_errno
 
 
-def _exists(directory: int, name: bytes) -> bool:
+def exists_at(directory: int, name: bytes) -> bool:
+    """Whether anything (a symlink not followed) is at ``name`` in the open directory."""
     try:
         os.stat(name, dir_fd=directory, follow_symlinks=False)
     except FileNotFoundError:
