@@ -63,9 +63,10 @@ if TYPE_CHECKING or env_flag("SHIMPID_PURE_PYTHON") or sys.implementation.name !
 else:
     try:
         from . import _speedups as _impl
-    except ImportError as err:
+    except (ImportError, AttributeError) as err:
         # No extension on CPython: installed without a compiler (pip shows the build's warning
-        # only with -v), or a broken build. Say so once; SHIMPID_PURE_PYTHON=1 chooses the pure
+        # only with -v), or a broken build, or a stale one built in place against an older
+        # _common (a name it reads is gone). Say so once; SHIMPID_PURE_PYTHON=1 chooses the pure
         # backend on purpose, and silently.
         import os
         import warnings

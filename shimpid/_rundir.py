@@ -513,11 +513,7 @@ class _Aside:
             aside = _aside_name(name)
             self.pending[aside] = (name, now, time.monotonic())
             try:
-                moved = _rename_noreplace(directory, name, aside)
-                if moved is None:
-                    moved = not exists_at(directory, aside)
-                    if moved:
-                        os.rename(name, aside, src_dir_fd=directory, dst_dir_fd=directory)
+                moved = _rename_without_replacing(directory, name, aside)
             except FileNotFoundError:
                 del self.pending[aside]
                 return False
@@ -775,7 +771,6 @@ def _put_back(directory: int, aside: bytes, name: bytes) -> int:
     refuses to replace, a look at the name, then ``rename()``: a writer's rename landing in
     between is replaced, the one window left there."""
     for _ in range(3):  # again only where the name's file went between two looks
-        renamed: bool | None = False
         try:
             os.link(aside, name, src_dir_fd=directory, dst_dir_fd=directory, follow_symlinks=False)
             return _LINKED
@@ -784,20 +779,28 @@ def _put_back(directory: int, aside: bytes, name: bytes) -> int:
         except FileNotFoundError:
             raise
         except OSError:
-            renamed = _rename_noreplace(directory, aside, name)
-            if renamed:
+            if _rename_without_replacing(directory, aside, name):
                 return _RENAMED
         try:
             at_name = os.stat(name, dir_fd=directory, follow_symlinks=False)
         except FileNotFoundError:
-            if renamed is None:  # no rename that refuses to replace: look, then rename
-                os.rename(aside, name, src_dir_fd=directory, dst_dir_fd=directory)
-                return _RENAMED
             continue  # gone since: try again
         at_aside = os.stat(aside, dir_fd=directory, follow_symlinks=False)
         same = (at_name.st_ino, at_name.st_dev) == (at_aside.st_ino, at_aside.st_dev)
         return _LINKED if same else _TAKEN
     return _TAKEN
+
+
+def _rename_without_replacing(directory: int, old: bytes, new: bytes) -> bool:
+    """Rename ``old`` to ``new`` within the open directory unless something is at ``new``
+    (False). Where the system has no rename that refuses to replace, a look, then ``rename()``:
+    a file put at ``new`` in between would be replaced."""
+    renamed = _rename_noreplace(directory, old, new)
+    if renamed is None:
+        renamed = not exists_at(directory, new)
+        if renamed:
+            os.rename(old, new, src_dir_fd=directory, dst_dir_fd=directory)
+    return renamed
 
 
 _renameat2: Any = None  # libc's renameat2 and ctypes.get_errno, once looked up (False: none)

@@ -206,14 +206,30 @@ def test_signatures_of_the_extensions_types(impl):
         assert list(inspect.signature(cls).parameters) == names
 
 
-def test_a_missing_extension_is_said_once(tmp_path):
-    """On CPython, a package without its extension (installed without a compiler) warns, and
-    SHIMPID_PURE_PYTHON=1 chooses the pure backend silently; elsewhere (PyPy) the pure backend
-    is the only one, and chosen silently."""
-    code = (
-        "import sys, warnings; sys.modules['shimpid._speedups'] = None; "
-        "warnings.simplefilter('always'); import shimpid; print(shimpid.BACKEND)"
-    )
+# An extension built in place against an older _common: a name its module code reads is gone.
+STALE = """
+import importlib.abc, importlib.util, sys
+class Stale(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "shimpid._speedups" else None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise AttributeError("module 'shimpid._common' has no attribute 'gone'")
+sys.meta_path.insert(0, Stale())
+"""
+
+
+MISSING = "import sys; sys.modules['shimpid._speedups'] = None"
+
+
+@pytest.mark.parametrize("block", [MISSING, STALE], ids=["missing", "stale"])
+def test_a_missing_extension_is_said_once(tmp_path, block):
+    """On CPython, a package without its extension (installed without a compiler), or with one
+    that cannot load, warns, and SHIMPID_PURE_PYTHON=1 chooses the pure backend silently;
+    elsewhere (PyPy) the pure backend is the only one, and chosen silently."""
+    code = block + "\nimport warnings; warnings.simplefilter('always')\n"
+    code += "import shimpid; print(shimpid.BACKEND)"
     # sys.path as this run has it: the desk's PYTHONPATH=.. means nothing from tmp_path
     env = dict(os.environ, SHIMPID_PURE_PYTHON="0", PYTHONPATH=os.pathsep.join(sys.path))
     result = subprocess.run(
