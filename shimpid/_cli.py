@@ -35,7 +35,8 @@ from ._rundir import (
     UntrustedPath,
     clean,
     lock_holder,
-    read_record_file,
+    open_directory,
+    read_at,
     remove_at,
     scan_reads,
     split_file_path,
@@ -132,7 +133,8 @@ def _add_spawn(commands: Any) -> None:
         "streams on /dev/null, and return once the record is written. Exit 1 if the "
         "pid file cannot be written (the command is not started, or is killed), "
         "126 if CMD cannot be run, 127 if it is not found.",
-        usage="shimpid spawn [-h] --pidfile FILE [--detach] [--capability TOKEN] -- CMD [ARGS...]",
+        usage="shimpid spawn [-h] --pidfile FILE [--detach] [--capability TOKEN] [--insecure] "
+        "-- CMD [ARGS...]",
     )
     start.add_argument("--pidfile", required=True, metavar="FILE", help="where to record it")
     start.add_argument(
@@ -152,6 +154,7 @@ def _add_spawn(commands: Any) -> None:
         metavar="CMD",
         help="the command and its arguments, after --",
     )
+    _insecure(start)
     start.set_defaults(run=_spawn)
 
 
@@ -596,8 +599,29 @@ def _spawn(args: argparse.Namespace) -> int:
         return USAGE
     try:
         writer = _backend.PidFileWriter.at(args.pidfile, capability=args.capability)
+        # The way to the file checked (as root), and its directory kept: the record is read
+        # back, and removed, through it, never by looking the path up again.
+        where, name = split_file_path(args.pidfile)
+        directory = open_directory(where, secure=_secure(args, False))
+    except UntrustedPath as err:
+        return _failed("spawn", err, args.pidfile)
     except (TypeError, ValueError, StorageError) as err:
         return _cannot_prepare("spawn", err)
+    except OSError as err:  # the directory, gone or changed since the writer looked at it
+        return _cannot_prepare("spawn", StorageError(err.errno, err.strerror, args.pidfile))
+    try:
+        return _spawn_in(args, command, writer, directory, name)
+    finally:
+        os.close(directory)
+
+
+def _spawn_in(
+    args: argparse.Namespace,
+    command: list[str],
+    writer: _backend.PidFileWriter,
+    directory: int,
+    name: bytes,
+) -> int:
     options: dict[str, Any] = {}
     if args.detach:
         options.update(
@@ -631,33 +655,26 @@ def _spawn(args: argparse.Namespace) -> int:
     _say(f"started {child.pid}, recorded in {shown(args.pidfile)}")
     if args.detach:
         return 0
-    written = _our_record(args.pidfile, child.pid)
+    written = _our_record(directory, name, child.pid)
     forward.to(child)
     code = forward.wait()
     if written is not None:
-        directory, read = written
         try:
-            remove_at(directory, read.name, read)  # unless another has been written since
+            remove_at(directory, name, written)  # unless another has been written since
         except OSError as err:
             _complain(f"spawn: could not remove {shown(args.pidfile)}: {shown(err)}")
-        finally:
-            os.close(directory)
     return 128 - code if code < 0 else code
 
 
-def _our_record(path: str, pid: int) -> tuple[int, Read] | None:
-    """The pid file's directory and read if it holds the record of pid (not another's, written
-    in the instant since), for removing it later only if unchanged."""
+def _our_record(directory: int, name: bytes, pid: int) -> Read | None:
+    """The read of the pid file if it holds the record of pid (not another's, written in the
+    instant since), for removing it later only if unchanged."""
     try:
-        directory, read = read_record_file(path)
-    except OSError:
-        return None
-    try:
+        read = read_at(directory, name)
         if read is not None and _backend.PidRecord.decode(read.data).pid == pid:
-            return directory, read
+            return read
     except OSError:
         pass
-    os.close(directory)
     return None
 
 

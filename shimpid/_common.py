@@ -375,15 +375,18 @@ O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 O_BINARY = getattr(os, "O_BINARY", 0)
+# O_NOCTTY on every open of a path that may hold something else than a file: a terminal planted
+# there would become the controlling terminal of a session leader without one (a daemon).
+O_NOCTTY = getattr(os, "O_NOCTTY", 0)
 # A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
 # at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
 CREATE_TEMP = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_BINARY
 # In place: no O_TRUNC, the file is checked first (see _pure._write_in_place).
-OPEN_IN_PLACE = os.O_WRONLY | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_BINARY
+OPEN_IN_PLACE = os.O_WRONLY | os.O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_BINARY
 # Once the file its open reached was unlinked: again, but only where nothing is.
 CREATE_IN_PLACE = OPEN_IN_PLACE | os.O_EXCL
 # O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
-OPEN_READ = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_BINARY
+OPEN_READ = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | O_BINARY
 
 S_IFMT, S_IFREG = stat.S_IFMT(0o177777), stat.S_IFREG  # S_ISREG() without a call
 

@@ -37,12 +37,13 @@ from . import _backend, _common
 from ._common import ABSENT, Legacy, ProcessIdentity, Verified
 from ._rundir import (
     Read,
+    UntrustedPath,
     is_secure_default,
     judge,
     lock_holder,
     open_directory,
+    open_to_others,
     probe_lock,
-    split_file_path,
 )
 from ._rundir import flock_holders as _rundir_flock_holders
 
@@ -197,13 +198,13 @@ class PidFileLock(_common.Final):
                 raise ValueError(f"mode {mode:#o} lets group or others write the pid file")
             path = os.fspath(path)
             if create_dir:
-                # the whole way checked, from /, and only for a path that names a file
-                directory = os.path.abspath(split_file_path(path)[0])
-                os.close(open_directory(directory, secure=secure, create=True))
+                # Made where missing, the whole way from / (the target is absolute; "x/.." is
+                # left for the walk, which goes where the kernel does).
+                made = os.path.dirname(_common.writer_target(path, True)[1])
+                os.close(open_directory(made, secure=secure, create=True))
             given, target, temp_prefix, _ = _common.writer_paths(path, True)
-            if secure and not create_dir:  # nobody else can change the way there: the path
-                # means what it does now
-                os.close(open_directory(os.path.dirname(target), secure=True))
+            if secure:
+                _check_directory(target)
             self._path, self._temp_prefix = given, temp_prefix
             self._mode = mode
             self._capability = capability_line
@@ -421,6 +422,19 @@ def _check_timeout(timeout: object) -> float | None:
     if not timeout >= 0:  # type: ignore[operator]  # a non-number raises TypeError here
         raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
     return float(timeout)  # type: ignore[arg-type]
+
+
+def _check_directory(target: bytes) -> None:
+    """As root (secure): nobody else can change the way to the lock's file, so its path means
+    what it does now, for every acquire(); nor replace the file in its directory (another
+    instance would then lock a file of its own)."""
+    directory = open_directory(os.path.dirname(target), secure=True)
+    try:
+        why = open_to_others(os.fstat(directory))
+    finally:
+        os.close(directory)
+    if why:
+        raise UntrustedPath(os.fsdecode(target), why)
 
 
 def _check_id(value: int, name: str) -> int:

@@ -21,7 +21,6 @@ from ._handle import ProcessHandle, open_entry
 from ._rundir import (
     Read,
     UntrustedPath,
-    exists_at,
     fs_bytes,
     judge,
     lock_holder,
@@ -113,7 +112,8 @@ def inspect(path: PathArg, *, secure: bool | None = None) -> Inspection:
     ``open_directory``'s (default: as root). Raises ``UntrustedPath``, ``StorageError`` for a
     path that names no file, and ``OSError`` where the file cannot be read or the system cannot
     tell."""
-    directory, read, shown = _open(path, secure)
+    # Converted before anything is opened: see the module's habits.
+    directory, read, shown = _open(path, None if secure is None else bool(secure))
     if directory is not None:
         os.close(directory)  # inline: see _common's note on descriptors
     return _judged(shown, read)
@@ -133,10 +133,7 @@ def _open(path: PathArg, secure: bool | None) -> tuple[int | None, Read | None, 
     except (FileNotFoundError, NotADirectoryError):
         return None, None, shown
     try:
-        read = read_at(directory, name, lock=True)
-        if read is None and exists_at(directory, name):  # a FIFO, a directory, a symlink
-            raise _common.content_error(_common.NOT_REGULAR, shown)
-        return directory, read, shown
+        return directory, read_at(directory, name, lock=True, shown=shown), shown
     except BaseException:
         os.close(directory)
         raise

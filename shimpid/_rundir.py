@@ -86,7 +86,7 @@ NOT_STALE = "it is not stale"
 CHANGED = "it was written again since it was read"
 ASIDE_NAMES_TAKEN = "no free name to set the file aside under: files left aside by killed removers?"
 
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+_READ = _common.OPEN_READ
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # Each step of a secure walk: O_PATH opens a directory we may not list, and is no open of it.
 _STEP = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -173,7 +173,7 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
             trail = os.path.join(trail, part)
             shown = os.fsdecode(trail)
             # Where others may write, whatever is (or is not) there now is theirs to change.
-            why = None if part == b".." or not trust else _open_to_others(here)
+            why = None if part == b".." or not trust else open_to_others(here)
             if why:
                 raise UntrustedPath(shown, why)
             try:
@@ -259,7 +259,7 @@ def _not_ours(info: os.stat_result, euid: int) -> str | None:
     return f"{kind} owned by uid {info.st_uid}, not by this user or root"
 
 
-def _open_to_others(directory: os.stat_result) -> str | None:
+def open_to_others(directory: os.stat_result) -> str | None:
     """Why other users could replace an entry of directory (whose owner passed), or None: it is
     writable by group or others, and not sticky (where only an entry's owner can)."""
     if directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not directory.st_mode & stat.S_ISVTX:
@@ -276,7 +276,7 @@ def untrusted_file(directory: int, read: Read) -> str | None:
         return f"it is owned by uid {info.st_uid}, not by this user or root"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "it is writable by group or others"
-    return _not_ours(os.fstat(directory), euid) or _open_to_others(os.fstat(directory))
+    return _not_ours(os.fstat(directory), euid) or open_to_others(os.fstat(directory))
 
 
 def split_file_path(path: PathArg) -> tuple[bytes, bytes]:
@@ -331,14 +331,17 @@ class Read:
         )
 
 
-def read_at(directory: int, name: bytes, *, lock: bool = False) -> Read | None:
+def read_at(
+    directory: int, name: bytes, *, lock: bool = False, shown: str | None = None
+) -> Read | None:
     """The regular file ``name`` in the open directory, read once; None where there is none (a
-    symlink, FIFO, socket or directory is no pid file, and is never followed or waited on). Other
+    symlink, FIFO, socket or directory is no pid file, and is never followed or waited on; given
+    ``shown``, the path to name, they raise ``StorageError`` instead, from the same open). Other
     failures (EACCES, EMFILE...) are raised. ``lock``: look whether it is locked, on the same
     descriptor."""
     kept = _open_regular(directory, name)
     try:
-        fd = _regular(kept)
+        fd = _regular(kept, shown)
         if fd is None:
             return None
         read = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
@@ -357,16 +360,28 @@ def _open_regular(directory: int, name: bytes | str) -> _common.Kept:
     return _common.keep(os.open, name, _READ, dir_fd=directory)
 
 
-def _regular(kept: _common.Kept) -> int | None:
+def _regular(kept: _common.Kept, shown: str | None = None) -> int | None:
     """Open ``kept``'s file: its descriptor if it is a regular file, None where there is none or
-    it is anything else (never followed, never waited on); other failures are raised."""
+    it is anything else (never followed, never waited on; given ``shown``, anything else raises
+    ``StorageError`` naming it); other failures are raised."""
     try:
         fd = kept[0]
     except OSError as err:
+        if shown is not None and err.errno in _NOT_REGULAR_ERRNOS:
+            raise _common.content_error(_common.NOT_REGULAR, shown) from None
         if err.errno in _common.NO_FILE_ERRNOS or err.errno == errno.EISDIR:
             return None
         raise
-    return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    if shown is not None:
+        raise _common.content_error(_common.NOT_REGULAR, shown)
+    return None
+
+
+# What opening (_READ) something other than a regular file fails with: a symlink (O_NOFOLLOW),
+# a socket (ENXIO), a directory (as some systems refuse it)
+_NOT_REGULAR_ERRNOS = frozenset({errno.ELOOP, errno.ENXIO, errno.EISDIR})
 
 
 def judge(read: Read) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity]:
@@ -797,7 +812,7 @@ def _rename_without_replacing(directory: int, old: bytes, new: bytes) -> bool:
     a file put at ``new`` in between would be replaced."""
     renamed = _rename_noreplace(directory, old, new)
     if renamed is None:
-        renamed = not exists_at(directory, new)
+        renamed = not _exists_at(directory, new)
         if renamed:
             os.rename(old, new, src_dir_fd=directory, dst_dir_fd=directory)
     return renamed
@@ -845,7 +860,7 @@ def _find_renameat2() -> Any:
     return function, ctypes.get_errno
 
 
-def exists_at(directory: int, name: bytes) -> bool:
+def _exists_at(directory: int, name: bytes) -> bool:
     """Whether anything (a symlink not followed) is at ``name`` in the open directory."""
     try:
         os.stat(name, dir_fd=directory, follow_symlinks=False)
@@ -937,18 +952,6 @@ def remove_at(directory: int, name: bytes, expected: Read) -> tuple[bool, str | 
         return False, CHANGED  # not reached
     finally:
         aside.restore_all()
-
-
-def read_record_file(path: PathArg) -> tuple[int, Read | None]:
-    """``(directory descriptor, read or None)`` of the pid file at path (the caller closes the
-    descriptor): for ``remove_record`` later."""
-    directory, name = split_file_path(path)
-    fd = open_directory(directory, secure=False)
-    try:
-        return fd, read_at(fd, name)
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def why_absent(record: PidRecord | StorageError, extras: Extras) -> str:

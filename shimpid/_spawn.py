@@ -23,6 +23,7 @@ directory nobody else can write to, one ``stat`` of the directory asks that agai
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import subprocess
@@ -225,8 +226,55 @@ boot_clock = (
 
 def write_child(writer: PidFileWriter, pid: int, before: int) -> None:
     """Write the record of child ``pid``, forked after the clock read ``before`` (boot_clock()):
-    called in the caller's try, which kills and reaps the child if this raises."""
+    called in the caller's try, which kills and reaps the child if this raises.
+
+    The child's pid is its own only until it is reaped. If something else reaped it (SIGCHLD
+    ignored, a ``waitpid(-1)`` of the application's: the one condition spawn() states), the
+    pid may have been another process's by the time its identity was read: then the record is
+    removed again and ``ChildProcessError`` raised, never a record that names a stranger."""
     writer._write_for(pid, child_start_time(pid, before, boot_clock()))
+    if not _unreaped(pid):
+        try:
+            removed = _remove_record(writer.path, pid)
+        except OSError as err:
+            removed = f"not removed: {err}"
+        raise ChildProcessError(errno.ECHILD, REAPED + removed, writer.path)
+
+
+REAPED = (
+    "the child was reaped by another (SIGCHLD ignored, or a reaper of the application's) as "
+    "its record was written: its pid may have been another process's by then; record "
+)
+_waitid = getattr(os, "waitid", None)
+
+
+def _unreaped(pid: int) -> bool:
+    """Whether child ``pid`` is still this process's to reap, running or a zombie (its pid has
+    been no other's since it started); True where the system cannot tell (no waitid)."""
+    if _waitid is None:
+        return True
+    try:
+        _waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _remove_record(path: PathArg, pid: int) -> str:
+    """Remove the pid file at path if it holds a record of pid, as clean() would (unless it
+    changes meanwhile, or is locked); what was done, in words."""
+    from . import _rundir
+
+    where, name = _rundir.split_file_path(path)
+    directory = _rundir.open_directory(where, secure=False)
+    try:
+        read = _rundir.read_at(directory, name)
+        if read is None or _common.decode_record(read.data)[0] != pid:
+            return "gone already"
+        removed, why = _rundir.remove_at(directory, name, read)
+        return "removed" if removed else f"not removed: {why}"
+    finally:
+        os.close(directory)
 
 
 def child_start_time(pid: int, before: int, after: int) -> int | None:

@@ -81,7 +81,6 @@ from . import _common, _writer
 from ._common import ABSENT, CURRENT_BOOT_ID, Legacy, StorageError, Verified
 
 cdef extern from "_speedups_compat.h":
-    enum: O_NOFOLLOW
     enum: SHIMPID_LINUX
     enum: SHIMPID_DARWIN
     const char *shimpid_digit_pairs
@@ -190,16 +189,11 @@ cdef long RAMFS_MAGIC = 0x858458f6
 cdef tuple UNLOCKED = (False, None, None)  # a lock probe's answer: see _rundir.Entry.lock
 cdef tuple NONE_4 = (None, None, None, None)  # a scan item's fields that identity_at left out
 cdef object _own_extras = _common.own_extras
-# A symlink planted at the path is refused (ELOOP), never followed. O_NONBLOCK: a FIFO planted
-# at the path fails the in-place open (ENXIO) instead of blocking until someone reads it.
-cdef int CREATE_TEMP = (fcntl.O_WRONLY | fcntl.O_CREAT | fcntl.O_EXCL | O_NOFOLLOW
-                        | fcntl.O_CLOEXEC)
-# In place: no O_TRUNC, the file is checked first (see write_in_place).
-cdef int OPEN_IN_PLACE = (fcntl.O_WRONLY | fcntl.O_CREAT | O_NOFOLLOW | fcntl.O_CLOEXEC
-                          | fcntl.O_NONBLOCK)
-cdef int CREATE_IN_PLACE = OPEN_IN_PLACE | fcntl.O_EXCL
-# O_NONBLOCK: a FIFO planted at the path must not block the reader at open().
-cdef int OPEN_READ = fcntl.O_RDONLY | O_NOFOLLOW | fcntl.O_CLOEXEC | fcntl.O_NONBLOCK
+# The open flags are _common's (and their reasons).
+cdef int CREATE_TEMP = _common.CREATE_TEMP
+cdef int OPEN_IN_PLACE = _common.OPEN_IN_PLACE
+cdef int CREATE_IN_PLACE = _common.CREATE_IN_PLACE
+cdef int OPEN_READ = _common.OPEN_READ
 
 # Every limit _common defines, as this module was compiled with it.
 if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFIX_MAX,

@@ -14,10 +14,6 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#ifndef O_NOFOLLOW
-#define O_NOFOLLOW 0
-#endif
-
 #if defined(__linux__)
 #define SHIMPID_LINUX 1
 #include <sys/syscall.h>

@@ -236,6 +236,42 @@ def test_spawn_with_a_pid_file_it_cannot_replace_kills_the_command(cli, pid_path
     assert pid_path.is_dir() and os.listdir(pid_path.parent) == [pid_path.name]
 
 
+def test_spawn_as_root_starts_nothing_where_another_user_could_steer_the_path(cli, tmp_path):
+    """As the other commands as root: the way to the pid file is checked before anything
+    starts (exit 4, and --insecure to act anyway)."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, to give a symlink to another user")
+    shared, marker = tmp_path / "shared", tmp_path / "ran"
+    (shared / "theirs").mkdir(parents=True)
+    shared.chmod(0o1777)
+    (shared / "evil").symlink_to(shared / "theirs")
+    os.lchown(shared / "evil", 65534, 65534)
+    pid_path = shared / "evil" / "x.pid"
+    code, _, err = cli("spawn", "--pidfile", pid_path, "--detach", "--", "touch", marker)
+    assert code == 4 and "evil: a symlink owned by uid 65534" in err and "--insecure" in err
+    assert not marker.exists() and os.listdir(shared / "theirs") == []
+    code, _, err = cli("spawn", "--pidfile", pid_path, "--insecure", "--", "touch", marker)
+    assert code == 0, err
+    assert marker.exists() and os.listdir(shared / "theirs") == []  # removed once it exited
+
+
+def test_spawn_removes_the_record_in_the_directory_it_checked(cli, tmp_path):
+    """The foreground's removal goes through the directory opened before the start: a symlink
+    on the way that the command points elsewhere (root's own: trusted) changes nothing."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "run").symlink_to(tmp_path / "a")
+    stray = tmp_path / "b" / "x.pid"
+    stray.write_bytes(b"1\n")  # what the path names by the time the command exits
+    code, _, err = cli(
+        "spawn", "--pidfile", tmp_path / "run" / "x.pid", "--",
+        "ln", "-sfn", tmp_path / "b", tmp_path / "run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert os.readlink(tmp_path / "run") == str(tmp_path / "b")
+    assert os.listdir(tmp_path / "a") == [] and stray.read_bytes() == b"1\n"
+
+
 # ---- stop ----------------------------------------------------------------------------------------
 
 

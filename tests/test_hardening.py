@@ -723,7 +723,9 @@ def test_clean_removes_what_is_stale_and_nothing_else(
 
 def read_record_file(path):
     """``(directory descriptor, read)``: what a remover keeps between reading and removing."""
-    return _rundir.read_record_file(path)
+    where, name = _rundir.split_file_path(path)
+    directory = _rundir.open_directory(where, secure=False)
+    return directory, _rundir.read_at(directory, name)
 
 
 def remove_record(found):
@@ -919,3 +921,41 @@ def test_an_empty_boot_field_is_no_boot(monkeypatch):
     """Where this boot's identity is unknown, 'boot=' must not read as a matching empty one."""
     monkeypatch.setattr(_common, "_CURRENT_BOOT_BYTES", b"")
     assert _common.parse_extras(b"5\n6\n\nshimpid boot= pidfs=7\n") == (None, None, 7)
+
+
+def test_no_open_of_a_path_takes_a_terminal(impl):
+    """A terminal at a pid file's path is no pid file, and opening it must not make it the
+    controlling terminal of a session leader without one (a daemon): every open has O_NOCTTY."""
+    from _helpers import run_in_child
+
+    def child(out: int) -> None:
+        os.setsid()  # a session leader without a terminal
+        leader, follower = os.openpty()
+        tty = os.ttyname(follower)
+        os.close(follower)
+        tries = {
+            "read": lambda: shimpid.PidFileReader.at(tty).read(),
+            "identity": lambda: shimpid.PidFileReader.at(tty).process_identity(),
+            "in place": lambda: impl.PidFileWriter.at(tty, atomic=False).write_current(),
+            "is_locked": lambda: shimpid._lock.is_locked(tty),
+            "inspect": lambda: _operate.inspect(tty),
+        }
+        taken = []
+        with bound_reader(impl):
+            for name, attempt in tries.items():
+                try:
+                    attempt()
+                except OSError:
+                    pass
+                try:
+                    os.close(os.open("/dev/tty", os.O_RDONLY))
+                    taken.append(name)
+                    break  # a session's terminal, once taken, stays
+                except OSError:
+                    pass
+        os.write(out, json.dumps(taken).encode())
+        os.close(leader)  # (a terminal taken hangs up: SIGHUP)
+
+    code, out = run_in_child(child)
+    assert code == 0, out
+    assert json.loads(out) == []

@@ -800,3 +800,39 @@ def test_a_blocking_acquire_of_a_lock_this_process_holds_fails(locking, pid_path
         with pytest.raises(AlreadyLocked) as info:
             locking(pid_path).acquire()  # would wait for itself for ever
         assert info.value.pid == os.getpid() and time.monotonic() - start < 5
+
+
+def test_create_dir_checks_the_way_the_kernel_goes(locking, tmp_path):
+    """``x/..`` goes through x: with create_dir, the walk checks x, as without it, and never a
+    way made up by dropping it (another user's symlink there could later point anywhere)."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, to give a symlink to another user")
+    shared = tmp_path / "shared"
+    (shared / "theirs").mkdir(parents=True)
+    shared.chmod(0o1777)  # sticky, as /tmp: each user's entries are their own
+    (shared / "evil").symlink_to(shared / "theirs")
+    os.lchown(shared / "evil", 65534, 65534)
+    path = f"{shared}/evil/../run/app.pid"
+    with pytest.raises(_rundir.UntrustedPath, match="evil: a symlink owned by uid 65534"):
+        locking(path, create_dir=True, secure=True)
+    assert not (shared / "run").exists()  # nothing made
+    (shared / "run").mkdir()
+    with pytest.raises(_rundir.UntrustedPath, match="evil: a symlink owned by uid 65534"):
+        locking(path, secure=True)
+
+
+def test_a_secure_lock_refuses_a_directory_others_can_write_to(locking, tmp_path):
+    """There another user could remove the held file, and a second instance lock a new one;
+    a sticky directory (as /tmp) lets only the file's owner remove it."""
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    for create_dir in (False, True):
+        with pytest.raises(_rundir.UntrustedPath, match=r"app\.pid: it is in a directory"):
+            locking(open_to_all / "app.pid", create_dir=create_dir, secure=True)
+    assert os.listdir(open_to_all) == []
+    with locking(open_to_all / "app.pid", secure=False) as lock:
+        assert lock.holder() == Verified(os.getpid())
+    open_to_all.chmod(0o1777)
+    with locking(open_to_all / "app.pid", secure=True) as lock:
+        assert lock.holder() == Verified(os.getpid())

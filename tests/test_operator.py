@@ -170,6 +170,42 @@ def test_one_verdict_one_exit_code(impl, cli, tmp_path, reaped_pid):
         stop(sleeper)
 
 
+def test_inspect_tells_what_is_at_the_path_from_one_open(tmp_path, monkeypatch):
+    """Anything but a regular file (never followed, never waited on) is no pid file, said
+    from the open that found it: a file written in the instant after an open found nothing is
+    not taken for one that is not regular."""
+    import socket
+
+    path = tmp_path / "app.pid"
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.bind(str(tmp_path / "sock"))
+        os.mkfifo(tmp_path / "fifo")
+        (tmp_path / "dir").mkdir()
+        (tmp_path / "file").write_bytes(b"1\n")
+        for kind in ("sock", "fifo", "dir", "file", "nowhere"):
+            path.symlink_to(tmp_path / kind)
+            with pytest.raises(shimpid.StorageError, match="not a regular file"):
+                _operate.inspect(path)
+            path.unlink()
+            if kind in ("sock", "fifo", "dir"):
+                os.rename(tmp_path / kind, path)
+                with pytest.raises(shimpid.StorageError, match="not a regular file"):
+                    _operate.inspect(path)
+                os.rename(path, tmp_path / kind)
+    regular = _rundir._regular
+
+    def written_just_after(kept, shown=None):
+        fd = regular(kept, shown)
+        if fd is None:
+            path.write_bytes(b"garbage\n")
+        return fd
+
+    monkeypatch.setattr(_rundir, "_regular", written_just_after)
+    found = _operate.inspect(path)
+    assert found.read is None and found.verdict == Absent()
+    assert found.why_absent == "no pid file" and path.exists()
+
+
 def test_garbage_is_absent_everywhere(impl, cli, tmp_path):
     """ls, clean, status, show and scan agree: a file without a record is absent."""
     for data in (b"", b"garbage\n", b"\xff\xfe"):

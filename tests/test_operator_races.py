@@ -398,7 +398,8 @@ def test_a_long_clean_lets_another_remover_have_its_turn(impl, tmp_path, reaped_
     mine.write_bytes(stale)
     cleaner = spawn(impl, ONE_CLEAN, directory=str(run), grace=_rundir.GRACE)
     wait_for(lambda: aside_files(run) != [], cleaner)
-    directory, read = _rundir.read_record_file(mine)
+    directory = _rundir.open_directory(run, secure=False)
+    read = _rundir.read_at(directory, b"zzz.pid")
     try:
         assert _rundir.remove_at(directory, read.name, read) == (True, None)
     finally:

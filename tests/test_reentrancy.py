@@ -22,7 +22,7 @@ import pytest
 
 import shimpid
 from _helpers import require_pidfd_level, script_prelude, stop
-from shimpid import _common, _lock
+from shimpid import _common, _lock, _operate
 
 ALREADY = "already initialised"
 NOT_YET = "is not initialised"
@@ -596,3 +596,14 @@ def test_acquire_converts_its_timeout_first(tmp_path):
     assert time.monotonic() - started < 5
     assert hooks == ["__ge__", "__float__"]
     holder.release()
+
+
+def test_inspect_converts_secure_first(tmp_path):
+    """inspect(secure=...) looks at the caller's value once, before the walk (which holds off
+    signals and keeps descriptors open while it goes)."""
+    (tmp_path / "a.pid").write_bytes(b"1\n")
+    opened = []
+    door = Door(lambda: opened.append(len(os.listdir("/proc/self/fd"))))
+    before = len(os.listdir("/proc/self/fd"))
+    found = _operate.inspect(tmp_path / "a.pid", secure=HostileBool(True, door))
+    assert found.pid == 1 and opened == [before]  # once, with nothing open yet

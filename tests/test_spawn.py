@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import pathlib
 import signal
@@ -14,7 +15,7 @@ import threading
 import pytest
 
 import shimpid
-from _helpers import proc_state, require_or_skip
+from _helpers import proc_state, require_or_skip, run_in_pid_namespace, script_prelude
 from shimpid import Absent, StorageError, Verified, _common
 
 
@@ -468,6 +469,69 @@ def test_a_start_time_given_to_the_writer_stands_for_procs(backend, pid_path, no
 
 
 # ---- writer.write_for ----------------------------------------------------------------------------
+
+
+REAPED_EARLY = """
+import signal, shimpid._spawn as spawning
+child = os.fork()
+if child:  # pid 1 stays init, reaping orphans: the stranger below is not the test's child
+    os._exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+spawning.PidFileWriter = impl.PidFileWriter
+spawning.process_start_time = impl.process_start_time
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps each child as it exits
+read_clock, started = spawning.boot_clock, []
+
+class Popen(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        started.append(self.pid)
+
+def clock():  # spawn's reading after the child started: it is reaped, its pid given again
+    if len(started) == 1:
+        while os.path.exists(f"/proc/{{started[0]}}"):
+            time.sleep(0.001)
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(started[0] - 2))
+        if os.fork() == 0:  # gets started[0] - 1, and its child, the stranger, started[0]
+            if os.fork() == 0:
+                os.execvp("sleep", ["sleep", "60"])
+            os._exit(0)
+        while not os.path.exists(f"/proc/{{started[0]}}"):
+            time.sleep(0.001)
+        started.append(None)
+    return read_clock()
+
+for _ in range(4):  # pids given and freed: the child's two below it are free
+    subprocess.run(["true"])
+spawning.boot_clock, subprocess.Popen = clock, Popen
+try:
+    shimpid.spawn(["true"], {path!r})
+    outcome = "returned"
+except ChildProcessError as err:
+    outcome = str(err)
+subprocess.Popen = Popen.__base__
+time.sleep(0.1)
+with open(f"/proc/{{started[0]}}/cmdline", "rb") as f:
+    stranger = f.read()
+print(json.dumps([outcome, stranger.decode(), os.path.exists({path!r})]))
+"""
+
+
+def test_a_child_reaped_by_another_leaves_no_record_of_a_stranger(impl, tmp_path):
+    """spawn's one condition broken (SIGCHLD ignored): the child exits and is reaped before its
+    identity is read, and another process has its pid by then. The record would name that
+    stranger; it is removed, and ChildProcessError raised (in a pid namespace of the test's,
+    which gives the pid again at once)."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, for a pid namespace")
+    path = str(tmp_path / "app.pid")
+    result = run_in_pid_namespace(script_prelude(impl) + REAPED_EARLY.format(path=path))
+    assert result.returncode == 0, result.stderr
+    outcome, stranger, left = json.loads(result.stdout)
+    assert stranger == "sleep\x0060\x00", "the pid was given to the stranger, who lives"
+    assert outcome.startswith("[Errno 10] the child was reaped by another"), outcome
+    assert outcome.endswith("record removed: " + repr(path)), outcome
+    assert not left
 
 
 def test_write_for_a_posix_spawned_child(backend, pid_path, no_stray_children):

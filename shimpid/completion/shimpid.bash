@@ -10,7 +10,7 @@ _shtab_shimpid_subparsers=(status show spawn lock stop pid signal ls clean compl
 
 _shtab_shimpid_status_option_strings=(-h --help --insecure)
 _shtab_shimpid_show_option_strings=(-h --help --json --insecure)
-_shtab_shimpid_spawn_option_strings=(-h --help --pidfile --detach --capability)
+_shtab_shimpid_spawn_option_strings=(-h --help --pidfile --detach --capability --insecure)
 _shtab_shimpid_lock_option_strings=(-h --help --timeout --wait --capability --take-over-running --insecure)
 _shtab_shimpid_stop_option_strings=(-h --help --signal --timeout --allow-legacy --insecure)
 _shtab_shimpid_pid_option_strings=(-h --help --allow-legacy --insecure)
@@ -44,6 +44,7 @@ _shtab_shimpid_spawn_pos_0_nargs=...
 _shtab_shimpid_spawn__h_nargs=0
 _shtab_shimpid_spawn___help_nargs=0
 _shtab_shimpid_spawn___detach_nargs=0
+_shtab_shimpid_spawn___insecure_nargs=0
 _shtab_shimpid_lock_pos_1_nargs=...
 _shtab_shimpid_lock__h_nargs=0
 _shtab_shimpid_lock___help_nargs=0
