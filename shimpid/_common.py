@@ -477,6 +477,12 @@ def unlink_temp(temp: bytes) -> None:
 
 
 RECORD_IMMUTABLE = "PidRecord is immutable: it cannot be initialised again"
+
+
+def record_immutable(action: str, name: object) -> str:
+    return f"PidRecord is immutable: cannot {action} {name!r}"
+
+
 NOT_INITIALISED = "{0} is not initialised: make one with {0}.at(path)"
 ALREADY_INITIALISED = "{0} is already initialised"
 # Hashing a record while its __init__ converts its arguments: it has no value yet.

@@ -139,10 +139,10 @@ class PidRecord:
         return self._start_time
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"PidRecord is immutable: cannot set {name!r}")
+        raise AttributeError(_common.record_immutable("set", name))
 
     def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"PidRecord is immutable: cannot delete {name!r}")
+        raise AttributeError(_common.record_immutable("delete", name))
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not PidRecord:
@@ -239,6 +239,8 @@ def _byte_view(obj: object) -> memoryview:
         raise TypeError(_common.not_bytes_like(obj)) from None
     if not view.c_contiguous:
         raise BufferError(_common.BUFFER_NOT_CONTIGUOUS)
+    if not view.nbytes:  # cast() refuses a shape with a zero in it: (0, 3)
+        return memoryview(b"" if view.readonly else bytearray())
     return view.cast("B")
 
 
@@ -711,7 +713,11 @@ def _exists(pid: int) -> bool:
 
 
 def _status_of(pid: int) -> tuple[int, int, int] | None:
-    """``State`` (a byte), ``Tgid`` and ``Threads`` of /proc/<pid>/status, or None if it is gone."""
+    """``State`` (a byte), ``Tgid`` and ``Threads`` of /proc/<pid>/status, or None if it is gone.
+
+    ``Threads`` comes after ``Groups``, which a process in many groups makes longer than the
+    read: it is needed only for a zombie (its main thread may have exited), 1 if missing else.
+    """
     kept = keep(os.open, b"/proc/%d/status" % pid, os.O_RDONLY | _O_CLOEXEC)
     try:
         data = os.read(kept[0], _common.STATUS_READ_BYTES)
@@ -721,14 +727,16 @@ def _status_of(pid: int) -> tuple[int, int, int] | None:
         if kept:
             os.close(kept[0])
     fields = {}
-    for line in data.split(b"\n"):
+    for line in data.split(b"\n")[:-1]:  # the last: cut short by the read, or empty
         key, _, value = line.partition(b":")
         if key in (b"State", b"Tgid", b"Threads"):
             fields[key] = value.strip()
     try:
-        return fields[b"State"][0], int(fields[b"Tgid"]), int(fields[b"Threads"])
+        state = fields[b"State"][0]
+        threads = fields.get(b"Threads", b"1" if state not in b"ZX" else b"")
+        return state, int(fields[b"Tgid"]), int(threads)
     except (KeyError, IndexError, ValueError):
-        raise OSError(errno.EIO, f"unexpected /proc/{pid}/status") from None
+        raise OSError(errno.EIO, os.strerror(errno.EIO)) from None  # as the extension's
 
 
 def _proc_info(pid: int) -> tuple[int, int | None] | None:

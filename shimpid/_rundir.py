@@ -389,7 +389,7 @@ def judge(read: Read) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity
     these very bytes, as ``process_identity()`` gives it. Raises OSError if the system cannot
     tell."""
     data = read.data
-    if read.info.st_size > _common.PID_FILE_MAX_BYTES or len(data) > _common.PID_FILE_MAX_BYTES:
+    if _too_large(read):
         return _common.content_error(_common.TOO_LARGE, None), _common.NO_EXTRAS, ABSENT
     try:
         record = _backend.PidRecord.decode(data)
@@ -399,6 +399,11 @@ def judge(read: Read) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity
     if _common.from_another_boot(extras):
         return record, extras, ABSENT
     return record, extras, _backend._classify(record.pid, record.start_time, extras.pidfs_id)
+
+
+def _too_large(read: Read) -> bool:
+    """Larger than a pid file may be: no pid file (nor, in scan(), its bytes or its lock)."""
+    return max(read.info.st_size, len(read.data)) > _common.PID_FILE_MAX_BYTES
 
 
 # ---- locks of every kind -------------------------------------------------------------------
@@ -1155,7 +1160,7 @@ def _scan_names(
                     verdict = ABSENT if read is None else judge(read)[2]
                 except OSError as err:  # the system cannot tell
                     verdict = err
-            if read is None:
+            if read is None or _too_large(read):  # as the extension's scan, which reads none
                 yield path, verdict, None, None, None, None
             else:
                 yield path, verdict, read.data, read.lock if locks else None, None, None

@@ -186,7 +186,6 @@ cdef long PIDFS_MAGIC = 0x50494446
 cdef long TMPFS_MAGIC = 0x01021994
 cdef long RAMFS_MAGIC = 0x858458f6
 
-cdef tuple UNLOCKED = (False, None, None)  # a lock probe's answer: see _rundir.Entry.lock
 cdef tuple NONE_4 = (None, None, None, None)  # a scan item's fields that identity_at left out
 cdef object _own_extras = _common.own_extras
 # The open flags are _common's (and their reasons).
@@ -245,28 +244,41 @@ An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start
 
     def __init__(self, pid, start_time=None):
         cdef pid_record_t rec
+        cdef bint refused
         # A record is a value: it never changes (its hash would). __index__ may call back:
         # an __init__ re-entered from it is refused as a second one is (see the module's doc).
-        if self._ready or self._initialising:
+        # Looked at and marked in one step, which another thread (free-threaded) cannot split.
+        with cython.critical_section(self):
+            refused = self._ready or self._initialising
+            self._initialising = self._initialising or not refused
+        if refused:
             raise TypeError(_common.RECORD_IMMUTABLE)
-        self._initialising = True
         try:
             # PyNumber_Index: a C conversion alone would also take floats, through __int__.
+            # Its own errors (the caller's __index__) as they are; the range's, as pure's.
+            index = PyNumber_Index(pid)
             try:
-                rec.pid = PyNumber_Index(pid)
+                rec.pid = index
             except OverflowError:
                 raise OverflowError(_common.PID_RANGE) from None
             rec.has_start_time = start_time is not None
             rec.start_time = 0
             if rec.has_start_time:
+                index = PyNumber_Index(start_time)
                 try:
-                    rec.start_time = PyNumber_Index(start_time)
+                    rec.start_time = index
                 except OverflowError:
                     raise OverflowError(_common.START_TIME_RANGE) from None
         finally:
             self._initialising = False
         self.rec = rec  # all or nothing, and no Python code since the conversions
         self._ready = True
+
+    def __setattr__(self, name, value):
+        raise AttributeError(_common.record_immutable("set", name))
+
+    def __delattr__(self, name):
+        raise AttributeError(_common.record_immutable("delete", name))
 
     @property
     def pid(self):
@@ -285,12 +297,15 @@ An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start
                 and self.rec.start_time == theirs.start_time)
 
     def __hash__(self):
+        cdef bint refused
         if not self._ready:
             # Made by __new__ alone: PidRecord(0), for good once hashed (a set or dict holds
-            # it by that hash). Being initialised: it has no value yet.
-            if self._initialising:
+            # it by that hash). Being initialised: it has no value yet. (As __init__'s look.)
+            with cython.critical_section(self):
+                refused = self._initialising
+                self._ready = self._ready or not refused
+            if refused:
                 raise TypeError(_common.RECORD_INITIALISING)
-            self._ready = True
         return hash((self.rec.pid, self.start_time))
 
     def __repr__(self):
@@ -355,11 +370,14 @@ Write ``encode()`` into a writable buffer of at least 48 bytes; return its lengt
 
 cdef int _byte_view(object obj, Py_buffer *view) except -1:
     """A contiguous buffer of obj's bytes, with the pure backend's errors (the exporter words its
-    own: "memoryview: underlying buffer is not C-contiguous", "ndarray is not ...")."""
+    own, and picks its type: "memoryview: underlying buffer is not C-contiguous" is a
+    BufferError, numpy's "ndarray is not C-contiguous" a ValueError)."""
     try:
         PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
-    except BufferError:
-        raise BufferError(_common.BUFFER_NOT_CONTIGUOUS) from None
+    except (BufferError, ValueError):
+        if not memoryview(obj).c_contiguous:  # (what it says otherwise, as the pure backend)
+            raise BufferError(_common.BUFFER_NOT_CONTIGUOUS) from None
+        raise
     return 0
 
 
@@ -1119,7 +1137,7 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
     cdef pid_record_t record
     cdef extras_t extras
     cdef Py_ssize_t size, end = 0
-    cdef int failure = 0, verdict, level = pidfd_level()
+    cdef int failure = 0, verdict = IDENTITY_ABSENT, level = pidfd_level()
     cdef bint canonical = False
     with nogil:
         size = read_pid_file(directory_fd, c_target, buf, &failure, &lock if locks else NULL)
@@ -1132,11 +1150,8 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
     if read is not None:
         read.append(PyBytes_FromStringAndSize(<char *>buf, size) if size >= 0 else None)
         if locks and size >= 0:
-            if lock.locked == 0:
-                read.append(UNLOCKED)  # the usual answer, made once
-            else:
-                read.append((None if lock.locked < 0 else True, lock.pid or None,
-                             (lock.dev, lock.ino)))
+            locked = None if lock.locked < 0 else lock.locked == 1
+            read.append((locked, lock.pid or None, (lock.dev, lock.ino)))
             if canonical:  # and what ls shows, from the pass just made
                 read.append(_new_record(&record))
                 read.append(_canonical_extras(buf, end, size, &extras))
@@ -1580,31 +1595,36 @@ cdef int _unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
 
 cdef int _status_of(uint32_t pid, char *state, uint32_t *tgid,
                     uint32_t *threads) noexcept nogil:
-    """State, Tgid and Threads of /proc/<pid>/status: FOUND, GONE or -errno."""
+    """State, Tgid and Threads of /proc/<pid>/status (as _pure's): FOUND, GONE or -errno."""
     cdef char buf[STATUS_READ_BYTES + 8]  # zeros after what was read: memcmp never reads past
-    cdef Py_ssize_t n = STATUS_READ_BYTES, i, line
+    cdef Py_ssize_t n = STATUS_READ_BYTES, i, line = 0, end
     cdef int found = 0, rc = read_proc(pid, b"/status", buf, &n)
     if rc != FOUND:
         return rc
     memset(buf + n, 0, 8)
-    line = 0
-    while line < n and found != 7:
+    threads[0] = 1
+    while found != 7:
+        end = line
+        while end < n and buf[end] != c'\n':
+            end += 1
+        if end == n:
+            break  # what is left was cut short by the read: no whole line
         if memcmp(buf + line, b"State:", 6) == 0:
             i = line + 6
-            while i < n and (buf[i] == c'\t' or buf[i] == c' '):
+            while i < end and (buf[i] == c'\t' or buf[i] == c' '):
                 i += 1
-            state[0] = buf[i] if i < n else 0
+            state[0] = buf[i] if i < end else 0
             found |= 1
         elif memcmp(buf + line, b"Tgid:", 5) == 0:
-            tgid[0] = status_number(buf, line + 5, n)
+            tgid[0] = status_number(buf, line + 5, end)
             found |= 2
         elif memcmp(buf + line, b"Threads:", 8) == 0:
-            threads[0] = status_number(buf, line + 8, n)
+            threads[0] = status_number(buf, line + 8, end)
             found |= 4
-        while line < n and buf[line] != c'\n':
-            line += 1
-        line += 1
-    return FOUND if found == 7 else -EIO
+        line = end + 1
+    if found & 3 != 3 or (not found & 4 and (state[0] == c'Z' or state[0] == c'X')):
+        return -EIO
+    return FOUND
 
 
 cdef int read_proc(uint32_t pid, const char *leaf, char *buf, Py_ssize_t *size) noexcept nogil:

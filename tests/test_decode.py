@@ -7,7 +7,9 @@ checked against the reference's semantics compiled from Rust (tests/oracle/), wh
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -113,6 +115,16 @@ def test_bytes_like_inputs(impl, wrap):
     assert impl.PidRecord.decode(wrap(b"12\n34\n")) == impl.PidRecord(12, 34)
 
 
+class Strided:
+    """A buffer that is not C-contiguous and refuses a simple view with an error of its own
+    type, as numpy's Fortran-ordered arrays do (Python 3.12+: ``__buffer__``)."""
+
+    def __buffer__(self, flags):
+        if flags == 0:  # PyBUF_SIMPLE
+            raise ValueError("ndarray is not C-contiguous")
+        return memoryview(b"1 2 3 4")[::2]
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -120,11 +132,19 @@ def test_bytes_like_inputs(impl, wrap):
         (12, TypeError),
         (None, TypeError),
         (memoryview(b"1 2 3 4")[::2], BufferError),
+        pytest.param(
+            Strided(),
+            BufferError,
+            marks=pytest.mark.skipif(sys.version_info < (3, 12), reason="no __buffer__"),
+        ),
+        ((ctypes.c_uint8 * 3 * 0)(), StorageError),  # a shape with a zero: (0, 3)
     ],
 )
 def test_non_bytes_inputs(impl, data, error):
-    with pytest.raises(error):
+    with pytest.raises(error) as raised:
         impl.PidRecord.decode(data)
+    if error is BufferError:
+        assert str(raised.value) == "buffer is not C-contiguous"
 
 
 # ---- both backends agree, on everything ----------------------------------------------------------

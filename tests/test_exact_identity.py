@@ -340,6 +340,23 @@ def test_a_process_whose_main_thread_exited_is_alive(impl, level, pid_path, lead
         stop(child)
 
 
+def test_a_process_in_many_groups_is_told(impl, level, pid_path):
+    """Its /proc/<pid>/status is longer than the read (Groups comes before Threads): what is
+    needed is there all the same."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, to start a process in many groups")
+    child = subprocess.Popen(["sleep", "60"], extra_groups=range(100_000, 101_500))
+    try:
+        with open(f"/proc/{child.pid}/status", "rb") as f:
+            assert f.read().index(b"\nThreads:") > _common.STATUS_READ_BYTES
+        assert impl.is_process_alive(child.pid)
+        assert impl.process_start_time(child.pid) == start_time_from_proc(child.pid)
+        impl.PidFileWriter.at(pid_path).write_for(child.pid)
+        assert shimpid.PidFileReader.at(pid_path).process_identity() == Verified(child.pid)
+    finally:
+        stop(child)
+
+
 # ---- 5. the fallbacks where the kernel offers less -----------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import copy
+import ctypes
 import os
 import pickle
 
@@ -56,13 +57,27 @@ def test_keywords(impl):
 
 def test_immutable(impl):
     r = impl.PidRecord(5, 6)
-    with pytest.raises(AttributeError):
-        r.pid = 7
-    with pytest.raises(AttributeError):
-        r.start_time = 7
-    with pytest.raises(AttributeError):
-        r.other = 1
+    for name in ("pid", "start_time", "other"):
+        with pytest.raises(AttributeError) as raised:
+            setattr(r, name, 7)
+        assert str(raised.value) == f"PidRecord is immutable: cannot set {name!r}"
+        with pytest.raises(AttributeError) as raised:
+            delattr(r, name)
+        assert str(raised.value) == f"PidRecord is immutable: cannot delete {name!r}"
     assert (r.pid, r.start_time) == (5, 6)
+
+
+def test_an_index_that_fails_fails_as_it_says(impl):
+    """The caller's __index__ raising OverflowError of its own: its words, not the range's."""
+
+    class Huge:
+        def __index__(self):
+            raise OverflowError("from __index__")
+
+    for args in ((Huge(),), (1, Huge())):
+        with pytest.raises(OverflowError) as raised:
+            impl.PidRecord(*args)
+        assert str(raised.value) == "from __index__"
 
 
 def test_equality_and_hash(impl):
@@ -156,6 +171,7 @@ def test_encode_into_leaves_the_rest_of_the_buffer(impl):
         (lambda: memoryview(bytearray(48)).toreadonly(), TypeError),
         (lambda: "x" * 48, TypeError),
         (lambda: memoryview(bytearray(96))[::2], BufferError),
+        (lambda: (ctypes.c_uint8 * 3 * 0)(), ValueError),  # a shape with a zero: (0, 3)
     ],
 )
 def test_encode_into_bad_buffers(impl, make, error):

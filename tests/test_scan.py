@@ -11,7 +11,7 @@ import pytest
 
 import shimpid
 from _helpers import run_in_child
-from shimpid import Absent, Legacy, Verified, _operate, _rundir
+from shimpid import Absent, Legacy, Verified, _common, _operate, _rundir
 
 TOKEN = "services-mux-v1"
 
@@ -63,6 +63,32 @@ def test_scan_gives_each_pid_file_its_verdict(scanning, run_dir, sleeper):
 def test_scan_agrees_with_each_reader(impl, scanning, run_dir):
     for path, verdict in scanning(run_dir):
         assert verdict == shimpid.PidFileReader.at(path).process_identity()
+
+
+def test_every_pattern_and_backend_gives_the_same_entries(impl, run_dir, monkeypatch):
+    """What ls shows (record, extras, lock, bytes) is the pure rules' whichever way it is read:
+    the extension's fast path for "*.pid", or the general one. A file larger than a pid file
+    may be holds none: no bytes, no lock, no record."""
+    with open(run_dir / "legacy.pid") as held:
+        import fcntl
+
+        fcntl.flock(held, fcntl.LOCK_EX)  # a flock(): locked, its holder unnamed
+
+        def entries(backend, pattern):
+            monkeypatch.setattr(_rundir, "_backend", backend)
+            found = shimpid.scan(run_dir, pattern=pattern, locks=True)
+            return {
+                e.path: (e.verdict, e.data, e.lock, e.record and e.record.encode(), e.extras)
+                for e in found
+            }
+
+        expected = entries(shimpid._pure, "*.p[i]d")
+        for pattern in ("*.pid", "*.p[i]d"):
+            assert entries(impl, pattern) == expected, pattern
+    assert expected[str(run_dir / "big.pid")] == (Absent(), None, None, None, _common.NO_EXTRAS)
+    live = os.stat(run_dir / "live.pid")
+    assert expected[str(run_dir / "live.pid")][2] == (False, None, (live.st_dev, live.st_ino))
+    assert expected[str(run_dir / "legacy.pid")][2][:2] == (True, None)
 
 
 def test_scan_reports_what_it_cannot_read_and_goes_on(impl, scanning, shared_dir, sleeper):
