@@ -131,8 +131,9 @@ def _add_spawn(commands: Any) -> None:
         "SIGINT, SIGTERM and SIGHUP), remove the pid file when it exits and exit "
         "with its status. With --detach, start it in a new session with its standard "
         "streams on /dev/null, and return once the record is written. Exit 1 if the "
-        "pid file cannot be written (the command is not started, or is killed), "
-        "126 if CMD cannot be run, 127 if it is not found.",
+        "pid file cannot be written (the command is not started, or is killed), 4 if "
+        "its path is not trusted (as root; nothing is started), 126 if CMD cannot be run, 127 "
+        "if it is not found.",
         usage="shimpid spawn [-h] --pidfile FILE [--detach] [--capability TOKEN] [--insecure] "
         "-- CMD [ARGS...]",
     )
@@ -607,19 +608,22 @@ def _spawn(args: argparse.Namespace) -> int:
         return _failed("spawn", err, args.pidfile)
     except (TypeError, ValueError, StorageError) as err:
         return _cannot_prepare("spawn", err)
-    except OSError as err:  # the directory, gone or changed since the writer looked at it
-        return _cannot_prepare("spawn", StorageError(err.errno, err.strerror, args.pidfile))
+    except OSError:
+        # One the user may write to but not read (0300): written all the same, as by
+        # shimpid.spawn(), but neither read back nor removed when the command exits.
+        directory = None
     try:
         return _spawn_in(args, command, writer, directory, name)
     finally:
-        os.close(directory)
+        if directory is not None:
+            os.close(directory)
 
 
 def _spawn_in(
     args: argparse.Namespace,
     command: list[str],
     writer: _backend.PidFileWriter,
-    directory: int,
+    directory: int | None,
     name: bytes,
 ) -> int:
     options: dict[str, Any] = {}
@@ -655,10 +659,10 @@ def _spawn_in(
     _say(f"started {child.pid}, recorded in {shown(args.pidfile)}")
     if args.detach:
         return 0
-    written = _our_record(directory, name, child.pid)
+    written = None if directory is None else _our_record(directory, name, child.pid)
     forward.to(child)
     code = forward.wait()
-    if written is not None:
+    if written is not None and directory is not None:
         try:
             remove_at(directory, name, written)  # unless another has been written since
         except OSError as err:

@@ -1095,6 +1095,16 @@ def proc_state() -> int:
     return state
 
 
+def parent_of(pid: int) -> int:
+    """The parent of the process holding pid, as /proc shows it (call proc_state() first); 0 if
+    it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 # ---- start times from the clock -------------------------------------------------------------
 
 # Linux stamps a process with the CLOCK_BOOTTIME nanosecond of its fork(), and /proc/<pid>/stat

@@ -262,13 +262,5 @@ def never_signalled(pid: int) -> str | None:
     while ancestor > 1:
         if ancestor == pid:
             return "it is an ancestor of this process"
-        ancestor = _parent_of(ancestor)
+        ancestor = _common.parent_of(ancestor)
     return None
-
-
-def _parent_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rpartition(b")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0

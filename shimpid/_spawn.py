@@ -235,7 +235,7 @@ def write_child(writer: PidFileWriter, pid: int, before: int) -> None:
     writer._write_for(pid, child_start_time(pid, before, boot_clock()))
     if not _unreaped(pid):
         try:
-            removed = _remove_record(writer.path, pid)
+            removed = _remove_record(writer._target, pid)
         except OSError as err:
             removed = f"not removed: {err}"
         raise ChildProcessError(errno.ECHILD, REAPED + removed, writer.path)
@@ -250,9 +250,12 @@ _waitid = getattr(os, "waitid", None)
 
 def _unreaped(pid: int) -> bool:
     """Whether child ``pid`` is still this process's to reap, running or a zombie (its pid has
-    been no other's since it started); True where the system cannot tell (no waitid)."""
+    been no other's since it started). Without waitid (PyPy, macOS), whether /proc names this
+    process its parent; True where nothing can tell (no /proc)."""
     if _waitid is None:
-        return True
+        if _common.proc_state() != _common.PROC_OURS:
+            return True
+        return _common.parent_of(pid) == os.getpid()
     try:
         _waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
@@ -260,7 +263,7 @@ def _unreaped(pid: int) -> bool:
     return True
 
 
-def _remove_record(path: PathArg, pid: int) -> str:
+def _remove_record(path: bytes, pid: int) -> str:
     """Remove the pid file at path if it holds a record of pid, as clean() would (unless it
     changes meanwhile, or is locked); what was done, in words."""
     from . import _rundir

@@ -68,7 +68,7 @@ cdef class PidRecord:
 cdef class WriterCore:
     cdef pid_writer_t writer  # writer.path is NULL until prepared: see _ready()
     cdef readonly object _path
-    cdef bytes _target
+    cdef readonly bytes _target  # the absolute path it writes
     cdef bytes _temp_prefix
     cdef readonly bytes _identity
     cdef readonly bytes _capability

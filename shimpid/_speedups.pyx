@@ -269,10 +269,15 @@ An immutable, hashable, picklable value. ``pid`` is ``0 .. 2**32-1`` and ``start
                     rec.start_time = index
                 except OverflowError:
                     raise OverflowError(_common.START_TIME_RANGE) from None
-        finally:
+        except BaseException:
+            with cython.critical_section(self):
+                self._initialising = False
+            raise
+        # All or nothing, with no Python code since the conversions, in one step again.
+        with cython.critical_section(self):
+            self.rec = rec
+            self._ready = True
             self._initialising = False
-        self.rec = rec  # all or nothing, and no Python code since the conversions
-        self._ready = True
 
     def __setattr__(self, name, value):
         raise AttributeError(_common.record_immutable("set", name))

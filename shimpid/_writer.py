@@ -8,8 +8,9 @@ what a write needs and does the writes (in C in the extension: ``write_current``
 
 and nothing may subclass that. The core's part: ``_prepare`` sets everything at once (and
 refuses a writer prepared already), ``_check`` refuses one not prepared yet, ``_write``,
-``write_current``, ``_write_for`` and ``_sibling`` write, and ``_path``, ``_atomic``,
-``_mode``, ``_identity`` and ``_capability`` say what it was prepared with. No ``__getattr__``
+``write_current``, ``_write_for`` and ``_sibling`` write, and ``_path``, ``_target`` (the
+absolute path it writes), ``_atomic``, ``_mode``, ``_identity`` and ``_capability`` say what it
+was prepared with. No ``__getattr__``
 anywhere: it would cost ``writer.write_current()`` CPython's method fast path, and an
 allocation after ``fork()``.
 """
@@ -62,6 +63,7 @@ class PidFileWriter(Sealed):
 
     if TYPE_CHECKING:  # the core's part (see the module's doc)
         _path: str | bytes
+        _target: bytes
         _atomic: bool
         _mode: int
         _identity: bytes

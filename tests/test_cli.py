@@ -14,7 +14,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import proc_state, require_or_skip, stop
+from _helpers import proc_state, require_or_skip, run_in_child, stop
 from shimpid import _common
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
@@ -268,6 +268,31 @@ def test_spawn_removes_the_record_in_the_directory_it_checked(cli, tmp_path):
     assert code == 0, err
     assert os.readlink(tmp_path / "run") == "b"
     assert os.listdir(tmp_path / "a") == [] and stray.read_bytes() == b"1\n"
+
+
+def test_spawn_writes_in_a_directory_it_may_write_to_but_not_read(impl, shared_dir):
+    """A drop box (0300): the record is written, as shimpid.spawn() writes it, though it can be
+    neither read back nor removed through the directory."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, to act as another user")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    drop = os.path.join(shared_dir, "drop")
+    os.mkdir(drop, 0o300)
+    os.chown(drop, nobody, nobody)
+
+    def child(out):
+        from shimpid import _cli
+
+        os.setgid(nobody)
+        os.setuid(nobody)
+        _cli._backend = impl
+        os.write(out, b"%d" % _cli.main(["spawn", "--pidfile", f"{drop}/x.pid", "--", "true"]))
+
+    code, said = run_in_child(child)
+    assert (code, said) == (0, b"0")
+    assert os.listdir(drop) == ["x.pid"]
 
 
 # ---- stop ----------------------------------------------------------------------------------------
