@@ -155,6 +155,10 @@ def _wait_in_thread(loop: asyncio.AbstractEventLoop, transport: _RecordingTransp
 def _reap(transport: _RecordingTransport) -> int:
     proc = transport._proc
     assert proc is not None
+    if proc.returncode is not None:
+        # Reaped already (Popen.poll(), from send_signal() or close()): its pid may be
+        # another child's by now, whose exit a waitpid() would wait for, and take.
+        return proc.returncode
     try:
         _, status = os.waitpid(proc.pid, 0)
     except ChildProcessError:

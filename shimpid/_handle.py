@@ -109,6 +109,8 @@ class ProcessHandle:
         self._check_open()
         try:
             if self._pidfd is not None:
+                if self._wait(0):  # a zombie takes a signal, and nothing comes of it
+                    return False
                 signal.pidfd_send_signal(self._pidfd, sig)
                 return True
             if not self._still_there():
@@ -156,7 +158,10 @@ class ProcessHandle:
             poller.register(self._pidfd, select.POLLIN)
             while True:
                 left = _MAX_POLL if deadline is None else deadline - time.monotonic()
-                if poller.poll(max(min(left, _MAX_POLL), 0) * 1000):
+                ready = poller.poll(max(min(left, _MAX_POLL), 0) * 1000)
+                if ready:
+                    if ready[0][1] & select.POLLNVAL:  # closed meanwhile, by another thread
+                        raise ValueError("operation on a closed ProcessHandle")
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False

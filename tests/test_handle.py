@@ -47,6 +47,7 @@ def test_a_handle_signals_and_waits_for_the_recorded_process(impl, pidfds, pid_p
         assert handle.send_signal(signal.SIGTERM) is True
         assert handle.wait(10) is None
         assert proc_state(sleeper.pid) == "Z", "wait() does not reap"
+        assert handle.send_signal(signal.SIGTERM) is False, "exited: a zombie takes nothing"
         assert sleeper.wait() == -signal.SIGTERM
         # gone: nothing is sent (never to a process that reuses its pid), and no error, as Popen
         assert handle.send_signal(signal.SIGKILL) is False
@@ -54,6 +55,19 @@ def test_a_handle_signals_and_waits_for_the_recorded_process(impl, pidfds, pid_p
         assert handle.wait(0) is None and handle.poll() is True
     with pytest.raises(ValueError):
         handle.send_signal(0)
+
+
+def test_a_wait_whose_pidfd_is_closed_meanwhile_says_so(impl, pid_path, sleeper):
+    """Closed under it (another thread leaving ``with``): poll() reports the descriptor invalid,
+    which is no exit."""
+    require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
+    record_child(impl, pid_path, sleeper)
+    handle = shimpid.PidFileReader.at(pid_path).open_process()
+    os.close(handle.fileno())
+    with pytest.raises(ValueError, match="closed ProcessHandle"):
+        handle.wait(1)
+    handle._closed = True  # (its pidfd is gone already)
+    assert proc_state(sleeper.pid) in "RS"
 
 
 def test_terminate_and_kill(impl, pidfds, pid_path):

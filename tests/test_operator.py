@@ -206,6 +206,29 @@ def test_inspect_tells_what_is_at_the_path_from_one_open(tmp_path, monkeypatch):
     assert found.why_absent == "no pid file" and path.exists()
 
 
+@pytest.mark.parametrize("kind", ["lockf", "ofd"])
+def test_waiting_for_a_record_lock_does_not_spin(locking, tmp_path, kind):
+    """flock() does not wait for a POSIX or OFD lock: acquire() with no timeout looks again, less
+    and less often, rather than at once, for ever (a core's worth of CPU, and a temporary file
+    each time)."""
+    path = tmp_path / "app.pid"
+    path.write_bytes(b"")
+    holder = lock_holder(path, kind)
+    lock = locking(path)
+    threading = __import__("threading")
+    timer = threading.Timer(1.0, stop, [holder])
+    timer.start()
+    started, cpu = time.monotonic(), time.process_time()
+    try:
+        lock.acquire()  # for as long as it takes: the holder goes after a second
+        assert lock.i_am_locking()
+    finally:
+        timer.join()
+        lock.release()
+    waited, used = time.monotonic() - started, time.process_time() - cpu
+    assert waited >= 0.9 and used < waited / 3, (waited, used)
+
+
 def test_garbage_is_absent_everywhere(impl, cli, tmp_path):
     """ls, clean, status, show and scan agree: a file without a record is absent."""
     for data in (b"", b"garbage\n", b"\xff\xfe"):

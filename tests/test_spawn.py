@@ -801,3 +801,42 @@ def test_asyncio_hundreds_at_once_and_a_cancelled_waiter(backend, run, tmp_path,
         return codes
 
     assert run(main()) == [0] * 300
+
+
+REAPED_BY_POLL = """
+import asyncio
+child = os.fork()
+if child:  # pid 1 stays init
+    os._exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+for _ in range(4):  # pids given and freed: the one below the child's is free
+    subprocess.run(["true"])
+
+async def main():
+    gate, opened = os.pipe()  # the child exits once the gate is closed: not before this says
+    a = await shimpid.create_subprocess_exec(
+        "sh", "-c", "read x; exit 5", pidfile={path!r}, stdin=gate
+    )
+    os.close(opened)
+    while open(f"/proc/{{a.pid}}/stat").read().rpartition(")")[2].split()[0] != "Z":
+        time.sleep(0.001)  # the loop does not run meanwhile: its reaper has not seen the exit
+    a.send_signal(0)  # Popen.poll() first: it reaps the child
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(a.pid - 1))
+    b = subprocess.Popen(["sh", "-c", "sleep 0.5; exit 3"])
+    code = await a.wait()  # (a wait for b's exit would have taken b's status: 3)
+    return [b.pid == a.pid, code, b.wait()]
+
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def test_asyncio_never_waits_for_a_child_that_took_a_reaped_childs_pid(impl, tmp_path):
+    """A child reaped by Popen.poll() (send_signal() asks it first) before the loop saw it exit:
+    its pid may be another child's by then, whose exit the reaper must neither wait for (the
+    loop would stall) nor take."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, for a pid namespace")
+    script = script_prelude(impl) + REAPED_BY_POLL.format(path=str(tmp_path / "a.pid"))
+    result = run_in_pid_namespace(script)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [True, 5, 3]
