@@ -326,11 +326,11 @@ class PidFileLock(_common.Final):
                 if timeout is None and taken == _HELD:
                     if _held_here(self._target):  # it would wait for itself, for ever
                         raise AlreadyLocked(self._path, pid)
-                    _wait_for_holder(self._target, self._path)
-                    # A POSIX or OFD lock's holder (lockf, fasteners): flock() does not wait
-                    # for it. Look again, less and less often, as for a timeout.
-                    time.sleep(delay)
-                    delay = min(delay * 2, _POLL_MAX)
+                    if _wait_for_holder(self._target, self._path):
+                        # A POSIX or OFD lock's holder (lockf, fasteners): flock() does not
+                        # wait for it. Look again, less and less often, as for a timeout.
+                        time.sleep(delay)
+                        delay = min(delay * 2, _POLL_MAX)
                     continue
                 now = time.monotonic()
                 if deadline == math.inf:  # the first try failed: from now on, the clock counts
@@ -371,27 +371,20 @@ class PidFileLock(_common.Final):
         Does nothing where this object does not hold it (as ``pid.PidFile.close()``): never
         taken, released already, or a child forked while the parent held it (the lock is the
         parent's). If a signal handler raises before the file is removed, the lock is still
-        held: call it again. A lock whose descriptor was asked for (``fileno()``) is only let go
-        of here: a child given the descriptor holds the lock on, and its file stays (removed, a
-        second instance would lock a new one while the child runs).
+        held: call it again.
         """
         slot = self._slot
         if slot[0] < 0 or self._owner != _pid:
             return
         _held.pop(slot[0], None)
-        if slot[0] in _handed_out:
-            _handed_out.discard(slot[0])
-            fd, slot[0] = slot[0], -1  # inline: see _common.keep
-            os.close(fd)
-            return
+        _handed_out.discard(slot[0])
         _lock_release(slot, self._target, self._data, self._path)
 
     def fileno(self) -> int:
         """The descriptor holding the lock (to hand it to a program run by exec, as ``shimpid
-        lock`` does); ``ValueError`` if this object does not hold it. Once asked for, the
-        descriptor is the caller's to hand out: a forked child keeps it, and neither
-        ``release()`` nor interpreter exit removes the file (a child given it may hold the lock
-        on)."""
+        lock`` does); ``ValueError`` if this object does not hold it. A lock whose descriptor
+        was asked for is not released at interpreter exit (a child given it may hold it on);
+        ``release()`` still does."""
         if not self._held():
             raise ValueError("the lock is not held")
         _handed_out.add(self._slot[0])
@@ -522,15 +515,17 @@ def holder_pid(target: str | bytes) -> int | None:
     return _look(target)[1]
 
 
-def _wait_for_holder(target: bytes, path: str | bytes) -> None:
-    """Wait until no process holds the pid file at target locked (or there is none), holding
-    nothing meanwhile but a descriptor of it: a waiter killed leaves nothing behind. Not on the
-    hot path (a free lock is taken at the first try), so written once, here."""
+def _wait_for_holder(target: bytes, path: str | bytes) -> bool:
+    """Wait until no process holds the pid file at target locked by ``flock()`` (or there is
+    none), holding nothing meanwhile but a descriptor of it: a waiter killed leaves nothing
+    behind. True if a POSIX or OFD lock holds it still, which flock() cannot wait for. Not on
+    the hot path (a free lock is taken at the first try), so written once, here."""
     kept = _common.keep(os.open, target, _common.OPEN_READ)
     try:
         _common.flock(kept[0], _common.LOCK_EX)  # let go at once: the next try takes it properly
+        return bool(_common.record_locked(kept[0])[0])
     except FileNotFoundError:  # from the open: nothing there to wait for
-        return
+        return False
     except OSError as err:
         raise _common.write_error(err, path) from None
     finally:
@@ -761,8 +756,6 @@ def _after_fork_in_child() -> None:
     _pid = os.getpid()
     _own.clear()
     for fd in _held:
-        if fd in _handed_out:
-            continue  # the caller's to hand over: a fork, then exec, passes it on
         try:
             os.close(fd)
         except OSError:

@@ -64,9 +64,11 @@ def test_a_wait_whose_pidfd_is_closed_meanwhile_says_so(impl, pid_path, sleeper)
     record_child(impl, pid_path, sleeper)
     handle = shimpid.PidFileReader.at(pid_path).open_process()
     os.close(handle.fileno())
-    with pytest.raises(ValueError, match="closed ProcessHandle"):
-        handle.wait(1)
-    handle._closed = True  # (its pidfd is gone already)
+    try:
+        with pytest.raises(ValueError, match="closed ProcessHandle"):
+            handle.wait(1)
+    finally:
+        handle._closed = True  # (its pidfd is gone already: never closed again)
     assert proc_state(sleeper.pid) in "RS"
 
 
