@@ -821,7 +821,8 @@ async def main():
     while open(f"/proc/{{a.pid}}/stat").read().rpartition(")")[2].split()[0] != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.001)  # the loop does not run meanwhile: its reaper has not seen the exit
-    a.send_signal(0)  # Popen.poll() first: it reaps the child
+    # Popen.poll() reaps it, as transport.close() does, and send_signal() did before 3.13
+    assert a._transport._proc.poll() == 5
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(a.pid - 1))
     b = subprocess.Popen(["sh", "-c", "sleep 0.5; exit 3"])
@@ -833,7 +834,7 @@ print(json.dumps(asyncio.run(main())))
 
 
 def test_asyncio_never_waits_for_a_child_that_took_a_reaped_childs_pid(impl, tmp_path):
-    """A child reaped by Popen.poll() (send_signal() asks it first) before the loop saw it exit:
+    """A child reaped by Popen.poll() (close() asks it first) before the loop saw it exit:
     its pid may be another child's by then, whose exit the reaper must neither wait for (the
     loop would stall) nor take."""
     if os.geteuid() != 0:
