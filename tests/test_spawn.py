@@ -478,7 +478,6 @@ if child:  # pid 1 stays init, reaping orphans: the stranger below is not the te
     os._exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
 spawning.PidFileWriter = impl.PidFileWriter
 spawning.process_start_time = impl.process_start_time
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps each child as it exits
 read_clock, started = spawning.boot_clock, []
 
 class Popen(subprocess.Popen):
@@ -488,8 +487,11 @@ class Popen(subprocess.Popen):
 
 def clock():  # spawn's reading after the child started: it is reaped, its pid given again
     if len(started) == 1:
-        while os.path.exists(f"/proc/{{started[0]}}"):
-            time.sleep(0.001)
+        deadline = time.monotonic() + 30
+        for pid in (started[0], started[0] - 1):  # both free before the fork below
+            while os.path.exists(f"/proc/{{pid}}"):
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(started[0] - 2))
         if os.fork() == 0:  # gets started[0] - 1, and its child, the stranger, started[0]
@@ -497,12 +499,14 @@ def clock():  # spawn's reading after the child started: it is reaped, its pid g
                 os.execvp("sleep", ["sleep", "60"])
             os._exit(0)
         while not os.path.exists(f"/proc/{{started[0]}}"):
+            assert time.monotonic() < deadline
             time.sleep(0.001)
         started.append(None)
     return read_clock()
 
-for _ in range(4):  # pids given and freed: the child's two below it are free
+for _ in range(4):  # pids given and freed (reaped, before SIGCHLD is ignored)
     subprocess.run(["true"])
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps each child as it exits
 if {proc}:
     spawning._waitid = None  # as on PyPy and macOS: /proc says who the parent is
 os.chdir(os.path.dirname({path!r}))
