@@ -31,12 +31,11 @@ from ._common import ABSENT, Legacy, StorageError, Verified
 from ._lock import AlreadyLocked, AlreadyRunning, PidFileLock
 from ._operate import Inspection, Refused, inspect, send_signal, stop
 from ._rundir import (
-    Read,
     UntrustedPath,
     clean,
     lock_holder,
     open_directory,
-    read_at,
+    record_of,
     remove_at,
     scan_reads,
     split_file_path,
@@ -659,7 +658,10 @@ def _spawn_in(
     _say(f"started {child.pid}, recorded in {shown(args.pidfile)}")
     if args.detach:
         return 0
-    written = None if directory is None else _our_record(directory, name, child.pid)
+    written = None
+    if directory is not None:  # the read that tells, when the command exits, whether it is ours
+        with contextlib.suppress(OSError):
+            written = record_of(directory, name, child.pid)
     forward.to(child)
     code = forward.wait()
     if written is not None and directory is not None:
@@ -668,18 +670,6 @@ def _spawn_in(
         except OSError as err:
             _complain(f"spawn: could not remove {shown(args.pidfile)}: {shown(err)}")
     return 128 - code if code < 0 else code
-
-
-def _our_record(directory: int, name: bytes, pid: int) -> Read | None:
-    """The read of the pid file if it holds the record of pid (not another's, written in the
-    instant since), for removing it later only if unchanged."""
-    try:
-        read = read_at(directory, name)
-        if read is not None and _backend.PidRecord.decode(read.data).pid == pid:
-            return read
-    except OSError:
-        pass
-    return None
 
 
 class _Forwarder:

@@ -197,14 +197,11 @@ class PidFileLock(_common.Final):
                 # refuses it): as root, never made so
                 raise ValueError(f"mode {mode:#o} lets group or others write the pid file")
             path = os.fspath(path)
-            if create_dir:
-                # Made where missing, the whole way from / (the target is absolute; "x/.." is
-                # left for the walk, which goes where the kernel does).
-                made = os.path.dirname(_common.writer_target(path, True)[1])
-                os.close(open_directory(made, secure=secure, create=True))
+            if create_dir:  # (and, as root, checked in the same walk)
+                _check_directory(_common.writer_target(path, True)[1], secure, True)
             given, target, temp_prefix, _ = _common.writer_paths(path, True)
-            if secure:
-                _check_directory(target)
+            if secure and not create_dir:
+                _check_directory(target, True, False)
             self._path, self._temp_prefix = given, temp_prefix
             self._mode = mode
             self._capability = capability_line
@@ -428,13 +425,15 @@ def _check_timeout(timeout: object) -> float | None:
     return float(timeout)  # type: ignore[arg-type]
 
 
-def _check_directory(target: bytes) -> None:
-    """As root (secure): nobody else can change the way to the lock's file, so its path means
-    what it does now, for every acquire(); nor replace the file in its directory (another
-    instance would then lock a file of its own)."""
-    directory = open_directory(os.path.dirname(target), secure=True)
+def _check_directory(target: bytes, secure: bool, create: bool) -> None:
+    """One walk to the lock file's directory (``target`` is absolute; "x/.." is left for the
+    walk, which goes where the kernel does). ``create``: its missing directories made on the
+    way. ``secure`` (as root): nobody else can change the way, so the path means what it does
+    now, for every acquire(); nor replace the file in its directory (another instance would
+    then lock a file of its own)."""
+    directory = open_directory(os.path.dirname(target), secure=secure, create=create)
     try:
-        why = open_to_others(os.fstat(directory))
+        why = open_to_others(os.fstat(directory)) if secure else None
     finally:
         os.close(directory)
     if why:

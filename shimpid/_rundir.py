@@ -86,7 +86,6 @@ NOT_STALE = "it is not stale"
 CHANGED = "it was written again since it was read"
 ASIDE_NAMES_TAKEN = "no free name to set the file aside under: files left aside by killed removers?"
 
-_READ = _common.OPEN_READ
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # Each step of a secure walk: O_PATH opens a directory we may not list, and is no open of it.
 _STEP = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -353,11 +352,24 @@ def read_at(
             os.close(kept[0])
 
 
+def record_of(directory: int, name: bytes, pid: int) -> Read | None:
+    """The read of the file ``name`` of the open directory if it holds the record of ``pid``
+    (to remove it later only if unchanged, with ``remove_at``); None if there is none, or it
+    names another process or none. A failed read is raised."""
+    read = read_at(directory, name)
+    if read is None or _too_large(read):
+        return None
+    try:
+        return read if _common.decode_record(read.data)[0] == pid else None
+    except StorageError:
+        return None
+
+
 def _open_regular(directory: int, name: bytes | str) -> _common.Kept:
     """The file ``name`` of the open directory, opened by ``kept[0]`` (see ``_regular``) and
     kept as it is made: a signal handler that raises can never lose the descriptor; the caller
     closes ``kept[0]`` if ``kept``."""
-    return _common.keep(os.open, name, _READ, dir_fd=directory)
+    return _common.keep(os.open, name, _common.OPEN_READ, dir_fd=directory)
 
 
 def _regular(kept: _common.Kept, shown: str | None = None) -> int | None:
@@ -379,7 +391,7 @@ def _regular(kept: _common.Kept, shown: str | None = None) -> int | None:
     return None
 
 
-# What opening (_READ) something other than a regular file fails with: a symlink (O_NOFOLLOW),
+# What opening (OPEN_READ) something other than a regular file fails with: a symlink (O_NOFOLLOW),
 # a socket (ENXIO), a directory (as some systems refuse it)
 _NOT_REGULAR_ERRNOS = frozenset({errno.ELOOP, errno.ENXIO, errno.EISDIR})
 

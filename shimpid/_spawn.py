@@ -271,8 +271,8 @@ def _remove_record(path: bytes, pid: int) -> str:
     where, name = _rundir.split_file_path(path)
     directory = _rundir.open_directory(where, secure=False)
     try:
-        read = _rundir.read_at(directory, name)
-        if read is None or _common.decode_record(read.data)[0] != pid:
+        read = _rundir.record_of(directory, name, pid)
+        if read is None:
             return "gone already"
         removed, why = _rundir.remove_at(directory, name, read)
         return "removed" if removed else f"not removed: {why}"

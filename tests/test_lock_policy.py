@@ -821,15 +821,21 @@ def test_create_dir_checks_the_way_the_kernel_goes(locking, tmp_path):
         locking(path, secure=True)
 
 
-def test_a_secure_lock_refuses_a_directory_others_can_write_to(locking, tmp_path):
+def test_a_secure_lock_refuses_a_directory_others_can_write_to(locking, tmp_path, monkeypatch):
     """There another user could remove the held file, and a second instance lock a new one;
-    a sticky directory (as /tmp) lets only the file's owner remove it."""
+    a sticky directory (as /tmp) lets only the file's owner remove it. The way is walked once,
+    with create_dir or without."""
     open_to_all = tmp_path / "open"
     open_to_all.mkdir()
     open_to_all.chmod(0o777)
+    walks = []
+    real = _lock.open_directory
+    monkeypatch.setattr(_lock, "open_directory", lambda *a, **k: walks.append(a) or real(*a, **k))
     for create_dir in (False, True):
         with pytest.raises(_rundir.UntrustedPath, match=r"app\.pid: it is in a directory"):
             locking(open_to_all / "app.pid", create_dir=create_dir, secure=True)
+        assert len(walks) == 1
+        walks.clear()
     assert os.listdir(open_to_all) == []
     with locking(open_to_all / "app.pid", secure=False) as lock:
         assert lock.holder() == Verified(os.getpid())

@@ -385,6 +385,32 @@ def test_clean_acts_through_the_directory_it_opened(impl, tmp_path, reaped_pid, 
     assert os.listdir(tmp_path / "run.real") == [] and len(os.listdir(other)) == 20
 
 
+def test_a_record_is_taken_for_a_pids_only_when_it_names_it(tmp_path):
+    """record_of (spawn's and the CLI's read-back, for removing later): the read only of a
+    record of that pid; another's, garbage, a file too large or none gives None; a failed
+    read is raised. What remove_at then removes is that very read."""
+    path = tmp_path / "app.pid"
+    directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert _rundir.record_of(directory, b"app.pid", 1234) is None
+        for data in (b"1235\n7\n", b"garbage\n", b"1234\n7\n" + b" " * 4096, b""):
+            path.write_bytes(data)
+            assert _rundir.record_of(directory, b"app.pid", 1234) is None, data
+        path.write_bytes(b"1234\n7\n")
+        read = _rundir.record_of(directory, b"app.pid", 1234)
+        assert read is not None and read.data == b"1234\n7\n"
+        assert _rundir.remove_at(directory, b"app.pid", read) == (True, None)
+        assert not path.exists()
+        os.mkfifo(path)  # never waited on
+        assert _rundir.record_of(directory, b"app.pid", 1234) is None
+    finally:
+        os.close(directory)
+    os.unlink(path)
+    with pytest.raises(OSError) as caught:
+        _rundir.record_of(-1, b"app.pid", 1234)
+    assert caught.value.errno == errno.EBADF
+
+
 def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the trust rules as root")
