@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from typing import Literal, Protocol
 
     from . import _pure, _speedups
-    from ._common import Absent, Legacy, ProcessIdentity, Verified
+    from ._common import Absent, Kept, Legacy, Verified
 
     class Backend(Protocol):
         """What a backend provides, and all the rest of the package takes from it: the public
@@ -31,13 +31,14 @@ if TYPE_CHECKING:
 
         def is_process_alive(self, pid: int, /) -> bool: ...
         def process_start_time(self, pid: int, /) -> int | None: ...
-        # the verdict on a record, and the same reached through a pidfd the caller then owns
+        # the verdict on a record, and the same reached through a pidfd opened into the
+        # caller's pidfd (a _common.slot(), which the caller closes)
         def _classify(
             self, pid: int, start_time: int | None, pidfs_id: int | None, /
         ) -> Verified | Legacy | Absent: ...
         def _pin_and_classify(
-            self, pid: int, start_time: int | None, pidfs_id: int | None, /
-        ) -> tuple[ProcessIdentity, int | None]: ...
+            self, pid: int, start_time: int | None, pidfs_id: int | None, pidfd: Kept, /
+        ) -> Verified | Legacy | Absent: ...
         def _identity_at(
             self, directory_fd: int | None, target: bytes, path: str | bytes | None = None, /
         ) -> Verified | Legacy | Absent: ...

@@ -40,7 +40,7 @@ from ._rundir import (
     scan_reads,
     split_file_path,
 )
-from ._spawn import kill_and_reap
+from ._spawn import check_writable, kill_and_reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -625,6 +625,11 @@ def _spawn_in(
     directory: int | None,
     name: bytes,
 ) -> int:
+    try:
+        check_writable(writer)
+    except OSError as err:
+        _complain(f"spawn: cannot write the pid file (nothing was started): {shown(err)}")
+        return FAILED
     options: dict[str, Any] = {}
     if args.detach:
         options.update(

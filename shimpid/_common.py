@@ -97,9 +97,11 @@ class StorageError(OSError):
     """
 
     def __str__(self) -> str:
-        # OSError prints "[Errno None] ..." for a content error that carries a file name, and
-        # "<what>: <file>" would read as if the file name were the bad string.
-        if self.errno is None and self.filename is not None:
+        # OSError prints "[Errno None] ..." for a content error made with (None, what, file),
+        # and "<what>: <file>" would read as if the file name were the bad string.
+        if self.errno is None and self.strerror is not None:
+            if self.filename is None:
+                return self.strerror
             return f"PID file {self.filename!r}: {self.strerror}"
         return super().__str__()
 
@@ -790,6 +792,9 @@ PIDFD = 1
 #: no pidfds (older kernels, PyPy, macOS)
 NO_PIDFD = 0
 PIDFS_MAGIC = 0x50494446
+#: errnos that tell of this moment (descriptors or memory run out), not of what the kernel
+#: offers: a pidfd level found with one is used once, never remembered
+PASSING_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 # flock(2), the lock of PidFileLock (see shimpid._lock). Values as on Linux, macOS and the BSDs.
@@ -865,6 +870,12 @@ Kept = collections.defaultdict[int, int]
 def keep(call: Callable[..., int], *args: Any, **kwargs: Any) -> Kept:
     """A dict whose first ``[0]`` makes ``call(*args, **kwargs)`` and keeps the descriptor."""
     return collections.defaultdict(functools.partial(call, *args, **kwargs))
+
+
+def slot() -> Kept:
+    """An empty ``Kept`` that a callee opens a descriptor into (``kept[0]``): the caller's from
+    before it exists, to close as the note below says."""
+    return collections.defaultdict()
 
 
 def check_mode(mode: int) -> int:

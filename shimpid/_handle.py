@@ -24,7 +24,15 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from ._common import Extras, Legacy, ProcessIdentity, Verified, from_another_boot
+from ._common import (
+    Extras,
+    Kept,
+    Legacy,
+    ProcessIdentity,
+    Verified,
+    from_another_boot,
+    slot,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an importer of shimpid 7 ms
@@ -32,9 +40,10 @@ if TYPE_CHECKING:  # typing costs an importer of shimpid 7 ms
 
 __all__ = ["ProcessHandle", "open_entry"]
 
-# A backend's ``_pin_and_classify(pid, start_time, pidfs_id)``: the verdict, and the pidfd it
-# was reached through (None without pidfds). Raises OSError when the system cannot tell.
-PinAndClassify = Callable[[int, "int | None", "int | None"], "tuple[ProcessIdentity, int | None]"]
+# A backend's ``_pin_and_classify(pid, start_time, pidfs_id, pidfd)``: the verdict, reached
+# through the pidfd it opens into ``pidfd`` (a ``slot()``; none without pidfds). Raises OSError
+# when the system cannot tell.
+PinAndClassify = Callable[[int, "int | None", "int | None", Kept], ProcessIdentity]
 
 
 def open_entry(
@@ -46,19 +55,29 @@ def open_entry(
     allow_legacy = bool(allow_legacy)
     if from_another_boot(extras):
         return None
-    identity, pidfd = pin_and_classify(record.pid, record.start_time, extras.pidfs_id)
-    if not (type(identity) is Verified or (allow_legacy and type(identity) is Legacy)):
-        if pidfd is not None:
-            os.close(pidfd)
-        return None
+    # The pidfd is put here as it is opened, and shared with the handle: whatever interrupts
+    # (a signal handler that raises as a call returns), it is closed, once, inline and marked
+    # first (see _common's note on descriptors): here unless the handle was made, else by it.
+    pidfd = slot()
 
     def still_there() -> bool:
-        recheck, fd = pin_and_classify(record.pid, record.start_time, extras.pidfs_id)
-        if fd is not None:
-            os.close(fd)
-        return recheck == identity
+        fd = slot()
+        try:
+            return pin_and_classify(record.pid, record.start_time, extras.pidfs_id, fd) == identity
+        finally:
+            if fd:
+                os.close(fd[0])
 
-    return ProcessHandle(identity, pidfd, still_there)
+    handle = None
+    try:
+        identity = pin_and_classify(record.pid, record.start_time, extras.pidfs_id, pidfd)
+        if type(identity) is Verified or (allow_legacy and type(identity) is Legacy):
+            handle = ProcessHandle(identity, pidfd, still_there)
+        return handle
+    finally:
+        if handle is None and 0 in pidfd and 1 not in pidfd:
+            pidfd[1] = 0
+            os.close(pidfd[0])
 
 
 # The longest single poll(), in seconds: a day, well under its limit of 2**31 - 1 ms.
@@ -72,15 +91,19 @@ class ProcessHandle:
     ``fileno()``); close it, or use the handle as a context manager.
     """
 
-    __slots__ = ("_closed", "_identity", "_pidfd", "_still_there")
+    __slots__ = ("_closed", "_identity", "_kept", "_still_there")
 
     def __init__(
-        self, identity: ProcessIdentity, pidfd: int | None, still_there: Callable[[], bool]
+        self, identity: ProcessIdentity, pidfd: Kept, still_there: Callable[[], bool]
     ) -> None:
+        self._kept = pidfd  # shared with open_entry until it returns: see there
         self._identity = identity
-        self._pidfd = pidfd
         self._still_there = still_there
         self._closed = False
+
+    @property
+    def _pidfd(self) -> int | None:
+        return self._kept.get(0)
 
     @property
     def pid(self) -> int:
@@ -179,8 +202,10 @@ class ProcessHandle:
         """Close the pidfd (as leaving ``with`` does); signals then raise ``ValueError``."""
         if not self._closed:
             self._closed = True
-            if self._pidfd is not None:
-                os.close(self._pidfd)
+            kept = self._kept
+            if 0 in kept and 1 not in kept:  # (as open_entry's)
+                kept[1] = 0
+                os.close(kept[0])
 
     def _check_open(self) -> None:
         if self._closed:

@@ -11,6 +11,7 @@ ancestors, whatever a file says.
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import signal as _signal
 import subprocess
@@ -190,7 +191,7 @@ def send_signal(
     sends nothing: "sent" says the recorded process runs (any user may ask). Raises
     ``UntrustedPath`` (``secure``, the default for everyone: the file and its path must be
     this user's or root's), ``Refused``, and ``OSError`` (not permitted, or cannot tell)."""
-    sig = int(sig)  # before anything is opened: see the module's habits
+    sig = operator.index(sig)  # before anything is opened: see the module's habits
     directory, found, handle = _target(path, bool(secure), bool(allow_legacy))
     try:
         found.outcome = "not running"
@@ -220,7 +221,9 @@ def stop(
     A stale pid file (Absent, unlocked) is removed. ``outcome``: "stopped", "not running" or
     "still running"; ``removed`` whether the file went (``kept``: why not). Raises as
     ``send_signal``."""
-    sig, timeout = int(sig), float(timeout)
+    sig, timeout = operator.index(sig), float(timeout)
+    if not timeout >= 0:  # NaN too: it would send SIGKILL at once, and not wait after it
+        raise ValueError(f"timeout must be >= 0, not {timeout!r}")
     directory, found, handle = _target(path, bool(secure), bool(allow_legacy))
     try:
         found.outcome = "not running" if found.verdict == ABSENT else "stopped"

@@ -11,6 +11,7 @@ file objects cost more than the calls themselves on these paths.
 from __future__ import annotations
 
 import errno
+import functools
 import operator
 import os
 import select
@@ -30,7 +31,6 @@ from ._common import (
     U64_MAX,
     Kept,
     Legacy,
-    ProcessIdentity,
     StorageError,
     Verified,
     keep,
@@ -478,45 +478,32 @@ def _read_pid_file(target: bytes, path: str | bytes, directory_fd: int | None = 
 
 def _classify(pid: int, start_time: int | None, pidfs_id: int | None) -> Verified | Legacy | Absent:
     """The verdict for a record; ``OSError`` when the system cannot tell."""
-    if not _common.names_a_process(pid):
-        return ABSENT
-    level = _pidfd_level()
-    if level == NO_PIDFD:
-        return _classify_without_pidfd(pid, start_time)
-    pidfd = keep(os.pidfd_open, pid)
+    pidfd = _common.slot()
     try:
-        if not _pinned(pidfd):
-            return ABSENT
-        return _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
+        return _pin_and_classify(pid, start_time, pidfs_id, pidfd)
     finally:
         if pidfd:
             os.close(pidfd[0])
 
 
 def _pin_and_classify(
-    pid: int, start_time: int | None, pidfs_id: int | None
-) -> tuple[ProcessIdentity, int | None]:
-    """``_classify``'s verdict, and the pidfd it was reached through (the caller closes it), if
-    any.
+    pid: int, start_time: int | None, pidfs_id: int | None, pidfd: Kept
+) -> Verified | Legacy | Absent:
+    """``_classify``'s verdict, reached through a pidfd where there are pidfds: opened as
+    ``pidfd[0]`` (an empty ``_common.slot()``), the caller's to close, whatever happens.
 
     The pidfd is opened first and the identity checked after: a match then proves the pidfd
     refers to the recorded process (see ``shimpid._handle``).
     """
     if not _common.names_a_process(pid):
-        return ABSENT, None
+        return ABSENT
     level = _pidfd_level()
     if level == NO_PIDFD:
-        return _classify_without_pidfd(pid, start_time), None
-    pidfd = keep(os.pidfd_open, pid)
-    try:
-        if not _pinned(pidfd):
-            return ABSENT, None
-        identity = _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
-    except BaseException:
-        if pidfd:
-            os.close(pidfd[0])
-        raise
-    return identity, pidfd[0]  # the caller's (a window on 3.10, as it returns)
+        return _classify_without_pidfd(pid, start_time)
+    pidfd.default_factory = functools.partial(os.pidfd_open, pid)
+    if not _pinned(pidfd):
+        return ABSENT
+    return _classify_pinned(pid, start_time, pidfs_id, pidfd[0], level)
 
 
 def _classify_pinned(
@@ -781,7 +768,10 @@ def _pidfd_level() -> int:
     """``PIDFS``, ``PIDFD`` or ``NO_PIDFD`` (see ``_common``), found out on first use."""
     global _pidfd_level_found
     if _pidfd_level_found is None:
-        _pidfd_level_found = _find_pidfd_level()
+        try:
+            _pidfd_level_found = _find_pidfd_level()
+        except OSError:  # a passing failure (EMFILE...): none this time, found out next time
+            return NO_PIDFD
     return _pidfd_level_found
 
 
@@ -798,13 +788,16 @@ def _set_pidfd_level(level: int) -> int:
 
 
 def _find_pidfd_level() -> int:
+    """What the kernel offers; OSError if this moment cannot tell (``PASSING_ERRNOS``)."""
     if not _LINUX or not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
         return NO_PIDFD
     pidfd = keep(os.pidfd_open, os.getpid())
     try:
         # Before 6.9 every pidfd shares one anonymous inode: its number names nothing.
         return PIDFS if _filesystem_type(pidfd[0]) == _common.PIDFS_MAGIC else PIDFD
-    except OSError:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
+    except OSError as err:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
+        if err.errno in _common.PASSING_ERRNOS:
+            raise
         return NO_PIDFD
     finally:
         if pidfd:

@@ -546,9 +546,11 @@ class _Aside:
             self.pending[aside] = (name, now, time.monotonic())
             try:
                 moved = _rename_without_replacing(directory, name, aside)
-            except FileNotFoundError:
+            except OSError as err:  # nothing moved (EROFS, EACCES...: raised, as they are)
                 del self.pending[aside]
-                return False
+                if isinstance(err, FileNotFoundError):
+                    return False
+                raise
             if moved:
                 self.pending[aside] = (name, now, time.monotonic())  # GRACE runs from the move
                 return True

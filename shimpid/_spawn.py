@@ -63,7 +63,31 @@ def _writer(
                 "a prepared writer has its own capability: give it to PidFileWriter.at()"
             )
         return pidfile
-    return PidFileWriter.at(pidfile, atomic=atomic, capability=capability)
+    writer = PidFileWriter.at(pidfile, atomic=atomic, capability=capability)
+    check_writable(writer)
+    return writer
+
+
+# access() with the effective ids, as open() checks them (not the real ids, as access() does)
+_ACCESS_AS_OPEN = os.access in os.supports_effective_ids
+
+
+def check_writable(writer: PidFileWriter) -> None:
+    """Refuse, before the child starts, a pid file this user cannot write: one in a directory
+    it may not write in (``PermissionError``, EACCES) or on a read-only filesystem (EROFS), as
+    the write would raise them; for an in-place writer, unless the file is there and writable.
+    Else the child would run until its record failed (and then be killed). What ``access()``
+    cannot tell (a security module's refusal, a full disk) still fails as the record does."""
+    if not _ACCESS_AS_OPEN:
+        return
+    target = writer._target
+    if not writer.atomic and os.access(target, os.W_OK, effective_ids=True):
+        return
+    directory = os.path.dirname(target)
+    if os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
+        return
+    code = errno.EROFS if os.statvfs(directory).f_flag & os.ST_RDONLY else errno.EACCES
+    raise OSError(code, os.strerror(code), writer.path)
 
 
 # Typed as typeshed types Popen: text, encoding, errors or universal_newlines make it
@@ -160,7 +184,9 @@ def spawn(
     ``capability`` then apply): reusing one writer spares a high-frequency spawner the path
     checks on every spawn. ``capability`` goes on line 3 (boxlite's ``services-mux-v1``).
 
-    A path that cannot be written fails before anything starts, but for one case: given an
+    A path that cannot be written (its directory missing, or one this user may not write in, or
+    on a read-only filesystem, as ``access()`` tells) fails before anything starts, but for one
+    case: given an
     absolute path in a directory where ``spawn`` wrote a record before (with the same
     ``atomic`` and ``capability``), its name and length are checked before, and the writer is
     made while the child starts, from the one made there before, with no further look at the
@@ -183,7 +209,7 @@ def spawn(
             known = _usable_directories.get(key)
         # A new directory is checked before anything starts; a known one's writer is made
         # from the one kept for it, while the child starts.
-        writer = known or PidFileWriter.at(given, atomic=atomic, capability=line3)
+        writer = known or _writer(given, atomic, line3)
     before = boot_clock()
     child = subprocess.Popen(args, **popen_kwargs)
     try:

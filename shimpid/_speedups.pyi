@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Final, Literal
 
-from ._common import Absent, Legacy, ProcessIdentity, Verified
+from ._common import Absent, Kept, Legacy, Verified
 from ._pure import PidFileWriter as PidFileWriter
 from ._pure import PidRecord as PidRecord
 from ._pure import WriterCore as WriterCore
@@ -16,8 +16,8 @@ def _classify(
     pid: int, start_time: int | None, pidfs_id: int | None, /
 ) -> Verified | Legacy | Absent: ...
 def _pin_and_classify(
-    pid: int, start_time: int | None, pidfs_id: int | None, /
-) -> tuple[ProcessIdentity, int | None]: ...
+    pid: int, start_time: int | None, pidfs_id: int | None, pidfd: Kept, /
+) -> Verified | Legacy | Absent: ...
 def _identity_at(
     directory_fd: int | None, target: bytes, path: str | bytes | None = None, /
 ) -> Verified | Legacy | Absent: ...

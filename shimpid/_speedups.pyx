@@ -64,8 +64,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyTypeObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
-from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR,
-                         ENAMETOOLONG, ENOENT, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV, errno)
+from libc.errno cimport (EACCES, EAGAIN, EEXIST, EINTR, EINVAL, EIO, EISDIR, EMFILE, ENFILE,
+                         ENAMETOOLONG, ENOENT, ENOMEM, ENOSYS, ENXIO, EPERM, ESRCH, EXDEV,
+                         errno)
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdio cimport rename
 from libc.string cimport memchr, memcmp, memcpy, memset, strdup, strlen
@@ -188,6 +189,7 @@ cdef long RAMFS_MAGIC = 0x858458f6
 
 cdef tuple NONE_4 = (None, None, None, None)  # a scan item's fields that identity_at left out
 cdef object _own_extras = _common.own_extras
+cdef object _slot = _common.slot
 # The open flags are _common's (and their reasons).
 cdef int CREATE_TEMP = _common.CREATE_TEMP
 cdef int OPEN_IN_PLACE = _common.OPEN_IN_PLACE
@@ -1391,23 +1393,28 @@ cdef int _classify_without_pidfd(const pid_record_t *record) noexcept nogil:
 
 def _classify(pid, start_time, pidfs_id):
     """The verdict for a record; ``OSError`` when the system cannot tell (as ``_pure``'s)."""
-    identity, pidfd = _pin_and_classify(pid, start_time, pidfs_id)
-    if pidfd is not None:
-        os.close(pidfd)
-    return identity
+    pidfd = _slot()
+    try:
+        return _pin_and_classify(pid, start_time, pidfs_id, pidfd)
+    finally:
+        if pidfd:
+            os.close(pidfd[0])
 
 
-def _pin_and_classify(pid, start_time, pidfs_id):
-    """The verdict, and the pidfd it was reached through (the caller closes it), if any."""
+def _pin_and_classify(pid, start_time, pidfs_id, pidfd not None):
+    """The verdict, reached through a pidfd where there are pidfds: put in ``pidfd[0]`` (the
+    caller's, to close) before any object is made (as ``_pure``'s)."""
     cdef pid_record_t record = (<PidRecord>PidRecord(pid, start_time)).rec
     cdef extras_t extras
-    cdef int verdict, pidfd = -1, level = pidfd_level()
+    cdef int verdict, fd = -1, level = pidfd_level()
     extras.has_boot = False
     extras.has_pidfs = pidfs_id is not None
     extras.pidfs_id = pidfs_id if extras.has_pidfs else 0
     with nogil:
-        verdict = classify(&record, &extras, level, &pidfd)
-    return _verdict(verdict, record.pid), (None if pidfd < 0 else pidfd)
+        verdict = classify(&record, &extras, level, &fd)
+    if fd >= 0:
+        pidfd[0] = fd  # (no finaliser, so no handler, can run between: nothing is made first)
+    return _verdict(verdict, record.pid)
 
 
 # A verdict made through its slot's setter skips __init__'s Python frame (a tenth of
@@ -1750,6 +1757,8 @@ cdef int pidfd_level() noexcept nogil:
     cdef long kind
     if pidfd_level_found < 0:
         fd = shimpid_pidfd_open(unistd.getpid())
+        if fd < 0 and (errno == EMFILE or errno == ENFILE or errno == ENOMEM):
+            return NO_PIDFD  # (_common.PASSING_ERRNOS): none this time, found out next time
         if fd < 0:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
             pidfd_level_found = NO_PIDFD
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -15,7 +17,7 @@ import pytest
 
 import shimpid
 from _helpers import proc_state, require_or_skip, run_in_child, stop
-from shimpid import _common
+from shimpid import _cli, _common
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
 
@@ -293,6 +295,41 @@ def test_spawn_writes_in_a_directory_it_may_write_to_but_not_read(impl, shared_d
     code, said = run_in_child(child)
     assert (code, said) == (0, b"0")
     assert os.listdir(drop) == ["x.pid"]
+
+
+def test_spawn_starts_nothing_where_it_cannot_write_the_record(impl, shared_dir):
+    """A directory the user may not write in: refused before the command starts (it would run
+    until its record failed), with the system's reason."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, to act as another user")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    locked, drop = os.path.join(shared_dir, "locked"), os.path.join(shared_dir, "drop")
+    os.mkdir(locked, 0o755)
+    os.mkdir(drop, 0o700)
+    os.chown(drop, nobody, nobody)
+
+    def child(out):
+        from shimpid import _cli
+
+        impl._pidfd_level()  # found as root (the pure backend's ctypes is root's to read)
+        os.setgid(nobody)
+        os.setuid(nobody)
+        _cli._backend = impl
+        argv = ["spawn", "--pidfile", f"{locked}/x.pid", "--", "touch", f"{drop}/ran"]
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            code = _cli.main(argv)
+        os.write(out, json.dumps([code, said.getvalue()]).encode())
+
+    code, said = run_in_child(child)
+    assert code == 0, said
+    assert json.loads(said) == [
+        _cli.FAILED,
+        "shimpid: spawn: cannot write the pid file (nothing was started): "
+        f"[Errno 13] Permission denied: '{locked}/x.pid'\n",
+    ]
+    assert os.listdir(locked) == [] and os.listdir(drop) == []
 
 
 # ---- stop ----------------------------------------------------------------------------------------

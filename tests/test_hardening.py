@@ -410,6 +410,30 @@ def test_a_raising_signal_handler_leaks_no_descriptor_and_no_file(impl, tmp_path
     assert shimpid.PidFileReader.at(tmp_path / "shim.pid").read() == impl.PidRecord(123456, 789)
 
 
+# A handle opened and closed on this very process: its pidfd, handed from the backend to the
+# handle, and from open_entry to its caller.
+HANDLES = """
+impl.PidFileWriter.at(path).write_current()
+reader = shimpid.PidFileReader.at(path)
+handles = []  # closed, and dropped only after the storm (a finaliser a handler interrupts
+def cycle(n):  # prints "Exception ignored", whatever class it is of)
+    handles.append(reader.open_process())
+    handles[-1].close()
+calls = [cycle, lambda n: impl._classify(os.getpid(), None, None)]
+def settle():
+    handles.clear()
+"""
+
+
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython", reason="as above: PyPy runs handlers elsewhere"
+)
+def test_a_raising_signal_handler_leaks_no_pidfd_from_a_handle(impl, tmp_path):
+    if impl._pidfd_level() == shimpid._common.NO_PIDFD:
+        pytest.skip("no pidfds here")
+    assert storm(impl, tmp_path, HANDLES)[2] == 0, "no descriptor leaked"
+
+
 # Reaching, listing and cleaning a directory: without the trust rules (one open), and with them
 # (a walk that holds signals in the main thread), with or without another thread, which takes
 # the signals the main thread holds (their Python handlers then run in the main thread all the

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pwd
 import subprocess
+import sys
+import textwrap
 
 import pytest
 
 import shimpid
-from _helpers import run_in_child
+from _helpers import run_in_child, script_prelude
 from shimpid import (
     PID_RECORD_MAX_BYTES,
     Absent,
@@ -215,6 +218,34 @@ def test_start_times(impl, sleeper, zombie, reaped_pid):
     assert impl.process_start_time(reaped_pid) is None
     for pid in (0, -1, PID_MAX + 1, 2**32 - 1, 2**64):
         assert impl.process_start_time(pid) is None
+
+
+def test_running_out_of_descriptors_at_the_first_look_is_not_remembered(impl):
+    """What the kernel offers is found out on first use, and remembered: an EMFILE then tells
+    of that moment only. Used once as "no pidfds", it is looked for again once descriptors are
+    free, never kept for the life of the process (records without pidfs, handles that kill())."""
+    level = impl._pidfd_level()
+    if level == shimpid._common.NO_PIDFD:
+        pytest.skip("no pidfds here")
+    script = script_prelude(impl) + textwrap.dedent("""
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        taken = []
+        try:
+            while True:
+                taken.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        during = impl._pidfd_level()  # the first look
+        for fd in taken:
+            os.close(fd)
+        print(json.dumps([during, impl._pidfd_level()]))
+    """)
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    during, after = json.loads(ran.stdout)
+    assert (during, after) == (shimpid._common.NO_PIDFD, level), ran.stderr
 
 
 def test_liveness_takes_integers_only(impl):

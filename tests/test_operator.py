@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import signal
 import stat
 import subprocess
@@ -21,7 +22,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import require_or_skip, stop
+from _helpers import require_or_skip, script_prelude, stop
 from shimpid import Absent, AlreadyLocked, Verified, _cli, _common, _operate, _rundir
 
 # ---- every lock kind counts ---------------------------------------------------------------------
@@ -230,14 +231,17 @@ def test_waiting_for_a_record_lock_does_not_spin(locking, tmp_path, kind):
 
 
 def test_garbage_is_absent_everywhere(impl, cli, tmp_path):
-    """ls, clean, status, show and scan agree: a file without a record is absent."""
-    for data in (b"", b"garbage\n", b"\xff\xfe"):
+    """ls, clean, status, show and scan agree: a file without a record is absent, and each
+    says why in words (never "[Errno None]")."""
+    for data in (b"", b"garbage\n", b"\xff\xfe", b"1\n" + b" " * 5000):
         path = tmp_path / "x.pid"
         path.write_bytes(data)
         assert [tuple(e) for e in shimpid.scan(tmp_path)] == [(str(path), Absent())]
         assert json.loads(cli("ls", "--json", tmp_path).stdout)["summary"]["absent"] == 1
-        assert json.loads(cli("show", "--json", path).stdout)["state"] == "absent"
-        assert cli("status", path).returncode == 1
+        shown = json.loads(cli("show", "--json", path).stdout)
+        assert shown["state"] == "absent" and "Errno" not in json.dumps(shown)
+        status = cli("status", path)
+        assert status.returncode == 1 and "Errno" not in status.stdout + status.stderr
         assert [r.action for r in shimpid.clean(tmp_path, dry_run=True)] == ["would remove"]
         assert [r.action for r in shimpid.clean(tmp_path)] == ["removed"]
 
@@ -409,6 +413,44 @@ def test_a_record_is_taken_for_a_pids_only_when_it_names_it(tmp_path):
     with pytest.raises(OSError) as caught:
         _rundir.record_of(-1, b"app.pid", 1234)
     assert caught.value.errno == errno.EBADF
+
+
+READ_ONLY_CLEAN = """
+directory = sys.argv[1]
+with open(os.path.join(directory, "stale.pid"), "wb") as f:
+    f.write(impl.PidRecord(int(sys.argv[2]), 1).encode())
+subprocess.run(["mount", "--bind", directory, directory], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", directory, directory], check=True)
+passes = [[(r.action, r.why) for r in shimpid.clean(directory, secure=False)] for _ in range(2)]
+print(json.dumps([passes, os.listdir(directory)]))
+"""
+
+
+def test_clean_that_cannot_set_a_file_aside_says_why(impl, tmp_path, reaped_pid):
+    """A read-only mount (in a mount namespace of the test's own), as EACCES: the file is kept
+    and the system's answer given, not "gone while set aside"; the next pass says the same."""
+    namespace = ["unshare", "--mount", "--propagation", "private"]
+    if shutil.which("unshare") is None or subprocess.run([*namespace, "true"]).returncode:
+        require_or_skip("cannot make a mount namespace here (unshare)")
+    ran = subprocess.run(
+        [
+            *namespace,
+            sys.executable,
+            "-c",
+            script_prelude(impl) + READ_ONLY_CLEAN,
+            str(tmp_path),
+            str(reaped_pid),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    passes, left = json.loads(ran.stdout)
+    assert left == ["stale.pid"]
+    for outcome in passes:
+        assert len(outcome) == 1 and outcome[0][0] == "kept", passes
+        assert "Read-only file system" in outcome[0][1], passes
 
 
 def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
@@ -1001,6 +1043,24 @@ def test_stop_says_when_it_keeps_a_stale_file(impl, cli, tmp_path, reaped_pid):
     assert code == 0 and out.endswith(
         f"; kept {path}: still locked by a process the file does not name\n"
     ), out
+
+
+def test_signals_and_timeouts_are_checked_before_anything_is_done(tmp_path, reaped_pid):
+    """As ProcessHandle and the CLI take them: a signal is an integer (never "9" or 9.99), a
+    timeout a number >= 0 (NaN or -1 would send SIGKILL at once, and NaN not wait after it).
+    Refused before the file is looked at: the stale file stays."""
+    path = tmp_path / "app.pid"
+    path.write_bytes(shimpid.PidRecord(reaped_pid, 1).encode())
+    for sig in ("9", 9.99, None):
+        with pytest.raises(TypeError):
+            shimpid.send_signal(path, sig, secure=False)
+        with pytest.raises(TypeError):
+            shimpid.stop(path, sig=sig, secure=False)
+    for timeout in (float("nan"), -1, -0.5):
+        with pytest.raises(ValueError, match="timeout must be >= 0"):
+            shimpid.stop(path, timeout=timeout, secure=False)
+    assert path.exists()
+    assert shimpid.stop(path, sig=signal.SIGTERM, timeout=0, secure=False).removed
 
 
 def test_what_ls_decodes_in_c_is_the_rules_answer(impl, tmp_path, sleeper, monkeypatch):

@@ -15,7 +15,13 @@ import threading
 import pytest
 
 import shimpid
-from _helpers import proc_state, require_or_skip, run_in_pid_namespace, script_prelude
+from _helpers import (
+    proc_state,
+    require_or_skip,
+    run_in_child,
+    run_in_pid_namespace,
+    script_prelude,
+)
 from shimpid import Absent, StorageError, Verified, _common
 
 
@@ -122,6 +128,79 @@ def test_a_bad_path_fails_before_anything_starts(backend, tmp_path, no_stray_chi
             shimpid.spawn(["touch", str(marker)], tmp_path / "missing" / "shim.pid")
         assert info.value.errno == errno.ENOENT
     assert not marker.exists()
+
+
+def spawn_each(directory: str) -> list:
+    """spawn() in turn: atomic and in place where another's file is, in place where one's own
+    is; each one's outcome, and how many Popen were made."""
+    started = []
+
+    class Counted(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            started.append(args)
+            super().__init__(*args, **kwargs)
+
+    out = []
+    real, subprocess.Popen = subprocess.Popen, Counted
+    try:
+        for name, atomic in (("app.pid", True), ("app.pid", False), ("mine.pid", False)):
+            try:
+                shimpid.spawn(["true"], os.path.join(directory, name), atomic=atomic).wait()
+                out.append("started")
+            except OSError as err:
+                out.append([type(err).__name__, err.errno, err.filename])
+    finally:
+        subprocess.Popen = real
+    return [out, len(started)]
+
+
+UNWRITABLE = """
+from test_spawn import spawn_each
+subprocess.run(["mount", "--bind", sys.argv[1], sys.argv[1]], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", sys.argv[1]], check=True)
+print(json.dumps(spawn_each(sys.argv[1])))
+"""
+
+
+def test_a_directory_it_cannot_write_in_fails_before_anything_starts(
+    backend, shared_dir, other_user
+):
+    """Not permitted (another user) or a read-only filesystem (a mount namespace of the test's
+    own): the error the write would raise, before the child is started, not after it has run;
+    an in-place writer whose file is there and writable writes it."""
+    uid, gid = other_user
+    directory = os.path.join(shared_dir, "locked")
+    os.mkdir(directory, 0o755)  # root's: the other user may not add files
+    mine = os.path.join(directory, "mine.pid")
+    with open(mine, "w"):
+        pass
+    os.chown(mine, uid, gid)
+
+    def as_other(out):
+        backend._pidfd_level()  # found as root: the pure backend's ctypes is root's to read
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+        os.write(out, json.dumps(spawn_each(directory)).encode())
+
+    code, said = run_in_child(as_other)
+    assert code == 0, said
+    refused = ["PermissionError", errno.EACCES, os.path.join(directory, "app.pid")]
+    assert json.loads(said) == [[refused, refused, "started"], 1]
+    namespace = ["unshare", "--mount", "--propagation", "private"]
+    if subprocess.run([*namespace, "true"]).returncode:
+        require_or_skip("cannot make a mount namespace here (unshare)")
+    script = script_prelude(backend) + UNWRITABLE
+    ran = subprocess.run(
+        [*namespace, sys.executable, "-c", script, directory],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(__file__),
+    )
+    assert ran.returncode == 0, ran.stderr
+    out, started = json.loads(ran.stdout)
+    assert started == 0 and [failure[:2] for failure in out] == [["OSError", errno.EROFS]] * 3
 
 
 @pytest.fixture(params=["disk", "tmpfs"])
