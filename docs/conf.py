@@ -42,7 +42,7 @@ nitpick_ignore_regex = [
     ("py:class", r"(os|subprocess|asyncio|signal|collections\.abc|typing|types)\..*"),
     ("py:class", r"(OSError|PermissionError|Path|StrOrBytesPath|(shimpid\._lock\.)?_NotGiven|Any)"),
     # Type aliases and type variables of the signatures (a path: str, bytes or os.PathLike).
-    ("py:class", r"(shimpid\._common\.)?(PathArg|Read|Extras|P|R)"),
+    ("py:class", r"(shimpid\._common\.)?(PathArg|Read|Extras|Kept|P|R)"),
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -44,7 +44,7 @@ from ._spawn import check_writable, kill_and_reap
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, NoReturn
 
 # LSB init-script status codes (`status` and `show`)
 RUNNING, DEAD_WITH_PIDFILE, NOT_RUNNING, UNKNOWN = 0, 1, 3, 4
@@ -68,8 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's, with its errors escaped as everything else (``shown``): an argument it
+    rejects may be a file name a glob found, and hold control characters."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {shown(message)}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shimpid",
         description="Pid files that recognise their process: pid + the kernel's start time.",
         epilog=f"backend: {_backend.BACKEND}",
@@ -215,8 +224,9 @@ def _add_stop(commands: Any) -> None:
         "gone (only if it still holds that record). Never signals an unverified "
         "process, pid 1, this command or its ancestors, nor trusts a pid file that "
         "another user could have written (see --insecure). Exit 0 if it stopped or "
-        "nothing ran (a stale pid file is removed), 1 if it did not stop or was "
-        "refused, 2 for a usage error, 4 if not permitted, not trusted, or the system "
+        "nothing ran (a stale pid file is removed), 1 if it did not stop or the record "
+        "is legacy (see --allow-legacy), 2 for a usage error, 4 if refused (pid 1, "
+        "this command or an ancestor), not permitted, not trusted, or the system "
         "cannot tell.",
     )
     stop.add_argument("file", metavar="FILE", help="the pid file")

@@ -257,8 +257,14 @@ def write_child(writer: PidFileWriter, pid: int, before: int) -> None:
     The child's pid is its own only until it is reaped. If something else reaped it (SIGCHLD
     ignored, a ``waitpid(-1)`` of the application's: the one condition spawn() states), the
     pid may have been another process's by the time its identity was read: then the record is
-    removed again and ``ChildProcessError`` raised, never a record that names a stranger."""
-    writer._write_for(pid, child_start_time(pid, before, boot_clock()))
+    removed again and ``ChildProcessError`` raised, never a record that names a stranger (the
+    same where its identity could not be read: its pid was nobody's)."""
+    try:
+        writer._write_for(pid, child_start_time(pid, before, boot_clock()))
+    except ProcessLookupError:
+        if _unreaped(pid):
+            raise
+        raise ChildProcessError(errno.ECHILD, REAPED + "not written", writer.path) from None
     if not _unreaped(pid):
         try:
             removed = _remove_record(writer._target, pid)

@@ -279,6 +279,10 @@ def test_escapes_and_names_that_are_not_utf8(impl, cli, tmp_path, sleeper, reape
         f"removed {tmp_path}/bad\\xff\\x1b[31m.pid: "
     )
     assert os.listdir(tmp_path) == ["live.pid"]
+    # an argument argparse rejects (a glob's second match) is escaped too
+    done = cli("status", live, os.fsdecode(stale), env=env)
+    assert done.returncode == 2 and "unrecognized arguments: " in done.stderr, done
+    assert "\x1b" not in done.stderr and "bad\\xff\\x1b[31m.pid" in done.stderr, done
 
 
 def test_version_errors_on_stderr_and_dry_run(cli, tmp_path, reaped_pid):

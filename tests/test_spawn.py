@@ -625,6 +625,34 @@ def test_a_child_reaped_by_another_leaves_no_record_of_a_stranger(impl, tmp_path
     assert not left
 
 
+REAPED_AT_ONCE = """
+import collections, signal
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps each child as it exits
+count = collections.Counter()
+for n in range(100):
+    try:
+        shimpid.spawn(["true"], os.path.join({directory!r}, f"{{n}}.pid"))
+        count["returned"] += 1
+    except OSError as err:
+        count[type(err).__name__] += 1
+print(json.dumps([count, sorted(os.listdir({directory!r}))]))
+"""
+
+
+def test_a_child_reaped_before_its_identity_is_read_is_one_error(backend, tmp_path):
+    """SIGCHLD ignored: a child that exits at once is often reaped before spawn reads its
+    identity (its pid then names nobody) or after: ChildProcessError either way, as the guide
+    says, never ProcessLookupError for one and ChildProcessError for the other."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, for a pid namespace")
+    script = script_prelude(backend) + REAPED_AT_ONCE.format(directory=str(tmp_path))
+    result = run_in_pid_namespace(script)
+    assert result.returncode == 0, result.stderr
+    count, left = json.loads(result.stdout)
+    assert set(count) <= {"returned", "ChildProcessError"}, count
+    assert len(left) == count.get("returned", 0)
+
+
 def test_write_for_a_posix_spawned_child(backend, pid_path, no_stray_children):
     if not hasattr(os, "posix_spawn"):
         pytest.skip("this Python has no os.posix_spawn (PyPy)")
