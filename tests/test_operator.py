@@ -22,13 +22,14 @@ import time
 import pytest
 
 import shimpid
-from _helpers import require_or_skip, script_prelude, stop
+from _helpers import require_or_skip, run_in_child, script_prelude, stop
 from shimpid import Absent, AlreadyLocked, Verified, _cli, _common, _operate, _rundir
 
 # ---- every lock kind counts ---------------------------------------------------------------------
 
 HOLDERS = {
     "flock": "fcntl.flock(fd, fcntl.LOCK_EX)",
+    "flock shared": "fcntl.flock(fd, fcntl.LOCK_SH)",  # flock -s: a probe's shared lock passes it
     "lockf": "fcntl.lockf(fd, fcntl.LOCK_EX)",  # a POSIX record lock, as fasteners takes
     "ofd": "fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('@hhqqi4x', fcntl.F_WRLCK, 0, 0, 0, 0))",
 }
@@ -75,6 +76,8 @@ def test_every_lock_kind_keeps_a_stale_file(impl, cli, tmp_path, reaped_pid, kin
         )
         rows = json.loads(cli("ls", "--json", tmp_path).stdout)["files"]
         assert [(row["state"], row["locked"]) for row in rows] == [("absent", True)]
+        for pattern in ("*.pid", "app*"):  # the extension's fast path, and the general one
+            assert [e.locked for e in shimpid.scan(tmp_path, pattern=pattern, locks=True)] == [True]
         assert cli("clean", tmp_path) == (0, "", "")
         assert shimpid.clean(tmp_path) == [] and path.exists()
         with pytest.raises(AlreadyLocked):
@@ -455,6 +458,32 @@ def test_clean_that_cannot_set_a_file_aside_says_why(impl, tmp_path, reaped_pid)
     for outcome in passes:
         assert len(outcome) == 1 and outcome[0][0] == "kept", passes
         assert "Read-only file system" in outcome[0][1], passes
+
+
+def test_the_walk_names_the_path_it_reached_when_the_system_refuses(shared_dir):
+    """An error on a component (EACCES) names the path up to it, as open() names its path,
+    never the bare component (b"sub", b".")."""
+    if os.geteuid() != 0:
+        require_or_skip("needs root, to act as another user")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody").pw_uid
+    closed = os.path.join(shared_dir, "closed")
+    os.mkdir(closed, 0o700)  # root's: nobody may not look inside
+    os.mkdir(os.path.join(closed, "sub"))
+
+    def child(out):
+        os.setgid(nobody)
+        os.setuid(nobody)
+        for secure in (True, False):
+            try:
+                os.close(_rundir.open_directory(os.path.join(closed, "sub"), secure=secure))
+            except PermissionError as err:
+                os.write(out, b"%r\n" % os.fsdecode(err.filename))
+
+    code, said = run_in_child(child)
+    assert code == 0, said
+    assert said.decode().splitlines() == [repr(os.path.join(closed, "sub"))] * 2
 
 
 def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
