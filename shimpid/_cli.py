@@ -69,12 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's, with its errors escaped as everything else (``shown``): an argument it
-    rejects may be a file name a glob found, and hold control characters."""
+    """argparse's, with what its errors show escaped: an argument it rejects may be a file name
+    a glob found, and hold control characters. Only what is not printable, as ``shown`` does it:
+    most of its messages quote their values with repr() already, backslashes escaped."""
 
     def error(self, message: str) -> NoReturn:
+        message = "".join(c if c.isprintable() else _escape(ord(c)) for c in message)
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {shown(message)}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -548,7 +548,7 @@ def _look(path: str | bytes) -> tuple[Read | None, int | None]:
         if not stat.S_ISREG(info.st_mode):
             return None, None
         read = Read(b"", os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), info)
-        read.locked, read.lock_pid = probe_lock(fd, info)
+        read.locked, read.lock_pid = probe_lock(fd)
     finally:
         if kept:
             os.close(kept[0])

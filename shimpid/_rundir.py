@@ -32,7 +32,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from . import _backend, _common
@@ -337,18 +337,13 @@ class Read:
 
 
 def read_at(
-    directory: int,
-    name: bytes,
-    *,
-    lock: bool = False,
-    shown: str | None = None,
-    shared: Container[int] | None = None,
+    directory: int, name: bytes, *, lock: bool = False, shown: str | None = None
 ) -> Read | None:
     """The regular file ``name`` in the open directory, read once; None where there is none (a
     symlink, FIFO, socket or directory is no pid file, and is never followed or waited on; given
     ``shown``, the path to name, they raise ``StorageError`` instead, from the same open). Other
     failures (EACCES, EMFILE...) are raised. ``lock``: look whether it is locked, on the same
-    descriptor (``shared``: as ``probe_lock``'s)."""
+    descriptor."""
     kept = _open_regular(directory, name)
     try:
         fd = _regular(kept, shown)
@@ -356,7 +351,7 @@ def read_at(
             return None
         read = Read(name, os.pread(fd, _common.PID_FILE_MAX_BYTES + 1, 0), os.fstat(fd))
         if lock:
-            read.locked, read.lock_pid = probe_lock(fd, read.info, shared)
+            read.locked, read.lock_pid = probe_lock(fd)
         return read
     finally:
         if kept:
@@ -432,16 +427,11 @@ def _too_large(read: Read) -> bool:
 # ---- locks of every kind -------------------------------------------------------------------
 
 
-def probe_lock(
-    fd: int, info: os.stat_result, shared: Container[int] | None = None
-) -> tuple[bool | None, int | None]:
-    """``(locked, pid)``: whether any process holds a lock on the open file (whose ``fstat`` is
-    ``info``), of any kind: ``flock()`` (a shared lock tried: ``pgrep -L``'s probe), POSIX
-    record locks (``lockf``, ``fcntl(F_SETLK)``) and OFD locks (asked with ``F_OFD_GETLK``,
-    which takes nothing). ``pid`` is what a POSIX lock names as its holder, else None.
-    ``(None, None)`` if it cannot be told. A shared ``flock()``, which the probe's own does not
-    meet, is looked up in /proc/locks (``shared_flocks``), or in ``shared``, what it gave for
-    the file's device before a scan."""
+def probe_lock(fd: int) -> tuple[bool | None, int | None]:
+    """``(locked, pid)``: whether any process holds a lock on the open file, of any kind:
+    ``flock()`` (a shared lock tried: ``pgrep -L``'s probe), POSIX record locks (``lockf``,
+    ``fcntl(F_SETLK)``) and OFD locks (asked with ``F_OFD_GETLK``, which takes nothing). ``pid``
+    is what a POSIX lock names as its holder, else None. ``(None, None)`` if it cannot be told."""
     try:
         _common.flock(fd, _common.LOCK_SH | _common.LOCK_NB)
     except BlockingIOError:
@@ -449,60 +439,27 @@ def probe_lock(
     except OSError as err:
         if err.errno != errno.ENOSYS:
             return None, None
-    locked, pid = _common.record_locked(fd)
-    if locked is False:
-        if shared is None:
-            shared = shared_flocks(info.st_dev) or ()
-        if info.st_ino in shared:
-            return True, None
-    return locked, pid
-
-
-def _lock_holders() -> list[tuple[bytes, bytes, int, bytes]] | None:
-    """/proc/locks's locks that are held (not waited for): ``(kind, access, pid, "maj:min:ino")``
-    each, as ``(b"FLOCK", b"READ", 4242, b"00:19:1234")``; None where it cannot be read."""
-    try:
-        with open("/proc/locks", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    held = []
-    for line in data.splitlines():  # (no comprehension: see _common's note on loops)
-        # "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; a waiter's line has "->" in [1]
-        fields = line.split()
-        if len(fields) > 5 and fields[1] != b"->":
-            held.append((fields[1], fields[3], int(fields[4]), fields[5]))
-    return held
-
-
-def _device_text(device: int) -> bytes:
-    return b"%02x:%02x:" % (os.major(device), os.minor(device))
+    return _common.record_locked(fd)
 
 
 def flock_holders(key: tuple[int, int]) -> set[int] | None:
     """The pids /proc/locks names as holding a lock on the file ``(st_dev, st_ino)`` (the
     process that took it; one that inherited the descriptor is not named), or None where that
     cannot be read."""
-    held = _lock_holders()
-    if held is None:
+    try:
+        with open("/proc/locks", "rb") as f:
+            data = f.read()
+    except OSError:
         return None
-    file = _device_text(key[0]) + b"%d" % key[1]
-    return set(pid for _, _, pid, where in held if where == file)  # (as above)
-
-
-def shared_flocks(device: int) -> frozenset[int] | None:
-    """The inodes of the files on ``device`` that another process holds a shared ``flock()``
-    on: the one lock a probe's own shared ``flock()`` does not meet. None where /proc/locks
-    cannot be read. (A prober's own lock, held for an instant, is one too.)"""
-    held = _lock_holders()
-    if held is None:
-        return None
-    on, me = _device_text(device), os.getpid()
-    return frozenset(
-        int(where[len(on) :])
-        for kind, access, pid, where in held
-        if kind == b"FLOCK" and access == b"READ" and pid != me and where.startswith(on)
-    )
+    dev, ino = key
+    key_text = b"%02x:%02x:%d" % (os.major(dev), os.minor(dev), ino)
+    holders = set()
+    for line in data.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4242 00:19:1234 0 EOF"; a waiter's line has "->" in [1]
+        fields = line.split()
+        if len(fields) > 5 and fields[1] != b"->" and fields[5] == key_text:
+            holders.add(int(fields[4]))
+    return holders
 
 
 def lock_holder(
@@ -1187,38 +1144,22 @@ def scan_reads(
         directory_fd = kept[0]
         suffix = _suffix_of(pattern)
         fast = getattr(_backend, "_scan_suffix", None)
-        # Shared flock()s the probes do not meet, looked up once for the scan (usually none)
-        shared = (shared_flocks(os.fstat(directory_fd).st_dev) or frozenset()) if locks else None
         if fast is not None and suffix is not None:
-            items = fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks, kind)
-            yield from _with_shared(items, shared, kind) if shared else items
+            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks, kind)
         elif kind is tuple:
-            yield from _scan_names(directory_fd, pattern, prefix, shared)
+            yield from _scan_names(directory_fd, pattern, prefix, locks)
         else:
-            items = _scan_names(directory_fd, pattern, prefix, shared)
+            items = _scan_names(directory_fd, pattern, prefix, locks)
             yield from map(functools.partial(tuple.__new__, kind), items)
     finally:
         if kept:
             os.close(kept[0])
 
 
-def _with_shared(
-    items: Iterator[tuple[Any, ...]], shared: frozenset[int], kind: type
-) -> Iterator[tuple[Any, ...]]:
-    """The extension's scan items, a file another holds a shared flock() on shown locked."""
-    for item in items:
-        lock = item[3]
-        if lock is not None and lock[0] is False and lock[2][1] in shared:
-            item = tuple.__new__(kind, (*item[:3], (True, None, lock[2]), *item[4:]))
-        yield item
-
-
 def _scan_names(
-    directory_fd: int, pattern: str, prefix: str, shared: frozenset[int] | None
+    directory_fd: int, pattern: str, prefix: str, locks: bool
 ) -> Iterator[tuple[Any, ...]]:
-    """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>");
-    ``shared`` with locks (see probe_lock), else None."""
-    locks = shared is not None
+    """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>")."""
     matches = _matcher(pattern)
     with os.scandir(directory_fd) as entries:
         for entry in entries:
@@ -1231,7 +1172,7 @@ def _scan_names(
             read = None
             verdict: ProcessIdentity | OSError
             try:
-                read = read_at(directory_fd, os.fsencode(name), lock=locks, shared=shared)
+                read = read_at(directory_fd, os.fsencode(name), lock=locks)
             except OSError as err:  # as a reader says it: a StorageError naming the path
                 verdict = _common.read_error(err.errno or 0, path)
             else:
@@ -1510,7 +1451,13 @@ def _stale_record(aside: _Aside, name: bytes, dry_run: bool) -> tuple[str, bool]
         found.append(f"pid file: {why_absent(record, extras)}")
         return "a dry run" if dry_run else None
 
-    why = aside.claim(name, stale)
+    try:
+        why = aside.claim(name, stale)
+    except OSError as err:
+        if not found or isinstance(err, FileNotFoundError):
+            raise
+        # judged stale, and its removal refused (EROFS, EACCES): as stop says it
+        return f"kept: cannot remove it: {err.strerror}", False
     if why in (NOT_STALE, LOCKED, GONE):
         return None
     if found and (why is None or dry_run):

@@ -70,6 +70,7 @@ def _writer(
 
 # access() with the effective ids, as open() checks them (not the real ids, as access() does)
 _ACCESS_AS_OPEN = os.access in os.supports_effective_ids
+_ST_RDONLY = getattr(os, "ST_RDONLY", 1)  # (PyPy's os lacks the name; 1 wherever it is)
 
 
 def check_writable(writer: PidFileWriter) -> None:
@@ -86,7 +87,7 @@ def check_writable(writer: PidFileWriter) -> None:
     directory = os.path.dirname(target)
     if os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
         return
-    code = errno.EROFS if os.statvfs(directory).f_flag & os.ST_RDONLY else errno.EACCES
+    code = errno.EROFS if os.statvfs(directory).f_flag & _ST_RDONLY else errno.EACCES
     raise OSError(code, os.strerror(code), writer.path)
 
 

@@ -279,7 +279,10 @@ def test_both_backends_fail_alike(extension, name):
 # A storm of SIGALRMs whose handler raises, once per call, wherever the call happens to be;
 # {setup} makes `calls` (each a function of n) and `settle` (after the storm).
 STORM = """
-import signal
+import faulthandler, signal
+# A storm that hangs says where, before the test's timeout kills it (its watchdog thread
+# blocks every signal: the storm's go to the main thread as before)
+faulthandler.dump_traceback_later(50, exit=True)
 blocked_at_start = signal.pthread_sigmask(signal.SIG_BLOCK, ())
 class Interrupted(Exception):
     pass

@@ -29,7 +29,6 @@ from shimpid import Absent, AlreadyLocked, Verified, _cli, _common, _operate, _r
 
 HOLDERS = {
     "flock": "fcntl.flock(fd, fcntl.LOCK_EX)",
-    "flock shared": "fcntl.flock(fd, fcntl.LOCK_SH)",  # flock -s: a probe's shared lock passes it
     "lockf": "fcntl.lockf(fd, fcntl.LOCK_EX)",  # a POSIX record lock, as fasteners takes
     "ofd": "fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('@hhqqi4x', fcntl.F_WRLCK, 0, 0, 0, 0))",
 }
@@ -87,6 +86,28 @@ def test_every_lock_kind_keeps_a_stale_file(impl, cli, tmp_path, reaped_pid, kin
         stop(child)
     assert not shimpid.PidFileLock(path).is_locked()
     assert [r.action for r in shimpid.clean(tmp_path)] == ["removed"] and not path.exists()
+
+
+def test_a_shared_flock_is_not_shown_but_respected(impl, cli, tmp_path, reaped_pid):
+    """flock -s: the probes' own shared flock() passes it, so is_locked(), status and ls say
+    unlocked (as the security page says); acquire() and clean, which try it exclusively, leave
+    the file alone."""
+    path = tmp_path / "app.pid"
+    path.write_bytes(impl.PidRecord(reaped_pid, 1).encode())
+    HOLDERS["flock -s"] = "fcntl.flock(fd, fcntl.LOCK_SH)"
+    try:
+        child = lock_holder(path, "flock -s")
+    finally:
+        del HOLDERS["flock -s"]
+    try:
+        assert not shimpid.PidFileLock(path).is_locked()
+        assert cli("status", path) == (1, f"absent {reaped_pid}\n", "")
+        with pytest.raises(AlreadyLocked):
+            shimpid.PidFileLock(path).acquire(timeout=0)
+        assert shimpid.clean(tmp_path) == [] and path.exists()
+    finally:
+        stop(child)
+    assert [r.action for r in shimpid.clean(tmp_path)] == ["removed"]
 
 
 def test_a_posix_lock_names_its_holder(impl, cli, tmp_path):
@@ -286,6 +307,8 @@ def test_escapes_and_names_that_are_not_utf8(impl, cli, tmp_path, sleeper, reape
     done = cli("status", live, os.fsdecode(stale), env=env)
     assert done.returncode == 2 and "unrecognized arguments: " in done.stderr, done
     assert "\x1b" not in done.stderr and "bad\\xff\\x1b[31m.pid" in done.stderr, done
+    done = cli("stop", "--timeout", "\x1b[31m", live, env=env)  # repr() escaped it: once only
+    assert done.returncode == 2 and "seconds: '\\x1b[31m'\n" in done.stderr, done
 
 
 def test_version_errors_on_stderr_and_dry_run(cli, tmp_path, reaped_pid):
@@ -417,9 +440,8 @@ def test_a_record_is_taken_for_a_pids_only_when_it_names_it(tmp_path):
     finally:
         os.close(directory)
     os.unlink(path)
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(OSError):  # (EBADF; PyPy gives no errno for -1)
         _rundir.record_of(-1, b"app.pid", 1234)
-    assert caught.value.errno == errno.EBADF
 
 
 READ_ONLY_CLEAN = """
@@ -457,7 +479,7 @@ def test_clean_that_cannot_set_a_file_aside_says_why(impl, tmp_path, reaped_pid)
     assert left == ["stale.pid"]
     for outcome in passes:
         assert len(outcome) == 1 and outcome[0][0] == "kept", passes
-        assert "Read-only file system" in outcome[0][1], passes
+        assert outcome[0][1] == "kept: cannot remove it: Read-only file system", passes
 
 
 def test_the_walk_names_the_path_it_reached_when_the_system_refuses(shared_dir):
@@ -483,7 +505,9 @@ def test_the_walk_names_the_path_it_reached_when_the_system_refuses(shared_dir):
 
     code, said = run_in_child(child)
     assert code == 0, said
-    assert said.decode().splitlines() == [repr(os.path.join(closed, "sub"))] * 2
+    named = said.decode().splitlines()  # (where there is no O_PATH, as on PyPy, "closed")
+    sub = os.path.join(closed, "sub")
+    assert len(named) == 2 and set(named) <= {repr(closed), repr(sub)}, named
 
 
 def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
