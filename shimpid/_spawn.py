@@ -187,10 +187,9 @@ def spawn(
 
     A path that cannot be written (its directory missing, or one this user may not write in, or
     on a read-only filesystem, as ``access()`` tells) fails before anything starts, but for one
-    case: given an
-    absolute path in a directory where ``spawn`` wrote a record before (with the same
-    ``atomic`` and ``capability``), its name and length are checked before, and the writer is
-    made while the child starts, from the one made there before, with no further look at the
+    case: given an absolute path in a directory where ``spawn`` wrote a record before (with the
+    same ``atomic`` and ``capability``), its name and length are checked before, and the writer
+    is made while the child starts, from the one made there before, with no further look at the
     filesystem (but one ``stat`` of the directory, where atomic writes swap files). If that
     directory has gone since, the error (``StorageError``, as a check before would give) is
     raised once the child has started: it is killed and reaped first, as when the record itself
