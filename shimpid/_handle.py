@@ -21,6 +21,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -31,6 +32,7 @@ from ._common import (
     ProcessIdentity,
     Verified,
     from_another_boot,
+    keep,
     slot,
 )
 
@@ -84,6 +86,35 @@ def open_entry(
 _MAX_POLL = 86400.0
 
 
+def _exited(pidfd: int, seconds: float) -> bool:
+    """Whether the process of pidfd exits within ``seconds`` (readable: exited)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
+
+
+def _poll_until(pidfd: int, deadline: float | None) -> bool:
+    """Whether the process of pidfd exits before the deadline (None: wait as long as it takes;
+    a loop of its own: see _common's note on loops)."""
+    while True:
+        left = _MAX_POLL if deadline is None else deadline - time.monotonic()
+        if _exited(pidfd, max(min(left, _MAX_POLL), 0)):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
+def _recheck_until(still_there: Callable[[], bool], deadline: float | None) -> bool:
+    """Without a pidfd: look again, less and less often, until the process is gone."""
+    pause = 0.001
+    while still_there():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * 2, 0.05)
+    return True
+
+
 class ProcessHandle:
     """A handle on one verified (or, if allowed, legacy) process: signal it, wait for it.
 
@@ -91,11 +122,15 @@ class ProcessHandle:
     ``fileno()``); close it, or use the handle as a context manager.
     """
 
-    __slots__ = ("_closed", "_identity", "_kept", "_still_there")
+    __slots__ = ("_closed", "_identity", "_kept", "_lock", "_still_there")
 
     def __init__(
         self, identity: ProcessIdentity, pidfd: Kept, still_there: Callable[[], bool]
     ) -> None:
+        # Held while the pidfd is used, and by close(): another thread's close() (and an open
+        # that takes its number) never comes between a check and pidfd_send_signal(). An RLock:
+        # a signal handler of this thread may close the handle.
+        self._lock = threading.RLock()
         self._kept = pidfd  # shared with open_entry until it returns: see there
         self._identity = identity
         self._still_there = still_there
@@ -129,18 +164,20 @@ class ProcessHandle:
         # Converted before the pidfd is looked at: sig's __index__ could close it, or put
         # another process's pidfd at its number, in the middle of pidfd_send_signal().
         sig = operator.index(sig)
-        self._check_open()
-        try:
-            if self._pidfd is not None:
-                if self._wait(0):  # a zombie takes a signal, and nothing comes of it
+        with self._lock:
+            self._check_open()
+            pidfd = self._pidfd
+            try:
+                if pidfd is not None:
+                    if _exited(pidfd, 0):  # a zombie takes a signal, and nothing comes of it
+                        return False
+                    signal.pidfd_send_signal(pidfd, sig)
+                    return True
+                if not self._still_there():
                     return False
-                signal.pidfd_send_signal(self._pidfd, sig)
-                return True
-            if not self._still_there():
+                os.kill(self.pid, sig)  # the remaining window: see the module's doc
+            except ProcessLookupError:
                 return False
-            os.kill(self.pid, sig)  # the remaining window: see the module's doc
-        except ProcessLookupError:
-            return False
         return True
 
     def terminate(self) -> bool:
@@ -174,38 +211,33 @@ class ProcessHandle:
         # polls (it could close the pidfd, and poll() then answers "exited").
         if timeout is not None:
             timeout = float(timeout) if timeout >= 0 else 0.0  # a non-number: TypeError
-        self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._pidfd is not None:
-            poller = select.poll()
-            poller.register(self._pidfd, select.POLLIN)
-            while True:
-                left = _MAX_POLL if deadline is None else deadline - time.monotonic()
-                ready = poller.poll(max(min(left, _MAX_POLL), 0) * 1000)
-                if ready:
-                    if ready[0][1] & select.POLLNVAL:  # closed meanwhile, by another thread
-                        raise ValueError("operation on a closed ProcessHandle")
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-        pause = 0.001
-        while self._still_there():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(
-                pause if deadline is None else min(pause, max(deadline - time.monotonic(), 0))
-            )
-            pause = min(pause * 2, 0.05)
-        return True
+        mine = None
+        try:
+            with self._lock:
+                self._check_open()
+                if self._pidfd is not None:
+                    # A copy of its own to wait on: close() from another thread meanwhile
+                    # neither ends the wait nor makes it watch what opens at the number next.
+                    mine = keep(os.dup, self._pidfd)
+                    mine[0]
+            if mine is not None:
+                return _poll_until(mine[0], deadline)
+            return _recheck_until(self._still_there, deadline)
+        finally:
+            if mine:
+                os.close(mine[0])
 
     def close(self) -> None:
-        """Close the pidfd (as leaving ``with`` does); signals then raise ``ValueError``."""
-        if not self._closed:
-            self._closed = True
-            kept = self._kept
-            if 0 in kept and 1 not in kept:  # (as open_entry's)
-                kept[1] = 0
-                os.close(kept[0])
+        """Close the pidfd (as leaving ``with`` does); signals then raise ``ValueError``. A
+        ``wait()`` in another thread goes on until the process exits (or its timeout)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                kept = self._kept
+                if 0 in kept and 1 not in kept:  # (as open_entry's)
+                    kept[1] = 0
+                    os.close(kept[0])
 
     def _check_open(self) -> None:
         if self._closed:

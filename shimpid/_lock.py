@@ -81,6 +81,8 @@ FRESH_EMPTY = 1.0
 # released at interpreter exit (atexit), their files removed.
 _held: dict[int, PidFileLock] = {}
 _handed_out: set[int] = set()  # of those, the descriptors fileno() gave out
+# The descriptors acquire() waits on (_wait_for_holder), each as a Kept: see there
+_waiting: list[_common.Kept] = []
 # This process's pid and its pid file's bytes for each (capability line, pidfd level): made
 # once, renewed after fork() by the hook below (CPython runs it after every fork that may run
 # Python code: os.fork(), multiprocessing, a preexec_fn; C code that forks must call
@@ -146,8 +148,10 @@ class PidFileLock(_common.Final):
     as ``mkdir -p``) when the lock is made. As root (or with ``secure=True``) the path must be
     one no other user could steer (``UntrustedPath`` otherwise; see
     ``shimpid._rundir.open_directory``). An object is not for sharing between threads: threads
-    that need the lock each make their own, and exclude each other as processes do. It may be
-    subclassed.
+    that need the lock each make their own, and exclude each other as processes do, but for
+    one thing: ``timeout=None`` does not wait for another thread's lock (it could be this
+    thread's: the wait would never end), it raises ``AlreadyLocked``; a timeout in seconds
+    waits. It may be subclassed.
     """
 
     __slots__ = (
@@ -520,6 +524,9 @@ def _wait_for_holder(target: bytes, path: str | bytes) -> bool:
     behind. True if a POSIX or OFD lock holds it still, which flock() cannot wait for. Not on
     the hot path (a free lock is taken at the first try), so written once, here."""
     kept = _common.keep(os.open, target, _common.OPEN_READ)
+    # Listed before it opens: a child forked meanwhile (another thread's) closes its copy, else
+    # the lock this wait is granted would stay the child's once the wait lets go (_after_fork)
+    _waiting.append(kept)
     try:
         _common.flock(kept[0], _common.LOCK_EX)  # let go at once: the next try takes it properly
         return bool(_common.record_locked(kept[0])[0])
@@ -528,8 +535,10 @@ def _wait_for_holder(target: bytes, path: str | bytes) -> bool:
     except OSError as err:
         raise _common.write_error(err, path) from None
     finally:
-        if kept:
+        if kept and 1 not in kept:
+            kept[1] = 0  # marked first: a child forked from here on leaves it be
             os.close(kept[0])
+        _waiting.remove(kept)
 
 
 def _look(path: str | bytes) -> tuple[Read | None, int | None]:
@@ -580,9 +589,12 @@ def _held_here(target: bytes) -> bool:
     except OSError:
         return False
     for fd in list(_held):
-        mine = os.fstat(fd)
-        if (mine.st_ino, mine.st_dev) == (info.st_ino, info.st_dev):
-            return True
+        try:
+            mine = os.fstat(fd)
+        except OSError:  # released by another thread meanwhile
+            continue
+        if fd in _held and (mine.st_ino, mine.st_dev) == (info.st_ino, info.st_dev):
+            return True  # (still held after the look: the number was no other file's)
     return False
 
 
@@ -761,6 +773,11 @@ def _after_fork_in_child() -> None:
             pass
     _held.clear()
     _handed_out.clear()
+    for kept in _waiting:  # other threads' waits: the parent's, never this child's
+        if kept and 1 not in kept:
+            kept[1] = 0
+            os.close(kept[0])
+    _waiting.clear()
 
 
 def _release_at_exit() -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
 import shimpid
 from _helpers import proc_state, require_pidfd_level, stop
-from shimpid import Absent, Legacy, ProcessHandle, Verified, _common
+from shimpid import Absent, Legacy, ProcessHandle, Verified, _common, _handle
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
 assert OTHER_BOOT.decode() != _common.CURRENT_BOOT_ID
@@ -57,19 +59,90 @@ def test_a_handle_signals_and_waits_for_the_recorded_process(impl, pidfds, pid_p
         handle.send_signal(0)
 
 
-def test_a_wait_whose_pidfd_is_closed_meanwhile_says_so(impl, pid_path, sleeper):
-    """Closed under it (another thread leaving ``with``): poll() reports the descriptor invalid,
-    which is no exit."""
+def test_a_wait_whose_pidfd_was_closed_behind_its_back_raises(impl, pid_path, sleeper):
+    """The pidfd closed by its number (not close()): the wait fails with EBADF, never says
+    "exited"."""
     require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
     record_child(impl, pid_path, sleeper)
     handle = shimpid.PidFileReader.at(pid_path).open_process()
     os.close(handle.fileno())
     try:
-        with pytest.raises(ValueError, match="closed ProcessHandle"):
+        with pytest.raises(OSError) as caught:
             handle.wait(1)
+        assert caught.value.errno == errno.EBADF
     finally:
         handle._closed = True  # (its pidfd is gone already: never closed again)
     assert proc_state(sleeper.pid) in "RS"
+
+
+def test_a_close_from_another_thread_never_redirects_a_signal(impl, tmp_path, monkeypatch):
+    """Thread B closes the handle, and opens another whose pidfd takes the same number, while
+    thread A is between its check and pidfd_send_signal(): B's close() waits for A, so the
+    signal reaches A's process, never B's."""
+    require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
+    first, second = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
+    try:
+        record_child(impl, tmp_path / "first.pid", first)
+        record_child(impl, tmp_path / "second.pid", second)
+        handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
+        other = []
+
+        def close_and_reopen():
+            handle.close()
+            other.append(shimpid.PidFileReader.at(tmp_path / "second.pid").open_process())
+
+        real = _handle._exited
+
+        def exited_then_the_other_thread_runs(pidfd, seconds):
+            thread = threading.Thread(target=close_and_reopen)
+            thread.start()
+            thread.join(0.3)  # B runs as far as it can
+            threads.append(thread)
+            return real(pidfd, seconds)
+
+        threads = []
+        monkeypatch.setattr(_handle, "_exited", exited_then_the_other_thread_runs)
+        assert handle.send_signal(signal.SIGTERM) is True
+        monkeypatch.undo()
+        threads[0].join(10)
+        assert first.wait(10) == -signal.SIGTERM
+        assert second.poll() is None and other[0].pid == second.pid
+        other[0].close()
+    finally:
+        stop(first)
+        stop(second)
+
+
+def test_a_close_from_another_thread_lets_a_wait_go_on(impl, tmp_path):
+    """A wait in progress watches its own copy of the pidfd: close() from another thread, and
+    another handle taking the number, neither end it nor make it watch the other process."""
+    require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
+    first = subprocess.Popen(["sleep", "1"])
+    second = subprocess.Popen(["sleep", "60"])
+    try:
+        record_child(impl, tmp_path / "first.pid", first)
+        record_child(impl, tmp_path / "second.pid", second)
+        handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
+        outcome = []
+
+        def wait():
+            start = time.monotonic()
+            try:
+                handle.wait(30)
+                outcome.append(time.monotonic() - start)
+            except BaseException as err:  # (any: said below)
+                outcome.append(err)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.2)
+        handle.close()
+        with shimpid.PidFileReader.at(tmp_path / "second.pid").open_process():
+            waiter.join(20)
+        assert len(outcome) == 1 and isinstance(outcome[0], float) and outcome[0] < 10, outcome
+    finally:
+        stop(first)
+        stop(second)
 
 
 def test_terminate_and_kill(impl, pidfds, pid_path):

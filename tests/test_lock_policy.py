@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -523,6 +524,62 @@ def test_a_lock_cannot_be_pickled_and_copies_as_itself(locking, pid_path):
 def test_a_missing_directory_fails_when_the_lock_is_made(locking, tmp_path):
     with pytest.raises(shimpid.StorageError):
         locking(tmp_path / "missing" / "x.pid")
+
+
+def test_a_child_forked_during_a_wait_never_keeps_the_lock_it_is_granted(locking, pid_path, hold):
+    """Thread W waits (timeout=None) for a holder; the main thread forks a child meanwhile (a
+    multiprocessing worker); the holder is killed, leaving its file. The child closed its copy
+    of W's descriptor as it was forked: the lock the wait is granted is W's, and W takes it at
+    once, not when the child exits."""
+    holder = hold(pid_path)
+    lock = locking(pid_path)
+    took = []
+    waiter = threading.Thread(target=lambda: (lock.acquire(), took.append(time.monotonic())))
+    waiter.start()
+    time.sleep(0.3)  # W is in flock(LOCK_EX) by now
+    child = os.fork()
+    if child == 0:
+        time.sleep(6)
+        os._exit(0)
+    try:
+        holder.kill()
+        holder.wait()
+        killed = time.monotonic()
+        waiter.join(5)
+        assert took and took[0] - killed < 3, "the wait was granted to the forked child"
+        assert lock.i_am_locking()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        waiter.join(10)
+        if lock.i_am_locking():
+            lock.release()
+
+
+def test_a_lock_released_by_another_thread_as_i_am_locking_looks_is_no_error(
+    locking, tmp_path, monkeypatch
+):
+    """Threads with their own locks: i_am_locking() (and acquire(None)) look at each held
+    descriptor; one released meanwhile is passed over, not an EBADF."""
+    mine, theirs = locking(tmp_path / "mine.pid"), locking(tmp_path / "theirs.pid")
+    theirs.acquire()  # first: looked at first
+    mine.acquire()
+    real, released = os.fstat, []
+
+    def released_first(fd):
+        if not released:
+            released.append(fd)
+            theirs.release()  # (as another thread would, between the listing and the look)
+        return real(fd)
+
+    again = locking(tmp_path / "mine.pid")  # another object of the same file: it looks
+    monkeypatch.setattr(_lock.os, "fstat", released_first)
+    try:
+        assert again.i_am_locking()
+    finally:
+        monkeypatch.undo()
+        mine.release()
+    assert released
 
 
 # ---- other processes -----------------------------------------------------------------------------
