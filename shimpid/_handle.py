@@ -23,6 +23,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from ._common import (
@@ -86,6 +87,20 @@ def open_entry(
 _MAX_POLL = 86400.0
 
 
+# Every handle, so that a forked child's copies get locks of their own: one another thread of
+# the parent held at the fork would be held in the child for ever.
+_handles: weakref.WeakSet[ProcessHandle] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for handle in list(_handles):
+        handle._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _exited(pidfd: int, seconds: float) -> bool:
     """Whether the process of pidfd exits within ``seconds`` (readable: exited)."""
     poller = select.poll()
@@ -122,7 +137,7 @@ class ProcessHandle:
     ``fileno()``); close it, or use the handle as a context manager.
     """
 
-    __slots__ = ("_closed", "_identity", "_kept", "_lock", "_still_there")
+    __slots__ = ("__weakref__", "_closed", "_identity", "_kept", "_lock", "_still_there")
 
     def __init__(
         self, identity: ProcessIdentity, pidfd: Kept, still_there: Callable[[], bool]
@@ -131,6 +146,7 @@ class ProcessHandle:
         # that takes its number) never comes between a check and pidfd_send_signal(). An RLock:
         # a signal handler of this thread may close the handle.
         self._lock = threading.RLock()
+        _handles.add(self)  # (a forked child gets it anew: see _after_fork_in_child)
         self._kept = pidfd  # shared with open_entry until it returns: see there
         self._identity = identity
         self._still_there = still_there
@@ -171,6 +187,8 @@ class ProcessHandle:
                 if pidfd is not None:
                     if _exited(pidfd, 0):  # a zombie takes a signal, and nothing comes of it
                         return False
+                    if 1 in self._kept:  # closed meanwhile, by a handler of this thread's
+                        raise ValueError("operation on a closed ProcessHandle")
                     signal.pidfd_send_signal(pidfd, sig)
                     return True
                 if not self._still_there():
@@ -216,6 +234,8 @@ class ProcessHandle:
         try:
             with self._lock:
                 self._check_open()
+                if self._pidfd is not None and not timeout and timeout is not None:
+                    return _exited(self._pidfd, 0)  # (poll(): under the lock, no copy needed)
                 if self._pidfd is not None:
                     # A copy of its own to wait on: close() from another thread meanwhile
                     # neither ends the wait nor makes it watch what opens at the number next.

@@ -81,8 +81,9 @@ FRESH_EMPTY = 1.0
 # released at interpreter exit (atexit), their files removed.
 _held: dict[int, PidFileLock] = {}
 _handed_out: set[int] = set()  # of those, the descriptors fileno() gave out
-# The descriptors acquire() waits on (_wait_for_holder), each as a Kept: see there
-_waiting: list[_common.Kept] = []
+# The descriptors acquire() waits on (_wait_for_holder), each a Kept, by its id (never by ==:
+# two empty ones are equal): see there
+_waiting: dict[int, _common.Kept] = {}
 # This process's pid and its pid file's bytes for each (capability line, pidfd level): made
 # once, renewed after fork() by the hook below (CPython runs it after every fork that may run
 # Python code: os.fork(), multiprocessing, a preexec_fn; C code that forks must call
@@ -526,7 +527,7 @@ def _wait_for_holder(target: bytes, path: str | bytes) -> bool:
     kept = _common.keep(os.open, target, _common.OPEN_READ)
     # Listed before it opens: a child forked meanwhile (another thread's) closes its copy, else
     # the lock this wait is granted would stay the child's once the wait lets go (_after_fork)
-    _waiting.append(kept)
+    _waiting[id(kept)] = kept
     try:
         _common.flock(kept[0], _common.LOCK_EX)  # let go at once: the next try takes it properly
         return bool(_common.record_locked(kept[0])[0])
@@ -538,7 +539,7 @@ def _wait_for_holder(target: bytes, path: str | bytes) -> bool:
         if kept and 1 not in kept:
             kept[1] = 0  # marked first: a child forked from here on leaves it be
             os.close(kept[0])
-        _waiting.remove(kept)
+        _waiting.pop(id(kept), None)
 
 
 def _look(path: str | bytes) -> tuple[Read | None, int | None]:
@@ -773,7 +774,7 @@ def _after_fork_in_child() -> None:
             pass
     _held.clear()
     _handed_out.clear()
-    for kept in _waiting:  # other threads' waits: the parent's, never this child's
+    for kept in _waiting.values():  # other threads' waits: the parent's, never this child's
         if kept and 1 not in kept:
             kept[1] = 0
             os.close(kept[0])

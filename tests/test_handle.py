@@ -13,7 +13,7 @@ import time
 import pytest
 
 import shimpid
-from _helpers import proc_state, require_pidfd_level, stop
+from _helpers import proc_state, require_pidfd_level, run_in_child, stop
 from shimpid import Absent, Legacy, ProcessHandle, Verified, _common, _handle
 
 OTHER_BOOT = b"0000abcd-1111-2222-3333-4444444444ef"
@@ -111,6 +111,67 @@ def test_a_close_from_another_thread_never_redirects_a_signal(impl, tmp_path, mo
     finally:
         stop(first)
         stop(second)
+
+
+def test_a_close_by_a_handler_of_the_same_thread_never_redirects_a_signal(
+    impl, tmp_path, monkeypatch
+):
+    """The lock lets the thread's own signal handler in: one that closes the handle and opens
+    another at the same number, as send_signal() checks for an exit, makes it raise ValueError
+    (closed), and the other process gets nothing."""
+    require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
+    first, second = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
+    try:
+        record_child(impl, tmp_path / "first.pid", first)
+        record_child(impl, tmp_path / "second.pid", second)
+        handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
+        other = []
+        real = _handle._exited
+
+        def as_a_handler_would(pidfd, seconds):
+            handle.close()
+            other.append(shimpid.PidFileReader.at(tmp_path / "second.pid").open_process())
+            return real(other[0].fileno(), seconds)
+
+        monkeypatch.setattr(_handle, "_exited", as_a_handler_would)
+        with pytest.raises(ValueError, match="closed"):
+            handle.send_signal(signal.SIGTERM)
+        monkeypatch.undo()
+        assert other[0].fileno() == handle._kept[0]  # the number was the other's
+        other[0].close()
+        assert first.poll() is None and second.poll() is None
+    finally:
+        stop(first)
+        stop(second)
+
+
+def test_a_child_forked_while_another_thread_uses_a_handle_can_use_it(impl, pid_path, sleeper):
+    """Another thread holds the handle's lock as the main thread forks: the child's copy of the
+    handle has a lock of its own (one held by a thread the child has not would never be let go)."""
+    require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
+    record_child(impl, pid_path, sleeper)
+    handle = shimpid.PidFileReader.at(pid_path).open_process()
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with handle._lock:
+            held.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+
+        def child(out):
+            os.write(out, b"%d" % handle.poll())
+            handle.close()
+
+        assert run_in_child(child, timeout=10) == (0, b"0")
+    finally:
+        done.set()
+        holder.join(10)
+        handle.close()
 
 
 def test_a_close_from_another_thread_lets_a_wait_go_on(impl, tmp_path):

@@ -29,7 +29,7 @@ from _helpers import (
     script_prelude,
     stop,
 )
-from shimpid import Absent, AlreadyLocked, AlreadyRunning, Verified, _lock, _rundir
+from shimpid import Absent, AlreadyLocked, AlreadyRunning, Verified, _common, _lock, _rundir
 
 
 @pytest.fixture(scope="session")
@@ -554,6 +554,19 @@ def test_a_child_forked_during_a_wait_never_keeps_the_lock_it_is_granted(locking
         waiter.join(10)
         if lock.i_am_locking():
             lock.release()
+
+
+def test_a_wait_that_finds_no_file_leaves_other_waits_listed(tmp_path):
+    """The waits a forked child must close are listed each by itself: one that ends (here, no
+    file to wait for) never takes another's entry off the list, even one as empty as its own."""
+    another = _common.keep(os.open, b"/nonexistent", os.O_RDONLY)  # not opened yet: empty
+    _lock._waiting[id(another)] = another
+    try:
+        missing = os.fsencode(tmp_path / "missing.pid")
+        assert _lock._wait_for_holder(missing, "missing.pid") is False
+        assert _lock._waiting == {id(another): another}
+    finally:
+        _lock._waiting.pop(id(another), None)
 
 
 def test_a_lock_released_by_another_thread_as_i_am_locking_looks_is_no_error(
