@@ -234,7 +234,7 @@ class ProcessHandle:
         try:
             with self._lock:
                 self._check_open()
-                if self._pidfd is not None and not timeout and timeout is not None:
+                if self._pidfd is not None and timeout == 0:
                     return _exited(self._pidfd, 0)  # (poll(): under the lock, no copy needed)
                 if self._pidfd is not None:
                     # A copy of its own to wait on: close() from another thread meanwhile

@@ -75,74 +75,81 @@ def test_a_wait_whose_pidfd_was_closed_behind_its_back_raises(impl, pid_path, sl
     assert proc_state(sleeper.pid) in "RS"
 
 
-def test_a_close_from_another_thread_never_redirects_a_signal(impl, tmp_path, monkeypatch):
+@pytest.fixture
+def two_recorded(impl, tmp_path):
+    """``two_recorded(seconds=60)``: two sleeping children (the first for ``seconds``), recorded
+    in first.pid and second.pid of tmp_path; stopped after the test."""
+    children = []
+
+    def start(seconds: float = 60) -> tuple[subprocess.Popen, subprocess.Popen]:
+        for name, length in (("first", seconds), ("second", 60)):
+            children.append(subprocess.Popen(["sleep", str(length)]))
+            record_child(impl, tmp_path / f"{name}.pid", children[-1])
+        return children[0], children[1]
+
+    yield start
+    for child in children:
+        stop(child)
+
+
+def test_a_close_from_another_thread_never_redirects_a_signal(
+    impl, tmp_path, monkeypatch, two_recorded
+):
     """Thread B closes the handle, and opens another whose pidfd takes the same number, while
     thread A is between its check and pidfd_send_signal(): B's close() waits for A, so the
     signal reaches A's process, never B's."""
     require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
-    first, second = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
-    try:
-        record_child(impl, tmp_path / "first.pid", first)
-        record_child(impl, tmp_path / "second.pid", second)
-        handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
-        other = []
+    first, second = two_recorded()
+    handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
+    other = []
 
-        def close_and_reopen():
-            handle.close()
-            other.append(shimpid.PidFileReader.at(tmp_path / "second.pid").open_process())
+    def close_and_reopen():
+        handle.close()
+        other.append(shimpid.PidFileReader.at(tmp_path / "second.pid").open_process())
 
-        real = _handle._exited
+    real = _handle._exited
 
-        def exited_then_the_other_thread_runs(pidfd, seconds):
-            thread = threading.Thread(target=close_and_reopen)
-            thread.start()
-            thread.join(0.3)  # B runs as far as it can
-            threads.append(thread)
-            return real(pidfd, seconds)
+    def exited_then_the_other_thread_runs(pidfd, seconds):
+        thread = threading.Thread(target=close_and_reopen)
+        thread.start()
+        thread.join(0.3)  # B runs as far as it can
+        threads.append(thread)
+        return real(pidfd, seconds)
 
-        threads = []
-        monkeypatch.setattr(_handle, "_exited", exited_then_the_other_thread_runs)
-        assert handle.send_signal(signal.SIGTERM) is True
-        monkeypatch.undo()
-        threads[0].join(10)
-        assert first.wait(10) == -signal.SIGTERM
-        assert second.poll() is None and other[0].pid == second.pid
-        other[0].close()
-    finally:
-        stop(first)
-        stop(second)
+    threads = []
+    monkeypatch.setattr(_handle, "_exited", exited_then_the_other_thread_runs)
+    assert handle.send_signal(signal.SIGTERM) is True
+    monkeypatch.undo()
+    threads[0].join(10)
+    assert first.wait(10) == -signal.SIGTERM
+    assert second.poll() is None and other[0].pid == second.pid
+    other[0].close()
 
 
 def test_a_close_by_a_handler_of_the_same_thread_never_redirects_a_signal(
-    impl, tmp_path, monkeypatch
+    impl, tmp_path, monkeypatch, two_recorded
 ):
     """The lock lets the thread's own signal handler in: one that closes the handle and opens
     another at the same number, as send_signal() checks for an exit, makes it raise ValueError
     (closed), and the other process gets nothing."""
     require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
-    first, second = (subprocess.Popen(["sleep", "60"]) for _ in range(2))
-    try:
-        record_child(impl, tmp_path / "first.pid", first)
-        record_child(impl, tmp_path / "second.pid", second)
-        handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
-        other = []
-        real = _handle._exited
+    first, second = two_recorded()
+    handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
+    other = []
+    real = _handle._exited
 
-        def as_a_handler_would(pidfd, seconds):
-            handle.close()
-            other.append(shimpid.PidFileReader.at(tmp_path / "second.pid").open_process())
-            return real(other[0].fileno(), seconds)
+    def as_a_handler_would(pidfd, seconds):
+        handle.close()
+        other.append(shimpid.PidFileReader.at(tmp_path / "second.pid").open_process())
+        return real(other[0].fileno(), seconds)
 
-        monkeypatch.setattr(_handle, "_exited", as_a_handler_would)
-        with pytest.raises(ValueError, match="closed"):
-            handle.send_signal(signal.SIGTERM)
-        monkeypatch.undo()
-        assert other[0].fileno() == handle._kept[0]  # the number was the other's
-        other[0].close()
-        assert first.poll() is None and second.poll() is None
-    finally:
-        stop(first)
-        stop(second)
+    monkeypatch.setattr(_handle, "_exited", as_a_handler_would)
+    with pytest.raises(ValueError, match="closed"):
+        handle.send_signal(signal.SIGTERM)
+    monkeypatch.undo()
+    assert other[0].fileno() == handle._kept[0]  # the number was the other's
+    other[0].close()
+    assert first.poll() is None and second.poll() is None
 
 
 def test_a_child_forked_while_another_thread_uses_a_handle_can_use_it(impl, pid_path, sleeper):
@@ -174,36 +181,29 @@ def test_a_child_forked_while_another_thread_uses_a_handle_can_use_it(impl, pid_
         handle.close()
 
 
-def test_a_close_from_another_thread_lets_a_wait_go_on(impl, tmp_path):
+def test_a_close_from_another_thread_lets_a_wait_go_on(impl, tmp_path, two_recorded):
     """A wait in progress watches its own copy of the pidfd: close() from another thread, and
     another handle taking the number, neither end it nor make it watch the other process."""
     require_pidfd_level(impl, _common.PIDFD, "pidfds (Linux 5.3+)")
-    first = subprocess.Popen(["sleep", "1"])
-    second = subprocess.Popen(["sleep", "60"])
-    try:
-        record_child(impl, tmp_path / "first.pid", first)
-        record_child(impl, tmp_path / "second.pid", second)
-        handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
-        outcome = []
+    two_recorded(1)  # the first exits after 1 s
+    handle = shimpid.PidFileReader.at(tmp_path / "first.pid").open_process()
+    outcome = []
 
-        def wait():
-            start = time.monotonic()
-            try:
-                handle.wait(30)
-                outcome.append(time.monotonic() - start)
-            except BaseException as err:  # (any: said below)
-                outcome.append(err)
+    def wait():
+        start = time.monotonic()
+        try:
+            handle.wait(30)
+            outcome.append(time.monotonic() - start)
+        except BaseException as err:  # (any: said below)
+            outcome.append(err)
 
-        waiter = threading.Thread(target=wait)
-        waiter.start()
-        time.sleep(0.2)
-        handle.close()
-        with shimpid.PidFileReader.at(tmp_path / "second.pid").open_process():
-            waiter.join(20)
-        assert len(outcome) == 1 and isinstance(outcome[0], float) and outcome[0] < 10, outcome
-    finally:
-        stop(first)
-        stop(second)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    handle.close()
+    with shimpid.PidFileReader.at(tmp_path / "second.pid").open_process():
+        waiter.join(20)
+    assert len(outcome) == 1 and isinstance(outcome[0], float) and outcome[0] < 10, outcome
 
 
 def test_terminate_and_kill(impl, pidfds, pid_path):
