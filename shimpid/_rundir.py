@@ -142,7 +142,8 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
     (never following it), checked (if ``trust``), made if missing (if ``create``), then opened
     (``O_PATH``) relative to its parent, so nothing is looked up twice. Symlinks that pass are
     followed by hand, by the same rules. Every descriptor is kept as it is made: whatever
-    interrupts, none is lost or closed twice."""
+    interrupts, none is lost or closed twice; each is closed once the walk has gone past it
+    (two at most are open: a path of thousands of components needs no more)."""
     opened: list[_common.Kept] = []
 
     def open_kept(name: bytes, flags: int, directory: int | None = None) -> int:
@@ -197,6 +198,7 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
                 parts[:0] = _components(target)
                 if target.startswith(b"/"):
                     fd = open_kept(b"/", _STEP)
+                    _close_all_but(opened, fd)
                     here = os.fstat(fd)
                     trail = b"/"
                 else:
@@ -210,6 +212,7 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
                 # changed between the look and the open: by root or us, but no
                 raise UntrustedPath(shown, "it changed while it was checked")
             fd, here = step, opened_info
+            _close_all_but(opened, fd)
         result = open_kept(b".", _DIRECTORY, fd)
         return result
     except OSError as err:
@@ -240,8 +243,8 @@ def _walk(raw: bytes, trust: bool = True, create: bool = False) -> int:
 
 
 def _close_all_but(opened: list[_common.Kept], result: int) -> None:
-    """Close what _walk opened but its result and what is closed already (a loop of its own:
-    see _common's note on loops)."""
+    """Close what _walk opened but ``result`` (where it is, or what it returns) and what is
+    closed already (a loop of its own: see _common's note on loops)."""
     for kept in opened:
         if kept and 1 not in kept and kept[0] != result:
             kept[1] = 0  # marked first: a handler raising as it closes never has it closed twice

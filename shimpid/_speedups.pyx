@@ -208,6 +208,10 @@ if (_common.PID_RECORD_MAX_BYTES, _common.PID_FILE_MAX_BYTES, _common.TEMP_SUFFI
         BOOT_ID_BYTES, PIDFS, PIDFD, NO_PIDFD, PIDFS_MAGIC, CAPABILITY_MAX, IN_PLACE_ATTEMPTS,
         IN_PLACE_PAUSE_NS, IDENTITY_PREFIX_MAX):
     raise ImportError("shimpid._speedups was built against another shimpid._common")
+# _common's errno sets, as not_a_process() and pidfd_level() test them
+if (_common.NOT_A_PROCESS_ERRNOS, _common.PASSING_ERRNOS) != (
+        {ESRCH, ENOENT, EINVAL}, {EMFILE, ENFILE, ENOMEM}):
+    raise ImportError("shimpid._speedups was built against another shimpid._common")
 
 # This boot's identity, for the readers' comparisons without the GIL (empty: unknown).
 cdef char current_boot_id[BOOT_ID_BYTES]

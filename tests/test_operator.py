@@ -539,6 +539,38 @@ def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
         _rundir.open_directory(tmp_path / "link" / "svc", secure=True)
 
 
+def test_the_walk_holds_two_descriptors_whatever_the_depth(tmp_path):
+    """Each step's directory is closed once the walk has gone past it: a path of a thousand
+    components (and a symlink back to the root on the way) opens in a process allowed 32
+    descriptors."""
+    deep = os.fsencode(tmp_path)
+    for _ in range(1000):  # (os.makedirs recurses as deep)
+        deep = os.path.join(deep, b"d")
+        os.mkdir(deep)
+    os.symlink(os.fsencode(tmp_path), os.path.join(deep, b"back"))  # absolute: a jump to /
+
+    def child(out):
+        import resource
+
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (32, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
+        before = len(os.listdir("/proc/self/fd"))
+        for secure, create in ((True, False), (False, True)):
+            fd = _rundir.open_directory(
+                os.path.join(deep, b"back", b"d"), secure=secure, create=create
+            )
+            os.write(
+                out, b"%d\n" % (os.fstat(fd).st_ino == os.stat(os.path.join(tmp_path, "d")).st_ino)
+            )
+            os.close(fd)
+        os.write(out, b"%d\n" % (len(os.listdir("/proc/self/fd")) - before))
+
+    code, said = run_in_child(child)
+    assert code == 0, said
+    assert said.split() == [b"1", b"1", b"0"], "reached, twice, and nothing left open"
+
+
 def test_a_lock_as_root_refuses_a_path_another_user_could_steer(tmp_path, cli):
     if os.geteuid() != 0:
         pytest.skip("the trust rules as root")

@@ -144,6 +144,30 @@ def test_the_extension_says_what_the_pure_backend_says(extension):
                     )
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "PID_MAX = 2**22",
+        "PASSING_ERRNOS = frozenset({errno.EMFILE})",
+        "NOT_A_PROCESS_ERRNOS |= {errno.EPERM}",
+    ],
+)
+def test_the_extension_refuses_another_commons_rules(extension, change):
+    """What the C code holds of _common's rules (its limits, its errno sets) is checked against
+    _common at import: an extension built against other rules fails to load, never applies
+    them."""
+    script = (
+        "import errno, shimpid._common as c\n"  # (pure: the package has not loaded the extension)
+        f"c.{change}\n"
+        "import shimpid._speedups\n"
+    )
+    env = dict(os.environ, SHIMPID_PURE_PYTHON="1", PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert "ImportError: shimpid._speedups was built against another shimpid._common" in (
+        result.stderr
+    )
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the link strips on Linux")
 def test_the_compiled_module_ships_without_its_debugging_sections(extension):
     """1.7 MB with them, about 300 KB without: kept only by traced (coverage) and sanitized
