@@ -208,6 +208,10 @@ BUFFER_READONLY = "encode_into() needs a writable buffer"
 BUFFER_NOT_CONTIGUOUS = "buffer is not C-contiguous"
 
 
+def not_writable(name: str) -> str:
+    return f"attribute {name!r} of 'PidFileWriter' objects is not writable"
+
+
 def not_bytes_like(obj: object) -> str:
     return f"a bytes-like object is required, not {type(obj).__name__!r}"
 

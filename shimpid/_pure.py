@@ -120,7 +120,7 @@ class PidRecord:
             _end_init(self)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
-        raise TypeError(f"type '{__name__}.PidRecord' is not an acceptable base type")
+        _common.refuse_base(PidRecord)
 
     def __getattr__(self, name: str) -> object:
         # An unset slot: a record made by __new__ alone is PidRecord(0), as in the extension.
@@ -232,6 +232,13 @@ def _new_record(pid: int, start_time: int | None) -> PidRecord:
     return record
 
 
+def _fill(writer: WriterCore, **slots: object) -> None:
+    """Set a writer's slots, in the order given (``_target`` last: it says the writer is
+    ready), past its own __setattr__, which refuses them."""
+    for name, value in slots.items():
+        object.__setattr__(writer, name, value)
+
+
 def _byte_view(obj: object) -> memoryview:
     try:
         view = memoryview(obj)  # type: ignore[arg-type]
@@ -263,6 +270,14 @@ class WriterCore:
         "_target",
         "_temp_prefix",
     )
+    _atomic: bool
+    _capability: bytes
+    _identity: bytes
+    _mode: int
+    _path: str | bytes
+    _pidfs: bool
+    _target: bytes
+    _temp_prefix: bytes
 
     def _prepare(
         self,
@@ -277,12 +292,19 @@ class WriterCore:
     ) -> None:
         if hasattr(self, "_target"):
             raise TypeError(_common.ALREADY_INITIALISED.format("PidFileWriter"))
-        self._path, self._temp_prefix = given, temp_prefix
-        self._atomic, self._mode = atomic, mode
-        self._identity, self._capability = identity, capability
         # Decided here, in the parent: write_current() may run after fork().
-        self._pidfs = bool(identity) and _pidfd_level() == PIDFS
-        self._target = target  # last: it says the writer is ready
+        pidfs = bool(identity) and _pidfd_level() == PIDFS
+        _fill(
+            self,
+            _path=given,
+            _temp_prefix=temp_prefix,
+            _atomic=atomic,
+            _mode=mode,
+            _identity=identity,
+            _capability=capability,
+            _pidfs=pidfs,
+            _target=target,
+        )
 
     def _check(self) -> None:
         if not hasattr(self, "_target"):
@@ -294,12 +316,30 @@ class WriterCore:
         answers ``None`` where it swaps files; this backend always renames.)"""
         self._check()
         sibling = object.__new__(PidFileWriter)
-        for slot in WriterCore.__slots__:
-            setattr(sibling, slot, getattr(self, slot))
-        sibling._path, sibling._temp_prefix = given, _common.temp_prefix(target)
-        sibling._pidfs = bool(self._identity) and _pidfd_level() == PIDFS  # as __init__ would
-        sibling._target = target
+        pidfs = bool(self._identity) and _pidfd_level() == PIDFS  # as __init__ would decide
+        _fill(
+            sibling,
+            _path=given,
+            _temp_prefix=_common.temp_prefix(target),
+            _atomic=self._atomic,
+            _mode=self._mode,
+            _identity=self._identity,
+            _capability=self._capability,
+            _pidfs=pidfs,
+            _target=target,
+        )
         return sibling
+
+    # What it is made of never changes once made (as the extension's read-only members).
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in WriterCore.__slots__:
+            raise AttributeError(_common.not_writable(name))
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in WriterCore.__slots__:
+            raise AttributeError(_common.not_writable(name))
+        object.__delattr__(self, name)
 
     def _write(self, record: PidRecord) -> None:
         self._check()
@@ -792,30 +832,32 @@ def _find_pidfd_level() -> int:
     if not _LINUX or not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
         return NO_PIDFD
     pidfd = keep(os.pidfd_open, os.getpid())
+    probe = keep(os.eventfd, 0, os.EFD_CLOEXEC)
     try:
-        # Before 6.9 every pidfd shares one anonymous inode: its number names nothing.
-        return PIDFS if _filesystem_type(pidfd[0]) == _common.PIDFS_MAGIC else PIDFD
+        pidfd_device = os.fstat(pidfd[0]).st_dev
     except OSError as err:  # ENOSYS: a kernel before 5.3; EPERM: a seccomp filter
         if err.errno in _common.PASSING_ERRNOS:
             raise
         return NO_PIDFD
+    else:
+        # Before 6.9 every pidfd is one anonymous inode (its number names nothing), on the
+        # filesystem of every anonymous inode, an eventfd's too; pidfs is a filesystem of its own.
+        # (The extension asks fstatfs(), which os lacks: ctypes, which may not import where a
+        # daemon has since chrooted or dropped root.) An eventfd refused (ENOSYS: a kernel
+        # without them) cannot tell: pidfds then, not their inodes.
+        try:
+            return PIDFD if os.fstat(probe[0]).st_dev == pidfd_device else PIDFS
+        except OSError as err:
+            if err.errno in _common.PASSING_ERRNOS:
+                raise
+            return PIDFD
     finally:
-        if pidfd:
-            os.close(pidfd[0])
-
-
-def _filesystem_type(fd: int) -> int:
-    """``fstatfs(fd).f_type``, which ``os`` does not offer (0 if it cannot be read)."""
-    import ctypes  # only here: a few milliseconds to import, once
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(256)  # struct statfs: 120 bytes on 64-bit Linux
-    if libc.fstatfs(fd, buf) != 0:
-        return 0
-    # f_type comes first: a long on most ABIs, an unsigned int on a few (s390x).
-    as_long = ctypes.c_long.from_buffer(buf).value
-    as_int = ctypes.c_uint.from_buffer(buf).value
-    return as_long if as_long == _common.PIDFS_MAGIC else as_int
+        try:
+            if pidfd:
+                os.close(pidfd[0])
+        finally:
+            if probe:
+                os.close(probe[0])
 
 
 def _parse_stat(data: bytes) -> tuple[int, int | None]:

@@ -385,6 +385,8 @@ cdef int _byte_view(object obj, Py_buffer *view) except -1:
     BufferError, numpy's "ndarray is not C-contiguous" a ValueError)."""
     try:
         PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    except TypeError:  # (CPython names a static type in full: "datetime.date")
+        raise TypeError(_common.not_bytes_like(obj)) from None
     except (BufferError, ValueError):
         if not memoryview(obj).c_contiguous:  # (what it says otherwise, as the pure backend)
             raise BufferError(_common.BUFFER_NOT_CONTIGUOUS) from None
@@ -640,7 +642,7 @@ Write this process's record. Takes no arguments, so it can be a ``preexec_fn``."
         if not names_a_process(pid):
             raise _common.no_such_process(pid)
         record.pid = pid
-        record.start_time = start_time if known else 0
+        record.start_time = PyNumber_Index(start_time) if known else 0
         temp[0] = 0
         with nogil:
             found = _identity_of(&self.writer, &record, &has_pidfs, &pidfs_id, known)
@@ -989,7 +991,7 @@ ctypedef struct extras_t:  # what lines 3 and 4 say, as far as a verdict needs i
 def _identity_at(directory_fd, bytes name not None, path=None):
     """process_identity() of the file ``name``, relative to an open directory if one is given
     (shimpid.scan); errors name ``path`` (default: name)."""
-    cdef int fd = fcntl.AT_FDCWD if directory_fd is None else directory_fd
+    cdef int fd = fcntl.AT_FDCWD if directory_fd is None else PyNumber_Index(directory_fd)
     _check_no_nul(name)
     return identity_at(fd, PyBytes_AS_STRING(name), name if path is None else path)
 
@@ -1006,7 +1008,7 @@ def _read_pid_file(bytes target not None, path, directory_fd=None):
     from one bounded read; ``StorageError`` or ``OSError`` naming ``path`` if it cannot be."""
     cdef unsigned char buf[FILE_MAX_BYTES + 1]
     cdef int failure = 0
-    cdef int fd = fcntl.AT_FDCWD if directory_fd is None else directory_fd
+    cdef int fd = fcntl.AT_FDCWD if directory_fd is None else PyNumber_Index(directory_fd)
     cdef const char *c_target = PyBytes_AS_STRING(target)
     cdef Py_ssize_t size
     _check_no_nul(target)
@@ -1413,7 +1415,8 @@ def _pin_and_classify(pid, start_time, pidfs_id, pidfd not None):
     cdef int verdict, fd = -1, level = pidfd_level()
     extras.has_boot = False
     extras.has_pidfs = pidfs_id is not None
-    extras.pidfs_id = pidfs_id if extras.has_pidfs else 0
+    # (an index: a C conversion alone would take a float, and compare what it truncated)
+    extras.pidfs_id = PyNumber_Index(pidfs_id) if extras.has_pidfs else 0
     with nogil:
         verdict = classify(&record, &extras, level, &fd)
     if fd >= 0:

@@ -5,6 +5,7 @@ descriptors and temporary files never leak, stale files can be cleaned, and the 
 from __future__ import annotations
 
 import copy
+import datetime
 import dis
 import errno
 import json
@@ -216,6 +217,19 @@ def test_readers_and_writers_cannot_be_initialised_again(impl, tmp_path):
     assert listing(tmp_path) == ["a.pid"]
 
 
+def test_what_a_writer_is_made_of_cannot_be_changed(impl, tmp_path):
+    """Its path, mode and the rest are fixed once it is made (in the extension, a C struct
+    points into them): set or deleted, they are refused, and it writes where it did."""
+    writer = impl.PidFileWriter.at(tmp_path / "a.pid")
+    for name in ("_target", "_path", "_mode", "_atomic", "_identity", "_capability"):
+        with pytest.raises(AttributeError, match=f"'{name}' of .* not writable"):
+            setattr(writer, name, os.fsencode(tmp_path / "b.pid"))
+        with pytest.raises(AttributeError, match=f"'{name}' of .* not writable"):
+            delattr(writer, name)
+    writer.write(impl.PidRecord(1))
+    assert listing(tmp_path) == ["a.pid"]
+
+
 def test_copying_pickling_subclassing(impl, tmp_path):
     record = impl.PidRecord(5, 2**64 - 1)
     assert pickle.loads(pickle.dumps(record)) == record and copy.deepcopy(record) == record
@@ -237,6 +251,8 @@ BAD_CALLS = {
     "PidRecord(1, 2**64)": lambda m: m.PidRecord(1, 2**64),
     "decode(str)": lambda m: m.PidRecord.decode("12\n"),
     "decode(None)": lambda m: m.PidRecord.decode(None),
+    "decode(date)": lambda m: m.PidRecord.decode(datetime.date(2020, 1, 1)),
+    "encode_into(date)": lambda m: m.PidRecord(5, 6).encode_into(datetime.date(2020, 1, 1)),
     "decode(strided)": lambda m: m.PidRecord.decode(memoryview(b"1 2 3 4")[::2]),
     "encode_into(bytes)": lambda m: m.PidRecord(5, 6).encode_into(bytes(48)),
     "encode_into(47)": lambda m: m.PidRecord(5, 6).encode_into(bytearray(47)),
@@ -272,6 +288,27 @@ def test_both_backends_fail_alike(extension, name):
 
     pure, cython = outcome(_pure), outcome(extension)
     assert pure is not None and pure == cython
+
+
+def test_the_extension_takes_no_float_for_an_integer(extension, tmp_path):
+    """A C conversion alone takes a float, through ``__int__``: a pidfs inode + 0.5 would be
+    compared as the inode, and verify. Every integer the backend's internal calls take from
+    Python is an index (as the pure backend's ``os`` calls take theirs), and nothing is done."""
+    me = os.getpid()
+    inode = 7  # (where there are pidfds, this process's: what the float would have matched)
+    if hasattr(os, "pidfd_open"):
+        pidfd = os.pidfd_open(me)
+        inode = os.fstat(pidfd).st_ino
+        os.close(pidfd)
+    with pytest.raises(TypeError):
+        extension._classify(me, None, inode + 0.5)
+    with pytest.raises(TypeError):
+        extension._read_pid_file(b"a.pid", "a.pid", 1.0)
+    with pytest.raises(TypeError):
+        extension._identity_at(1.0, b"a.pid")
+    with pytest.raises(TypeError):
+        extension.PidFileWriter.at(tmp_path / "a.pid")._write_for(me, 1.0)
+    assert listing(tmp_path) == []
 
 
 # ---- 4. a signal handler that raises during a write leaks nothing --------------------------------

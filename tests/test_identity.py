@@ -21,6 +21,7 @@ from shimpid import (
     ProcessIdentity,
     StorageError,
     Verified,
+    _common,
 )
 
 PID_MAX = 2**31 - 1
@@ -246,6 +247,31 @@ def test_running_out_of_descriptors_at_the_first_look_is_not_remembered(impl):
     assert ran.returncode == 0, ran.stderr
     during, after = json.loads(ran.stdout)
     assert (during, after) == (shimpid._common.NO_PIDFD, level), ran.stderr
+
+
+def test_what_the_kernel_offers_is_found_after_a_chroot(impl, tmp_path):
+    """A daemon may chroot (python-daemon's chroot_directory) or drop root after importing
+    shimpid, and before its first record: the first look for pidfds then finds what it finds
+    before, with no module to import (the pure backend's once imported ctypes)."""
+    if os.geteuid() != 0:
+        pytest.skip("chroot needs root")
+    level = impl._pidfd_level()
+    (tmp_path / "run").mkdir()
+    script = script_prelude(impl) + textwrap.dedent(f"""
+        os.chroot({str(tmp_path)!r})
+        os.chdir("/")
+        found = impl._pidfd_level()  # the first look
+        impl.PidFileWriter.at("/run/a.pid").write_current()
+        print(json.dumps([found, impl.is_process_alive(os.getpid())]))
+    """)
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == [level, True]
+    written = impl.PidRecord.decode((tmp_path / "run" / "a.pid").read_bytes())
+    assert (_common.parse_extras((tmp_path / "run" / "a.pid").read_bytes()).pidfs_id is None) == (
+        level != _common.PIDFS
+    ), "the record carries the fingerprint the system offers"
+    assert written.pid > 0
 
 
 def test_liveness_takes_integers_only(impl):

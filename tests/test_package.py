@@ -68,6 +68,13 @@ for name in shimpid.__all__:
         assert value.__module__ == "shimpid", (name, value.__module__)
         assert repr(value) == f"<class 'shimpid.{name}'>", repr(value)
         assert pickle.loads(pickle.dumps(value)) is value, name
+for value in (shimpid.PidRecord, shimpid.PidFileWriter):  # refused as subclasses by that name
+    try:
+        type("Sub", (value,), {})
+    except TypeError as err:
+        assert f"'shimpid.{value.__name__}'" in str(err), err
+    else:
+        raise AssertionError(f"{value} was subclassed")
 for value in (shimpid.PidRecord(5, 6), shimpid.Verified(5), shimpid.Legacy(5), shimpid.Absent(),
               shimpid.StorageError("bad"), shimpid.AlreadyLocked("/x", 5),
               shimpid.AlreadyRunning("/x", 5, "why")):
