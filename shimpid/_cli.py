@@ -984,7 +984,7 @@ def _listing(args: argparse.Namespace) -> int:
 def _row(item: tuple[Any, ...], boot: float | None, now: float) -> tuple[Any, ...]:
     """One row of ls, from the one read (a scan_reads item): path, pid, state, start time,
     started, age, capability, locked, locked by, error."""
-    path, verdict, data, lock, record, extras = item
+    path, verdict, data, lock, record, extras, _ = item
     locked = None if lock is None else lock[0]
     state = _STATES.get(type(verdict))
     if state is None:  # an OSError: the system could not tell

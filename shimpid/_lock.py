@@ -361,8 +361,7 @@ class PidFileLock(_common.Final):
             raised = error
             while slot[0] >= 0:
                 try:
-                    _held.pop(slot[0], None)
-                    _lock_release(slot, self._target, data, self._path)
+                    _lock_release(slot, self._target, data, self._path)  # (and off _held)
                 except BaseException as again:
                     raised = again
             raise raised  # noqa: B904 (a later one has the first as its context already)
@@ -378,8 +377,9 @@ class PidFileLock(_common.Final):
         slot = self._slot
         if slot[0] < 0 or self._owner != _pid:
             return
-        _held.pop(slot[0], None)
         _handed_out.discard(slot[0])
+        # Still in _held until _lock_release closes it: a handler that raises before leaves it
+        # held, and listed, so another PidFileLock of this process never waits on it for ever
         _lock_release(slot, self._target, self._data, self._path)
 
     def fileno(self) -> int:
@@ -747,9 +747,13 @@ def _lock_release(slot: list[int], target: bytes, data: bytes, path: str | bytes
         pass
     except OSError as err:
         fd, slot[0] = slot[0], -1  # inline, no call between: see _common.keep
+        if fd in _held:  # off the list as it is closed, not before (no call between)
+            del _held[fd]  # noqa: RUF051 (pop() is a call: a handler could run there)
         os.close(fd)
         raise _common.write_error(err, path) from None
     fd, slot[0] = slot[0], -1
+    if fd in _held:  # listed while held: _held_here() and _release_at_exit() see it till now
+        del _held[fd]  # noqa: RUF051 (as above)
     os.close(fd)  # the lock goes with the last descriptor
 
 

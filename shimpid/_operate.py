@@ -22,6 +22,7 @@ from ._handle import ProcessHandle, open_entry
 from ._rundir import (
     Read,
     UntrustedPath,
+    decoded,
     fs_bytes,
     judge,
     lock_holder,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
     from ._backend import PidRecord
     from ._common import PathArg
+    from ._handle import PinAndClassify
 
 __all__ = ["Inspection", "Refused", "inspect", "send_signal", "stop"]
 
@@ -181,6 +183,31 @@ def _target(
         if directory is not None:
             os.close(directory)
         raise
+
+
+def open_process(
+    path: PathArg, allow_legacy: bool, secure: bool, pin_and_classify: PinAndClassify
+) -> ProcessHandle | None:
+    """``PidFileReader.open_process()``: one read of the file through its directory, opened
+    once; with ``secure``, by the trust rules' walk, and the file's own rule (``UntrustedPath``);
+    then a handle pinned from those bytes (by the reader's backend), or None."""
+    try:
+        directory, read, shown = _open(path, secure)
+    except StorageError:  # not a regular file: no record to act on
+        return None
+    try:
+        if directory is None or read is None:
+            return None
+        why = untrusted_file(directory, read) if secure else None
+        if why:
+            raise UntrustedPath(shown, why)
+        found = decoded(read)
+        if found is None:
+            return None
+        return open_entry(*found, pin_and_classify, allow_legacy)
+    finally:
+        if directory is not None:
+            os.close(directory)
 
 
 def send_signal(

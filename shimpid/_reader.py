@@ -63,21 +63,22 @@ class PidFileReader(Final):
         """The capability on line 3 (boxlite's ``services-mux-v1``), or ``None``."""
         return self._read_entry()[1].capability
 
-    def open_process(self, *, allow_legacy: bool = False) -> ProcessHandle | None:
+    def open_process(
+        self, *, allow_legacy: bool = False, secure: bool = True
+    ) -> ProcessHandle | None:
         """A handle that signals the recorded process and nothing else, or ``None``.
 
         ``None`` unless the verdict is ``Verified`` (or ``Legacy``, with ``allow_legacy``).
-        Raises ``OSError`` where ``process_identity()`` does. See ``shimpid._handle``.
+        ``secure`` (the default, for everyone, as ``shimpid stop``): ``UntrustedPath`` if another
+        user could have written the file (not root's or this user's, writable by group or
+        others, in a directory where others can replace it) or steered its path (see the
+        security page); else that user would choose the process this one signals. Raises
+        ``OSError`` where ``process_identity()`` does. See ``shimpid._handle``.
         """
-        from . import _handle  # imported when first needed: see shimpid/__init__.py
+        from . import _operate  # imported when first needed: see shimpid/__init__.py
 
-        try:
-            record, extras = self._read_entry()
-        except OSError as err:
-            if _common.is_answer(err):  # StorageError, a missing file: no record to act on
-                return None
-            raise
-        return _handle.open_entry(record, extras, _backend._pin_and_classify, allow_legacy)
+        allow_legacy, secure = bool(allow_legacy), bool(secure)
+        return _operate.open_process(self._path, allow_legacy, secure, _backend._pin_and_classify)
 
     def process_identity(self) -> Verified | Legacy | Absent:
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the identity rules

@@ -278,13 +278,24 @@ def open_to_others(directory: os.stat_result) -> str | None:
 def untrusted_file(directory: int, read: Read) -> str | None:
     """Why a pid file (as read, in the open directory) is no instruction to signal a process:
     another user's, writable by others, or in a directory where others could replace it.
-    start-stop-daemon's rule for root; the commands that signal apply it for everyone."""
-    info, euid = read.info, os.geteuid()
-    if info.st_uid not in (0, euid):
-        return f"it is owned by uid {info.st_uid}, not by this user or root"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    start-stop-daemon's rule for root; the commands that signal, and ``open_process()``, apply
+    it for everyone."""
+    return untrusted_owner(read.info.st_uid, read.info.st_mode) or untrusted_directory(directory)
+
+
+def untrusted_owner(uid: int, mode: int) -> str | None:
+    """``untrusted_file``'s rule for the file itself, from its fstat's owner and mode."""
+    if uid not in (0, os.geteuid()):
+        return f"it is owned by uid {uid}, not by this user or root"
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "it is writable by group or others"
-    return _not_ours(os.fstat(directory), euid) or open_to_others(os.fstat(directory))
+    return None
+
+
+def untrusted_directory(directory: int) -> str | None:
+    """``untrusted_file``'s rule for the open directory the file is in."""
+    info = os.fstat(directory)
+    return _not_ours(info, os.geteuid()) or open_to_others(info)
 
 
 def split_file_path(path: PathArg) -> tuple[bytes, bytes]:
@@ -403,6 +414,17 @@ def _regular(kept: _common.Kept, shown: str | None = None) -> int | None:
 # What opening (OPEN_READ) something other than a regular file fails with: a symlink (O_NOFOLLOW),
 # a socket (ENXIO), a directory (as some systems refuse it)
 _NOT_REGULAR_ERRNOS = frozenset({errno.ELOOP, errno.ENXIO, errno.EISDIR})
+
+
+def decoded(read: Read) -> tuple[PidRecord, Extras] | None:
+    """The record and extras of a read, or None where it holds no record."""
+    if _too_large(read):
+        return None
+    try:
+        record = _backend.PidRecord.decode(read.data)
+    except StorageError:
+        return None
+    return record, _common.parse_extras(read.data)
 
 
 def judge(read: Read) -> tuple[PidRecord | StorageError, Extras, ProcessIdentity]:
@@ -1012,9 +1034,10 @@ def why_absent(record: PidRecord | StorageError, extras: Extras) -> str:
 class Entry(tuple):  # type: ignore[type-arg]
     """A pid file found by ``scan()``: the pair ``(path, verdict)``, and the bytes that verdict
     was judged from. ``verdict`` is an ``OSError`` where the system could not tell. The record,
-    capability and the rest come from the same bytes, never from reading the file again.
+    capability and the rest come from the same bytes, never from reading the file again; so
+    does whether the file may be trusted (``untrusted``), from the same open.
 
-    (A tuple of six that iterates, compares and hashes as the pair: made in C, without a
+    (A tuple of seven that iterates, compares and hashes as the pair: made in C, without a
     Python call per file.)"""
 
     __slots__ = ()
@@ -1025,9 +1048,11 @@ class Entry(tuple):  # type: ignore[type-arg]
         verdict: ProcessIdentity | OSError,
         data: bytes | None = None,
         lock: tuple[bool | None, int | None, tuple[int, int] | None] | None = None,
+        owner: tuple[int, int, str | None] | None = None,
     ) -> Entry:
-        # (and the record and Extras, where the scan decoded them already)
-        return tuple.__new__(cls, (path, verdict, data, lock, None, None))
+        # (and the record and Extras, where the scan decoded them already); owner: the file's
+        # uid and mode, and why its directory is not trusted (see untrusted)
+        return tuple.__new__(cls, (path, verdict, data, lock, None, None, owner))
 
     @property
     def path(self) -> str:
@@ -1095,12 +1120,32 @@ class Entry(tuple):  # type: ignore[type-arg]
             return self[5]  # type: ignore[no-any-return]
         return _common.NO_EXTRAS if self.record is None else _common.parse_extras(self.data or b"")
 
-    def open_process(self, *, allow_legacy: bool = False) -> ProcessHandle | None:
+    @property
+    def untrusted(self) -> str | None:
+        """Why the file is no instruction to signal a process, or None: another user's (not
+        root's or this user's), writable by group or others, or in a directory where others
+        could replace it (the rule of the commands that signal: see the security page). From
+        the open the bytes were read by."""
+        owner = self[6]
+        if owner is None:
+            return "it was not read" if self[2] is None else "who wrote it is not known"
+        return untrusted_owner(owner[0], owner[1]) or owner[2]
+
+    def open_process(
+        self, *, allow_legacy: bool = False, secure: bool = True
+    ) -> ProcessHandle | None:
         """A handle on the recorded process, pinned now from the bytes this entry was judged
-        from (no second read), or None if it is not running."""
+        from (no second read), or None if it is not running. ``secure`` (the default, for
+        everyone): ``UntrustedPath`` if the file is ``untrusted``, as ``shimpid stop`` refuses
+        it; a file another user could have written would otherwise have this process signal
+        whatever process that user chose."""
+        allow_legacy, secure = bool(allow_legacy), bool(secure)
         record = self.record
         if record is None:
             return None
+        why = self.untrusted if secure else None
+        if why:
+            raise UntrustedPath(self.path, why)
         from ._handle import open_entry
 
         return open_entry(record, self.extras, _backend._pin_and_classify, allow_legacy)
@@ -1109,7 +1154,7 @@ class Entry(tuple):  # type: ignore[type-arg]
         return f"Entry({self.path!r}, {self.verdict!r})"
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        return type(self), (self[0], self[1], self[2], self[3])  # the rest is made again
+        return type(self), (self[0], self[1], self[2], self[3], self[6])  # the rest: made again
 
 
 def scan(
@@ -1136,9 +1181,10 @@ def scan(
 def scan_reads(
     directory: PathArg, pattern: str, locks: bool, secure: bool | None, kind: type = tuple
 ) -> Iterator[tuple[Any, ...]]:
-    """scan() as ``(path, verdict, data, lock, record, extras)`` tuples, made as ``kind`` (a
-    tuple, or ``Entry``, whose ``__new__`` they skip): ``shimpid ls`` of 100,000 files takes them
-    as plain tuples, as they come; record and extras where decoded already."""
+    """scan() as ``(path, verdict, data, lock, record, extras, owner)`` tuples, made as ``kind``
+    (a tuple, or ``Entry``, whose ``__new__`` they skip): ``shimpid ls`` of 100,000 files takes
+    them as plain tuples, as they come; record and extras where decoded already; owner (see
+    ``Entry``) where the file was read."""
     raw, pattern = fs_bytes(directory), _pattern(pattern)
     secure = None if secure is None else bool(secure)
     prefix = os.path.join(os.fsdecode(raw), "")
@@ -1146,13 +1192,14 @@ def scan_reads(
     try:
         directory_fd = kept[0]
         suffix = _suffix_of(pattern)
+        why = untrusted_directory(directory_fd)  # once: each file's owner tuple holds it
         fast = getattr(_backend, "_scan_suffix", None)
         if fast is not None and suffix is not None:
-            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks, kind)
+            yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks, kind, why)
         elif kind is tuple:
-            yield from _scan_names(directory_fd, pattern, prefix, locks)
+            yield from _scan_names(directory_fd, pattern, prefix, locks, why)
         else:
-            items = _scan_names(directory_fd, pattern, prefix, locks)
+            items = _scan_names(directory_fd, pattern, prefix, locks, why)
             yield from map(functools.partial(tuple.__new__, kind), items)
     finally:
         if kept:
@@ -1160,7 +1207,7 @@ def scan_reads(
 
 
 def _scan_names(
-    directory_fd: int, pattern: str, prefix: str, locks: bool
+    directory_fd: int, pattern: str, prefix: str, locks: bool, why: str | None
 ) -> Iterator[tuple[Any, ...]]:
     """scan()'s rules, for any pattern (the extension has a fast path for "*<literal>")."""
     matches = _matcher(pattern)
@@ -1184,9 +1231,11 @@ def _scan_names(
                 except OSError as err:  # the system cannot tell
                     verdict = err
             if read is None or _too_large(read):  # as the extension's scan, which reads none
-                yield path, verdict, None, None, None, None
+                yield path, verdict, None, None, None, None, None
             else:
-                yield path, verdict, read.data, read.lock if locks else None, None, None
+                lock = read.lock if locks else None
+                owner = (read.info.st_uid, read.info.st_mode, why)
+                yield path, verdict, read.data, lock, None, None, owner
 
 
 def _pattern(pattern: str) -> str:

@@ -1020,15 +1020,18 @@ def _read_pid_file(bytes target not None, path, directory_fd=None):
 
 
 def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, skip not None,
-                 bint locks=False, type kind=tuple):
-    """``(prefix + name, verdict or OSError, the bytes judged, lock, record, extras)`` for each
-    regular file of the open directory whose name ends with suffix, but those starting with "."
+                 bint locks=False, type kind=tuple, why=None):
+    """``(prefix + name, verdict or OSError, the bytes judged, lock, record, extras, owner)``
+    for each regular file of the open directory whose name ends with suffix, but those starting
+    with "."
     for which ``skip(name)`` is true (a writer's temporary files: _rundir's rules, passed in so
     that this module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like patterns
     (readdir() in C spares the Python loop per file). With ``locks`` (shimpid ls), ``lock`` is
     ``(locked, pid, (dev, ino))`` probed on the descriptor read, and the record and its Extras
     come decoded (see identity_at); else None. Each is a ``kind``, a tuple or a subclass whose
-    ``__new__`` it skips (_rundir.Entry: one object per file, not two)."""
+    ``__new__`` it skips (_rundir.Entry: one object per file, not two). Last comes ``owner``,
+    ``(uid, mode, why)`` of the file read (None: none was), ``why`` the caller's, as given (why
+    the directory is not trusted: _rundir's rule)."""
     cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
     if not issubclass(kind, tuple):
         raise TypeError(f"kind must be tuple or a subclass, not {kind.__name__}")
@@ -1048,6 +1051,7 @@ def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, s
     scan.skip = skip
     scan.locks = locks
     scan.kind = kind
+    scan.why = why
     scan.read = []
     return scan
 
@@ -1064,6 +1068,7 @@ cdef class _SuffixScan:
     cdef str prefix
     cdef object skip
     cdef type kind
+    cdef object why  # the owner tuples' last item
     cdef list read  # identity_at's answers for the current file: one list for the whole scan
 
     def __iter__(self):
@@ -1088,7 +1093,7 @@ cdef class _SuffixScan:
     cdef object _next(self):
         cdef const char *c_suffix = PyBytes_AS_STRING(self.suffix)
         cdef Py_ssize_t suffix_len = PyBytes_GET_SIZE(self.suffix), length
-        cdef struct_stat info
+        cdef struct_stat info, seen
         cdef dirent *entry
         while True:
             shimpid_clear_errno()
@@ -1115,11 +1120,13 @@ cdef class _SuffixScan:
             del read[:]
             try:
                 # d_name stays valid until the next readdir(): not before this returns.
-                verdict = identity_at(self.directory_fd, entry.d_name, path, read, self.locks)
+                verdict = identity_at(self.directory_fd, entry.d_name, path, read, self.locks,
+                                      &seen)
             except OSError as err:
                 verdict = err
             read += NONE_4[len(read):]
-            item = (path, verdict, read[0], read[1], read[2], read[3])
+            owner = None if read[0] is None else (seen.st_uid, seen.st_mode, self.why)
+            item = (path, verdict, read[0], read[1], read[2], read[3], owner)
             return item if self.kind is tuple else tuple.__new__(self.kind, item)
 
     def close(self):
@@ -1141,10 +1148,11 @@ Let go of the directory stream (``yield from`` calls it when its generator close
 
 
 cdef object identity_at(int directory_fd, const char *c_target, object path, list read=None,
-                        bint locks=False):
+                        bint locks=False, struct_stat *seen=NULL):
     """The verdict for the pid file at c_target (relative to directory_fd: openat); errors
     name path. With ``read``, the bytes it was judged from are appended to it (None: none) and,
-    with ``locks``, ``(locked, pid, dev, ino)`` of the lock probe (read_pid_file)."""
+    with ``locks``, ``(locked, pid, dev, ino)`` of the lock probe; with ``seen``, the fstat of
+    the open they were read by (read_pid_file)."""
     cdef lock_probe_t lock
     cdef unsigned char buf[FILE_MAX_BYTES + 1]
     cdef pid_record_t record
@@ -1153,7 +1161,8 @@ cdef object identity_at(int directory_fd, const char *c_target, object path, lis
     cdef int failure = 0, verdict = IDENTITY_ABSENT, level = pidfd_level()
     cdef bint canonical = False
     with nogil:
-        size = read_pid_file(directory_fd, c_target, buf, &failure, &lock if locks else NULL)
+        size = read_pid_file(directory_fd, c_target, buf, &failure, &lock if locks else NULL,
+                             seen)
         if size >= 0:
             # What writers write takes one pass in C; anything else, the general rules.
             canonical = (decode_canonical(buf, size, &record, &end)
@@ -1271,10 +1280,12 @@ cdef int _extras_from(object extras, extras_t *out) except -1:
 
 
 cdef Py_ssize_t read_pid_file(int directory_fd, const char *path, unsigned char *buf,
-                              int *failure, lock_probe_t *lock=NULL) noexcept nogil:
+                              int *failure, lock_probe_t *lock=NULL,
+                              struct_stat *seen=NULL) noexcept nogil:
     """Bytes read into buf (room for FILE_MAX_BYTES + 1), or -1 with failure = errno or FAIL_*.
     path is relative to directory_fd (AT_FDCWD: the usual open()). With ``lock``, whether the
-    file is locked, on the same descriptor (_rundir.probe_lock's rules)."""
+    file is locked, on the same descriptor (_rundir.probe_lock's rules); with ``seen``, the
+    descriptor's fstat (where bytes were read)."""
     cdef struct_stat info
     cdef Py_ssize_t size = -1, n
     cdef int fd
@@ -1307,6 +1318,8 @@ cdef Py_ssize_t read_pid_file(int directory_fd, const char *path, unsigned char 
         elif size > FILE_MAX_BYTES:
             failure[0] = FAIL_TOO_LARGE
             size = -1
+    if seen != NULL and size >= 0:
+        seen[0] = info
     if lock != NULL and size >= 0:
         lock.dev, lock.ino, lock.pid = info.st_dev, info.st_ino, 0
         if flock(fd, LOCK_SH | LOCK_NB) != 0:

@@ -568,7 +568,9 @@ def test_the_one_pass_at_each_edge_is_the_rules_answer(
         assert shimpid.PidFileReader.at(path).process_identity() == expected
     saved, _rundir._backend = _rundir._backend, extension
     try:
-        [(_, verdict, read, _, record, extras)] = _rundir.scan_reads(tmp_path, "*.pid", True, None)
+        [(_, verdict, read, _, record, extras, _)] = _rundir.scan_reads(
+            tmp_path, "*.pid", True, None
+        )
     finally:
         _rundir._backend = saved
     assert (read, verdict) == (data, expected)
@@ -653,7 +655,7 @@ def test_what_the_extension_decodes_in_one_pass_is_the_rules_answer(
     (directory / "shim.pid").write_bytes(data)
     saved, _rundir._backend = _rundir._backend, extension
     try:
-        [(_, _, read, _, record, extras)] = _rundir.scan_reads(directory, "*.pid", True, None)
+        [(_, _, read, _, record, extras, _)] = _rundir.scan_reads(directory, "*.pid", True, None)
     finally:
         _rundir._backend = saved
     assert read == data

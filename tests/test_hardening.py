@@ -332,17 +332,21 @@ def handler(signum, frame):
         raise Interrupted
 path = {path!r}
 {setup}
+# One deadline for the whole storm, well inside the test's 60 s: a loaded machine (a slow disk
+# under the temporary files) runs fewer calls a second, and the storm stops with what it has.
+deadline = time.monotonic() + 40
 for n in range(len(calls)):
     calls[n](n)
 fds = len(os.listdir("/proc/self/fd"))
 started = time.monotonic()
-for n in range(200):
-    calls[n % len(calls)](n)
-each = (time.monotonic() - started) / 200  # a few calls per tick: many finish, many do not
+calibrated = 0
+while calibrated < 200 and time.monotonic() < started + 2:
+    calls[calibrated % len(calls)](calibrated)
+    calibrated += 1
+each = (time.monotonic() - started) / calibrated  # a few calls per tick: many finish, many do not
 signal.signal(signal.SIGALRM, handler)
 interrupted = done = 0
-# Until both counts are reached, not for a fixed time: a loaded machine runs fewer calls a second.
-deadline = time.monotonic() + 40
+# Until both counts are reached, not for a fixed time.
 signal.setitimer(signal.ITIMER_REAL, 4 * each, 4 * each)
 n = 0
 while (done <= {enough} or interrupted <= {enough}) and time.monotonic() < deadline:

@@ -96,6 +96,36 @@ def test_a_lock_is_never_taken_twice(locking, pid_path):
     assert not pid_path.exists() and not lock.i_am_locking()
 
 
+def test_a_release_interrupted_before_the_file_goes_keeps_the_lock_known_here(
+    locking, pid_path, monkeypatch
+):
+    """A handler that raises at _lock_release's entry leaves the lock held (release() may be
+    called again): this process still knows it holds it, and another object's acquire()
+    with no timeout says AlreadyLocked instead of waiting on it for ever."""
+    lock = locking(pid_path)
+    lock.acquire(timeout=0)
+    release = _lock._lock_release
+
+    def interrupted(*args):
+        monkeypatch.setattr(_lock, "_lock_release", release)
+        raise KeyboardInterrupt  # as a handler raising at the function's entry
+
+    monkeypatch.setattr(_lock, "_lock_release", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lock.release()
+    assert lock.i_am_locking() and locking(pid_path).i_am_locking()
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("waited on its own lock"))
+    signal.setitimer(signal.ITIMER_REAL, 5)
+    try:
+        with pytest.raises(AlreadyLocked):
+            locking(pid_path).acquire(timeout=None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    lock.release()
+    assert not pid_path.exists() and not lock.i_am_locking()
+
+
 def test_what_is_at_the_path_is_never_damaged(locking, tmp_path):
     (tmp_path / "dir.pid").mkdir()
     os.mkfifo(tmp_path / "fifo.pid")

@@ -540,11 +540,11 @@ def test_the_walk_follows_trusted_links_and_refuses_others(tmp_path):
 
 
 def test_the_walk_holds_two_descriptors_whatever_the_depth(tmp_path):
-    """Each step's directory is closed once the walk has gone past it: a path of a thousand
-    components (and a symlink back to the root on the way) opens in a process allowed 32
-    descriptors."""
+    """Each step's directory is closed once the walk has gone past it: a path of 200 components
+    (and a symlink back to the root on the way) opens in a process allowed 32 descriptors. (Not
+    deeper: pytest's clean-up of tmp_path recurses as deep.)"""
     deep = os.fsencode(tmp_path)
-    for _ in range(1000):  # (os.makedirs recurses as deep)
+    for _ in range(200):
         deep = os.path.join(deep, b"d")
         os.mkdir(deep)
     os.symlink(os.fsencode(tmp_path), os.path.join(deep, b"back"))  # absolute: a jump to /
@@ -1172,7 +1172,9 @@ def test_what_ls_decodes_in_c_is_the_rules_answer(impl, tmp_path, sleeper, monke
     for n, data in enumerate(shapes):
         (tmp_path / f"{n}.pid").write_bytes(data)
     decoded = 0
-    for path, _, data, _, record_read, extras in _rundir.scan_reads(tmp_path, "*.pid", True, None):
+    for path, _, data, _, record_read, extras, _ in _rundir.scan_reads(
+        tmp_path, "*.pid", True, None
+    ):
         decoded += extras is not None
         try:
             expected = impl.PidRecord.decode(data)

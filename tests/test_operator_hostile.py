@@ -599,6 +599,63 @@ def test_a_root_directory_in_a_sticky_world_writable_one_is_trusted(impl, base):
         assert seen["left"] == [], rootdir
 
 
+PLANTED_RECORD = r"""
+victim = subprocess.Popen(["sleep", "600"])  # root's, and none of the spawner's
+sticky, open_dir = P["sticky"], P["open"]
+for directory in (sticky, open_dir):
+    own = shimpid.spawn(["sleep", "600"], os.path.join(directory, "box-1.pid"))
+record = impl.PidRecord(victim.pid, impl.process_start_time(victim.pid)).encode()
+def plant():  # a file of the other user's, naming root's process with its right start time
+    for directory in (sticky, open_dir):
+        with open(os.path.join(directory, "box-2.pid"), "wb") as f:
+            f.write(record)
+as_other(plant)
+out["places"] = {}
+for directory in (sticky, open_dir):
+    seen = out["places"][directory] = {}
+    for entry in shimpid.scan(directory):  # the recovery loop of the guide
+        name = os.path.basename(entry.path)
+        seen[name] = [type(entry.verdict).__name__, entry.untrusted, refusal(entry.open_process)]
+    reader = shimpid.PidFileReader.at(os.path.join(directory, "box-2.pid"))
+    seen["reader"] = refusal(reader.open_process)
+    with reader.open_process(secure=False) as handle:  # (told to: it opens)
+        seen["insecure"] = handle.pid == victim.pid
+    seen["cli"] = cli("stop", os.path.join(directory, "box-2.pid"))[0]
+out["victim"] = victim.poll()
+"""
+
+
+@needs_root
+def test_a_record_another_user_planted_opens_no_handle(impl, base, other_user):
+    """A recovery loop as root (scan(), open_process(), terminate()) in a sticky directory, where
+    any user may put files beside the spawner's: a record another user wrote, naming a process
+    of root's with its right start time, is Verified (it names that process) but opens no
+    handle, from a scan or a reader, as ``shimpid stop`` refuses it. In a world-writable
+    directory that is not sticky, not even root's own record does (anyone could replace it)."""
+    uid, gid = other_user
+    sticky, open_dir = os.path.join(base, "sticky"), os.path.join(base, "open")
+    os.mkdir(sticky)
+    os.chmod(sticky, 0o1777)
+    os.mkdir(open_dir)
+    os.chmod(open_dir, 0o777)
+    out = namespaced(impl, PLANTED_RECORD, uid=uid, gid=gid, sticky=sticky, open=open_dir)
+    owned = f"it is owned by uid {uid}, not by this user or root"
+    writable = "it is in a directory that other users can write to"
+    seen = out["places"][sticky]
+    assert seen["box-1.pid"][:2] == ["Verified", None]
+    assert seen["box-1.pid"][2][0] == "acted"
+    assert seen["box-2.pid"] == ["Verified", owned, [sticky + "/box-2.pid", owned]]
+    assert seen["reader"] == [sticky + "/box-2.pid", owned]
+    seen = out["places"][open_dir]
+    assert seen["box-1.pid"] == ["Verified", writable, [open_dir + "/box-1.pid", writable]]
+    assert seen["box-2.pid"][1] == owned and seen["box-2.pid"][2][1] == owned
+    assert seen["reader"] == [open_dir + "/box-2.pid", owned]
+    for place in (sticky, open_dir):
+        assert out["places"][place]["insecure"] is True
+        assert out["places"][place]["cli"] == 4, "shimpid stop refuses it too"
+    assert out["victim"] is None, "root's process was never signalled"
+
+
 # ---- 4. a component missing from a directory others can write to ---------------------------------
 
 

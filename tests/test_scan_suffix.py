@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 import sys
 
 import pytest
@@ -131,14 +132,18 @@ def test_it_reads_through_its_own_descriptor(extension, tmp_path):
 
 def test_it_makes_each_item_once_as_the_kind_asked(extension, directory_fd):
     """scan() has its Entry made by the iterator itself (no second object per file): the same
-    six fields as the plain tuples shimpid ls takes."""
+    seven fields as the plain tuples shimpid ls takes, the last the file's owner and mode as
+    read, and what the caller passed."""
     plain = list(scan(extension, directory_fd))
     entries = list(
-        extension._scan_suffix(directory_fd, b".pid", "d/", _rundir.is_temp, False, _rundir.Entry)
+        extension._scan_suffix(
+            directory_fd, b".pid", "d/", _rundir.is_temp, False, _rundir.Entry, "why"
+        )
     )
     assert [type(e) for e in entries] == [_rundir.Entry] * len(plain) and plain
     assert [tuple.__getitem__(e, slice(None)) for e in entries] == [
-        (p[0], p[1], p[2], None, None, None) for p in plain
+        (p[0], p[1], p[2], None, None, None, (os.geteuid(), p[6][1], "why")) for p in plain
     ]
+    assert all(stat.S_ISREG(p[6][1]) for p in plain), "the mode of each file read"
     with pytest.raises(TypeError):
         extension._scan_suffix(directory_fd, b".pid", "d/", _rundir.is_temp, False, list)
