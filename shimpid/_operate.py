@@ -186,13 +186,18 @@ def _target(
 
 
 def open_process(
-    path: PathArg, allow_legacy: bool, secure: bool, pin_and_classify: PinAndClassify
+    target: bytes,
+    shown: PathArg,
+    allow_legacy: bool,
+    secure: bool,
+    pin_and_classify: PinAndClassify,
 ) -> ProcessHandle | None:
-    """``PidFileReader.open_process()``: one read of the file through its directory, opened
-    once; with ``secure``, by the trust rules' walk, and the file's own rule (``UntrustedPath``);
-    then a handle pinned from those bytes (by the reader's backend), or None."""
+    """``PidFileReader.open_process()``: one read of the file at ``target`` (absolute: the
+    reader's, whatever the working directory is now) through its directory, opened once; with
+    ``secure``, by the trust rules' walk, and the file's own rule (``UntrustedPath``); then a
+    handle pinned from those bytes (by the reader's backend), or None. Errors name ``shown``."""
     try:
-        directory, read, shown = _open(path, secure)
+        directory, read, _ = _open(target, secure)
     except StorageError:  # not a regular file: no record to act on
         return None
     try:
@@ -200,7 +205,7 @@ def open_process(
             return None
         why = untrusted_file(directory, read) if secure else None
         if why:
-            raise UntrustedPath(shown, why)
+            raise UntrustedPath(os.fsdecode(shown), why)
         found = decoded(read)
         if found is None:
             return None

@@ -78,7 +78,9 @@ class PidFileReader(Final):
         from . import _operate  # imported when first needed: see shimpid/__init__.py
 
         allow_legacy, secure = bool(allow_legacy), bool(secure)
-        return _operate.open_process(self._path, allow_legacy, secure, _backend._pin_and_classify)
+        return _operate.open_process(
+            self._target, self._path, allow_legacy, secure, _backend._pin_and_classify
+        )
 
     def process_identity(self) -> Verified | Legacy | Absent:
         """``Verified(pid)``, ``Legacy(pid)`` or ``Absent()``: see the identity rules

@@ -277,18 +277,25 @@ def open_to_others(directory: os.stat_result) -> str | None:
 
 def untrusted_file(directory: int, read: Read) -> str | None:
     """Why a pid file (as read, in the open directory) is no instruction to signal a process:
-    another user's, writable by others, or in a directory where others could replace it.
-    start-stop-daemon's rule for root; the commands that signal, and ``open_process()``, apply
-    it for everyone."""
-    return untrusted_owner(read.info.st_uid, read.info.st_mode) or untrusted_directory(directory)
+    another user's, writable by others, linked elsewhere too, or in a directory where others
+    could replace it. start-stop-daemon's rule for root; the commands that signal, and
+    ``open_process()``, apply it for everyone."""
+    info = read.info
+    return untrusted_owner(info.st_uid, info.st_mode, info.st_nlink) or untrusted_directory(
+        directory
+    )
 
 
-def untrusted_owner(uid: int, mode: int) -> str | None:
-    """``untrusted_file``'s rule for the file itself, from its fstat's owner and mode."""
+def untrusted_owner(uid: int, mode: int, links: int) -> str | None:
+    """``untrusted_file``'s rule for the file itself, from its fstat's owner, mode and links."""
     if uid not in (0, os.geteuid()):
         return f"it is owned by uid {uid}, not by this user or root"
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "it is writable by group or others"
+    if links != 1:
+        # A hard link made elsewhere (where fs.protected_hardlinks is off, anyone may link
+        # root's files into a sticky directory): its name here is not its writer's choice
+        return f"it has {links} links: a hard link may have put it here"
     return None
 
 
@@ -1048,10 +1055,10 @@ class Entry(tuple):  # type: ignore[type-arg]
         verdict: ProcessIdentity | OSError,
         data: bytes | None = None,
         lock: tuple[bool | None, int | None, tuple[int, int] | None] | None = None,
-        owner: tuple[int, int, str | None] | None = None,
+        owner: tuple[int, int, int, str | None] | None = None,
     ) -> Entry:
         # (and the record and Extras, where the scan decoded them already); owner: the file's
-        # uid and mode, and why its directory is not trusted (see untrusted)
+        # uid, mode and links, and why its directory is not trusted (see untrusted)
         return tuple.__new__(cls, (path, verdict, data, lock, None, None, owner))
 
     @property
@@ -1123,13 +1130,13 @@ class Entry(tuple):  # type: ignore[type-arg]
     @property
     def untrusted(self) -> str | None:
         """Why the file is no instruction to signal a process, or None: another user's (not
-        root's or this user's), writable by group or others, or in a directory where others
-        could replace it (the rule of the commands that signal: see the security page). From
-        the open the bytes were read by."""
+        root's or this user's), writable by group or others, hard-linked, in a directory where
+        others could replace it, or reached by a path they could steer (the rule of the
+        commands that signal: see the security page). From the open the bytes were read by."""
         owner = self[6]
         if owner is None:
             return "it was not read" if self[2] is None else "who wrote it is not known"
-        return untrusted_owner(owner[0], owner[1]) or owner[2]
+        return untrusted_owner(owner[0], owner[1], owner[2]) or owner[3]
 
     def open_process(
         self, *, allow_legacy: bool = False, secure: bool = True
@@ -1186,13 +1193,15 @@ def scan_reads(
     them as plain tuples, as they come; record and extras where decoded already; owner (see
     ``Entry``) where the file was read."""
     raw, pattern = fs_bytes(directory), _pattern(pattern)
-    secure = None if secure is None else bool(secure)
+    secure = is_secure_default() if secure is None else bool(secure)
     prefix = os.path.join(os.fsdecode(raw), "")
-    kept = _common.keep(open_directory, raw, secure=secure)
+    refused: list[str] = []
+    kept = _common.keep(_open_scanned, raw, secure, refused)
     try:
         directory_fd = kept[0]
         suffix = _suffix_of(pattern)
-        why = untrusted_directory(directory_fd)  # once: each file's owner tuple holds it
+        # Once: each file's owner tuple holds it (see Entry.untrusted)
+        why = refused[0] if refused else untrusted_directory(directory_fd)
         fast = getattr(_backend, "_scan_suffix", None)
         if fast is not None and suffix is not None:
             yield from fast(directory_fd, os.fsencode(suffix), prefix, is_temp, locks, kind, why)
@@ -1204,6 +1213,22 @@ def scan_reads(
     finally:
         if kept:
             os.close(kept[0])
+
+
+def _open_scanned(raw: bytes, secure: bool, refused: list[str]) -> int:
+    """scan()'s directory: reached by the trust walk, always (its files may be trusted only
+    then); where the walk refuses and ``secure`` is off, opened as it is, and the walk's
+    refusal put in ``refused`` (the files found there are untrusted: see Entry.untrusted)."""
+    try:
+        return open_directory(raw, secure=True)
+    except OSError as err:
+        if secure:
+            raise
+        if isinstance(err, UntrustedPath):
+            refused.append(f"its path could be steered: {err.filename}: {err.why}")
+        else:  # (a missing directory: the plain open says so too)
+            refused.append(f"its path could not be checked: {err.strerror}")
+    return open_directory(raw, secure=False)
 
 
 def _scan_names(
@@ -1234,7 +1259,7 @@ def _scan_names(
                 yield path, verdict, None, None, None, None, None
             else:
                 lock = read.lock if locks else None
-                owner = (read.info.st_uid, read.info.st_mode, why)
+                owner = (read.info.st_uid, read.info.st_mode, read.info.st_nlink, why)
                 yield path, verdict, read.data, lock, None, None, owner
 
 

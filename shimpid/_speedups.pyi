@@ -34,6 +34,7 @@ def _scan_suffix(
     skip: object,
     locks: bool = False,
     kind: type[tuple[object, ...]] = ...,
+    why: str | None = None,
     /,
 ) -> Iterator[tuple[object, ...]]: ...
 def _publish(cls: type, module: str, /) -> None: ...

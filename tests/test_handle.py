@@ -388,3 +388,72 @@ def test_boot_line_whitespace_and_position(impl, pid_path):
     pid_path.write_bytes(own.encode() + b"\n" + OTHER_BOOT + b"\n")  # line 4: not the boot line
     assert reader.read_boot_id() is None
     assert reader.process_identity() == Verified(own.pid)
+
+
+# ---- found by a review of the trust rule in open_process() ---------------------------------------
+
+
+def test_a_readers_handle_is_on_the_file_it_was_made_for(impl, tmp_path, two_recorded, monkeypatch):
+    """A reader made with a relative path reads the file it named then, whatever the working
+    directory is when it opens a handle (as its read() and process_identity())."""
+    first, second = two_recorded()
+    for name, child in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / f"{'first' if child is first else 'second'}.pid").rename(
+            tmp_path / name / "app.pid"
+        )
+    monkeypatch.chdir(tmp_path / "a")
+    reader = shimpid.PidFileReader.at("app.pid")
+    monkeypatch.chdir(tmp_path / "b")
+    assert reader.process_identity() == Verified(first.pid)
+    with reader.open_process() as handle:
+        assert handle.pid == first.pid
+    monkeypatch.chdir("/")
+    with reader.open_process() as handle:
+        assert handle.pid == first.pid
+
+
+def test_a_hard_linked_record_is_no_instruction(impl, tmp_path, sleeper):
+    """A record whose file has another link may have been put where it is by whoever made the
+    link (where fs.protected_hardlinks is off, anyone may link root's files into a sticky
+    directory): a scan says so, and neither it nor a reader opens a handle from it."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "run").mkdir()
+    impl.PidFileWriter.at(tmp_path / "elsewhere" / "svc.pid").write_for(sleeper.pid)
+    os.link(tmp_path / "elsewhere" / "svc.pid", tmp_path / "run" / "box.pid")
+    [entry] = shimpid.scan(tmp_path / "run")
+    why = "it has 2 links: a hard link may have put it here"
+    assert entry.verdict == Verified(sleeper.pid) and entry.untrusted == why
+    for opening in (entry.open_process, shimpid.PidFileReader.at(entry.path).open_process):
+        with pytest.raises(shimpid.UntrustedPath, match=why):
+            opening()
+    with entry.open_process(secure=False) as handle:
+        assert handle.pid == sleeper.pid
+    (tmp_path / "elsewhere" / "svc.pid").unlink()  # its one name now
+    [entry] = shimpid.scan(tmp_path / "run")
+    assert entry.untrusted is None
+    with shimpid.PidFileReader.at(entry.path).open_process() as handle:
+        assert handle.pid == sleeper.pid
+
+
+def test_a_scan_by_a_path_another_user_could_steer_trusts_none_of_its_files(
+    impl, tmp_path, sleeper, other_user
+):
+    """scan(secure=False) goes where the path leads, but a file reached through a symlink another
+    user owns (who could point it at any directory of this user's) is no instruction: the trust
+    walk is made all the same, and its refusal is every entry's."""
+    uid, _ = other_user
+    os.chmod(tmp_path, 0o1777)
+    (tmp_path / "real").mkdir()
+    impl.PidFileWriter.at(tmp_path / "real" / "db.pid").write_for(sleeper.pid)
+    (tmp_path / "run").symlink_to(tmp_path / "real")
+    os.lchown(tmp_path / "run", uid, uid)
+    with pytest.raises(shimpid.UntrustedPath):
+        list(shimpid.scan(tmp_path / "run", secure=True))
+    [entry] = shimpid.scan(tmp_path / "run", secure=False)
+    assert entry.verdict == Verified(sleeper.pid)
+    assert entry.untrusted.startswith(f"its path could be steered: {tmp_path / 'run'}: a symlink")
+    with pytest.raises(shimpid.UntrustedPath):
+        entry.open_process()
+    [entry] = shimpid.scan(tmp_path / "real", secure=False)
+    assert entry.untrusted is None
