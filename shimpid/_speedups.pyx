@@ -168,9 +168,11 @@ cdef enum:
     PROC_NONE = 0
     PROC_OURS = 1
     PROC_FOREIGN = 2
-    # process lookups: found, or nobody holds the pid (else -errno)
+    # process lookups: found, or nobody holds the pid (else -errno, or HIDDEN)
     FOUND = 0
     GONE = 1
+    # alive, but /proc does not show it (hidepid): negative as an errno is, and none
+    HIDDEN = -0x10000
 
 #: The backend's name, as shimpid.BACKEND gives it.
 BACKEND = "cython"
@@ -729,6 +731,8 @@ cdef int writer_write_for(const pid_writer_t *writer, uint32_t pid) noexcept nog
     rc = _identity_of(writer, &record, &has_pidfs, &pidfs_id, False)
     if rc == GONE:
         return -ESRCH
+    if rc == HIDDEN:
+        return -EACCES  # (the C API's callers get errnos only)
     if rc:
         return rc
     return write_entry(writer, &record, has_pidfs, pidfs_id, NULL)
@@ -1458,13 +1462,13 @@ cdef object _verdict(int verdict, uint32_t pid):
 
 
 cdef object _process_error(int rc, object pid):
-    """The exception for -errno from a process lookup, as ``_pure`` raises it."""
+    """The exception for -errno (or HIDDEN) from a process lookup, as ``_pure`` raises it."""
+    if rc == HIDDEN:
+        return _common.hidden_process_error(pid)
     if rc == -EXDEV:
         return _common.ForeignProcError()
     if rc == -ENOENT:
         return _common.no_proc_error()
-    if rc == -EACCES:
-        return _common.hidden_process_error(pid)
     return OSError(-rc, os.strerror(-rc))
 
 
@@ -1574,7 +1578,7 @@ cdef int _stat_of_pinned(uint32_t pid, int pidfd, char *state, uint64_t *start,
     if rc < 0:
         return rc
     if not rc:
-        return -EACCES  # alive, but hidden in /proc (hidepid)
+        return HIDDEN  # alive, but hidden in /proc (hidepid)
     state[0] = c'X'  # reaped since it was pinned
     has_start[0] = False
     return FOUND
@@ -1612,7 +1616,7 @@ cdef int _unpinned_info(uint32_t pid, bint *alive, uint64_t *start,
     rc = _status_of(pid, &state, &tgid, &threads)
     if rc == GONE:
         # kill() sees it and /proc does not: hidden (hidepid), unless it has just gone
-        return -EACCES if kill(<pid_t>pid, 0) == 0 or errno == EPERM else GONE
+        return HIDDEN if kill(<pid_t>pid, 0) == 0 or errno == EPERM else GONE
     if rc < 0:
         return rc
     if tgid != pid:

@@ -338,6 +338,52 @@ def test_a_process_hidden_by_hidepid_is_not_absent(impl, shared_dir):
     assert out == {str(level): "PermissionError" for level in levels}
 
 
+UNREADABLE = """
+import pwd
+sleeper = subprocess.Popen(["sleep", "60"])  # root's
+impl.PidFileWriter.at({path!r}, identity_line=False).write_for(sleeper.pid)
+with open({blocker!r}, "wb"):
+    pass
+os.chmod({blocker!r}, 0)
+# (a mount namespace of its own: the bind mount goes with it)
+subprocess.run(["mount", "--bind", {blocker!r}, f"/proc/{{sleeper.pid}}/stat"], check=True)
+read, write = os.pipe()
+if os.fork() == 0:
+    nobody = pwd.getpwnam("nobody").pw_uid
+    os.setgid(nobody)
+    os.setuid(nobody)
+    out = {{}}
+    for level in {levels}:
+        impl._set_pidfd_level(level)
+        try:
+            out[level] = repr(shimpid.PidFileReader.at({path!r}).process_identity())
+        except OSError as err:
+            out[level] = [type(err).__name__, err.errno, "hidden" in str(err)]
+    os.write(write, json.dumps(out).encode())
+    os._exit(0)
+os.close(write)
+print(os.read(read, 1000).decode())
+sleeper.kill()
+"""
+
+
+@needs_root
+def test_a_process_whose_proc_entry_cannot_be_read_is_not_called_hidden(impl, shared_dir):
+    """/proc shows the process, but its stat refuses this user (an LSM, a bind mount): the
+    system cannot tell, with the errno of the read, in both backends; not "hidden", which is
+    for a /proc that does not show it (hidepid)."""
+    path = os.path.join(shared_dir, "shown.pid")
+    os.chmod(shared_dir, 0o755)
+    levels = [0, 1] if impl._pidfd_level() >= 1 else [0]
+    script = script_prelude(impl) + UNREADABLE.format(
+        path=path, blocker=os.path.join(shared_dir, "blocker"), levels=levels
+    )
+    result = run_in_pid_namespace(script)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out == {str(level): ["PermissionError", 13, False] for level in levels}
+
+
 @needs_root
 def test_stop_that_cannot_remove_the_pid_file_still_succeeds(impl, shared_dir, monkeypatch):
     os.chmod(shared_dir, 0o755)  # root's: nobody may not remove the pid file from it
