@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import json
 import math
@@ -391,9 +392,28 @@ def _seconds(text: str) -> float:
 
 # Each line in one write(): a command shimpid runs shares the stream, and with
 # PYTHONUNBUFFERED print() writes the newline apart, so the command's output could land between.
-def _say(message: str) -> None:
-    sys.stdout.write(message + "\n")
-    sys.stdout.flush()
+def _say(message: str, end: str = "\n") -> None:
+    out = sys.stdout
+    if out is None:  # started without one (>&-): what is done is done, said to nobody
+        return
+    try:
+        out.write(message + end)
+        out.flush()
+    except OSError as err:
+        _output_lost(out, err)
+
+
+def _output_lost(out: Any, err: OSError) -> None:
+    """Standard output refused what was said (its reader went, as ``| head`` does: EPIPE; a full
+    disk): what was done stands, and the exit status says so; the rest is said to /dev/null,
+    that nothing fails at exit either. Told on stderr, but for a reader that went."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, out.fileno())
+    finally:
+        os.close(devnull)
+    if err.errno != errno.EPIPE:
+        _complain(f"cannot write the output: {err.strerror}")
 
 
 def _complain(message: str) -> None:
@@ -976,7 +996,7 @@ def _listing(args: argparse.Namespace) -> int:
                     "-" if capability is None else shown(capability),
                 )
             )
-        sys.stdout.write("\n".join(lines) + "\n")
+        _say("\n".join(lines))
     _say(summary if rows else "no pid files")
     return 0
 
@@ -1067,6 +1087,5 @@ def _completion(args: argparse.Namespace) -> int:
     from importlib.resources import files
 
     name = "shimpid.bash" if args.shell == "bash" else "_shimpid"
-    sys.stdout.write((files("shimpid") / "completion" / name).read_text(encoding="utf-8"))
-    sys.stdout.flush()
+    _say((files("shimpid") / "completion" / name).read_text(encoding="utf-8"), end="")
     return 0

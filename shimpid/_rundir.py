@@ -678,11 +678,13 @@ class _Aside:
         kept = _open_regular(self.directory, aside)
         try:
             fd = _regular(kept)
-            if fd is None:  # not ours any more (a directory put there by another remover?)
-                del self.pending[aside]
-                return name, False, "gone while set aside"
-            leased = _lease(fd)
-            if leased is None:  # another process has it open: an in-place writer at work
+            leased = None if fd is None else _lease(fd)
+            if fd is None:
+                # Gone (another remover took it), or what was renamed to the name as it was set
+                # aside is no pid file (a symlink, a socket): put back where it was below, never
+                # left under the aside name (clean() passes over it for good)
+                why = "gone while set aside"
+            elif leased is None:  # another process has it open: an in-place writer at work
                 if age < OPEN_LIMIT:
                     return None
                 why = "another process keeps it open"
@@ -1418,7 +1420,8 @@ def aside_file(name: str) -> tuple[int, str | None] | None:
     parts = name[len(ASIDE_PREFIX) :].split(".", 2)
     if len(parts) < 2 or not (_is_number(parts[0]) and _is_number(parts[1])):
         return None
-    return int(parts[0]), (parts[2] or None) if len(parts) == 3 else None
+    original = parts[2] if len(parts) == 3 else ""
+    return int(parts[0]), None if original in ("", ".", "..") else original  # (never a file's)
 
 
 def temp_file(name: str) -> tuple[str | None, int] | None:
@@ -1462,7 +1465,10 @@ def _clean_one(
             return None
         return _stale_record(aside, name, dry_run)
     target, writer = temp
-    if target is None:  # set aside by a removal
+    if target is None:  # set aside by a removal: a file of the name it had, if it says one
+        original = (aside_file(text) or (0, None))[1]
+        if original is not None and not fnmatch.fnmatchcase(original, pattern):
+            return None
         return _left_aside(aside.directory, name, dry_run)
     if not fnmatch.fnmatchcase(target, pattern):
         return None

@@ -425,3 +425,56 @@ def test_clean_reports_what_it_cannot_read(impl, shared_dir, monkeypatch):
     said = said.decode()
     assert said.startswith(f"[Removal(path={path!r}, why=") and "kept: cannot tell" in said
     assert "Permission denied" in said and "removed=False" in said and os.path.exists(path)
+
+
+# ---- standard output that fails after the command has acted --------------------------------------
+
+
+def _stale_files(directory, count: int, reaped_pid: int) -> None:
+    for n in range(count):
+        (directory / f"stale-{n:05}.pid").write_bytes(b"%d\n1\n" % reaped_pid)
+
+
+def test_an_output_whose_reader_goes_ends_nothing_early(cli, tmp_path, reaped_pid):
+    """`shimpid clean DIR | head -1`: the reader goes after a line; clean goes on with what it
+    does, and exits as it would have, with no traceback (a pipe's reader going is no error)."""
+    _stale_files(tmp_path, 2000, reaped_pid)  # more than a pipe holds
+    clean = subprocess.Popen(
+        [sys.executable, "-m", "shimpid", "clean", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli.env,
+    )
+    assert clean.stdout.readline().startswith(b"removed ")
+    clean.stdout.close()
+    assert clean.wait(60) == 0
+    assert clean.stderr.read() == b""
+    clean.stderr.close()
+    assert os.listdir(tmp_path) == [], "every stale file removed all the same"
+
+
+def test_an_output_that_cannot_be_written_is_told_and_the_status_kept(cli, tmp_path, reaped_pid):
+    """`shimpid stop F > /dev/full`: the stale file is removed, and the status says what stop
+    did (0: nothing runs); that the output was lost is said on stderr. With no standard output
+    at all (>&-), the same, silently."""
+    _stale_files(tmp_path, 1, reaped_pid)
+    path = tmp_path / "stale-00000.pid"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "shimpid", "stop", str(path)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=cli.env,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b"shimpid: cannot write the output: No space left on device\n"
+    assert not path.exists()
+    _stale_files(tmp_path, 3, reaped_pid)
+    closed = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m shimpid ls "$1" >&-', sys.executable, str(tmp_path)],
+        stderr=subprocess.PIPE,
+        env=cli.env,
+        timeout=60,
+    )
+    assert closed.returncode == 0 and closed.stderr == b""

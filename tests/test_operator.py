@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -650,6 +651,26 @@ def test_a_dead_removers_aside_files_are_judged_by_what_they_hold(
     assert (tmp_path / "app.pid").read_bytes() == live
 
 
+def test_aside_files_are_cleaned_by_the_pattern_of_their_name(impl, tmp_path, sleeper, monkeypatch):
+    """An aside file belongs to the name it had: a clean with another pattern leaves it; one
+    whose name part names no file ("." or "..": planted, never made by a removal) is not put
+    back there."""
+    monkeypatch.setattr(_rundir, "_backend", impl)
+    monkeypatch.setattr(_rundir, "STALE_AFTER", 0.0)
+    live = impl.PidRecord(sleeper.pid, impl.process_start_time(sleeper.pid)).encode()
+    prefix = _rundir.ASIDE_PREFIX
+    for name in ("box.pid", ".", ".."):
+        (tmp_path / f"{prefix}99999.1.{name}").write_bytes(live)
+    results = {os.path.basename(r.path): r.why for r in shimpid.clean(tmp_path, pattern="*.x")}
+    assert f"{prefix}99999.1.box.pid" not in results, "not of the pattern: left alone"
+    for name in (".", ".."):
+        assert results[f"{prefix}99999.1.{name}"] == (
+            "kept: a live record left aside by remover 99999, its name unknown"
+        )
+    results = {os.path.basename(r.path): r.why for r in shimpid.clean(tmp_path)}
+    assert results[f"{prefix}99999.1.box.pid"].startswith("put back as box.pid")
+
+
 OPENER = """
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_PATH)  # looked up now, before the file is moved
@@ -1200,3 +1221,31 @@ def test_ls_gives_the_collector_back_as_it_found_it(tmp_path):
             assert "a.pid" in out.getvalue() and gc.isenabled() is enabled
         finally:
             gc.enable()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "socket"])
+def test_what_lands_at_the_name_as_it_is_set_aside_is_put_back(tmp_path, monkeypatch, kind):
+    """clean() judges a stale file, then renames what is at its name aside: another process's
+    rename can land in between. What it moved is then no pid file (a symlink, a socket): it goes
+    back to its name, never left under the aside name (which later cleans pass over)."""
+    (tmp_path / "a.pid").write_bytes(b"99999\n5\n")  # stale: no such start time
+    rename = _rundir._rename_without_replacing
+
+    def racing(directory, old, new):
+        monkeypatch.setattr(_rundir, "_rename_without_replacing", rename)
+        landed = tmp_path / "landed"
+        if kind == "symlink":
+            landed.symlink_to("target")
+        else:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.bind(str(landed))
+        landed.rename(tmp_path / "a.pid")  # the other process's rename, in the window
+        return rename(directory, old, new)
+
+    monkeypatch.setattr(_rundir, "_rename_without_replacing", racing)
+    [removal] = shimpid.clean(tmp_path)
+    assert not removal.removed
+    assert os.listdir(tmp_path) == ["a.pid"], "put back, nothing left aside"
+    landed = os.lstat(tmp_path / "a.pid").st_mode
+    assert stat.S_ISLNK(landed) if kind == "symlink" else stat.S_ISSOCK(landed)
+    assert shimpid.clean(tmp_path) == [], "and never touched"
