@@ -301,54 +301,11 @@ def test_stop_under_another_namespaces_proc_refuses(impl, shared_dir):
     assert out.startswith("4 ") and "ancestors cannot be told" in out, out
 
 
-HIDDEN = """
-import pwd
-subprocess.run(["mount", "-o", "remount,hidepid=invisible", "/proc"], check=True)
-sleeper = subprocess.Popen(["sleep", "60"])  # root's, hidden from nobody now
-impl.PidFileWriter.at({path!r}, identity_line=False).write_for(sleeper.pid)
+# The identity of a root's sleeper recorded at {path}, asked by nobody at each pidfd level.
+AS_NOBODY = """
 read, write = os.pipe()
 if os.fork() == 0:
-    nobody = pwd.getpwnam("nobody").pw_uid
-    os.setgid(nobody)
-    os.setuid(nobody)
-    out = {{}}
-    for level in {levels}:
-        impl._set_pidfd_level(level)
-        try:
-            out[level] = repr(shimpid.PidFileReader.at({path!r}).process_identity())
-        except OSError as err:
-            out[level] = type(err).__name__
-    os.write(write, json.dumps(out).encode())
-    os._exit(0)
-os.close(write)
-print(os.read(read, 1000).decode())
-sleeper.kill()
-"""
-
-
-@needs_root
-def test_a_process_hidden_by_hidepid_is_not_absent(impl, shared_dir):
-    path = os.path.join(shared_dir, "hidden.pid")
-    os.chmod(shared_dir, 0o755)
-    levels = [0, 1] if impl._pidfd_level() >= 1 else [0]  # PyPy has no pidfds
-    result = run_in_pid_namespace(script_prelude(impl) + HIDDEN.format(path=path, levels=levels))
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
-    # kill() answers EPERM, /proc shows nothing: the system cannot tell, it is not Absent
-    assert out == {str(level): "PermissionError" for level in levels}
-
-
-UNREADABLE = """
-import pwd
-sleeper = subprocess.Popen(["sleep", "60"])  # root's
-impl.PidFileWriter.at({path!r}, identity_line=False).write_for(sleeper.pid)
-with open({blocker!r}, "wb"):
-    pass
-os.chmod({blocker!r}, 0)
-# (a mount namespace of its own: the bind mount goes with it)
-subprocess.run(["mount", "--bind", {blocker!r}, f"/proc/{{sleeper.pid}}/stat"], check=True)
-read, write = os.pipe()
-if os.fork() == 0:
+    import pwd
     nobody = pwd.getpwnam("nobody").pw_uid
     os.setgid(nobody)
     os.setuid(nobody)
@@ -366,6 +323,36 @@ print(os.read(read, 1000).decode())
 sleeper.kill()
 """
 
+HIDDEN = """
+subprocess.run(["mount", "-o", "remount,hidepid=invisible", "/proc"], check=True)
+sleeper = subprocess.Popen(["sleep", "60"])  # root's, hidden from nobody now
+impl.PidFileWriter.at({path!r}, identity_line=False).write_for(sleeper.pid)
+"""
+
+
+@needs_root
+def test_a_process_hidden_by_hidepid_is_not_absent(impl, shared_dir):
+    path = os.path.join(shared_dir, "hidden.pid")
+    os.chmod(shared_dir, 0o755)
+    levels = [0, 1] if impl._pidfd_level() >= 1 else [0]  # PyPy has no pidfds
+    script = script_prelude(impl) + (HIDDEN + AS_NOBODY).format(path=path, levels=levels)
+    result = run_in_pid_namespace(script)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    # kill() answers EPERM, /proc shows nothing: the system cannot tell, it is not Absent
+    assert out == {str(level): ["PermissionError", 13, True] for level in levels}
+
+
+UNREADABLE = """
+sleeper = subprocess.Popen(["sleep", "60"])  # root's
+impl.PidFileWriter.at({path!r}, identity_line=False).write_for(sleeper.pid)
+with open({blocker!r}, "wb"):
+    pass
+os.chmod({blocker!r}, 0)
+# (a mount namespace of its own: the bind mount goes with it)
+subprocess.run(["mount", "--bind", {blocker!r}, f"/proc/{{sleeper.pid}}/stat"], check=True)
+"""
+
 
 @needs_root
 def test_a_process_whose_proc_entry_cannot_be_read_is_not_called_hidden(impl, shared_dir):
@@ -375,7 +362,7 @@ def test_a_process_whose_proc_entry_cannot_be_read_is_not_called_hidden(impl, sh
     path = os.path.join(shared_dir, "shown.pid")
     os.chmod(shared_dir, 0o755)
     levels = [0, 1] if impl._pidfd_level() >= 1 else [0]
-    script = script_prelude(impl) + UNREADABLE.format(
+    script = script_prelude(impl) + (UNREADABLE + AS_NOBODY).format(
         path=path, blocker=os.path.join(shared_dir, "blocker"), levels=levels
     )
     result = run_in_pid_namespace(script)
