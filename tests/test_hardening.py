@@ -472,6 +472,12 @@ def settle():
 @pytest.mark.skipif(
     sys.implementation.name != "cpython", reason="as above: PyPy runs handlers elsewhere"
 )
+@pytest.mark.skipif(
+    sys.version_info < (3, 11, 6),
+    reason="a reader's open_process() reaches the file through its directory, opened once: "
+    "as for the directory calls below (on 3.10 a descriptor a Python function returns can be "
+    "lost to a handler that runs as it returns: CI's 3.10 leg leaked 3 and 5 in a storm)",
+)
 def test_a_raising_signal_handler_leaks_no_pidfd_from_a_handle(impl, tmp_path):
     if impl._pidfd_level() == shimpid._common.NO_PIDFD:
         pytest.skip("no pidfds here")
