@@ -417,8 +417,14 @@ def _output_lost(out: Any, err: OSError) -> None:
 
 
 def _complain(message: str) -> None:
-    sys.stderr.write(f"shimpid: {message}\n")
-    sys.stderr.flush()
+    err = sys.stderr
+    if err is None:
+        return
+    try:
+        err.write(f"shimpid: {message}\n")
+        err.flush()
+    except OSError:
+        pass  # nowhere left to say it: what was done stands, and the exit status says it
 
 
 def shown(text: object) -> str:

@@ -277,25 +277,20 @@ def open_to_others(directory: os.stat_result) -> str | None:
 
 def untrusted_file(directory: int, read: Read) -> str | None:
     """Why a pid file (as read, in the open directory) is no instruction to signal a process:
-    another user's, writable by others, linked elsewhere too, or in a directory where others
-    could replace it. start-stop-daemon's rule for root; the commands that signal, and
-    ``open_process()``, apply it for everyone."""
-    info = read.info
-    return untrusted_owner(info.st_uid, info.st_mode, info.st_nlink) or untrusted_directory(
-        directory
-    )
+    another user's, writable by others, or in a directory where others could replace it.
+    start-stop-daemon's rule for root; the commands that signal, and ``open_process()``, apply
+    it for everyone. (Not its link count: the lock and clean() give a file a second name for an
+    instant, link() then unlink(), and a holder killed between leaves it so. See the security
+    page on hard links.)"""
+    return untrusted_owner(read.info.st_uid, read.info.st_mode) or untrusted_directory(directory)
 
 
-def untrusted_owner(uid: int, mode: int, links: int) -> str | None:
-    """``untrusted_file``'s rule for the file itself, from its fstat's owner, mode and links."""
+def untrusted_owner(uid: int, mode: int) -> str | None:
+    """``untrusted_file``'s rule for the file itself, from its fstat's owner and mode."""
     if uid not in (0, os.geteuid()):
         return f"it is owned by uid {uid}, not by this user or root"
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         return "it is writable by group or others"
-    if links != 1:
-        # A hard link made elsewhere (where fs.protected_hardlinks is off, anyone may link
-        # root's files into a sticky directory): its name here is not its writer's choice
-        return f"it has {links} links: a hard link may have put it here"
     return None
 
 
@@ -700,7 +695,14 @@ class _Aside:
         finally:
             if kept:  # and with it the lease, before the file is put back: a writer opening
                 os.close(kept[0])  # it without blocking (O_NONBLOCK) would find it leased
-        self._restore(aside)
+        try:
+            self._restore(aside)
+        except OSError as err:
+            # What is at the aside name now cannot go back nor be removed (a directory that
+            # another user made there, in a directory they may write in): left, and said; the
+            # other files of the pass go on
+            self.pending.pop(aside, None)
+            return name, False, f"{why}; left at {os.fsdecode(aside)}: {err.strerror}"
         return name, False, why
 
     def _reborn(
@@ -1057,10 +1059,10 @@ class Entry(tuple):  # type: ignore[type-arg]
         verdict: ProcessIdentity | OSError,
         data: bytes | None = None,
         lock: tuple[bool | None, int | None, tuple[int, int] | None] | None = None,
-        owner: tuple[int, int, int, str | None] | None = None,
+        owner: tuple[int, int, str | None] | None = None,
     ) -> Entry:
         # (and the record and Extras, where the scan decoded them already); owner: the file's
-        # uid, mode and links, and why its directory is not trusted (see untrusted)
+        # uid and mode, and why its directory is not trusted (see untrusted)
         return tuple.__new__(cls, (path, verdict, data, lock, None, None, owner))
 
     @property
@@ -1132,13 +1134,13 @@ class Entry(tuple):  # type: ignore[type-arg]
     @property
     def untrusted(self) -> str | None:
         """Why the file is no instruction to signal a process, or None: another user's (not
-        root's or this user's), writable by group or others, hard-linked, in a directory where
-        others could replace it, or reached by a path they could steer (the rule of the
-        commands that signal: see the security page). From the open the bytes were read by."""
+        root's or this user's), writable by group or others, in a directory where others could
+        replace it, or reached by a path they could steer (the rule of the commands that
+        signal: see the security page). From the open the bytes were read by."""
         owner = self[6]
         if owner is None:
             return "it was not read" if self[2] is None else "who wrote it is not known"
-        return untrusted_owner(owner[0], owner[1], owner[2]) or owner[3]
+        return untrusted_owner(owner[0], owner[1]) or owner[2]
 
     def open_process(
         self, *, allow_legacy: bool = False, secure: bool = True
@@ -1261,7 +1263,7 @@ def _scan_names(
                 yield path, verdict, None, None, None, None, None
             else:
                 lock = read.lock if locks else None
-                owner = (read.info.st_uid, read.info.st_mode, read.info.st_nlink, why)
+                owner = (read.info.st_uid, read.info.st_mode, why)
                 yield path, verdict, read.data, lock, None, None, owner
 
 

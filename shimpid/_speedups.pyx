@@ -1034,8 +1034,8 @@ def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, s
     ``(locked, pid, (dev, ino))`` probed on the descriptor read, and the record and its Extras
     come decoded (see identity_at); else None. Each is a ``kind``, a tuple or a subclass whose
     ``__new__`` it skips (_rundir.Entry: one object per file, not two). Last comes ``owner``,
-    ``(uid, mode, links, why)`` of the file read (None: none was), ``why`` the caller's, as
-    given (why the directory is not trusted: _rundir's rule)."""
+    ``(uid, mode, why)`` of the file read (None: none was), ``why`` the caller's, as given (why
+    the directory is not trusted: _rundir's rule)."""
     cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
     if not issubclass(kind, tuple):
         raise TypeError(f"kind must be tuple or a subclass, not {kind.__name__}")
@@ -1129,8 +1129,7 @@ cdef class _SuffixScan:
             except OSError as err:
                 verdict = err
             read += NONE_4[len(read):]
-            owner = (None if read[0] is None
-                     else (seen.st_uid, seen.st_mode, seen.st_nlink, self.why))
+            owner = None if read[0] is None else (seen.st_uid, seen.st_mode, self.why)
             item = (path, verdict, read[0], read[1], read[2], read[3], owner)
             return item if self.kind is tuple else tuple.__new__(self.kind, item)
 

@@ -413,29 +413,6 @@ def test_a_readers_handle_is_on_the_file_it_was_made_for(impl, tmp_path, two_rec
         assert handle.pid == first.pid
 
 
-def test_a_hard_linked_record_is_no_instruction(impl, tmp_path, sleeper):
-    """A record whose file has another link may have been put where it is by whoever made the
-    link (where fs.protected_hardlinks is off, anyone may link root's files into a sticky
-    directory): a scan says so, and neither it nor a reader opens a handle from it."""
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "run").mkdir()
-    impl.PidFileWriter.at(tmp_path / "elsewhere" / "svc.pid").write_for(sleeper.pid)
-    os.link(tmp_path / "elsewhere" / "svc.pid", tmp_path / "run" / "box.pid")
-    [entry] = shimpid.scan(tmp_path / "run")
-    why = "it has 2 links: a hard link may have put it here"
-    assert entry.verdict == Verified(sleeper.pid) and entry.untrusted == why
-    for opening in (entry.open_process, shimpid.PidFileReader.at(entry.path).open_process):
-        with pytest.raises(shimpid.UntrustedPath, match=why):
-            opening()
-    with entry.open_process(secure=False) as handle:
-        assert handle.pid == sleeper.pid
-    (tmp_path / "elsewhere" / "svc.pid").unlink()  # its one name now
-    [entry] = shimpid.scan(tmp_path / "run")
-    assert entry.untrusted is None
-    with shimpid.PidFileReader.at(entry.path).open_process() as handle:
-        assert handle.pid == sleeper.pid
-
-
 def test_a_scan_by_a_path_another_user_could_steer_trusts_none_of_its_files(
     impl, tmp_path, sleeper, other_user
 ):

@@ -1249,3 +1249,26 @@ def test_what_lands_at_the_name_as_it_is_set_aside_is_put_back(tmp_path, monkeyp
     landed = os.lstat(tmp_path / "a.pid").st_mode
     assert stat.S_ISLNK(landed) if kind == "symlink" else stat.S_ISSOCK(landed)
     assert shimpid.clean(tmp_path) == [], "and never touched"
+
+
+def test_a_directory_made_at_an_aside_name_stops_nothing(tmp_path, monkeypatch, reaped_pid):
+    """In a directory others may write to, the owner of a stale file clean() set aside can
+    remove it from under its aside name, make a directory there, and a new file at the name:
+    nothing can go back, nor be removed. That one is said and left; the pass goes on."""
+    for name in ("evil.pid", "z1.pid", "z2.pid"):
+        (tmp_path / name).write_bytes(b"%d\n1\n" % reaped_pid)
+    settle = _rundir._Aside._settle_one
+
+    def raced(self, aside):
+        if aside.endswith(b"evil.pid"):  # the other user's doing, between the move and here
+            os.unlink(aside, dir_fd=self.directory)
+            os.mkdir(aside, dir_fd=self.directory)
+            (tmp_path / "evil.pid").write_bytes(b"1\n")
+        return settle(self, aside)
+
+    monkeypatch.setattr(_rundir._Aside, "_settle_one", raced)
+    removals = {os.path.basename(r.path): r for r in shimpid.clean(tmp_path)}
+    assert removals["z1.pid"].removed and removals["z2.pid"].removed
+    evil = removals["evil.pid"]
+    assert not evil.removed and evil.why.startswith("kept: gone while set aside; left at .")
+    assert evil.why.endswith(": Is a directory")

@@ -132,8 +132,8 @@ def test_it_reads_through_its_own_descriptor(extension, tmp_path):
 
 def test_it_makes_each_item_once_as_the_kind_asked(extension, directory_fd):
     """scan() has its Entry made by the iterator itself (no second object per file): the same
-    seven fields as the plain tuples shimpid ls takes, the last the file's owner, mode and
-    links as read, and what the caller passed."""
+    seven fields as the plain tuples shimpid ls takes, the last the file's owner and mode as
+    read, and what the caller passed."""
     plain = list(scan(extension, directory_fd))
     entries = list(
         extension._scan_suffix(
@@ -142,7 +142,7 @@ def test_it_makes_each_item_once_as_the_kind_asked(extension, directory_fd):
     )
     assert [type(e) for e in entries] == [_rundir.Entry] * len(plain) and plain
     assert [tuple.__getitem__(e, slice(None)) for e in entries] == [
-        (p[0], p[1], p[2], None, None, None, (os.geteuid(), p[6][1], 1, "why")) for p in plain
+        (p[0], p[1], p[2], None, None, None, (os.geteuid(), p[6][1], "why")) for p in plain
     ]
     assert all(stat.S_ISREG(p[6][1]) for p in plain), "the mode of each file read"
     with pytest.raises(TypeError):
