@@ -405,13 +405,9 @@ def _say(message: str, end: str = "\n") -> None:
 
 def _output_lost(out: Any, err: OSError) -> None:
     """Standard output refused what was said (its reader went, as ``| head`` does: EPIPE; a full
-    disk): what was done stands, and the exit status says so; the rest is said to /dev/null,
-    that nothing fails at exit either. Told on stderr, but for a reader that went."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, out.fileno())
-    finally:
-        os.close(devnull)
+    disk): what was done stands, and the exit status says so. Told on stderr, but for a reader
+    that went."""
+    _to_devnull(out)
     if err.errno != errno.EPIPE:
         _complain(f"cannot write the output: {err.strerror}")
 
@@ -424,7 +420,17 @@ def _complain(message: str) -> None:
         err.write(f"shimpid: {message}\n")
         err.flush()
     except OSError:
-        pass  # nowhere left to say it: what was done stands, and the exit status says it
+        _to_devnull(err)  # nowhere left to say it: what was done stands, the status says it
+
+
+def _to_devnull(stream: Any) -> None:
+    """What is still to be said on a standard stream that failed goes to /dev/null, what it
+    holds unwritten too: nothing fails as the interpreter flushes it at exit (status 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 def shown(text: object) -> str:

@@ -3,7 +3,8 @@
 The backend reads the file (``_read_pid_file``: one read, bounded), decodes it
 (``PidRecord.decode``), judges it against the live system (``_identity_at``) and pins a process
 for a handle (``_pin_and_classify``); what a reader answers, and when a record counts as none,
-is here.
+is here. A handle is opened as the commands that signal open theirs (``_operate``): the file
+read through its directory, and trusted only if nobody else could have written it.
 """
 
 from __future__ import annotations

@@ -1027,15 +1027,14 @@ def _scan_suffix(int directory_fd, bytes suffix not None, str prefix not None, s
                  bint locks=False, type kind=tuple, why=None):
     """``(prefix + name, verdict or OSError, the bytes judged, lock, record, extras, owner)``
     for each regular file of the open directory whose name ends with suffix, but those starting
-    with "."
-    for which ``skip(name)`` is true (a writer's temporary files: _rundir's rules, passed in so
-    that this module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like patterns
-    (readdir() in C spares the Python loop per file). With ``locks`` (shimpid ls), ``lock`` is
-    ``(locked, pid, (dev, ino))`` probed on the descriptor read, and the record and its Extras
-    come decoded (see identity_at); else None. Each is a ``kind``, a tuple or a subclass whose
-    ``__new__`` it skips (_rundir.Entry: one object per file, not two). Last comes ``owner``,
-    ``(uid, mode, why)`` of the file read (None: none was), ``why`` the caller's, as given (why
-    the directory is not trusted: _rundir's rule)."""
+    with "." for which ``skip(name)`` is true (a writer's temporary files: _rundir's rules,
+    passed in so that this module needs no _rundir): shimpid.scan()'s fast path for "*.pid"-like
+    patterns (readdir() in C spares the Python loop per file). With ``locks`` (shimpid ls),
+    ``lock`` is ``(locked, pid, (dev, ino))`` probed on the descriptor read, and the record and
+    its Extras come decoded (see identity_at); else None. Each is a ``kind``, a tuple or a
+    subclass whose ``__new__`` it skips (_rundir.Entry: one object per file, not two). Last
+    comes ``owner``, ``(uid, mode, why)`` of the file read (None: none was), ``why`` the
+    caller's, as given (why the directory is not trusted: _rundir's rule)."""
     cdef _SuffixScan scan = _SuffixScan.__new__(_SuffixScan)
     if not issubclass(kind, tuple):
         raise TypeError(f"kind must be tuple or a subclass, not {kind.__name__}")
