@@ -420,12 +420,15 @@ def _complain(message: str) -> None:
         err.write(f"shimpid: {message}\n")
         err.flush()
     except OSError:
-        _to_devnull(err)  # nowhere left to say it: what was done stands, the status says it
+        # Nowhere left to say it: what was done stands, and the status says it. Dropped, not
+        # sent to /dev/null: its descriptor may not be ours (started without one, a runtime
+        # such as ASan's may hold the number), and the interpreter then flushes it no more.
+        sys.stderr = None
 
 
 def _to_devnull(stream: Any) -> None:
-    """What is still to be said on a standard stream that failed goes to /dev/null, what it
-    holds unwritten too: nothing fails as the interpreter flushes it at exit (status 120)."""
+    """What is still to be said on standard output that failed goes to /dev/null, what it holds
+    unwritten too: nothing fails as the interpreter flushes it at exit (status 120)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, stream.fileno())

@@ -467,7 +467,7 @@ def test_an_output_that_cannot_be_written_is_told_and_the_status_kept(cli, tmp_p
     assert closed.returncode == 0 and closed.stderr == b""
     buffered = {k: v for k, v in cli.env.items() if k != "PYTHONUNBUFFERED"}
     for env in (buffered, dict(buffered, PYTHONUNBUFFERED="1")):  # (at exit, or at once)
-        for stderr in ("2>&-", "2>/dev/full"):  # and nowhere to say so either
+        for stderr in ("2>&-", "2>/dev/full", "2</dev/null"):  # nowhere to say so either
             path.write_bytes(b"%d\n1\n" % reaped_pid)
             shell = f'exec "$0" -m shimpid stop "$1" >/dev/full {stderr}'
             done = subprocess.run(["sh", "-c", shell, sys.executable, str(path)], env=env)
