@@ -406,8 +406,13 @@ def _say(message: str, end: str = "\n") -> None:
 def _output_lost(out: Any, err: OSError) -> None:
     """Standard output refused what was said (its reader went, as ``| head`` does: EPIPE; a full
     disk): what was done stands, and the exit status says so. Told on stderr, but for a reader
-    that went."""
-    _to_devnull(out)
+    that went. What is still to be said, and what it holds unwritten, goes to /dev/null: nothing
+    fails as the interpreter flushes it at exit (status 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, out.fileno())
+    finally:
+        os.close(devnull)
     if err.errno != errno.EPIPE:
         _complain(f"cannot write the output: {err.strerror}")
 
@@ -424,16 +429,6 @@ def _complain(message: str) -> None:
         # sent to /dev/null: its descriptor may not be ours (started without one, a runtime
         # such as ASan's may hold the number), and the interpreter then flushes it no more.
         sys.stderr = None
-
-
-def _to_devnull(stream: Any) -> None:
-    """What is still to be said on standard output that failed goes to /dev/null, what it holds
-    unwritten too: nothing fails as the interpreter flushes it at exit (status 120)."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, stream.fileno())
-    finally:
-        os.close(devnull)
 
 
 def shown(text: object) -> str:

@@ -740,21 +740,22 @@ def _lock_release(slot: list[int], target: bytes, data: bytes, path: str | bytes
     writers' ``OSError`` for path.
     """
     fd = slot[0]
+    failed = None
     try:
         if _is_at(fd, target) and os.pread(fd, _common.WRITE_MAX_BYTES + 1, 0) == data:
             os.unlink(target)
     except FileNotFoundError:
         pass
     except OSError as err:
-        fd, slot[0] = slot[0], -1  # inline, no call between: see _common.keep
-        if fd in _held:  # off the list as it is closed, not before (no call between)
-            del _held[fd]  # noqa: RUF051 (pop() is a call: a handler could run there)
-        os.close(fd)
-        raise _common.write_error(err, path) from None
-    fd, slot[0] = slot[0], -1
-    if fd in _held:  # listed while held: _held_here() and _release_at_exit() see it till now
-        del _held[fd]  # noqa: RUF051 (as above)
+        failed = err
+    fd, slot[0] = slot[0], -1  # inline, no call between: see _common.keep
+    # Listed while held (_held_here() and _release_at_exit() see it till now), and off the list
+    # as it is closed, not before
+    if fd in _held:
+        del _held[fd]  # noqa: RUF051 (pop() is a call: a handler could run there)
     os.close(fd)  # the lock goes with the last descriptor
+    if failed is not None:
+        raise _common.write_error(failed, path) from None
 
 
 def _is_at(fd: int, target: bytes) -> bool:

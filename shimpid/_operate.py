@@ -122,21 +122,32 @@ def inspect(path: PathArg, *, secure: bool | None = None) -> Inspection:
     return _judged(shown, read)
 
 
-def _open(path: PathArg, secure: bool | None) -> tuple[int | None, Read | None, str]:
+def _open(
+    path: PathArg, secure: bool | None, *, signalling: bool = False, shown: str | None = None
+) -> tuple[int | None, Read | None, str]:
     """The pid file's directory, opened once (None: there is none, so no file either), and one
-    read of the file (the caller closes the directory)."""
+    read of the file (the caller closes the directory). ``signalling`` (the commands that
+    signal, and open_process()), with ``secure``: ``UntrustedPath`` for a file another user
+    could have written. Errors name ``shown`` (default: path)."""
     try:
         raw = fs_bytes(path)  # once: what is shown is what is acted on
     except ValueError as err:
         raise StorageError(str(err)) from err
     where, name = split_file_path(raw)
-    shown = os.fsdecode(raw)
+    if shown is None:
+        shown = os.fsdecode(raw)
     try:
         directory = open_directory(where, secure=secure)
     except (FileNotFoundError, NotADirectoryError):
         return None, None, shown
     try:
-        return directory, read_at(directory, name, lock=True, shown=shown), shown
+        read = read_at(directory, name, lock=True, shown=shown)
+        why = None
+        if signalling and secure and read is not None:
+            why = untrusted_file(directory, read)
+        if why:
+            raise UntrustedPath(shown, why)
+        return directory, read, shown
     except BaseException:
         os.close(directory)
         raise
@@ -155,12 +166,8 @@ def _target(
 ) -> tuple[int | None, Inspection, ProcessHandle | None]:
     """For the commands that signal: the directory, the inspection, and a handle on the process
     (None where it is not running). Raises as ``inspect``, and ``Refused``."""
-    directory, read, shown = _open(path, secure)
+    directory, read, shown = _open(path, secure, signalling=True)
     try:
-        if secure and directory is not None and read is not None:
-            why = untrusted_file(directory, read)
-            if why:
-                raise UntrustedPath(shown, why)
         found = _judged(shown, read)
         if found.verdict == ABSENT:
             return directory, found, None
@@ -197,15 +204,12 @@ def open_process(
     ``secure``, by the trust rules' walk, and the file's own rule (``UntrustedPath``); then a
     handle pinned from those bytes (by the reader's backend), or None. Errors name ``shown``."""
     try:
-        directory, read, _ = _open(target, secure)
+        directory, read, _ = _open(target, secure, signalling=True, shown=os.fsdecode(shown))
     except StorageError:  # not a regular file: no record to act on
         return None
     try:
         if directory is None or read is None:
             return None
-        why = untrusted_file(directory, read) if secure else None
-        if why:
-            raise UntrustedPath(os.fsdecode(shown), why)
         found = decoded(read)
         if found is None:
             return None
